@@ -1,0 +1,49 @@
+"""The farm's HTTP API: a thin Flask app (validation, responses). It never imports torch or the model."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from flask import Flask
+from flask_openapi3 import Info, OpenAPI
+
+from api.errors import register_error_handlers, validation_error_response
+from api.limits import ConcurrencyLimit
+from shared.settings import Settings, get_settings
+
+API_VERSION = "1.0.0"
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """The API's Celery client: it only sends tasks, by name, so worker code (and torch) stays out."""
+    celery = Celery(app.name)
+    celery.config_from_object("celery_config")
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def create_app(settings: Settings | None = None) -> OpenAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=logging.DEBUG if settings.DEBUG else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = OpenAPI(
+        __name__,
+        info=Info(title="XTTS synthesis farm", version=API_VERSION,
+                  description="Streaming XTTS-v2 speech synthesis and voice cloning served by a farm of Celery workers."),
+        validation_error_status=400,
+        validation_error_callback=validation_error_response,
+        doc_prefix="/openapi",
+    )
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_MB * 1024 * 1024 + 64 * 1024
+    app.json.sort_keys = False
+    app.extensions["xtts_limit"] = ConcurrencyLimit(settings.MAX_CONCURRENT_REQUESTS)
+    celery_init_app(app)
+    register_error_handlers(app)
+
+    from api.routes import info, jobs, synthesis
+
+    for blueprint in (synthesis.bp, jobs.bp, info.bp):
+        app.register_api(blueprint)
+    return app

@@ -1,0 +1,96 @@
+"""Delivering a job's audio to HTTP clients: WAV framing, Server-Sent Events, and the waiting policy."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import time
+import wave
+from collections.abc import Iterator
+
+from shared import jobs, streams
+from shared.errors import Gone
+from shared.models import JobState
+from shared.redis_client import get_redis
+from shared.settings import get_settings
+from shared.streams import Cursor, StreamCancelled, StreamFailed
+
+STREAMING_DATA_SIZE = 0xFFFFFFFF - 36  # "unknown length": players read until the connection ends
+
+
+def streaming_wav_header(sample_rate: int = streams.SAMPLE_RATE) -> bytes:
+    """A 44-byte PCM WAV header for a stream whose length is not known yet."""
+    byte_rate = sample_rate * streams.SAMPLE_WIDTH
+    return (
+        b"RIFF" + struct.pack("<I", STREAMING_DATA_SIZE + 36) + b"WAVE"
+        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, byte_rate, streams.SAMPLE_WIDTH, 16)
+        + b"data" + struct.pack("<I", STREAMING_DATA_SIZE)
+    )
+
+
+def wav_file(pcm: bytes, sample_rate: int = streams.SAMPLE_RATE) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(streams.SAMPLE_WIDTH)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm)
+    return buffer.getvalue()
+
+
+class Watchdog:
+    """Runs whenever a reader waited a whole block with nothing new: raises once the job cannot progress."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.idle_timeout = get_settings().STREAM_IDLE_TIMEOUT_SECONDS
+        self._chunks = -1
+        self._since = time.monotonic()
+
+    def __call__(self) -> None:
+        jobs.fail_if_lost(self.job_id, streams.current_epoch(get_redis()))
+        job = jobs.get_job(self.job_id)
+        if job.state == JobState.FAILED.value:
+            raise StreamFailed(job.error or "the job failed")
+        if job.state == JobState.CANCELLED.value:
+            raise StreamCancelled("the job was cancelled")
+        if job.state == JobState.SUCCEEDED.value:
+            # Every segment of a finished job ends with an end entry, so waiting means its streams expired.
+            raise Gone(audio_expired_message(self.job_id))
+        if job.chunks_done != self._chunks:
+            self._chunks, self._since = job.chunks_done, time.monotonic()
+        elif time.monotonic() - self._since > self.idle_timeout:
+            raise StreamFailed(f"no audio for {self.idle_timeout} s: the job is {job.state} and not progressing")
+
+
+def audio_expired_message(job_id: str) -> str:
+    ttl = get_settings().STREAM_TTL_SECONDS
+    return f"the audio of job {job_id} is no longer kept (streams expire STREAM_TTL_SECONDS={ttl} s after their last chunk)"
+
+
+def job_audio(job_id: str, segments_total: int, cursor: Cursor = Cursor()) -> Iterator[tuple[Cursor, bytes]]:
+    """A job's audio chunks after `cursor`, in order, waiting for workers as needed."""
+    settings = get_settings()
+    return streams.read_audio(
+        get_redis(), job_id, segments_total, cursor, block_ms=settings.STREAM_READ_BLOCK_MS, on_idle=Watchdog(job_id)
+    )
+
+
+def sse_event(event: str, data: dict, event_id: str | None = None) -> bytes:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {event}")
+    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def sse_audio(cursor: Cursor, pcm: bytes) -> bytes:
+    return sse_event(
+        "audio",
+        {"segment": cursor.segment, "seq": cursor.seq, "samples": len(pcm) // streams.SAMPLE_WIDTH,
+         "pcm_s16le_base64": base64.b64encode(pcm).decode()},
+        event_id=str(cursor),
+    )

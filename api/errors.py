@@ -1,0 +1,78 @@
+"""The one JSON error contract of every endpoint:
+
+    {"error": {"status": 400, "code": "unknown_language", "message": "...", "details": ...}}
+
+Domain errors (shared.errors.FarmError), request validation errors, HTTP errors (404, 405, 413) and
+unexpected failures are all mapped here, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import FarmError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
+    body: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return Response(json.dumps({"error": body}), status=status, mimetype="application/json")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in err.get("loc", ()) if part != "__root__")
+    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if not loc and err.get("type") == "model_type":
+        return "the request body must be a JSON object"
+    if err.get("type") == "extra_forbidden":
+        return f"unknown field {loc!r}"
+    if err.get("type") == "missing":
+        return f"{loc} is required"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def validation_error_response(exc: ValidationError) -> Response:
+    """flask-openapi3's validation callback: a 400 naming every field that is wrong."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    messages = [_describe(e) for e in errors]
+    details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": _describe(e)} for e in errors]
+    return error_response(400, "validation_error", "; ".join(messages), details)
+
+
+def reject_malformed_json() -> Response | None:
+    """Runs before every request: a body that claims to be JSON must parse, or the client hears so."""
+    if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.get_data(cache=True):
+        try:
+            json.loads(request.get_data(cache=True))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return error_response(400, "invalid_json", f"the request body is not valid JSON: {exc}")
+    return None
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.before_request(reject_malformed_json)
+
+    @app.errorhandler(FarmError)
+    def _farm_error(exc: FarmError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        if exc.response is not None and exc.response.mimetype == "application/json":
+            return exc.response  # already in the contract (raised through flask's abort with our response)
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the server failed to handle this request; see its log")

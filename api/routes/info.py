@@ -1,0 +1,63 @@
+"""What the farm offers and how it is: languages, built-in speakers, health; Swagger UI at /."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Response, jsonify, redirect
+from flask_openapi3 import APIBlueprint, Tag
+from sqlalchemy import text
+
+from api.schemas import HealthResponse, LanguagesResponse, SpeakersResponse
+from api.submission import supported_languages
+from shared import registry
+from shared.db import get_engine
+from shared.redis_client import get_redis
+
+bp = APIBlueprint("info", __name__, abp_tags=[Tag(name="info", description="Languages, speakers, health")])
+
+
+@bp.get("/languages", responses={200: LanguagesResponse})
+def languages() -> Response:
+    """Languages the live workers' model speaks (XTTS-v2's list when no worker is up yet)."""
+    langs, source = supported_languages()
+    return jsonify({"languages": langs, "source": source})
+
+
+@bp.get("/available_speakers", responses={200: SpeakersResponse})
+def available_speakers() -> Response:
+    """Built-in speakers of the checkpoint the live workers serve."""
+    catalog = registry.model_catalog(get_redis())
+    return jsonify({"speakers": catalog[1] if catalog else []})
+
+
+def _probe(check) -> dict:
+    started = time.perf_counter()
+    try:
+        check()
+    except Exception as exc:  # health reports failures instead of raising them
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def _database_ping() -> None:
+    with get_engine().connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@bp.get("/health", responses={200: HealthResponse, 503: HealthResponse})
+def health() -> tuple[Response, int]:
+    """API, Redis, database, and every live worker with the model it has loaded."""
+    redis_state = _probe(lambda: get_redis().ping())
+    db_state = _probe(_database_ping)
+    workers = registry.live_workers(get_redis()) if redis_state["ok"] else []
+    healthy = redis_state["ok"] and db_state["ok"]
+    status = ("ok" if workers else "no_workers") if healthy else "unavailable"
+    body = {"status": status, "api": "ok", "redis": redis_state, "database": db_state, "workers": workers}
+    return jsonify(body), 200 if healthy else 503
+
+
+@bp.get("/", doc_ui=False)
+def index() -> Response:
+    """Swagger UI."""
+    return redirect("/openapi/swagger")

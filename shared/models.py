@@ -1,0 +1,92 @@
+"""Database models. The job row is the source of truth for a synthesis session's state."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+TERMINAL_STATES = tuple(s.value for s in JobState if s.terminal)
+ACTIVE_STATES = tuple(s.value for s in JobState if not s.terminal)
+
+
+class Job(Base):
+    """One synthesis session: a text split into segments, each synthesized by some worker."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Which endpoint created it (stream, tts, job): informative only.
+    origin: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True, default=JobState.QUEUED.value)
+    text: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(16))
+    # "builtin" (a checkpoint speaker), "saved" (a stored voice) or "inline" (latents sent with the request).
+    speaker_kind: Mapped[str] = mapped_column(String(16))
+    speaker_ref: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    segments_total: Mapped[int] = mapped_column(Integer)
+    segments_dispatched: Mapped[int] = mapped_column(Integer, default=0)
+    segments_done: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    audio_samples: Mapped[int] = mapped_column(Integer, default=0)
+    sample_rate: Mapped[int] = mapped_column(Integer, default=24000)
+
+    # The Redis "epoch" the job was queued in: if Redis restarts empty, jobs of an older epoch lost
+    # their queue entries and audio, and are reported as failed instead of waiting forever.
+    redis_epoch: Mapped[str] = mapped_column(String(32))
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    first_chunk_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    segments: Mapped[list[JobSegment]] = relationship(
+        back_populates="job", order_by="JobSegment.index", cascade="all, delete-orphan"
+    )
+
+
+class JobSegment(Base):
+    """One text chunk of a job: the unit a worker synthesizes, retries and streams."""
+
+    __tablename__ = "job_segments"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    job: Mapped[Job] = relationship(back_populates="segments")

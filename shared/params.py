@@ -1,0 +1,37 @@
+"""Synthesis parameters: validated by the API, stored with the job, read back by the worker.
+
+Defaults are pinned here, per request, because XTTS's `XttsConfig`, the shipped v2 `config.json` and the
+`inference()` signature disagree; these are the shipped v2 config's values.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SynthesisParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.75, gt=0.0, le=5.0, description="Sampling temperature of the GPT.")
+    length_penalty: float = Field(1.0, ge=-10.0, le=10.0)
+    repetition_penalty: float = Field(5.0, ge=1.0, le=50.0)
+    top_k: int = Field(50, ge=1, le=1026)
+    top_p: float = Field(0.85, gt=0.0, le=1.0)
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; 1.0 is the model's own.")
+    stream_chunk_size: int = Field(
+        20, ge=1, le=400, description="Audio tokens (about 46 ms each) per streamed chunk at the start of a segment."
+    )
+    min_new_tokens: int | None = Field(
+        None, ge=1, le=605, description="Advanced: lower bound on audio tokens per segment (the dev model's noise "
+        "never stops by itself, so tests and benchmarks pin the length)."
+    )
+    max_new_tokens: int | None = Field(None, ge=1, le=605, description="Advanced: upper bound on audio tokens per segment.")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> SynthesisParams:
+        if self.min_new_tokens and self.max_new_tokens and self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("min_new_tokens must not exceed max_new_tokens")
+        return self
+
+
+PARAM_FIELDS = tuple(SynthesisParams.model_fields)

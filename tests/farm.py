@@ -1,0 +1,215 @@
+"""Real processes for the tests: a private Redis server, Celery workers running the dev model, and the API
+under gunicorn, all wired to one database. Nothing here is mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # not ready yet
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+class RedisServer:
+    """A private redis-server on a free port, with no persistence, that a test can restart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="xtts-redis-"))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("redis-server is not installed (make test installs it)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop and start again, empty: what a Redis without persistence looks like after a crash."""
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def migrate(database_url: str, revision: str = "head", downgrade: bool = False) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    (command.downgrade if downgrade else command.upgrade)(config, revision)
+
+
+def create_postgres_database(admin_url: str) -> str:
+    """A fresh database on the local server for one test session; returns its URL."""
+    import psycopg
+
+    name = f"xtts_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(admin_url: str, url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Farm:
+    """API + N workers against one Redis and one database, as `make run` starts them."""
+
+    def __init__(self, *, redis_url: str, database_url: str, model_dir: Path, workers: int, log_dir: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_dir = log_dir
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "XTTS_MODEL": "dev",
+            "MODEL_DIR": str(model_dir),
+            "NUM_THREADS": "1",
+            "PORT": str(self.port),
+            "WORKER_HEARTBEAT_SECONDS": "1",
+            "STREAM_READ_BLOCK_MS": "200",
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.n_workers = workers
+        self.api: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self._logs: list[Any] = []
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self._logs.append(log)
+        return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def start_worker(self, name: str) -> None:
+        self.workers[name] = self._spawn(name, [
+            str(VENV_BIN / "celery"), "-A", "workers.celery_app", "worker", "--pool=prefork", "--concurrency=1",
+            "-n", f"{name}@%h", "-Q", "synthesis", "--without-gossip", "--without-mingle", "-l", "INFO",
+        ])
+
+    def stop_worker(self, name: str) -> None:
+        proc = self.workers.pop(name)
+        _terminate(proc)
+
+    def start(self) -> Farm:
+        self.api = self._spawn("api", [
+            str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
+            "--threads", "32", "--workers", "1", "--timeout", "300", "api.wsgi:app",
+        ])
+        for i in range(self.n_workers):
+            self.start_worker(f"w{i + 1}")
+        self.wait_for_workers(self.n_workers)
+        return self
+
+    def health(self) -> dict[str, Any]:
+        return requests.get(f"{self.base_url}/health", timeout=5).json()
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        return self.health()["workers"]
+
+    def wait_for_workers(self, n: int, timeout: float = 180) -> list[dict[str, Any]]:
+        def ready() -> list[dict[str, Any]] | None:
+            for name, proc in self.workers.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker {name} exited with {proc.returncode}; see {self.log_dir}/{name}.log")
+            workers = self.live_workers()
+            return workers if len(workers) == n else None
+
+        return wait_for(ready, timeout, f"{n} live workers", interval=0.2)
+
+    def stop(self) -> None:
+        for name in list(self.workers):
+            self.stop_worker(name)
+        if self.api:
+            _terminate(self.api)
+        for log in self._logs:
+            log.close()
+
+    # --- HTTP helpers used by the tests -------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = requests.get(self.url(f"/jobs/{job_id}"), timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for_state(self, job_id: str, states: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
+        return wait_for(lambda: (j := self.job(job_id))["state"] in states and j, timeout, f"job in {states}", 0.1)
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,61 @@
+"""POST /tts_stream: a WAV streamed while the workers synthesize, through Celery and Redis streams."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+from tests.audio import parse_stream_wav
+from tests.farm import ROOT, Farm
+
+
+def test_stream_is_a_valid_wav_with_every_sample_the_worker_produced(farm: Farm, speaker: str) -> None:
+    body = {"text": "Hello there. This is a streamed test.", "language": "en", "speaker_id": speaker,
+            "min_new_tokens": 40, "max_new_tokens": 40, "stream_chunk_size": 10}
+    response = requests.post(farm.url("/tts_stream"), json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("audio/wav")
+    session_id = response.headers["X-Session-Id"]
+    fmt, pcm = parse_stream_wav(response.content)
+    assert fmt == {"format": 1, "channels": 1, "rate": 24000, "byte_rate": 48000, "align": 2, "bits": 16}
+    status = farm.wait_for_state(session_id, ("succeeded",))
+    assert len(pcm) % 2 == 0 and len(pcm) > 0
+    assert len(pcm) // 2 == status["progress"]["audio_samples"]
+    assert status["progress"]["segments_done"] == status["progress"]["segments_total"] >= 1
+
+
+def test_first_audio_reaches_the_client_before_synthesis_ends(farm: Farm, speaker: str) -> None:
+    body = {"text": "A longer sentence, so that synthesis takes a while.", "language": "en",
+            "speaker_id": speaker, "min_new_tokens": 120, "max_new_tokens": 120, "stream_chunk_size": 8}
+    with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=120) as response:
+        assert response.status_code == 200
+        received = b""
+        first_audio_at = None
+        for piece in response.iter_content(chunk_size=None):
+            received += piece
+            if first_audio_at is None and len(received) > 44:
+                first_audio_at = time.time()
+        session_id = response.headers["X-Session-Id"]
+    status = farm.wait_for_state(session_id, ("succeeded",))
+    finished = datetime.fromisoformat(status["timestamps"]["finished"]).timestamp()
+    first_chunk = datetime.fromisoformat(status["timestamps"]["first_chunk"]).timestamp()
+    assert first_audio_at is not None
+    assert first_audio_at < finished, "the first audio arrived only after synthesis had ended"
+    assert first_chunk < finished
+    assert status["progress"]["chunks"] > 1
+
+
+def test_seed_curl_example_works_as_written(farm: Farm) -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"```bash\n(curl -X POST \"http://localhost:8000/tts_stream\".*?)\n```", readme, re.S)
+    assert match, "the README must show the seed's /tts_stream curl example"
+    command = match.group(1).replace("http://localhost:8000", farm.base_url)
+    assert "Claribel Dervla" in command  # the example uses a built-in speaker
+    out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120, check=True).stdout
+    fmt, pcm = parse_stream_wav(out)
+    assert fmt["rate"] == 24000 and len(pcm) > 24000 // 2

@@ -1,0 +1,64 @@
+"""Celery tasks. They carry ids only; text and settings come from SQL, audio goes out through Redis."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
+
+from shared import jobs, streams
+from shared.redis_client import get_redis
+from shared.settings import get_settings
+from workers.celery_app import celery_app
+from workers.engine import XttsEngine
+from workers.runtime import runtime
+from workers.synthesis import Outcome, run_segment
+
+log = logging.getLogger(__name__)
+
+
+@celeryd_init.connect
+def _remember_node_name(sender: str | None = None, **_: Any) -> None:
+    # Runs in the parent before it forks: the children inherit the node name for their registry entry.
+    if sender:
+        runtime.node_name = sender
+
+
+@worker_process_init.connect
+def _load_model(**_: Any) -> None:
+    runtime.start()
+    lost = jobs.fail_lost_jobs(streams.current_epoch(get_redis()))
+    if lost:
+        log.warning("marked %d jobs failed: they were queued before Redis lost its data", lost)
+
+
+@worker_process_shutdown.connect
+def _unregister(**_: Any) -> None:
+    runtime.stop()
+
+
+class EngineTask(Task):
+    """Base for tasks that need the model: it is injected from the process's runtime, loaded once."""
+
+    abstract = True
+
+    @property
+    def engine(self) -> XttsEngine:
+        return runtime.get_engine()
+
+
+def send_segment(job_id: str, index: int) -> None:
+    synthesize_segment.apply_async(args=[job_id, index])
+
+
+@celery_app.task(bind=True, base=EngineTask, name="xtts.synthesize_segment", max_retries=None)
+def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
+    settings = get_settings()
+    result = run_segment(self.engine, settings, get_redis(), job_id, index, worker=runtime.name)
+    if result.outcome is Outcome.RETRY:
+        raise self.retry(countdown=min(2.0 * result.attempts, 10.0))
+    if result.outcome in (Outcome.DONE, Outcome.JOB_DONE):
+        jobs.dispatch(job_id, jobs.inflight_window(get_redis()), send_segment)
+    return result.outcome.value
