@@ -49,12 +49,14 @@ def validation_error_response(exc: ValidationError) -> Response:
 
 
 def reject_malformed_json() -> Response | None:
-    """Runs before every request: a body that claims to be JSON must parse, or the client hears so."""
+    """Runs before every request: a body that claims to be JSON must parse to an object, or the client hears so."""
     if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.get_data(cache=True):
         try:
-            json.loads(request.get_data(cache=True))
+            body = json.loads(request.get_data(cache=True))
         except (ValueError, UnicodeDecodeError) as exc:
             return error_response(400, "invalid_json", f"the request body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return error_response(400, "validation_error", "the request body must be a JSON object")
     return None
 
 

@@ -64,6 +64,14 @@ class WorkerRuntime:
             **self.extra_info,
         }
 
+    def set_current(self, job_id: str | None, segment: int | None = None) -> None:
+        """Show in the registry what this process is synthesizing (None when idle)."""
+        self.extra_info["current"] = {"job_id": job_id, "segment": segment} if job_id else None
+        try:
+            self.publish()
+        except Exception:
+            log.warning("registry update failed", exc_info=True)
+
     def publish(self) -> None:
         settings = get_settings()
         registry.publish(get_redis(), self.name, self.info(), ttl=3 * settings.WORKER_HEARTBEAT_SECONDS)

@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_init, worker_init, worker_process_init, worker_process_shutdown
 
 from shared import jobs, streams
 from shared.redis_client import get_redis
 from shared.settings import get_settings
+from workers import model_source
 from workers.celery_app import celery_app
 from workers.engine import XttsEngine
 from workers.runtime import runtime
@@ -24,6 +25,17 @@ def _remember_node_name(sender: str | None = None, **_: Any) -> None:
     # Runs in the parent before it forks: the children inherit the node name for their registry entry.
     if sender:
         runtime.node_name = sender
+
+
+@worker_init.connect
+def _fetch_model(**_: Any) -> None:
+    """In the parent, before forking: download or generate the checkpoint once, or stop with a one-line
+    reason. Only files are touched here; the model itself is loaded in each child."""
+    try:
+        model_source.resolve(get_settings())
+    except model_source.ModelUnavailable as exc:
+        log.critical("worker cannot start: %s", exc)
+        raise SystemExit(1) from None
 
 
 @worker_process_init.connect
@@ -56,7 +68,11 @@ def send_segment(job_id: str, index: int) -> None:
 @celery_app.task(bind=True, base=EngineTask, name="xtts.synthesize_segment", max_retries=None)
 def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
     settings = get_settings()
-    result = run_segment(self.engine, settings, get_redis(), job_id, index, worker=runtime.name)
+    runtime.set_current(job_id, index)
+    try:
+        result = run_segment(self.engine, settings, get_redis(), job_id, index, worker=runtime.name)
+    finally:
+        runtime.set_current(None)
     if result.outcome is Outcome.RETRY:
         raise self.retry(countdown=min(2.0 * result.attempts, 10.0))
     if result.outcome in (Outcome.DONE, Outcome.JOB_DONE):
