@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from shared import jobs, streams
 from shared.errors import Gone
-from shared.models import JobState
+from shared.models import Job, JobState
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.streams import Cursor, StreamCancelled, StreamFailed
@@ -50,8 +50,7 @@ class Watchdog:
         self._since = time.monotonic()
 
     def __call__(self) -> None:
-        jobs.fail_if_lost(self.job_id, streams.current_epoch(get_redis()))
-        job = jobs.get_job(self.job_id)
+        job = current_job(self.job_id)
         if job.state == JobState.FAILED.value:
             raise StreamFailed(job.error or "the job failed")
         if job.state == JobState.CANCELLED.value:
@@ -63,6 +62,15 @@ class Watchdog:
             self._chunks, self._since = job.chunks_done, time.monotonic()
         elif time.monotonic() - self._since > self.idle_timeout:
             raise StreamFailed(f"no audio for {self.idle_timeout} s: the job is {job.state} and not progressing")
+
+
+def current_job(job_id: str) -> Job:
+    """The job as SQL knows it, after declaring it lost (and stopping its workers) if Redis restarted
+    without its data since the job was queued."""
+    r = get_redis()
+    if jobs.fail_if_lost(job_id, streams.current_epoch(r)):
+        streams.publish_stop(r, job_id, get_settings().STREAM_TTL_SECONDS)
+    return jobs.get_job(job_id)
 
 
 def audio_expired_message(job_id: str) -> str:

@@ -159,11 +159,10 @@ def finish_segment(job_id: str, index: int) -> bool:
         ).one()
         if row.segments_done < row.segments_total:
             return False
-        s.execute(
+        return bool(s.execute(
             update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
             .values(state=JobState.SUCCEEDED.value, finished_at=now)
-        )
-        return True
+        ).rowcount)
 
 
 def fail_segment(job_id: str, index: int, reason: str) -> None:
@@ -203,13 +202,14 @@ def cancel_job(job_id: str) -> bool:
         return bool(changed)
 
 
-def fail_if_lost(job_id: str, epoch: str) -> None:
-    """A job queued under an older Redis epoch lost its queue entries and audio: say so in SQL."""
+def fail_if_lost(job_id: str, epoch: str) -> bool:
+    """A job queued under an older Redis epoch lost its queue entries and audio: say so in SQL.
+    Returns True when this call declared the job lost."""
     with session_scope() as s:
-        s.execute(
+        return bool(s.execute(
             update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.redis_epoch != epoch)
             .values(state=JobState.FAILED.value, error=REDIS_LOST, finished_at=utcnow())
-        )
+        ).rowcount)
 
 
 def fail_lost_jobs(epoch: str) -> int:

@@ -38,6 +38,8 @@ class SegmentResult:
 
 def run_segment(engine: XttsEngine, settings: Settings, r: redis.Redis, job_id: str, index: int,
                 worker: str) -> SegmentResult:
+    if jobs.fail_if_lost(job_id, streams.current_epoch(r)):
+        return SegmentResult(Outcome.SKIPPED)  # queued before Redis lost its data: listeners are gone too
     work = jobs.start_segment(job_id, index, worker)
     if work is None:
         return SegmentResult(Outcome.SKIPPED)

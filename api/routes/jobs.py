@@ -8,24 +8,18 @@ from collections.abc import Iterator
 from flask import Response, current_app, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.delivery import audio_expired_message, job_audio, sse_audio, sse_event, wav_file
+from api.delivery import audio_expired_message, current_job, job_audio, sse_audio, sse_event, wav_file
 from api.schemas import ErrorResponse, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery, TtsRequest
 from api.submission import submit
 from shared import jobs, streams
 from shared.errors import FarmError, Gone, JobConflict
-from shared.models import Job, JobState
+from shared.models import JobState
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.streams import Cursor, StreamCancelled, StreamFailed
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
-
-
-def _current(job_id: str) -> Job:
-    """The job as SQL knows it, after declaring it lost if Redis restarted without its data."""
-    jobs.fail_if_lost(job_id, streams.current_epoch(get_redis()))
-    return jobs.get_job(job_id)
 
 
 @bp.post("/jobs", responses={202: JobCreated, 400: ErrorResponse, 413: ErrorResponse, 503: ErrorResponse})
@@ -47,13 +41,13 @@ def create_job(body: TtsRequest) -> tuple[Response, int]:
 @bp.get("/jobs/<job_id>", responses={200: JobStatus, 404: ErrorResponse})
 def job_status(path: JobPath) -> Response:
     """State, progress (segments, chunks, seconds of audio), timestamps and error of a job."""
-    return jsonify(jobs.job_view(_current(path.job_id)))
+    return jsonify(jobs.job_view(current_job(path.job_id)))
 
 
 @bp.get("/jobs/<job_id>/audio", responses={200: {"description": "audio/wav"}, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse})
 def job_audio_file(path: JobPath) -> Response:
     """The complete WAV of a job that has succeeded."""
-    job = _current(path.job_id)
+    job = current_job(path.job_id)
     if job.state != JobState.SUCCEEDED.value:
         detail = f": {job.error}" if job.error else ""
         raise JobConflict(f"job {job.id} is {job.state}{detail}; its audio exists once it has succeeded",
@@ -74,7 +68,7 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     rest with no gap and no duplicate. The stream ends with an `end` event, or an `error` event.
     """
     cursor = Cursor.parse(query.cursor or request.headers.get("Last-Event-ID"))
-    job = _current(path.job_id)
+    job = current_job(path.job_id)
     if cursor.segment > job.segments_total:
         raise FarmError(f"cursor {cursor} is past the job's {job.segments_total} segments")
     limit = current_app.extensions["xtts_limit"]
@@ -109,7 +103,7 @@ def cancel_job(path: JobPath) -> Response:
 @bp.get("/stream_status/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
 def stream_status(path: SessionPath) -> Response:
     """The seed's session status (the same sessions as /jobs)."""
-    return jsonify(jobs.job_view(_current(path.session_id)))
+    return jsonify(jobs.job_view(current_job(path.session_id)))
 
 
 @bp.delete("/stream_cancel/<session_id>", responses={200: JobStatus, 404: ErrorResponse})

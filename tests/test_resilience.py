@@ -1,0 +1,63 @@
+"""A restarted Redis or a crashed worker leaves every job in a true, visible state."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import requests
+
+from tests.audio import sse_events
+from tests.farm import wait_for
+
+
+def _expected_samples(tokens: int) -> int:
+    """Samples XTTS's decoder makes of `tokens` audio tokens: x4 to mel frames, 22.05 -> 24 kHz, 256 per frame."""
+    return math.floor(tokens * 4 * 24000 / 22050) * 256
+
+
+def _job(speaker: str, tokens: int, chunk: int = 5) -> dict:
+    return {"text": "A job that outlives a crash.", "language": "en", "speaker_id": speaker,
+            "min_new_tokens": tokens, "max_new_tokens": tokens, "stream_chunk_size": chunk}
+
+
+def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(isolated_farm) -> None:
+    farm, redis_server = isolated_farm()
+    job = requests.post(farm.url("/jobs"), json=_job("Claribel Dervla", 400), timeout=30).json()
+    farm.wait_for_state(job["id"], ("running",), 60)
+
+    redis_server.restart()  # empty: queue entries, streams and the epoch are gone
+
+    status = farm.job(job["id"])
+    assert status["state"] == "failed"
+    assert "Redis restarted" in status["error"] and status["timestamps"]["finished"]
+    # The farm itself recovers: the worker re-registers and new jobs run.
+    farm.wait_for_workers(1, timeout=60)
+    again = requests.post(farm.url("/jobs"), json=_job("Claribel Dervla", 10), timeout=30).json()
+    assert farm.wait_for_state(again["id"], ("succeeded",), 120)["state"] == "succeeded"
+    assert farm.job(job["id"])["state"] == "failed"  # and the lost one stays failed
+
+
+def test_worker_crash_mid_segment_resumes_without_gap_or_duplicate(isolated_farm) -> None:
+    farm, _ = isolated_farm()
+    tokens = 120
+    job = requests.post(farm.url("/jobs"), json=_job("Claribel Dervla", tokens), timeout=30).json()
+    with requests.get(farm.url(job["stream_url"]), stream=True, timeout=300) as stream:
+        events = sse_events(stream)
+        received = [next(events), next(events)]
+        worker = next(w for w in farm.live_workers() if (w.get("current") or {}).get("job_id") == job["id"])
+        os.kill(worker["pid"], signal.SIGKILL)  # the process synthesizing the segment dies mid-way
+        received += list(events)
+
+    assert received[-1].event == "end", received[-1]
+    audio = [e for e in received if e.event == "audio"]
+    ids = [e.id for e in audio]
+    assert ids == [f"0-{i}" for i in range(1, len(ids) + 1)], "gap or duplicate after the crash"
+    pcm = b"".join(e.pcm for e in audio)
+    assert len(pcm) // 2 == _expected_samples(tokens)
+
+    status = farm.job(job["id"])
+    assert status["state"] == "succeeded"
+    assert status["progress"]["audio_samples"] == _expected_samples(tokens)
+    assert farm.live_workers()[0]["pid"] != worker["pid"]  # Celery replaced the dead process
