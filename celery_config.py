@@ -3,6 +3,8 @@
 Read by `Celery.config_from_object("celery_config")`; values come from the farm's settings.
 """
 
+from kombu import Queue
+
 from shared.settings import get_settings
 
 _settings = get_settings()
@@ -28,7 +30,11 @@ task_reject_on_worker_lost = True
 # where any idle worker (or a short job's segment queued ahead of them) gets the next turn.
 worker_prefetch_multiplier = 1
 
+# Workers consume both queues (kombu alternates between them), so a clone request is not stuck behind
+# a long backlog of synthesis chunks.
 task_default_queue = "synthesis"
+task_queues = (Queue("voices"), Queue("synthesis"))
+task_routes = {"xtts.clone_voice": {"queue": "voices"}}
 
 # Loading a multi-GB model in worker_process_init takes longer than Celery's default 4 s.
 worker_proc_alive_timeout = _settings.WORKER_MODEL_LOAD_TIMEOUT

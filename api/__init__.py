@@ -36,14 +36,15 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         validation_error_callback=validation_error_response,
         doc_prefix="/openapi",
     )
-    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_MB * 1024 * 1024 + 64 * 1024
+    # MAX_UPLOAD_MB bounds a whole upload request (all its files), checked before the body is read.
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_MB * 2**20
     app.json.sort_keys = False
     app.extensions["xtts_limit"] = ConcurrencyLimit(settings.MAX_CONCURRENT_REQUESTS)
     celery_init_app(app)
     register_error_handlers(app)
 
-    from api.routes import info, jobs, synthesis
+    from api.routes import cache, info, jobs, synthesis, voices
 
-    for blueprint in (synthesis.bp, jobs.bp, info.bp):
+    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp):
         app.register_api(blueprint)
     return app

@@ -55,8 +55,9 @@ class Watchdog:
             raise StreamFailed(job.error or "the job failed")
         if job.state == JobState.CANCELLED.value:
             raise StreamCancelled("the job was cancelled")
-        if job.state == JobState.SUCCEEDED.value:
-            # Every segment of a finished job ends with an end entry, so waiting means its streams expired.
+        if job.state == JobState.SUCCEEDED.value and not streams.all_segments_exist(get_redis(), job.id, job.segments_total):
+            # SQL records success just before the last end entry is written, so a finished job is only
+            # a reason to stop waiting once its streams are gone.
             raise Gone(audio_expired_message(self.job_id))
         if job.chunks_done != self._chunks:
             self._chunks, self._since = job.chunks_done, time.monotonic()
@@ -64,13 +65,13 @@ class Watchdog:
             raise StreamFailed(f"no audio for {self.idle_timeout} s: the job is {job.state} and not progressing")
 
 
-def current_job(job_id: str) -> Job:
+def current_job(job_id: str, *, with_segments: bool = False) -> Job:
     """The job as SQL knows it, after declaring it lost (and stopping its workers) if Redis restarted
     without its data since the job was queued."""
     r = get_redis()
     if jobs.fail_if_lost(job_id, streams.current_epoch(r)):
         streams.publish_stop(r, job_id, get_settings().STREAM_TTL_SECONDS)
-    return jobs.get_job(job_id)
+    return jobs.get_job(job_id, with_segments=with_segments)
 
 
 def audio_expired_message(job_id: str) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 
 from flask import Flask, Response, request
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from shared.errors import FarmError
+from shared.errors import FarmError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,13 @@ def _describe(err: dict[str, Any]) -> str:
     if err.get("type") == "missing":
         return f"{loc} is required"
     return f"{loc}: {msg}" if loc else msg
+
+
+def invalid_input_from(exc: ValidationError, prefix: str) -> InvalidInput:
+    """A validation error of a nested document (such as /clone_speaker's `options`) as a domain error."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    problems = [f"{prefix}.{_describe(e)}" if e.get("loc") else f"{prefix}: {_describe(e)}" for e in errors]
+    return InvalidInput("; ".join(problems), details=problems)
 
 
 def validation_error_response(exc: ValidationError) -> Response:
@@ -66,6 +73,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(FarmError)
     def _farm_error(exc: FarmError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge) -> Response:
+        limit = app.config["MAX_CONTENT_LENGTH"] // 2**20
+        return error_response(413, "upload_too_large", f"the request is larger than MAX_UPLOAD_MB={limit} MB")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from flask_openapi3 import FileStorage
 
 from shared.params import SynthesisParams
+
+
+class InlineLatents(BaseModel):
+    """Conditioning latents as /clone_speaker returns them (squeezed or not)."""
+
+    gpt_cond_latent: list[Any] = Field(..., description="[32, width] or [1, 32, width] (width 1024 for XTTS-v2)")
+    speaker_embedding: list[Any] = Field(..., description="[512] or [1, 512, 1]")
 
 
 class TtsRequest(SynthesisParams):
@@ -19,9 +27,12 @@ class TtsRequest(SynthesisParams):
 
     text: str = Field(..., description="Text to speak; long texts are split into chunks at sentence boundaries.")
     language: str = Field(..., description="Language code, one of GET /languages (e.g. en, de, zh-cn).")
-    speaker_id: str = Field(
-        ..., min_length=1, max_length=200,
+    speaker_id: str | None = Field(
+        None, min_length=1, max_length=200,
         description="A saved voice id (see /saved_voices) or a built-in speaker name (see /available_speakers).",
+    )
+    speaker_latents: InlineLatents | None = Field(
+        None, description="Instead of speaker_id: conditioning latents as /clone_speaker returns them."
     )
 
     @field_validator("text")
@@ -35,6 +46,12 @@ class TtsRequest(SynthesisParams):
     @classmethod
     def _language_normalized(cls, value: str) -> str:
         return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _one_speaker(self) -> TtsRequest:
+        if (self.speaker_id is None) == (self.speaker_latents is None):
+            raise ValueError("give exactly one of speaker_id (a saved voice or built-in speaker) and speaker_latents")
+        return self
 
     def synthesis_params(self) -> dict[str, Any]:
         return SynthesisParams.model_validate(self.model_dump(include=set(SynthesisParams.model_fields))).model_dump()
@@ -95,6 +112,19 @@ class SpeakerRef(BaseModel):
     id: str
 
 
+class SegmentStatus(BaseModel):
+    index: int
+    state: str
+    attempts: int
+    worker: str | None
+    chunks: int
+    audio_seconds: float
+    started: str | None
+    finished: str | None
+    error: str | None
+    characters: int
+
+
 class JobStatus(BaseModel):
     id: str
     session_id: str
@@ -106,6 +136,7 @@ class JobStatus(BaseModel):
     timestamps: Timestamps
     error: str | None
     sample_rate: int
+    segments: list[SegmentStatus] | None = Field(None, description="Per text chunk (GET /jobs/{id} only)")
 
 
 class LanguagesResponse(BaseModel):
@@ -123,3 +154,71 @@ class HealthResponse(BaseModel):
     redis: dict[str, Any]
     database: dict[str, Any]
     workers: list[dict[str, Any]]
+
+
+class CloneOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response_format: Literal["json", "save"] = Field(
+        "json", description="json: return the latents; save: store them as a voice under save_id"
+    )
+    save_id: str | None = Field(None, description="Voice id to save under (letters, digits, '-', '_')")
+    name: str = Field("", max_length=200)
+    description: str = Field("", max_length=2000)
+    overwrite: bool = Field(False, description="Replace an existing voice with the same id")
+
+    @model_validator(mode="after")
+    def _save_needs_id(self) -> CloneOptions:
+        if self.response_format == "save" and not self.save_id:
+            raise ValueError("save_id is required when response_format is 'save'")
+        return self
+
+
+class CloneForm(BaseModel):
+    wav_file: list[FileStorage] = Field(..., description="One or more reference recordings (WAV, MP3, FLAC, OGG/Opus, M4A)")
+    # flask-openapi3 decodes JSON form fields itself: a dict here, or the raw text if it was not JSON.
+    options: dict[str, Any] | str | None = Field(None, description='JSON, e.g. {"response_format": "save", "save_id": "my-voice", "name": "My Voice"}')
+
+
+class SaveVoiceBody(InlineLatents):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=200)
+    description: str = Field("", max_length=2000)
+    overwrite: bool = False
+
+
+class VoicePath(BaseModel):
+    voice_id: str = Field(..., description="Voice id (letters, digits, '-', '_')")
+
+
+class VoicesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    page: int = Field(1, ge=1)
+    per_page: int = Field(50, ge=1, le=500)
+
+
+class VoiceQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_latents: bool = False
+
+
+class VoiceResponse(BaseModel):
+    id: str
+    name: str
+    description: str
+    gpt_width: int
+    revision: str
+    source: str
+    content_hash: str | None
+    created_at: str
+    updated_at: str
+
+
+class VoicesPage(BaseModel):
+    voices: list[VoiceResponse]
+    total: int
+    page: int
+    per_page: int

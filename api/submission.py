@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from celery import Celery
 
@@ -15,6 +16,9 @@ from shared.models import Job
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.text import split_text
+from voices_store import store
+from voices_store.ids import VOICE_ID
+from voices_store.latents import parse_latents
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +38,35 @@ def check_language(language: str) -> None:
                               details={"supported": languages})
 
 
-def resolve_speaker(speaker_id: str) -> tuple[str, str]:
-    """(kind, reference) for a speaker id: a built-in speaker of the live workers' model."""
+@dataclass(frozen=True)
+class Speaker:
+    kind: str  # saved, builtin, inline
+    ref: str
+    inline_voice: bytes | None = None
+
+
+def model_width() -> int | None:
+    """GPT latent width of the live workers' model (None when no worker is up)."""
+    widths = {w.get("gpt_width") for w in registry.live_workers(get_redis()) if w.get("gpt_width")}
+    return widths.pop() if len(widths) == 1 else None
+
+
+def resolve_speaker(request: TtsRequest) -> Speaker:
+    """A saved voice (checked in SQL), a built-in speaker of the live workers' model, or inline latents."""
+    if request.speaker_latents is not None:
+        latents = parse_latents(request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding,
+                                model_width())
+        return Speaker("inline", latents.digest(), latents.to_npz())
+    speaker_id = request.speaker_id or ""
+    if VOICE_ID.match(speaker_id) and store.voice_exists(speaker_id):
+        return Speaker("saved", speaker_id)
     catalog = registry.model_catalog(get_redis())
     if catalog is None:
         raise ServiceUnavailable(
             "no synthesis worker is running, so built-in speakers cannot be checked; start a worker and retry"
         )
     if speaker_id in catalog[1]:
-        return "builtin", speaker_id
+        return Speaker("builtin", speaker_id)
     raise UnknownSpeaker(
         f"speaker {speaker_id!r} is neither a saved voice nor a built-in speaker (see GET /available_speakers)",
         details={"builtin_speakers": catalog[1]},
@@ -56,13 +80,14 @@ def submit(celery: Celery, request: TtsRequest, origin: str) -> Job:
             f"text is {len(request.text)} characters long; the limit is MAX_TEXT_CHARS={settings.MAX_TEXT_CHARS}"
         )
     check_language(request.language)
-    kind, ref = resolve_speaker(request.speaker_id)
+    speaker = resolve_speaker(request)
     segments = split_text(request.text, request.language)
     r = get_redis()
     with session_scope() as s:
         job = jobs.create_job(
-            s, origin=origin, text=request.text, language=request.language, speaker_kind=kind, speaker_ref=ref,
-            params=request.synthesis_params(), segments=segments, epoch=streams.current_epoch(r),
+            s, origin=origin, text=request.text, language=request.language, speaker_kind=speaker.kind,
+            speaker_ref=speaker.ref, params=request.synthesis_params(), segments=segments,
+            epoch=streams.current_epoch(r), inline_voice=speaker.inline_voice,
         )
 
     def send(job_id: str, index: int) -> None:

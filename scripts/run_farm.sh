@@ -17,6 +17,7 @@ else
 fi
 scripts/venv.sh
 .venv/bin/alembic upgrade head
+.venv/bin/python -m voices_store.files import   # voices dropped in VOICES_DIR
 
 # honcho gives every process its own PORT variable, so the Procfile reads the API's port from API_PORT.
 export REDIS_PORT="$redis_port" API_PORT="$PORT"

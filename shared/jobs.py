@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from shared import registry
 from shared.db import session_scope
@@ -41,13 +41,13 @@ def segment_seed(job_id: str, index: int) -> int:
 
 def create_job(
     session: Session, *, origin: str, text: str, language: str, speaker_kind: str, speaker_ref: str,
-    params: dict[str, Any], segments: list[str], epoch: str,
+    params: dict[str, Any], segments: list[str], epoch: str, inline_voice: bytes | None = None,
 ) -> Job:
     job = Job(
         id=new_job_id(), origin=origin, state=JobState.QUEUED.value, text=text, language=language,
         speaker_kind=speaker_kind, speaker_ref=speaker_ref, params=params, segments_total=len(segments),
         segments_dispatched=0, segments_done=0, chunks_done=0, audio_samples=0, sample_rate=24000,
-        redis_epoch=epoch, created_at=utcnow(),
+        redis_epoch=epoch, created_at=utcnow(), inline_voice=inline_voice,
     )
     job.segments = [
         JobSegment(index=i, text=t, state=JobState.QUEUED.value, attempts=0, chunks=0, samples=0)
@@ -103,6 +103,7 @@ class SegmentWork:
     speaker_ref: str
     params: dict[str, Any]
     attempts: int
+    redis_epoch: str
 
 
 def start_segment(job_id: str, index: int, worker: str) -> SegmentWork | None:
@@ -123,7 +124,23 @@ def start_segment(job_id: str, index: int, worker: str) -> SegmentWork | None:
             .values(state=JobState.RUNNING.value, started_at=now)
         )
         return SegmentWork(job_id, index, segment.text, job.language, job.speaker_kind, job.speaker_ref,
-                           dict(job.params), segment.attempts)
+                           dict(job.params), segment.attempts, job.redis_epoch)
+
+
+def inline_voice(job_id: str) -> bytes:
+    with session_scope() as s:
+        data = s.execute(select(Job.inline_voice).where(Job.id == job_id)).scalar_one_or_none()
+    if data is None:
+        raise NotFound(f"job {job_id!r} carries no inline voice")
+    return data
+
+
+def segment_succeeded(job_id: str, index: int) -> bool:
+    with session_scope() as s:
+        state = s.execute(
+            select(JobSegment.state).where(JobSegment.job_id == job_id, JobSegment.index == index)
+        ).scalar_one_or_none()
+    return state == JobState.SUCCEEDED.value
 
 
 def record_chunk(job_id: str, index: int, samples: int) -> None:
@@ -177,6 +194,11 @@ def fail_segment(job_id: str, index: int, reason: str) -> None:
             update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
             .values(state=JobState.FAILED.value, error=f"segment {index}: {reason}", finished_at=now)
         )
+        # The job's other unfinished segments are stopped (or never start): say so.
+        s.execute(
+            update(JobSegment).where(JobSegment.job_id == job_id, JobSegment.state.in_(ACTIVE_STATES))
+            .values(state=JobState.CANCELLED.value, finished_at=now)
+        )
 
 
 def mark_segment_retrying(job_id: str, index: int, reason: str) -> None:
@@ -221,9 +243,12 @@ def fail_lost_jobs(epoch: str) -> int:
         ).rowcount
 
 
-def get_job(job_id: str) -> Job:
+def get_job(job_id: str, *, with_segments: bool = False) -> Job:
     with session_scope() as s:
-        job = s.execute(select(Job).where(Job.id == job_id)).scalar_one_or_none()
+        query = select(Job).where(Job.id == job_id)
+        if with_segments:
+            query = query.options(selectinload(Job.segments))
+        job = s.execute(query).scalar_one_or_none()
         if job is None:
             raise NotFound(f"no job or session with id {job_id!r}")
         return job
@@ -233,9 +258,18 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    """The public JSON shape of a job (also the seed's session status)."""
+def segment_view(segment: JobSegment, sample_rate: int) -> dict[str, Any]:
     return {
+        "index": segment.index, "state": segment.state, "attempts": segment.attempts, "worker": segment.worker,
+        "chunks": segment.chunks, "audio_seconds": round(segment.samples / sample_rate, 3),
+        "started": _iso(segment.started_at), "finished": _iso(segment.finished_at), "error": segment.error,
+        "characters": len(segment.text),
+    }
+
+
+def job_view(job: Job, *, with_segments: bool = False) -> dict[str, Any]:
+    """The public JSON shape of a job (also the seed's session status)."""
+    view = {
         "id": job.id,
         "session_id": job.id,
         "state": job.state,
@@ -258,3 +292,6 @@ def job_view(job: Job) -> dict[str, Any]:
         "error": job.error,
         "sample_rate": job.sample_rate,
     }
+    if with_segments:
+        view["segments"] = [segment_view(seg, job.sample_rate) for seg in job.segments]
+    return view

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -49,6 +49,8 @@ class Job(Base):
     speaker_kind: Mapped[str] = mapped_column(String(16))
     speaker_ref: Mapped[str] = mapped_column(String(200))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Latents sent inline with the request (speaker_kind "inline"), as an .npz without pickles.
+    inline_voice: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
     segments_total: Mapped[int] = mapped_column(Integer)
     segments_dispatched: Mapped[int] = mapped_column(Integer, default=0)
@@ -90,3 +92,39 @@ class JobSegment(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="segments")
+
+
+class Voice(Base):
+    """A saved voice: the conditioning XTTS needs, in SQL so that every worker on every machine can read it.
+
+    Latents are stored as .npy bytes (loaded with allow_pickle=False: nothing user-supplied is unpickled).
+    `revision` changes on every write; worker caches key on it, so an overwritten voice is never used stale.
+    """
+
+    __tablename__ = "voices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    gpt_cond_latent: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    speaker_embedding: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    gpt_width: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CloneResult(Base):
+    """What cloning a given reference audio produced with a given model: cloning it again reuses this."""
+
+    __tablename__ = "clone_results"
+
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(300))
+    gpt_cond_latent: Mapped[bytes] = mapped_column(LargeBinary)
+    speaker_embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    gpt_width: Mapped[int] = mapped_column(Integer)
+    reference_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

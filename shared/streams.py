@@ -106,6 +106,12 @@ class StreamWriter:
     def end(self, seq: int) -> None:
         self._add(seq, {"type": END, "seq": seq})
 
+    def ensure_end(self) -> None:
+        """Add the end entry unless the stream already ends (with an end or error entry)."""
+        last = self.r.xrevrange(self.key, count=1)
+        if not last or last[0][1].get(b"type") == AUDIO:
+            self.end(self.last_seq() + 1)
+
     def error(self, seq: int, reason: str) -> None:
         self._add(seq, {"type": ERROR, "seq": seq, "reason": reason.encode()[:2000]})
 
@@ -128,8 +134,9 @@ def should_stop(r: redis.Redis, job_id: str) -> bool:
     return bool(r.exists(stop_flag_key(job_id)))
 
 
-def segment_exists(r: redis.Redis, job_id: str, index: int) -> bool:
-    return bool(r.exists(segment_key(job_id, index)))
+def all_segments_exist(r: redis.Redis, job_id: str, segments_total: int) -> bool:
+    keys = [segment_key(job_id, i) for i in range(segments_total)]
+    return not keys or r.exists(*keys) == len(keys)
 
 
 def read_audio(

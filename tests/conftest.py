@@ -99,3 +99,27 @@ def isolated_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator:
 def speaker(farm: Farm) -> str:
     """A built-in speaker of the dev checkpoint (it carries real XTTS-v2 speaker names)."""
     return "Claribel Dervla"
+
+
+@pytest.fixture(scope="session")
+def make_audio(tmp_path_factory: pytest.TempPathFactory):
+    """Reference recordings made with ffmpeg: any container, rate, channel count, length and content."""
+    folder = tmp_path_factory.mktemp("audio")
+    made: dict[tuple, bytes] = {}
+
+    def make(fmt: str = "wav", seconds: float = 3.0, rate: int = 22050, channels: int = 1, freq: int = 220,
+             silent: bool = False, lead_silence: float = 0.0) -> bytes:
+        key = (fmt, seconds, rate, channels, freq, silent, lead_silence)
+        if key not in made:
+            out = folder / f"ref-{len(made)}.{fmt}"
+            tone = f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}"
+            source = f"anullsrc=r={rate}:cl=mono,atrim=duration={seconds}" if silent else tone
+            if lead_silence:  # silence first, then the tone: little actual sound
+                source = f"{tone},adelay={int(lead_silence * 1000)}"
+            codec = {"ogg": ["-c:a", "libopus"], "m4a": ["-c:a", "aac"], "mp3": ["-c:a", "libmp3lame"]}.get(fmt, [])
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-ac", str(channels),
+                            *codec, str(out)], check=True)
+            made[key] = out.read_bytes()
+        return made[key]
+
+    return make

@@ -119,6 +119,9 @@ class Farm:
     def __init__(self, *, redis_url: str, database_url: str, model_dir: Path, workers: int, log_dir: Path,
                  extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.voices_dir = log_dir / "voices"
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
         self.env = {
@@ -132,6 +135,9 @@ class Farm:
             "WORKER_HEARTBEAT_SECONDS": "1",
             "STREAM_READ_BLOCK_MS": "200",
             "PYTHONUNBUFFERED": "1",
+            "VOICES_DIR": str(self.voices_dir),
+            "MAX_UPLOAD_MB": "2",
+            "MAX_REFERENCE_SECONDS": "20",
             **(extra_env or {}),
         }
         self.n_workers = workers
@@ -148,7 +154,7 @@ class Farm:
     def start_worker(self, name: str) -> None:
         self.workers[name] = self._spawn(name, [
             str(VENV_BIN / "celery"), "-A", "workers.celery_app", "worker", "--pool=prefork", "--concurrency=1",
-            "-n", f"{name}@%h", "-Q", "synthesis", "--without-gossip", "--without-mingle", "-l", "INFO",
+            "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO",
         ])
 
     def stop_worker(self, name: str) -> None:

@@ -58,6 +58,7 @@ def test_bad_json(farm: Farm, endpoint: str) -> None:
 
 @pytest.mark.parametrize(("change", "named"), [
     ({"speaker_id": None}, "speaker_id"),
+    ({"speaker_id": ""}, "speaker_id"),
     ({"temperature": "hot"}, "temperature"),
     ({"temperature": 0}, "temperature"),
     ({"top_p": 1.5}, "top_p"),
@@ -74,8 +75,11 @@ def test_wrong_fields_are_named(farm: Farm, change: dict, named: str) -> None:
 
 def test_missing_fields_are_named(farm: Farm) -> None:
     error = _error(requests.post(farm.url("/jobs"), json={}, timeout=10), 400, "validation_error")
-    for field in ("text", "language", "speaker_id"):
+    for field in ("text", "language"):
         assert f"{field} is required" in error["message"]
+    error = _error(requests.post(farm.url("/jobs"), json={"text": "Hi.", "language": "en"}, timeout=10),
+                   400, "validation_error")
+    assert "exactly one of speaker_id" in error["message"]
 
 
 def test_bad_cursor(farm: Farm) -> None:

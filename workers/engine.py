@@ -120,12 +120,21 @@ class XttsEngine:
             kwargs = {"min_new_tokens": n, "max_new_tokens": n}
         return kwargs
 
-    def _text_tokens(self, text: str, language: str) -> torch.Tensor:
+    def _token_parts(self, text: str, language: str) -> list[tuple[str, torch.Tensor]]:
+        """Text tokens for a segment, split further if XTTS's cleaners made it too long for the GPT
+        (numbers and abbreviations expand: "1999" becomes "one thousand nine hundred ninety-nine")."""
         tokens = self.model.tokenizer.encode(text.strip().lower(), lang=language.split("-")[0])
-        limit = self.model.args.gpt_max_text_tokens
-        if len(tokens) >= limit:
-            raise SynthesisError(f"this text chunk is {len(tokens)} text tokens long; XTTS takes fewer than {limit}")
-        return torch.IntTensor(tokens).unsqueeze(0).to(self.device)
+        if len(tokens) < self.model.args.gpt_max_text_tokens:
+            return [(text, torch.IntTensor(tokens).unsqueeze(0).to(self.device))]
+        words = text.split()
+        if len(words) > 1:
+            halves = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2:])]
+        elif len(text) > 1:
+            halves = [text[: len(text) // 2], text[len(text) // 2:]]
+        else:
+            raise SynthesisError(f"{text!r} expands to {len(tokens)} text tokens; XTTS takes fewer than "
+                                 f"{self.model.args.gpt_max_text_tokens}")
+        return [part for half in halves for part in self._token_parts(half, language)]
 
     def _autocast(self) -> Any:
         return torch.autocast("cuda", dtype=torch.float16) if self.fp16 else torch.autocast("cpu", enabled=False)
@@ -134,11 +143,16 @@ class XttsEngine:
     def stream(self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams,
                seed: int | None = None) -> Iterator[torch.Tensor]:
         """Yield float audio chunks (24 kHz mono) for one segment as the GPT produces them."""
-        text_tokens = self._text_tokens(text, language)
+        parts = self._token_parts(text, language)
         if seed is not None:
             torch.manual_seed(seed)
         cond = voice.gpt_cond_latent.to(self.device)
         embedding = voice.speaker_embedding.to(self.device)
+        for part_text, text_tokens in parts:
+            yield from self._stream_part(part_text, text_tokens, cond, embedding, params)
+
+    def _stream_part(self, text: str, text_tokens: torch.Tensor, cond: torch.Tensor, embedding: torch.Tensor,
+                     params: SynthesisParams) -> Iterator[torch.Tensor]:
         gpt = self.model.gpt
         with self._autocast():
             fake_inputs = gpt.compute_embeddings(cond, text_tokens)

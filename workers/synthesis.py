@@ -14,7 +14,8 @@ import redis
 from shared import jobs, streams
 from shared.params import SynthesisParams
 from shared.settings import Settings
-from workers.engine import SynthesisError, XttsEngine, pcm16
+from voices_store.cache import VoiceCache
+from workers.engine import SynthesisError, VoiceLatents, XttsEngine, pcm16
 from workers.voices import resolve_voice
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,23 @@ class SegmentResult:
     attempts: int = 0
 
 
-def run_segment(engine: XttsEngine, settings: Settings, r: redis.Redis, job_id: str, index: int,
-                worker: str) -> SegmentResult:
-    if jobs.fail_if_lost(job_id, streams.current_epoch(r)):
-        return SegmentResult(Outcome.SKIPPED)  # queued before Redis lost its data: listeners are gone too
+def run_segment(engine: XttsEngine, cache: VoiceCache[VoiceLatents], settings: Settings, r: redis.Redis,
+                job_id: str, index: int, worker: str) -> SegmentResult:
+    writer = streams.StreamWriter(r, job_id, index, settings.STREAM_TTL_SECONDS, settings.STREAM_MAXLEN)
     work = jobs.start_segment(job_id, index, worker)
     if work is None:
+        if jobs.segment_succeeded(job_id, index):
+            writer.ensure_end()  # redelivered after a crash between recording success and ending the stream
         return SegmentResult(Outcome.SKIPPED)
-    writer = streams.StreamWriter(r, job_id, index, settings.STREAM_TTL_SECONDS, settings.STREAM_MAXLEN)
+    if work.redis_epoch != streams.current_epoch(r):
+        jobs.fail_if_lost(job_id, streams.current_epoch(r))
+        return SegmentResult(Outcome.SKIPPED)  # queued before Redis lost its data: its listeners are gone too
     max_attempts = settings.CHUNK_MAX_RETRIES + 1
     if work.attempts > max_attempts:
         # Only a worker that died mid-segment (requeued by Celery) gets here: stop the crash loop.
         return _fail(writer, work, f"worker lost {work.attempts - 1} times while synthesizing this segment")
     try:
-        return _synthesize(engine, r, writer, work)
+        return _synthesize(engine, cache, r, writer, work)
     except SynthesisError as exc:
         return _fail(writer, work, str(exc))
     except Exception as exc:  # the model or a service failed: retry a bounded number of times
@@ -61,9 +65,10 @@ def run_segment(engine: XttsEngine, settings: Settings, r: redis.Redis, job_id: 
         return _fail(writer, work, reason)
 
 
-def _synthesize(engine: XttsEngine, r: redis.Redis, writer: streams.StreamWriter, work: jobs.SegmentWork) -> SegmentResult:
+def _synthesize(engine: XttsEngine, cache: VoiceCache[VoiceLatents], r: redis.Redis, writer: streams.StreamWriter,
+                work: jobs.SegmentWork) -> SegmentResult:
     params = SynthesisParams.model_validate(work.params)
-    voice = resolve_voice(engine, work)
+    voice = resolve_voice(engine, cache, work)
     # A retried segment regenerates identically (fixed seed) and skips what listeners already have.
     already = writer.last_seq()
     seq = 0
@@ -77,8 +82,9 @@ def _synthesize(engine: XttsEngine, r: redis.Redis, writer: streams.StreamWriter
         pcm = pcm16(wav)
         writer.audio(seq, pcm)
         jobs.record_chunk(work.job_id, work.index, len(pcm) // streams.SAMPLE_WIDTH)
-    writer.end(seq + 1)
+    # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
     last = jobs.finish_segment(work.job_id, work.index)
+    writer.end(seq + 1)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
 
 

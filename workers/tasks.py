@@ -11,7 +11,10 @@ from celery.signals import celeryd_init, worker_init, worker_process_init, worke
 from shared import jobs, streams
 from shared.redis_client import get_redis
 from shared.settings import get_settings
-from workers import model_source
+from voices_store import store
+from voices_store.uploads import CLONE_SAMPLE_RATE
+from shared import uploads
+from workers import cloning, model_source
 from workers.celery_app import celery_app
 from workers.engine import XttsEngine
 from workers.runtime import runtime
@@ -70,7 +73,8 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
     settings = get_settings()
     runtime.set_current(job_id, index)
     try:
-        result = run_segment(self.engine, settings, get_redis(), job_id, index, worker=runtime.name)
+        runtime.sync_voice_cache()
+        result = run_segment(self.engine, runtime.voice_cache, settings, get_redis(), job_id, index, worker=runtime.name)
     finally:
         runtime.set_current(None)
     if result.outcome is Outcome.RETRY:
@@ -78,3 +82,17 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
     if result.outcome in (Outcome.DONE, Outcome.JOB_DONE):
         jobs.dispatch(job_id, jobs.inflight_window(get_redis()), send_segment)
     return result.outcome.value
+
+
+@celery_app.task(bind=True, base=EngineTask, name="xtts.clone_voice", ignore_result=False)
+def clone_voice(self: EngineTask, content_hash: str) -> dict[str, Any]:
+    """Clone the reference audio the API left in Redis under `content_hash`; store the result in SQL."""
+    runtime.set_current(f"clone:{content_hash[:12]}")
+    try:
+        references = uploads.fetch(get_redis(), content_hash)
+        latents = cloning.clone(self.engine, references)
+        seconds = sum(len(a) for a in references) / CLONE_SAMPLE_RATE
+        store.put_clone_result(content_hash, self.engine.source.name, latents, seconds)
+        return {"content_hash": content_hash, "gpt_width": latents.width}
+    finally:
+        runtime.set_current(None)

@@ -1,15 +1,66 @@
-"""Turning a job's speaker reference into the latents XTTS conditions on."""
+"""Turning a job's speaker reference into the latents XTTS conditions on, through the worker's cache."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Hashable
+
+import torch
+
+from shared import jobs
+from shared.errors import NotFound
 from shared.jobs import SegmentWork
+from voices_store import store
+from voices_store.cache import VoiceCache
+from voices_store.latents import Latents
 from workers.engine import SynthesisError, VoiceLatents, XttsEngine
 
+log = logging.getLogger(__name__)
 
-def resolve_voice(engine: XttsEngine, work: SegmentWork) -> VoiceLatents:
+
+def to_model(latents: Latents) -> VoiceLatents:
+    return VoiceLatents(torch.from_numpy(latents.gpt_cond_latent.copy()), torch.from_numpy(latents.speaker_embedding.copy()))
+
+
+def _checked(engine: XttsEngine, latents: Latents, what: str) -> VoiceLatents:
+    if latents.width != engine.gpt_width:
+        raise SynthesisError(f"{what} has GPT latents {latents.width} wide; this worker's model needs {engine.gpt_width} "
+                             "(it was made with another model: clone it again)")
+    return to_model(latents)
+
+
+def saved_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], voice_id: str) -> VoiceLatents:
+    """A saved voice, from the cache if this worker holds its current revision."""
+    revision = store.current_revision(voice_id)
+    if revision is None:
+        raise SynthesisError(f"saved voice {voice_id!r} no longer exists (deleted)")
+
+    def load() -> VoiceLatents:
+        try:
+            _revision, latents = store.load_latents(voice_id)
+        except NotFound as exc:
+            raise SynthesisError(f"saved voice {voice_id!r} no longer exists (deleted)") from exc
+        return _checked(engine, latents, f"saved voice {voice_id!r}")
+
+    return cache.get_or_load(("saved", voice_id, revision), load)
+
+
+def resolve_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], work: SegmentWork) -> VoiceLatents:
     if work.speaker_kind == "builtin":
         voice = engine.builtin_voice(work.speaker_ref)
         if voice is None:
             raise SynthesisError(f"this worker's model has no built-in speaker {work.speaker_ref!r}")
         return voice
+    if work.speaker_kind == "saved":
+        return saved_voice(engine, cache, work.speaker_ref)
+    if work.speaker_kind == "inline":
+        def load() -> VoiceLatents:
+            return _checked(engine, Latents.from_npz(jobs.inline_voice(work.job_id)), "the request's inline latents")
+
+        return cache.get_or_load(("inline", work.speaker_ref), load)
     raise SynthesisError(f"unsupported speaker kind {work.speaker_kind!r}")
+
+
+def is_voice(voice_id: str) -> Callable[[Hashable], bool]:
+    """Matches the cache keys of every revision of a saved voice."""
+    return lambda key: isinstance(key, tuple) and key[:2] == ("saved", voice_id)

@@ -40,8 +40,9 @@ def create_job(body: TtsRequest) -> tuple[Response, int]:
 
 @bp.get("/jobs/<job_id>", responses={200: JobStatus, 404: ErrorResponse})
 def job_status(path: JobPath) -> Response:
-    """State, progress (segments, chunks, seconds of audio), timestamps and error of a job."""
-    return jsonify(jobs.job_view(current_job(path.job_id)))
+    """State, progress (segments, chunks, seconds of audio), timestamps and error of a job, and of each
+    of its text chunks (state, attempts, worker)."""
+    return jsonify(jobs.job_view(current_job(path.job_id, with_segments=True), with_segments=True))
 
 
 @bp.get("/jobs/<job_id>/audio", responses={200: {"description": "audio/wav"}, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse})
@@ -53,7 +54,7 @@ def job_audio_file(path: JobPath) -> Response:
         raise JobConflict(f"job {job.id} is {job.state}{detail}; its audio exists once it has succeeded",
                           details={"state": job.state})
     r = get_redis()
-    if not all(streams.segment_exists(r, job.id, i) for i in range(job.segments_total)):
+    if not streams.all_segments_exist(r, job.id, job.segments_total):
         raise Gone(audio_expired_message(job.id))
     pcm = b"".join(chunk for _cursor, chunk in job_audio(job.id, job.segments_total))
     return Response(wav_file(pcm), mimetype="audio/wav")

@@ -1,0 +1,96 @@
+"""The farm's benchmark: `make bench` (or `python -m benchmarks.run`). Prints tables, writes JSON.
+
+Every figure is a ratio or a median over repeated runs measured in this one process, because these
+machines are noisy. Sections (run all, or pick with --only):
+
+  streaming   streamed total / one-shot total at 100, 300, 600 tokens: the farm's worker engine and coqui's
+              `inference_stream`, side by side; and how close the streamed audio is to one-shot decoding (SNR)
+  pipeline    time to first audio through API + broker + worker + Redis stream, against the worker's own
+              time to its first chunk (same model, same text)
+  throughput  audio seconds per wall-clock second with 1 and 2 workers under concurrent requests
+  longtext    a long text on 1 and 2 workers (time to first audio, total), and a short job's time to first
+              audio while a long job runs, against the same short job on an idle farm
+  gpu         on a GPU only: the full-size random-weight model, float32 and float16, time to first audio and
+              real-time factor, single stream and concurrent streams
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks import farm_bench, model_bench
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("streaming", "pipeline", "throughput", "longtext", "gpu")
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> str:
+    """Print rows as an aligned table (and return it as markdown for the report)."""
+    if not rows:
+        return ""
+    headers = list(rows[0])
+    cells = [[_fmt(row.get(h)) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    md = [f"### {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(md) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return "" if value is None else str(value)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and no 600-token coqui run (minutes, not tens)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    ns = parser.parse_args()
+    ns.out.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, Any] = {
+        "started": datetime.now(timezone.utc).isoformat(), "host": platform.node(), "python": sys.version.split()[0],
+        "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]), "quick": ns.quick,
+    }
+    report = []
+    started = time.perf_counter()
+    for section in ns.only:
+        runner = {
+            "streaming": model_bench.streaming, "gpu": model_bench.gpu,
+            "pipeline": farm_bench.pipeline, "throughput": farm_bench.throughput, "longtext": farm_bench.longtext,
+        }[section]
+        title, rows, extra = runner(quick=ns.quick)
+        results[section] = {"rows": rows, **extra}
+        report.append(print_table(title, rows))
+        for note in extra.get("notes", []):
+            print(f"  {note}")
+            report.append(f"- {note}\n")
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for name in (f"results-{stamp}.json", "latest.json"):
+        (ns.out / name).write_text(json.dumps(results, indent=2))
+    (ns.out / "latest.md").write_text("\n".join(report))
+    print(f"\nwrote {ns.out / 'latest.json'} and {ns.out / 'latest.md'} ({results['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Saved voices and stored cloning results, in the SQL database every worker on every machine reads.
+
+A voice is written in one transaction, so a half-written voice is never visible; each write gets a new
+`revision`, which worker caches key on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from shared.db import session_scope
+from shared.errors import Conflict, NotFound
+from shared.models import CloneResult, Voice, utcnow
+from voices_store.ids import validate_voice_id
+from voices_store.latents import Latents, array_to_bytes
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    id: str
+    name: str
+    description: str
+    gpt_width: int
+    revision: str
+    source: str
+    content_hash: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "description": self.description, "gpt_width": self.gpt_width,
+            "revision": self.revision, "source": self.source, "content_hash": self.content_hash,
+            "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
+        }
+
+
+_INFO_COLUMNS = (Voice.id, Voice.name, Voice.description, Voice.gpt_width, Voice.revision, Voice.source,
+                 Voice.content_hash, Voice.created_at, Voice.updated_at)
+
+
+def save_voice(voice_id: str, latents: Latents, *, name: str = "", description: str = "", overwrite: bool = False,
+               source: str = "latents", content_hash: str | None = None) -> VoiceInfo:
+    validate_voice_id(voice_id)
+    now = utcnow()
+    fields = {
+        "name": name, "description": description, "gpt_cond_latent": array_to_bytes(latents.gpt_cond_latent),
+        "speaker_embedding": array_to_bytes(latents.speaker_embedding), "gpt_width": latents.width,
+        "revision": uuid.uuid4().hex, "source": source, "content_hash": content_hash, "updated_at": now,
+    }
+    try:
+        with session_scope() as s:
+            existing = s.get(Voice, voice_id)
+            if existing is None:
+                s.add(Voice(id=voice_id, created_at=now, **fields))
+            elif overwrite:
+                for key, value in fields.items():
+                    setattr(existing, key, value)
+            else:
+                raise Conflict(f"voice {voice_id!r} already exists; send overwrite=true to replace it")
+    except IntegrityError as exc:  # another request created it between our read and our insert
+        raise Conflict(f"voice {voice_id!r} already exists; send overwrite=true to replace it") from exc
+    return get_voice(voice_id)
+
+
+def get_voice(voice_id: str) -> VoiceInfo:
+    validate_voice_id(voice_id)
+    with session_scope() as s:
+        row = s.execute(select(*_INFO_COLUMNS).where(Voice.id == voice_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no saved voice {voice_id!r}")
+    return VoiceInfo(*row)
+
+
+def voice_exists(voice_id: str) -> bool:
+    with session_scope() as s:
+        return s.execute(select(Voice.id).where(Voice.id == voice_id)).first() is not None
+
+
+def current_revision(voice_id: str) -> str | None:
+    """The voice's revision now (None if deleted): a worker checks it before every use of a cached copy."""
+    with session_scope() as s:
+        return s.execute(select(Voice.revision).where(Voice.id == voice_id)).scalar_one_or_none()
+
+
+def load_latents(voice_id: str) -> tuple[str, Latents]:
+    """(revision, latents) read together, so the pair is consistent."""
+    with session_scope() as s:
+        row = s.execute(
+            select(Voice.revision, Voice.gpt_cond_latent, Voice.speaker_embedding).where(Voice.id == voice_id)
+        ).one_or_none()
+    if row is None:
+        raise NotFound(f"no saved voice {voice_id!r}")
+    return row.revision, Latents.from_npy(row.gpt_cond_latent, row.speaker_embedding)
+
+
+def list_voices(page: int, per_page: int) -> tuple[int, list[VoiceInfo]]:
+    with session_scope() as s:
+        total = s.execute(select(func.count()).select_from(Voice)).scalar_one()
+        rows = s.execute(select(*_INFO_COLUMNS).order_by(Voice.id).offset((page - 1) * per_page).limit(per_page)).all()
+    return total, [VoiceInfo(*row) for row in rows]
+
+
+def delete_voice(voice_id: str) -> None:
+    validate_voice_id(voice_id)
+    with session_scope() as s:
+        if not s.execute(delete(Voice).where(Voice.id == voice_id)).rowcount:
+            raise NotFound(f"no saved voice {voice_id!r}")
+
+
+def get_clone_result(content_hash: str) -> Latents | None:
+    with session_scope() as s:
+        row = s.get(CloneResult, content_hash)
+        return Latents.from_npy(row.gpt_cond_latent, row.speaker_embedding) if row else None
+
+
+def put_clone_result(content_hash: str, model: str, latents: Latents, reference_seconds: float) -> None:
+    try:
+        with session_scope() as s:
+            if s.get(CloneResult, content_hash) is None:
+                s.add(CloneResult(
+                    content_hash=content_hash, model=model, gpt_cond_latent=array_to_bytes(latents.gpt_cond_latent),
+                    speaker_embedding=array_to_bytes(latents.speaker_embedding), gpt_width=latents.width,
+                    reference_seconds=reference_seconds, created_at=utcnow(),
+                ))
+    except IntegrityError:
+        pass  # the same audio was cloned twice at once: the first result stands
