@@ -79,11 +79,11 @@ def audio_expired_message(job_id: str) -> str:
     return f"the audio of job {job_id} is no longer kept (streams expire STREAM_TTL_SECONDS={ttl} s after their last chunk)"
 
 
-def job_audio(job_id: str, segments_total: int, cursor: Cursor = Cursor()) -> Iterator[tuple[Cursor, bytes]]:
+def job_audio(job_id: str, segments_total: int, cursor: Cursor | None = None) -> Iterator[tuple[Cursor, bytes]]:
     """A job's audio chunks after `cursor`, in order, waiting for workers as needed."""
     settings = get_settings()
     return streams.read_audio(
-        get_redis(), job_id, segments_total, cursor, block_ms=settings.STREAM_READ_BLOCK_MS, on_idle=Watchdog(job_id)
+        get_redis(), job_id, segments_total, cursor or Cursor(), block_ms=settings.STREAM_READ_BLOCK_MS, on_idle=Watchdog(job_id)
     )
 
 

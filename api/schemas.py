@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from flask_openapi3 import FileStorage
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.params import SynthesisParams
+from voices_store.store import VoiceInfo as VoiceResponse
 
 
 class InlineLatents(BaseModel):
@@ -203,18 +204,6 @@ class VoiceQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_latents: bool = False
-
-
-class VoiceResponse(BaseModel):
-    id: str
-    name: str
-    description: str
-    gpt_width: int
-    revision: str
-    source: str
-    content_hash: str | None
-    created_at: str
-    updated_at: str
 
 
 class VoicesPage(BaseModel):

@@ -25,14 +25,35 @@ log = logging.getLogger(__name__)
 SEGMENT_TASK = "xtts.synthesize_segment"
 
 
-def supported_languages() -> tuple[list[str], str]:
-    """The live workers' languages, or XTTS-v2's when no worker is up yet."""
-    catalog = registry.model_catalog(get_redis())
-    return (catalog[0], "workers") if catalog and catalog[0] else (list(XTTS_V2_LANGUAGES), "xtts_v2")
+@dataclass(frozen=True)
+class LiveWorkers:
+    """What the live workers offer, read once per request from the registry."""
+
+    workers: list[dict]
+
+    @classmethod
+    def now(cls) -> LiveWorkers:
+        return cls(registry.live_workers(get_redis()))
+
+    @property
+    def catalog(self) -> tuple[list[str], list[str]] | None:
+        return registry.catalog_of(self.workers)
+
+    @property
+    def languages(self) -> tuple[list[str], str]:
+        """The live workers' languages, or XTTS-v2's when no worker is up yet."""
+        catalog = self.catalog
+        return (catalog[0], "workers") if catalog and catalog[0] else (list(XTTS_V2_LANGUAGES), "xtts_v2")
+
+    @property
+    def gpt_width(self) -> int | None:
+        """GPT latent width of the live workers' model (None when no worker is up, or they disagree)."""
+        widths = {w.get("gpt_width") for w in self.workers if w.get("gpt_width")}
+        return widths.pop() if len(widths) == 1 else None
 
 
-def check_language(language: str) -> None:
-    languages, _ = supported_languages()
+def check_language(farm: LiveWorkers, language: str) -> None:
+    languages, _ = farm.languages
     if language not in languages:
         raise UnknownLanguage(f"language {language!r} is not supported; use one of: {', '.join(languages)}",
                               details={"supported": languages})
@@ -45,22 +66,16 @@ class Speaker:
     inline_voice: bytes | None = None
 
 
-def model_width() -> int | None:
-    """GPT latent width of the live workers' model (None when no worker is up)."""
-    widths = {w.get("gpt_width") for w in registry.live_workers(get_redis()) if w.get("gpt_width")}
-    return widths.pop() if len(widths) == 1 else None
-
-
-def resolve_speaker(request: TtsRequest) -> Speaker:
+def resolve_speaker(farm: LiveWorkers, request: TtsRequest) -> Speaker:
     """A saved voice (checked in SQL), a built-in speaker of the live workers' model, or inline latents."""
     if request.speaker_latents is not None:
         latents = parse_latents(request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding,
-                                model_width())
+                                farm.gpt_width)
         return Speaker("inline", latents.digest(), latents.to_npz())
     speaker_id = request.speaker_id or ""
     if VOICE_ID.match(speaker_id) and store.voice_exists(speaker_id):
         return Speaker("saved", speaker_id)
-    catalog = registry.model_catalog(get_redis())
+    catalog = farm.catalog
     if catalog is None:
         raise ServiceUnavailable(
             "no synthesis worker is running, so built-in speakers cannot be checked; start a worker and retry"
@@ -79,22 +94,20 @@ def submit(celery: Celery, request: TtsRequest, origin: str) -> Job:
         raise TextTooLong(
             f"text is {len(request.text)} characters long; the limit is MAX_TEXT_CHARS={settings.MAX_TEXT_CHARS}"
         )
-    check_language(request.language)
-    speaker = resolve_speaker(request)
+    farm = LiveWorkers.now()
+    check_language(farm, request.language)
+    speaker = resolve_speaker(farm, request)
     segments = split_text(request.text, request.language)
-    r = get_redis()
     with session_scope() as s:
         job = jobs.create_job(
             s, origin=origin, text=request.text, language=request.language, speaker_kind=speaker.kind,
             speaker_ref=speaker.ref, params=request.synthesis_params(), segments=segments,
-            epoch=streams.current_epoch(r), inline_voice=speaker.inline_voice,
+            epoch=streams.current_epoch(get_redis()), inline_voice=speaker.inline_voice,
+            window=jobs.inflight_window(len(farm.workers)),
         )
-
-    def send(job_id: str, index: int) -> None:
-        celery.send_task(SEGMENT_TASK, args=[job_id, index])
-
     try:
-        jobs.dispatch(job.id, jobs.inflight_window(r), send)
+        for index in range(job.segments_dispatched):
+            celery.send_task(SEGMENT_TASK, args=[job.id, index])
     except Exception as exc:
         jobs.fail_segment(job.id, 0, f"could not enqueue the job: {exc}")
         raise ServiceUnavailable(f"could not enqueue the job ({type(exc).__name__}); the broker may be down") from exc

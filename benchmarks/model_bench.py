@@ -108,8 +108,8 @@ def streaming(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
             "one_shot_s": one_shot_s, "farm_stream_s": statistics.median(farm),
             "farm_first_chunk_s": statistics.median(first),
             "coqui_stream_s": statistics.median(coqui) if coqui else None,
-            "farm_ratio": statistics.median(f / o for f, o in zip(farm, one)),
-            "coqui_ratio": statistics.median(c / o for c, o in zip(coqui, one)) if coqui else None,
+            "farm_ratio": statistics.median(f / o for f, o in zip(farm, one, strict=True)),
+            "coqui_ratio": statistics.median(c / o for c, o in zip(coqui, one, strict=True)) if coqui else None,
         })
         fidelity[tokens] = _stream_fidelity(engine, voice, tokens)
     notes = [f"streamed vs one-shot decoding of the same latents at {t} tokens: SNR {f['snr_db']} dB, "
@@ -120,36 +120,35 @@ def streaming(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     return "Streaming cost: streamed total / one-shot total", rows, {"fidelity": fidelity, "notes": notes}
 
 
+def _gpu_run(fp16: bool, tokens: int, streams: int, repeats: int) -> dict[str, Any]:
+    engine = _engine(full_size=True, fp16=fp16)
+    voice = engine.builtin_voice(engine.speaker_names[0])
+    _timed_stream(engine, voice, 20)
+    single = [_timed_stream(engine, voice, tokens) for _ in range(repeats)]
+    audio_s = tokens * 1024 / 22050
+    results: list[tuple[float, float]] = []
+    threads = [threading.Thread(target=lambda: results.append(_timed_stream(engine, voice, tokens))) for _ in range(streams)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return {
+        "dtype": "float16" if fp16 else "float32", "device": torch.cuda.get_device_name(0),
+        "first_audio_s": statistics.median(s[0] for s in single), "rtf": statistics.median(s[1] for s in single) / audio_s,
+        "concurrent_streams": streams, "concurrent_first_audio_s": statistics.median(r[0] for r in results),
+        "concurrent_rtf_aggregate": wall / (streams * audio_s),
+    }
+
+
 def gpu(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     if not torch.cuda.is_available():
         return "GPU: full-size model", [], {"notes": ["no GPU on this machine: the GPU section was skipped"]}
-    rows = []
     tokens, streams = 200, 4
+    rows = []
     for fp16 in (False, True):
-        engine = _engine(full_size=True, fp16=fp16)
-        voice = engine.builtin_voice(engine.speaker_names[0])
-        _timed_stream(engine, voice, 20)
-        single = [_timed_stream(engine, voice, tokens) for _ in range(1 if quick else 3)]
-        audio_s = tokens * 1024 / 22050
-        results: list[tuple[float, float]] = []
-
-        def run() -> None:
-            results.append(_timed_stream(engine, voice, tokens))
-
-        threads = [threading.Thread(target=run) for _ in range(streams)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - started
-        rows.append({
-            "dtype": "float16" if fp16 else "float32", "device": torch.cuda.get_device_name(0),
-            "first_audio_s": statistics.median(s[0] for s in single), "rtf": statistics.median(s[1] for s in single) / audio_s,
-            "concurrent_streams": streams, "concurrent_first_audio_s": statistics.median(r[0] for r in results),
-            "concurrent_rtf_aggregate": wall / (streams * audio_s),
-        })
-        del engine
+        rows.append(_gpu_run(fp16, tokens, streams, 1 if quick else 3))
         torch.cuda.empty_cache()
-    return "GPU: full-size random-weight model", rows, {"notes": [f"{tokens} tokens ({tokens * 1024 / 22050:.1f} s of audio) per stream; "
-                                                                   "RTF = synthesis seconds per audio second"]}
+    notes = [f"{tokens} tokens ({tokens * 1024 / 22050:.1f} s of audio) per stream; RTF = synthesis seconds per audio second"]
+    return "GPU: full-size random-weight model", rows, {"notes": notes}

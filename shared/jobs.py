@@ -12,11 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
-from shared import registry
 from shared.db import session_scope
 from shared.errors import NotFound
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
@@ -41,12 +39,14 @@ def segment_seed(job_id: str, index: int) -> int:
 
 def create_job(
     session: Session, *, origin: str, text: str, language: str, speaker_kind: str, speaker_ref: str,
-    params: dict[str, Any], segments: list[str], epoch: str, inline_voice: bytes | None = None,
+    params: dict[str, Any], segments: list[str], epoch: str, inline_voice: bytes | None = None, window: int = 1,
 ) -> Job:
+    """A new job whose first `window` segments count as dispatched: the caller enqueues segments
+    0 .. job.segments_dispatched - 1 once the row is committed (claiming them here saves a round trip)."""
     job = Job(
         id=new_job_id(), origin=origin, state=JobState.QUEUED.value, text=text, language=language,
         speaker_kind=speaker_kind, speaker_ref=speaker_ref, params=params, segments_total=len(segments),
-        segments_dispatched=0, segments_done=0, chunks_done=0, audio_samples=0, sample_rate=24000,
+        segments_dispatched=min(window, len(segments)), segments_done=0, chunks_done=0, audio_samples=0, sample_rate=24000,
         redis_epoch=epoch, created_at=utcnow(), inline_voice=inline_voice,
     )
     job.segments = [
@@ -57,12 +57,12 @@ def create_job(
     return job
 
 
-def inflight_window(r: redis.Redis) -> int:
+def inflight_window(live_workers: int) -> int:
     """Segments of one job allowed in the queue or running at once: JOB_MAX_INFLIGHT_CHUNKS, or by default
     one per live worker, so a long job can use the whole farm yet never queues more than the farm can
     start, and a job submitted later waits for at most one segment per worker (see the README)."""
     configured = get_settings().JOB_MAX_INFLIGHT_CHUNKS
-    return configured if configured > 0 else max(1, len(registry.live_workers(r)))
+    return configured if configured > 0 else max(1, live_workers)
 
 
 def dispatch(job_id: str, window: int, send: SendSegment) -> list[int]:

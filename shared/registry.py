@@ -30,7 +30,10 @@ def live_workers(r: redis.Redis) -> list[dict[str, Any]]:
 
 def model_catalog(r: redis.Redis) -> tuple[list[str], list[str]] | None:
     """(languages, built-in speakers) of the model the live workers serve, or None when no worker is up."""
-    workers = live_workers(r)
+    return catalog_of(live_workers(r))
+
+
+def catalog_of(workers: list[dict[str, Any]]) -> tuple[list[str], list[str]] | None:
     if not workers:
         return None
     languages = sorted({lang for w in workers for lang in w.get("languages", [])})

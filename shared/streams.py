@@ -46,8 +46,10 @@ EPOCH_KEY = "xtts:epoch"
 
 def current_epoch(r: redis.Redis) -> str:
     """An id for this Redis dataset's lifetime: a Redis restarted without its data gets a new one."""
-    r.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
-    return r.get(EPOCH_KEY).decode()
+    pipe = r.pipeline(transaction=False)
+    pipe.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
+    pipe.get(EPOCH_KEY)
+    return pipe.execute()[1].decode()
 
 
 class StreamFailed(Exception):
@@ -143,7 +145,7 @@ def read_audio(
     r: redis.Redis,
     job_id: str,
     segments_total: int,
-    cursor: Cursor = Cursor(),
+    cursor: Cursor | None = None,
     *,
     block_ms: int = 1000,
     on_idle: Callable[[], None] = lambda: None,
@@ -154,6 +156,7 @@ def read_audio(
     blocking read times out with nothing new, so the caller can check the job's SQL state and give up on
     a job that can no longer make progress (by raising).
     """
+    cursor = cursor or Cursor()
     ctl_key, ctl_last = control_key(job_id), b"0-0"
     for index in range(cursor.segment, segments_total):
         key = segment_key(job_id, index)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.farm import ROOT, Farm, RedisServer, create_postgres_database, drop_postgres_database, migrate
+from tools.localfarm import ROOT, Farm, RedisServer, create_postgres_database, drop_postgres_database, migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")

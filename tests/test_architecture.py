@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.farm import ROOT
+from tools.localfarm import ROOT
 
 
 def test_the_api_never_imports_torch_or_workers() -> None:

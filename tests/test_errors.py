@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.farm import Farm
+from tools.localfarm import Farm
 
 GOOD = {"text": "Hello.", "language": "en", "speaker_id": "Claribel Dervla"}
 ENDPOINTS = ("/tts_stream", "/tts", "/jobs")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 
 from shared.languages import XTTS_V2_LANGUAGES
-from tests.farm import Farm
+from tools.localfarm import Farm
 
 
 def test_languages_are_the_models(farm: Farm) -> None:

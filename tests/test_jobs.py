@@ -7,7 +7,7 @@ from datetime import datetime
 import requests
 
 from tests.audio import read_wav, sse_events
-from tests.farm import Farm, wait_for
+from tools.localfarm import Farm, wait_for
 
 
 def _body(speaker: str, tokens: int, text: str = "Polling is how this job reports progress.", chunk: int = 10) -> dict:

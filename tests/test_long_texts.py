@@ -7,8 +7,8 @@ from datetime import datetime
 
 import requests
 
-from tests.audio import parse_stream_wav, read_wav, sse_events
-from tests.farm import Farm, wait_for
+from tests.audio import read_wav, sse_events
+from tools.localfarm import Farm, wait_for
 
 SENTENCE = ("This sentence is long enough to be a chunk of its own, because two of them together would not fit "
             "within the two hundred and fifty characters that XTTS accepts for English in one go.")
@@ -111,3 +111,14 @@ def test_cancel_stops_the_queued_and_running_chunks(farm: Farm, speaker: str) ->
     never_started = [s for s in status["segments"] if s["started"] is None]
     assert len(never_started) >= 5  # at most one chunk per worker was in flight
     assert not any(s["started"] and _ts(s["started"]) > cancel_time for s in status["segments"])
+
+
+def test_a_book_chapter_is_accepted_and_split(farm: Farm, speaker: str) -> None:
+    chapter = "\n\n".join([" ".join([SENTENCE] * 5)] * 40)  # 200 chunks, about 37,000 characters
+    job = requests.post(farm.url("/jobs"), json=_body(speaker, chapter, 8), timeout=60)
+    assert job.status_code == 202, job.text
+    status = farm.job(job.json()["id"])
+    assert status["progress"]["segments_total"] == 200
+    assert sum(s["characters"] for s in status["segments"]) == len(" ".join(chapter.split()))
+    wait_for(lambda: farm.job(job.json()["id"])["progress"]["chunks"] > 0, 60, "the chapter's first audio")
+    assert requests.delete(farm.url(f"/jobs/{job.json()['id']}"), timeout=10).json()["state"] == "cancelled"

@@ -7,7 +7,7 @@ from sqlalchemy import inspect
 
 from shared.db import make_engine
 from shared.models import Base
-from tests.farm import migrate
+from tools.localfarm import migrate
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

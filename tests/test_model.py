@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings
-from tests.farm import ROOT
+from tools.localfarm import ROOT
 from workers import devmodel
 from workers.model_source import ModelUnavailable, resolve
 

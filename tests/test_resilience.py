@@ -9,7 +9,6 @@ import signal
 import requests
 
 from tests.audio import sse_events
-from tests.farm import wait_for
 
 
 def _expected_samples(tokens: int) -> int:

@@ -6,12 +6,12 @@ import re
 import subprocess
 import time
 from datetime import datetime
-from pathlib import Path
 
+import redis
 import requests
 
 from tests.audio import parse_stream_wav
-from tests.farm import ROOT, Farm
+from tools.localfarm import ROOT, Farm
 
 
 def test_stream_is_a_valid_wav_with_every_sample_the_worker_produced(farm: Farm, speaker: str) -> None:
@@ -59,3 +59,19 @@ def test_seed_curl_example_works_as_written(farm: Farm) -> None:
     out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120, check=True).stdout
     fmt, pcm = parse_stream_wav(out)
     assert fmt["rate"] == 24000 and len(pcm) > 24000 // 2
+
+
+def test_stream_keys_are_bounded_and_expire(farm: Farm, speaker: str) -> None:
+    body = {"text": "Keys expire.", "language": "en", "speaker_id": speaker, "min_new_tokens": 20,
+            "max_new_tokens": 20, "stream_chunk_size": 5}
+    response = requests.post(farm.url("/tts_stream"), json=body, timeout=120)
+    session_id = response.headers["X-Session-Id"]
+    client = redis.Redis.from_url(farm.redis_url)
+    keys = list(client.scan_iter(match=f"xtts:job:{session_id}:*"))
+    assert keys, "the session's audio should be in a Redis stream"
+    for key in keys:
+        assert 0 < client.ttl(key) <= 3600, f"{key!r} does not expire"
+        assert client.xlen(key) <= 2000
+    entries = client.xrange(keys[0])
+    assert entries[0][1][b"type"] == b"audio" and entries[-1][1][b"type"] == b"end"
+    assert [int(f[b"seq"]) for _, f in entries] == list(range(1, len(entries) + 1))

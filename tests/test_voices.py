@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from shared.db import make_engine
 from tests.audio import read_wav, sse_events
-from tests.farm import ROOT, Farm, wait_for
+from tools.localfarm import ROOT, Farm, wait_for
 
 WIDTH = 64  # GPT width of the dev checkpoint
 SENTENCE = ("This sentence is long enough to be a chunk of its own, because two of them together would not fit "

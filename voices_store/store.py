@@ -7,10 +7,10 @@ A voice is written in one transaction, so a half-written voice is never visible;
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -21,8 +21,11 @@ from voices_store.ids import validate_voice_id
 from voices_store.latents import Latents, array_to_bytes
 
 
-@dataclass(frozen=True)
-class VoiceInfo:
+class VoiceInfo(BaseModel):
+    """A saved voice's description (its latents are read separately, only when needed)."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: str
     name: str
     description: str
@@ -33,12 +36,12 @@ class VoiceInfo:
     created_at: datetime
     updated_at: datetime
 
+    @classmethod
+    def from_row(cls, row: Any) -> VoiceInfo:
+        return cls(**row._mapping)
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "name": self.name, "description": self.description, "gpt_width": self.gpt_width,
-            "revision": self.revision, "source": self.source, "content_hash": self.content_hash,
-            "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
-        }
+        return self.model_dump(mode="json")
 
 
 _INFO_COLUMNS = (Voice.id, Voice.name, Voice.description, Voice.gpt_width, Voice.revision, Voice.source,
@@ -75,7 +78,7 @@ def get_voice(voice_id: str) -> VoiceInfo:
         row = s.execute(select(*_INFO_COLUMNS).where(Voice.id == voice_id)).one_or_none()
     if row is None:
         raise NotFound(f"no saved voice {voice_id!r}")
-    return VoiceInfo(*row)
+    return VoiceInfo.from_row(row)
 
 
 def voice_exists(voice_id: str) -> bool:
@@ -104,7 +107,7 @@ def list_voices(page: int, per_page: int) -> tuple[int, list[VoiceInfo]]:
     with session_scope() as s:
         total = s.execute(select(func.count()).select_from(Voice)).scalar_one()
         rows = s.execute(select(*_INFO_COLUMNS).order_by(Voice.id).offset((page - 1) * per_page).limit(per_page)).all()
-    return total, [VoiceInfo(*row) for row in rows]
+    return total, [VoiceInfo.from_row(row) for row in rows]
 
 
 def delete_voice(voice_id: str) -> None:

@@ -140,10 +140,12 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete checkpoint is there")
     ns = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if ns.force or not is_complete(ns.out):
+    if ns.force:
         build_checkpoint(ns.out, full_size=ns.full_size, seed=ns.seed)
-    else:
+    elif is_complete(ns.out):
         log.info("%s already holds a complete checkpoint (use --force to rebuild)", ns.out)
+    else:
+        ensure_checkpoint(ns.out, full_size=ns.full_size)
 
 
 if __name__ == "__main__":

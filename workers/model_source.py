@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +67,11 @@ def resolve(settings: Settings) -> ModelSource:
         return ModelSource(f"custom:{path}", path, (path / devmodel.DEV_MARKER).is_file())
     choice = settings.XTTS_MODEL.strip().lower()
     if choice == "dev":
-        path = devmodel.ensure_checkpoint(Path(settings.MODEL_DIR) / "dev")
+        path = Path(settings.MODEL_DIR) / "dev"
+        if not devmodel.is_complete(path):
+            # In a child process: the worker's parent must not start torch's thread pools before it forks
+            # (OpenMP is not fork-safe; a forked child would hang in its first parallel region).
+            subprocess.run([sys.executable, "-m", "workers.devmodel", "--out", str(path)], check=True)
         return ModelSource("dev", path, True)
     if choice in ("xtts_v2", "xtts-v2", XTTS_V2_NAME):
         path = _download_xtts_v2(settings)

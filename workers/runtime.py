@@ -34,6 +34,7 @@ class WorkerRuntime:
         self.current: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._changed = threading.Event()
 
     @property
     def name(self) -> str:
@@ -111,9 +112,10 @@ class WorkerRuntime:
 
     # --- registry ------------------------------------------------------------------------------------
     def set_current(self, job_id: str | None, segment: int | None = None) -> None:
-        """Show in the registry what this process is working on (None when idle)."""
+        """Show in the registry what this process is working on (None when idle). The heartbeat thread
+        publishes it at once, off the task's hot path."""
         self.current = {"job_id": job_id, "segment": segment} if job_id else None
-        self.publish_quietly()
+        self._changed.set()
 
     def info(self) -> dict[str, Any]:
         engine = self.engine
@@ -139,7 +141,9 @@ class WorkerRuntime:
 
     def _beat(self) -> None:
         interval = get_settings().WORKER_HEARTBEAT_SECONDS
-        while not self._stop.wait(interval):
+        while not self._stop.is_set():
+            self._changed.wait(interval)
+            self._changed.clear()
             self.publish_quietly()
 
 

@@ -8,12 +8,11 @@ from typing import Any
 from celery import Task
 from celery.signals import celeryd_init, worker_init, worker_process_init, worker_process_shutdown
 
-from shared import jobs, streams
+from shared import jobs, registry, streams, uploads
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from voices_store import store
 from voices_store.uploads import CLONE_SAMPLE_RATE
-from shared import uploads
 from workers import cloning, model_source
 from workers.celery_app import celery_app
 from workers.engine import XttsEngine
@@ -80,7 +79,7 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
     if result.outcome is Outcome.RETRY:
         raise self.retry(countdown=min(2.0 * result.attempts, 10.0))
     if result.outcome in (Outcome.DONE, Outcome.JOB_DONE):
-        jobs.dispatch(job_id, jobs.inflight_window(get_redis()), send_segment)
+        jobs.dispatch(job_id, jobs.inflight_window(len(registry.live_workers(get_redis()))), send_segment)
     return result.outcome.value
 
 

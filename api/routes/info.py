@@ -9,7 +9,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
 from api.schemas import HealthResponse, LanguagesResponse, SpeakersResponse
-from api.submission import supported_languages
+from api.submission import LiveWorkers
 from shared import registry
 from shared.db import get_engine
 from shared.redis_client import get_redis
@@ -20,7 +20,7 @@ bp = APIBlueprint("info", __name__, abp_tags=[Tag(name="info", description="Lang
 @bp.get("/languages", responses={200: LanguagesResponse})
 def languages() -> Response:
     """Languages the live workers' model speaks (XTTS-v2's list when no worker is up yet)."""
-    langs, source = supported_languages()
+    langs, source = LiveWorkers.now().languages
     return jsonify({"languages": langs, "source": source})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -12,9 +11,18 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import ValidationError
 
 from api.errors import invalid_input_from
-from api.schemas import (CloneForm, CloneOptions, ErrorResponse, SaveVoiceBody, VoicePath, VoiceQuery, VoiceResponse,
-                         VoicesPage, VoicesQuery)
-from api.submission import model_width
+from api.schemas import (
+    CloneForm,
+    CloneOptions,
+    ErrorResponse,
+    SaveVoiceBody,
+    VoicePath,
+    VoiceQuery,
+    VoiceResponse,
+    VoicesPage,
+    VoicesQuery,
+)
+from api.submission import LiveWorkers
 from shared import registry, uploads, voice_control
 from shared.errors import Conflict, FarmError, InvalidInput, ServiceUnavailable
 from shared.redis_client import get_redis
@@ -122,7 +130,7 @@ def clone_speaker(form: CloneForm) -> Response:
 def save_voice(path: VoicePath, body: SaveVoiceBody) -> tuple[Response, int]:
     """Save latents (as /clone_speaker returns them) as a voice; 409 if it exists unless overwrite is true."""
     voice_id = validate_voice_id(path.voice_id)
-    latents = parse_latents(body.gpt_cond_latent, body.speaker_embedding, model_width())
+    latents = parse_latents(body.gpt_cond_latent, body.speaker_embedding, LiveWorkers.now().gpt_width)
     info = store.save_voice(voice_id, latents, name=body.name, description=body.description, overwrite=body.overwrite)
     voice_control.request_evict(get_redis(), voice_id)
     return jsonify(info.to_json()), 201

@@ -1,5 +1,5 @@
-"""Real processes for the tests: a private Redis server, Celery workers running the dev model, and the API
-under gunicorn, all wired to one database. Nothing here is mocked."""
+"""A local farm of real processes, for the tests and the benchmark: a private Redis server, Celery workers
+running the dev model, and the API under gunicorn, all wired to one database. Nothing here is mocked."""
 
 from __future__ import annotations
 

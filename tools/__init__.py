@@ -1,0 +1,1 @@
+"""Developer tooling shared by the tests and the benchmark."""
