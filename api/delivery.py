@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from shared import jobs, streams
 from shared.errors import Gone
-from shared.models import Job, JobState
+from shared.models import ACTIVE_STATES, Job, JobState
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.streams import Cursor, StreamCancelled, StreamFailed
@@ -67,11 +67,15 @@ class Watchdog:
 
 def current_job(job_id: str, *, with_segments: bool = False) -> Job:
     """The job as SQL knows it, after declaring it lost (and stopping its workers) if Redis restarted
-    without its data since the job was queued."""
-    r = get_redis()
-    if jobs.fail_if_lost(job_id, streams.current_epoch(r)):
-        streams.publish_stop(r, job_id, get_settings().STREAM_TTL_SECONDS)
-    return jobs.get_job(job_id, with_segments=with_segments)
+    without its data since the job was queued. Reads only, unless the job is found lost."""
+    job = jobs.get_job(job_id, with_segments=with_segments)
+    if job.state in ACTIVE_STATES:
+        r = get_redis()
+        epoch = streams.current_epoch(r)
+        if job.redis_epoch != epoch and jobs.fail_if_lost(job_id, epoch):
+            streams.publish_stop(r, job_id, get_settings().STREAM_TTL_SECONDS)
+            job = jobs.get_job(job_id, with_segments=with_segments)
+    return job
 
 
 def audio_expired_message(job_id: str) -> str:

@@ -12,8 +12,10 @@ import json
 import logging
 from typing import Any
 
+import redis
 from flask import Flask, Response, request
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.errors import FarmError, InvalidInput
@@ -85,6 +87,16 @@ def register_error_handlers(app: Flask) -> None:
             return exc.response  # already in the contract (raised through flask's abort with our response)
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError) -> Response:
+        log.error("Redis error on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, "redis_unavailable", f"Redis is not answering ({type(exc).__name__}); retry shortly")
+
+    @app.errorhandler(OperationalError)
+    def _database_down(exc: OperationalError) -> Response:
+        log.error("database error on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, "database_unavailable", "the database is not answering; retry shortly")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

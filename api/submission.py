@@ -46,6 +46,12 @@ class LiveWorkers:
         return (catalog[0], "workers") if catalog and catalog[0] else (list(XTTS_V2_LANGUAGES), "xtts_v2")
 
     @property
+    def model_name(self) -> str | None:
+        """The model the live workers serve (the first by name if they disagree)."""
+        names = sorted({(w.get("model") or {}).get("name") for w in self.workers} - {None})
+        return names[0] if names else None
+
+    @property
     def gpt_width(self) -> int | None:
         """GPT latent width of the live workers' model (None when no worker is up, or they disagree)."""
         widths = {w.get("gpt_width") for w in self.workers if w.get("gpt_width")}

@@ -142,7 +142,7 @@ def longtext(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
         row["speedup"] = rows[0]["total_s"] / row["total_s"]
     chunk_time = rows[0]["total_s"] / sentences
     notes = [
-        f"a {sentences}-chunk text finishes {speedup:.2f}x faster on 2 workers than on 1",
+        f"a text of {sentences} chunks finishes {speedup:.2f}x faster on 2 workers than on 1",
         f"short job, time to first audio: {fairness['short_first_audio_idle_s']:.2f} s on an idle farm, "
         f"{fairness['short_first_audio_during_long_job_s']:.2f} s while a long job keeps every worker busy "
         f"(one chunk of that long job takes {chunk_time:.2f} s on one worker)",

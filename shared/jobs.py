@@ -10,6 +10,7 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -182,6 +183,14 @@ def finish_segment(job_id: str, index: int) -> bool:
         ).rowcount)
 
 
+def _stop_open_segments(s: Session, job_id: str, now: datetime) -> None:
+    """A job ended: its queued and running segments are stopped, or never start."""
+    s.execute(
+        update(JobSegment).where(JobSegment.job_id == job_id, JobSegment.state.in_(ACTIVE_STATES))
+        .values(state=JobState.CANCELLED.value, finished_at=now)
+    )
+
+
 def fail_segment(job_id: str, index: int, reason: str) -> None:
     """A segment failed for good: the job fails with the segment's error."""
     now = utcnow()
@@ -194,11 +203,7 @@ def fail_segment(job_id: str, index: int, reason: str) -> None:
             update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
             .values(state=JobState.FAILED.value, error=f"segment {index}: {reason}", finished_at=now)
         )
-        # The job's other unfinished segments are stopped (or never start): say so.
-        s.execute(
-            update(JobSegment).where(JobSegment.job_id == job_id, JobSegment.state.in_(ACTIVE_STATES))
-            .values(state=JobState.CANCELLED.value, finished_at=now)
-        )
+        _stop_open_segments(s, job_id, now)  # the job's other segments are stopped, or never start
 
 
 def mark_segment_retrying(job_id: str, index: int, reason: str) -> None:
@@ -217,21 +222,22 @@ def cancel_job(job_id: str) -> bool:
             update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
             .values(state=JobState.CANCELLED.value, finished_at=now)
         ).rowcount
-        s.execute(
-            update(JobSegment).where(JobSegment.job_id == job_id, JobSegment.state.in_(ACTIVE_STATES))
-            .values(state=JobState.CANCELLED.value, finished_at=now)
-        )
+        _stop_open_segments(s, job_id, now)
         return bool(changed)
 
 
 def fail_if_lost(job_id: str, epoch: str) -> bool:
     """A job queued under an older Redis epoch lost its queue entries and audio: say so in SQL.
     Returns True when this call declared the job lost."""
+    now = utcnow()
     with session_scope() as s:
-        return bool(s.execute(
+        lost = s.execute(
             update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.redis_epoch != epoch)
-            .values(state=JobState.FAILED.value, error=REDIS_LOST, finished_at=utcnow())
-        ).rowcount)
+            .values(state=JobState.FAILED.value, error=REDIS_LOST, finished_at=now)
+        ).rowcount
+        if lost:
+            _stop_open_segments(s, job_id, now)
+        return bool(lost)
 
 
 def fail_lost_jobs(epoch: str) -> int:

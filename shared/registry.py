@@ -1,7 +1,8 @@
 """Live-worker registry in Redis: each worker process publishes what it has loaded, refreshed by a heartbeat.
 
-A worker's entry (`xtts:worker:{name}`) expires three heartbeats after its last refresh, so the API
-sees only workers that are alive, on whatever machine they run.
+A worker's entry (`xtts:worker:{name}`) expires three heartbeats after its last refresh (server-side, so
+clocks of different machines do not matter), and the set `xtts:workers` names the entries to look at, so
+reading the registry costs one SMEMBERS and one MGET however many other keys Redis holds.
 """
 
 from __future__ import annotations
@@ -12,19 +13,29 @@ from typing import Any
 import redis
 
 PREFIX = "xtts:worker:"
+NAMES = "xtts:workers"
 
 
 def publish(r: redis.Redis, name: str, info: dict[str, Any], ttl: int) -> None:
-    r.set(PREFIX + name, json.dumps(info), ex=ttl)
+    pipe = r.pipeline(transaction=False)
+    pipe.set(PREFIX + name, json.dumps(info), ex=ttl)
+    pipe.sadd(NAMES, name)
+    pipe.execute()
 
 
 def remove(r: redis.Redis, name: str) -> None:
-    r.delete(PREFIX + name)
+    pipe = r.pipeline(transaction=False)
+    pipe.delete(PREFIX + name)
+    pipe.srem(NAMES, name)
+    pipe.execute()
 
 
 def live_workers(r: redis.Redis) -> list[dict[str, Any]]:
-    keys = sorted(r.scan_iter(match=PREFIX + "*", count=500))
-    values = r.mget(keys) if keys else []
+    names = sorted(n.decode() for n in r.smembers(NAMES))
+    values = r.mget([PREFIX + n for n in names]) if names else []
+    gone = [n for n, v in zip(names, values, strict=True) if v is None]
+    if gone:  # their entries expired: the workers stopped heartbeating
+        r.srem(NAMES, *gone)
     return [json.loads(v) for v in values if v]
 
 

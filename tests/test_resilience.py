@@ -26,7 +26,12 @@ def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(isolated_fa
     job = requests.post(farm.url("/jobs"), json=_job("Claribel Dervla", 400), timeout=30).json()
     farm.wait_for_state(job["id"], ("running",), 60)
 
-    redis_server.restart()  # empty: queue entries, streams and the epoch are gone
+    redis_server.stop()
+    down = requests.post(farm.url("/jobs"), json=_job("Claribel Dervla", 10), timeout=30)
+    assert down.status_code == 503 and down.json()["error"]["code"] == "redis_unavailable"
+    health = requests.get(farm.url("/health"), timeout=30)
+    assert health.status_code == 503 and health.json()["redis"]["ok"] is False
+    redis_server.start()  # empty: queue entries, streams and the epoch are gone
 
     status = farm.job(job["id"])
     assert status["state"] == "failed"

@@ -180,6 +180,6 @@ class XttsEngine:
 
     def synthesize(self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams,
                    seed: int | None = None) -> np.ndarray:
-        """Whole segment at once (the benchmark's reference path)."""
+        """A whole segment as one array (the same path as streaming, joined)."""
         chunks = list(self.stream(text, language, voice, params, seed))
         return torch.cat(chunks).cpu().numpy() if chunks else np.zeros(0, dtype=np.float32)

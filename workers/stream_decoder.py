@@ -37,15 +37,16 @@ class LinearResampler:
 
     def __init__(self, scale_factor: float) -> None:
         self.scale_factor = scale_factor
-        # PyTorch maps output j to source (j + 0.5) / sf - 0.5, computed in float32 with scale = 1/sf.
-        self._scale = np.float32(1.0 / scale_factor)
+        # PyTorch maps output j to source scale * (j + 0.5) - 0.5 with scale = 1/sf rounded to float32 and
+        # the rest rounded once to float32 at the end (measured to match its CPU kernel to float rounding).
+        self._scale = float(np.float32(1.0 / scale_factor))
         self._buffer: torch.Tensor | None = None  # input frames [C, n] starting at absolute index _base
         self._base = 0
         self._seen = 0  # input frames received
         self._done = 0  # output frames emitted
 
     def _source(self, j: np.ndarray) -> np.ndarray:
-        src = self._scale * (j.astype(np.float32) + np.float32(0.5)) - np.float32(0.5)
+        src = (self._scale * (j.astype(np.float64) + 0.5) - 0.5).astype(np.float32)
         return np.maximum(src, np.float32(0.0))
 
     def push(self, x: torch.Tensor, final: bool) -> torch.Tensor:
@@ -56,6 +57,14 @@ class LinearResampler:
         if n == 0:
             return x
         out_total = math.floor(n * self.scale_factor)  # what F.interpolate would produce for n inputs
+        # PyTorch copies the input unchanged when the output has the same length (a short sequence scaled
+        # by a factor just above 1): hold everything back while that can still happen, then copy.
+        if out_total == n:
+            if not final:
+                return x[:, :0]
+            out = self._buffer[:, self._done - self._base:]
+            self._done = n
+            return out
         j = np.arange(self._done, out_total, dtype=np.int64)
         src = self._source(j)
         i0 = src.astype(np.int64)

@@ -45,8 +45,9 @@ def run_segment(engine: XttsEngine, cache: VoiceCache[VoiceLatents], settings: S
         if jobs.segment_succeeded(job_id, index):
             writer.ensure_end()  # redelivered after a crash between recording success and ending the stream
         return SegmentResult(Outcome.SKIPPED)
-    if work.redis_epoch != streams.current_epoch(r):
-        jobs.fail_if_lost(job_id, streams.current_epoch(r))
+    epoch = streams.current_epoch(r)
+    if work.redis_epoch != epoch:
+        jobs.fail_if_lost(job_id, epoch)
         return SegmentResult(Outcome.SKIPPED)  # queued before Redis lost its data: its listeners are gone too
     max_attempts = settings.CHUNK_MAX_RETRIES + 1
     if work.attempts > max_attempts:

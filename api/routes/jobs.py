@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import redis
 from flask import Response, current_app, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
@@ -80,7 +81,7 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
             for position, pcm in job_audio(job.id, job.segments_total, cursor):
                 yield sse_audio(position, pcm)
             yield sse_event("end", {"state": jobs.get_job(job.id).state})
-        except (StreamFailed, StreamCancelled, FarmError) as exc:
+        except (StreamFailed, StreamCancelled, FarmError, redis.RedisError) as exc:
             yield sse_event("error", {"reason": str(exc), "state": jobs.get_job(job.id).state})
 
     return Response(limit.hold_while(events()), mimetype="text/event-stream",

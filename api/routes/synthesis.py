@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import redis
 from flask import Response, current_app
 from flask_openapi3 import APIBlueprint, Tag
 
@@ -49,7 +50,7 @@ def tts_stream(body: TtsRequest) -> Response:
         try:
             for _cursor, pcm in job_audio(job.id, job.segments_total):
                 yield pcm
-        except (StreamFailed, StreamCancelled, FarmError) as exc:
+        except (StreamFailed, StreamCancelled, FarmError, redis.RedisError) as exc:
             log.info("stream of session %s ended early: %s", job.id, exc)
 
     return Response(

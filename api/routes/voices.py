@@ -23,7 +23,7 @@ from api.schemas import (
     VoicesQuery,
 )
 from api.submission import LiveWorkers
-from shared import registry, uploads, voice_control
+from shared import uploads, voice_control
 from shared.errors import Conflict, FarmError, InvalidInput, ServiceUnavailable
 from shared.redis_client import get_redis
 from shared.settings import get_settings
@@ -58,17 +58,12 @@ def _options(raw: dict[str, Any] | str | None) -> CloneOptions:
         raise invalid_input_from(exc, prefix="options") from exc
 
 
-def _clone_model() -> str:
-    models = {(w.get("model") or {}).get("name") for w in registry.live_workers(get_redis())}
-    models.discard(None)
-    if not models:
-        raise ServiceUnavailable("no synthesis worker is running to clone the voice; start a worker and retry")
-    return sorted(models)[0]
-
-
 def _clone(references: list[Reference]) -> tuple[str, Latents, bool]:
     """(content hash, latents, reused): the stored result for this audio, or a worker's new one."""
-    content_hash = references_hash(references, _clone_model())
+    model = LiveWorkers.now().model_name
+    if model is None:
+        raise ServiceUnavailable("no synthesis worker is running to clone the voice; start a worker and retry")
+    content_hash = references_hash(references, model)
     stored = store.get_clone_result(content_hash)
     if stored is not None:
         return content_hash, stored, True
