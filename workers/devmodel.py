@@ -129,6 +129,7 @@ def ensure_checkpoint(out: Path, *, full_size: bool = False) -> Path:
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    log.info("checkpoint ready in %s", out)
     return out
 
 
