@@ -87,7 +87,7 @@ def job_audio(job_id: str, segments_total: int, cursor: Cursor | None = None) ->
     """A job's audio chunks after `cursor`, in order, waiting for workers as needed."""
     settings = get_settings()
     return streams.read_audio(
-        get_redis(), job_id, segments_total, cursor or Cursor(), block_ms=settings.STREAM_READ_BLOCK_MS, on_idle=Watchdog(job_id)
+        get_redis(), job_id, segments_total, cursor, block_ms=settings.STREAM_READ_BLOCK_MS, on_idle=Watchdog(job_id)
     )
 
 

@@ -88,13 +88,18 @@ class StreamWriter:
     def __init__(self, r: redis.Redis, job_id: str, index: int, ttl: int, maxlen: int) -> None:
         self.r, self.key, self.ttl, self.maxlen = r, segment_key(job_id, index), ttl, maxlen
 
-    def last_seq(self) -> int:
-        """Audio chunks already in the stream (a retried segment skips those)."""
+    def _last(self) -> tuple[int, bytes | None]:
+        """(audio chunks already in the stream, type of its last entry)."""
         last = self.r.xrevrange(self.key, count=1)
         if not last:
-            return 0
+            return 0, None
         entry_id, fields = last[0]
-        return int(fields[b"seq"]) if fields.get(b"type") == AUDIO else int(entry_id.split(b"-")[0]) - 1
+        kind = fields.get(b"type")
+        return (int(fields[b"seq"]) if kind == AUDIO else int(entry_id.split(b"-")[0]) - 1), kind
+
+    def last_seq(self) -> int:
+        """Audio chunks already in the stream (a retried segment skips those)."""
+        return self._last()[0]
 
     def _add(self, seq: int, fields: dict[str, bytes | str | int]) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -110,9 +115,9 @@ class StreamWriter:
 
     def ensure_end(self) -> None:
         """Add the end entry unless the stream already ends (with an end or error entry)."""
-        last = self.r.xrevrange(self.key, count=1)
-        if not last or last[0][1].get(b"type") == AUDIO:
-            self.end(self.last_seq() + 1)
+        seq, kind = self._last()
+        if kind in (None, AUDIO):
+            self.end(seq + 1)
 
     def error(self, seq: int, reason: str) -> None:
         self._add(seq, {"type": ERROR, "seq": seq, "reason": reason.encode()[:2000]})

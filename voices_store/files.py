@@ -59,7 +59,7 @@ def export_dir(directory: Path) -> list[str]:
         if not voices:
             return exported
         for info in voices:
-            body = {"name": info.name, "description": info.description, **store.load_latents(info.id)[1].to_json()}
+            body = {"name": info.name, "description": info.description, **store.load_latents(info.id).to_json()}
             with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as tmp:
                 json.dump(body, tmp)
             os.replace(tmp.name, directory / f"{info.id}.json")

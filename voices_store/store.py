@@ -92,15 +92,14 @@ def current_revision(voice_id: str) -> str | None:
         return s.execute(select(Voice.revision).where(Voice.id == voice_id)).scalar_one_or_none()
 
 
-def load_latents(voice_id: str) -> tuple[str, Latents]:
-    """(revision, latents) read together, so the pair is consistent."""
+def load_latents(voice_id: str) -> Latents:
     with session_scope() as s:
         row = s.execute(
-            select(Voice.revision, Voice.gpt_cond_latent, Voice.speaker_embedding).where(Voice.id == voice_id)
+            select(Voice.gpt_cond_latent, Voice.speaker_embedding).where(Voice.id == voice_id)
         ).one_or_none()
     if row is None:
         raise NotFound(f"no saved voice {voice_id!r}")
-    return row.revision, Latents.from_npy(row.gpt_cond_latent, row.speaker_embedding)
+    return Latents.from_npy(row.gpt_cond_latent, row.speaker_embedding)
 
 
 def list_voices(page: int, per_page: int) -> tuple[int, list[VoiceInfo]]:

@@ -78,7 +78,7 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
         runtime.set_current(None)
     if result.outcome is Outcome.RETRY:
         raise self.retry(countdown=min(2.0 * result.attempts, 10.0))
-    if result.outcome in (Outcome.DONE, Outcome.JOB_DONE):
+    if result.outcome is Outcome.DONE:  # after the job's last segment there is nothing left to enqueue
         jobs.dispatch(job_id, jobs.inflight_window(len(registry.live_workers(get_redis()))), send_segment)
     return result.outcome.value
 

@@ -37,7 +37,7 @@ def saved_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], voice_id: s
 
     def load() -> VoiceLatents:
         try:
-            _revision, latents = store.load_latents(voice_id)
+            latents = store.load_latents(voice_id)
         except NotFound as exc:
             raise SynthesisError(f"saved voice {voice_id!r} no longer exists (deleted)") from exc
         return _checked(engine, latents, f"saved voice {voice_id!r}")

@@ -144,7 +144,7 @@ def saved_voice(path: VoicePath, query: VoiceQuery) -> Response:
     info = store.get_voice(path.voice_id)
     body = info.to_json()
     if query.include_latents:
-        body.update(store.load_latents(info.id)[1].to_json())
+        body.update(store.load_latents(info.id).to_json())
     return jsonify(body)
 
 
