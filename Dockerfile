@@ -11,7 +11,7 @@ COPY requirements-api.txt ./
 RUN pip install -r requirements-api.txt
 COPY . .
 EXPOSE 8000
-CMD ["sh", "-c", "gunicorn --bind 0.0.0.0:${PORT:-8000} --worker-class gthread --threads 64 --timeout 600 api.wsgi:app"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "api.wsgi:app"]
 
 FROM base AS worker
 COPY requirements-api.txt requirements.txt ./

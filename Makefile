@@ -4,7 +4,7 @@ export XTTS_MODEL ?= xtts_v2
 export PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test setup bench devmodel migrate clean
+.PHONY: run test test-fast lint setup bench devmodel migrate clean
 
 setup:
 	scripts/system_deps.sh
@@ -16,7 +16,20 @@ run:
 test:
 	scripts/test_env.sh
 	scripts/venv.sh
+	$(MAKE) --no-print-directory lint
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# The fast subset: everything that needs no Celery worker (under a minute).
+test-fast:
+	scripts/test_env.sh
+	scripts/venv.sh
+	.venv/bin/python -m pytest -m "not farm" $(PYTEST_ARGS)
+
+# ruff (lint and format) and mypy, configured in pyproject.toml.
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 bench: setup
 	.venv/bin/python -m benchmarks.run $(BENCH_ARGS)

@@ -1,45 +1,45 @@
-"""Celery configuration shared by the API (which only sends tasks, by name) and the workers.
+"""Celery configuration shared by the API (which only sends tasks, by name) and the workers, built from the
+farm's settings object."""
 
-Read by `Celery.config_from_object("celery_config")`; values come from the farm's settings.
-"""
+from __future__ import annotations
+
+from typing import Any
 
 from kombu import Queue
 
-from shared.settings import get_settings
+from shared.settings import Settings
+from shared.tasks import CLONE_VOICE, SYNTHESIS_QUEUE, VOICES_QUEUE
 
-_settings = get_settings()
 
-broker_url = _settings.REDIS_URL
-result_backend = _settings.REDIS_URL
-broker_connection_retry_on_startup = True
-# A task whose message Redis still holds is redelivered after this long if its worker vanished without
-# acknowledging it (a killed machine); a crashed worker *process* is noticed at once (reject_on_worker_lost).
-broker_transport_options = {"visibility_timeout": 3600}
-
-task_serializer = "json"
-result_serializer = "json"
-accept_content = ["json"]
-task_ignore_result = True  # SQL holds job state; only cloning returns a result
-result_expires = 3600
-
-# Acknowledge after the task ran, and requeue when the worker process dies: a crash mid-segment is retried
-# (the segment resumes after the chunks it had already streamed).
-task_acks_late = True
-task_reject_on_worker_lost = True
-# Each worker process holds one task at a time: a long job's waiting segments stay in the shared queue,
-# where any idle worker (or a short job's segment queued ahead of them) gets the next turn.
-worker_prefetch_multiplier = 1
-
-# Workers consume both queues (kombu alternates between them), so a clone request is not stuck behind
-# a long backlog of synthesis chunks.
-task_default_queue = "synthesis"
-task_queues = (Queue("voices"), Queue("synthesis"))
-task_routes = {"xtts.clone_voice": {"queue": "voices"}}
-
-# Loading a multi-GB model in worker_process_init takes longer than Celery's default 4 s.
-worker_proc_alive_timeout = _settings.WORKER_MODEL_LOAD_TIMEOUT
-
-# Events for Flower.
-worker_send_task_events = True
-task_send_sent_event = True
-task_track_started = True
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.REDIS_URL,
+        "result_backend": settings.REDIS_URL,
+        "broker_connection_retry_on_startup": True,
+        # A task whose message Redis still holds is redelivered after this long if its worker vanished without
+        # acknowledging it (a killed machine); a crashed worker *process* is noticed at once (reject_on_worker_lost).
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,  # SQL holds job state; only cloning returns a result
+        "result_expires": 3600,
+        # Acknowledge after the task ran, and requeue when the worker process dies: a crash mid-segment is retried
+        # (the segment resumes after the audio chunks it had already streamed).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Each worker process holds one task at a time: a long job's waiting segments stay in the shared queue,
+        # where any idle worker (or a short job's segment queued ahead of them) gets the next turn.
+        "worker_prefetch_multiplier": 1,
+        # Workers consume both queues (kombu alternates between them), so a clone request is not stuck behind
+        # a long backlog of synthesis segments.
+        "task_default_queue": SYNTHESIS_QUEUE,
+        "task_queues": (Queue(VOICES_QUEUE), Queue(SYNTHESIS_QUEUE)),
+        "task_routes": {CLONE_VOICE: {"queue": VOICES_QUEUE}},
+        # Loading a multi-GB model in worker_process_init takes longer than Celery's default 4 s.
+        "worker_proc_alive_timeout": settings.WORKER_MODEL_LOAD_TIMEOUT,
+        # Events for Flower.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+    }

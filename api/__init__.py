@@ -6,41 +6,54 @@ import logging
 
 from celery import Celery
 from flask import Flask
-from flask_openapi3 import Info, OpenAPI
+from flask_openapi3 import Info
 
 from api.errors import register_error_handlers, validation_error_response
 from api.limits import ConcurrencyLimit
-from shared.settings import Settings, get_settings
+from api.openapi import FarmOpenAPI
+from api.schemas import ErrorResponse
+from celery_config import celery_config
+from shared.settings import Settings, configure, get_settings
 
 API_VERSION = "1.0.0"
 
 
-def celery_init_app(app: Flask) -> Celery:
+def celery_init_app(app: Flask, settings: Settings) -> Celery:
     """The API's Celery client: it only sends tasks, by name, so worker code (and torch) stays out."""
     celery = Celery(app.name)
-    celery.config_from_object("celery_config")
+    celery.conf.update(celery_config(settings))
     celery.set_default()
     app.extensions["celery"] = celery
     return celery
 
 
-def create_app(settings: Settings | None = None) -> OpenAPI:
-    settings = settings or get_settings()
-    logging.basicConfig(level=logging.DEBUG if settings.DEBUG else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = OpenAPI(
+def create_app(settings: Settings | None = None) -> FarmOpenAPI:
+    """The API. `settings`, when given, becomes the process's settings object (database, Redis, limits: every
+    part of the API and of the shared layer reads it); otherwise they come from the environment."""
+    if settings is not None:
+        configure(settings)
+    settings = get_settings()
+    logging.basicConfig(
+        level=logging.DEBUG if settings.DEBUG else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = FarmOpenAPI(
         __name__,
-        info=Info(title="XTTS synthesis farm", version=API_VERSION,
-                  description="Streaming XTTS-v2 speech synthesis and voice cloning served by a farm of Celery workers."),
+        info=Info(
+            title="XTTS synthesis farm",
+            version=API_VERSION,
+            description="Streaming XTTS-v2 speech synthesis and voice cloning served by a farm of Celery workers.",
+        ),
         validation_error_status=400,
+        validation_error_model=ErrorResponse,
         validation_error_callback=validation_error_response,
         doc_prefix="/openapi",
     )
     # MAX_UPLOAD_MB bounds a whole upload request (all its files), checked before the body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_MB * 2**20
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["xtts_limit"] = ConcurrencyLimit(settings.MAX_CONCURRENT_REQUESTS)
-    celery_init_app(app)
+    celery_init_app(app, settings)
     register_error_handlers(app)
 
     from api.routes import cache, info, jobs, synthesis, voices

@@ -2,8 +2,9 @@
 
     {"error": {"status": 400, "code": "unknown_language", "message": "...", "details": ...}}
 
-Domain errors (shared.errors.FarmError), request validation errors, HTTP errors (404, 405, 413) and
-unexpected failures are all mapped here, in one place.
+Domain errors (`FarmError` subclasses, from every layer), request validation errors, HTTP errors (404, 405,
+413) and unexpected failures are all mapped here, in one place. The API's own domain errors are defined here
+too; Server-Sent Events carry the same body in their `error` event.
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ from shared.errors import FarmError, InvalidInput
 log = logging.getLogger(__name__)
 
 
+class CloneFailed(FarmError):
+    """The worker could not compute the voice's latents."""
+
+    status, code = 502, "clone_failed"
+
+
+class CloneTimeout(FarmError):
+    """No worker finished cloning within CLONE_TIMEOUT_SECONDS."""
+
+    status, code = 504, "clone_timeout"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
     body: dict[str, Any] = {"status": status, "code": code, "message": message}
     if details is not None:
@@ -30,7 +43,11 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     return Response(json.dumps({"error": body}), status=status, mimetype="application/json")
 
 
-def _describe(err: dict[str, Any]) -> str:
+def farm_error_response(exc: FarmError) -> Response:
+    return Response(json.dumps({"error": exc.body()}), status=exc.status, mimetype="application/json")
+
+
+def _describe(err: Any) -> str:
     loc = ".".join(str(part) for part in err.get("loc", ()) if part != "__root__")
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
     if not loc and err.get("type") == "model_type":
@@ -39,7 +56,7 @@ def _describe(err: dict[str, Any]) -> str:
         return f"unknown field {loc!r}"
     if err.get("type") == "missing":
         return f"{loc} is required"
-    return f"{loc}: {msg}" if loc else msg
+    return f"{loc}: {msg}" if loc else str(msg)
 
 
 def invalid_input_from(exc: ValidationError, prefix: str) -> InvalidInput:
@@ -74,17 +91,15 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(FarmError)
     def _farm_error(exc: FarmError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return farm_error_response(exc)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
         limit = app.config["MAX_CONTENT_LENGTH"] // 2**20
-        return error_response(413, "upload_too_large", f"the request is larger than MAX_UPLOAD_MB={limit} MB")
+        return error_response(413, "request_too_large", f"the request is larger than MAX_UPLOAD_MB={limit} MB")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        if exc.response is not None and exc.response.mimetype == "application/json":
-            return exc.response  # already in the contract (raised through flask's abort with our response)
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
 

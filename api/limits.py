@@ -16,7 +16,8 @@ class ConcurrencyLimit:
     def acquire(self) -> None:
         if not self._slots.acquire(blocking=False):
             raise TooManyRequests(
-                f"this API process already serves MAX_CONCURRENT_REQUESTS={self.limit} synthesis requests; retry shortly"
+                f"this API process already serves MAX_CONCURRENT_REQUESTS={self.limit} synthesis requests; "
+                "retry shortly"
             )
 
     def release(self) -> None:

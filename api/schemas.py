@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from flask_openapi3 import FileStorage
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
+from shared.models import Job, JobSegment
 from shared.params import SynthesisParams
-from voices_store.store import VoiceInfo as VoiceResponse
+from voices_store.store import VoiceInfo
 
 
 class InlineLatents(BaseModel):
@@ -23,13 +25,17 @@ class TtsRequest(SynthesisParams):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"text": "Text to synthesize", "language": "en", "speaker_id": "Claribel Dervla"}]},
+        json_schema_extra={
+            "examples": [{"text": "Text to synthesize", "language": "en", "speaker_id": "Claribel Dervla"}]
+        },
     )
 
-    text: str = Field(..., description="Text to speak; long texts are split into chunks at sentence boundaries.")
+    text: str = Field(..., description="Text to speak; long texts are split into segments at sentence boundaries.")
     language: str = Field(..., description="Language code, one of GET /languages (e.g. en, de, zh-cn).")
     speaker_id: str | None = Field(
-        None, min_length=1, max_length=200,
+        None,
+        min_length=1,
+        max_length=200,
         description="A saved voice id (see /saved_voices) or a built-in speaker name (see /available_speakers).",
     )
     speaker_latents: InlineLatents | None = Field(
@@ -75,13 +81,15 @@ class StreamQuery(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    status: int
-    code: str
-    message: str
-    details: Any | None = None
+    status: int = Field(..., description="The HTTP status, repeated")
+    code: str = Field(..., description="Stable machine-readable code (e.g. unknown_language, validation_error)")
+    message: str = Field(..., description="What went wrong, for humans")
+    details: Any | None = Field(None, description="Structured detail, when there is any (e.g. the supported values)")
 
 
 class ErrorResponse(BaseModel):
+    """The error contract of every endpoint (and of the `error` event of Server-Sent Events)."""
+
     error: ErrorBody
 
 
@@ -94,23 +102,34 @@ class JobCreated(BaseModel):
 
 
 class Progress(BaseModel):
-    segments_done: int
+    segments_done: int = Field(..., description="Segments (pieces of the text) fully synthesized")
     segments_total: int
-    chunks: int
+    chunks: int = Field(..., description="Audio chunks published so far")
     audio_seconds: float
     audio_samples: int
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes: the farm stores UTC, so say so (clients always get an offset)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 class Timestamps(BaseModel):
-    queued: str | None
-    started: str | None
-    first_chunk: str | None
-    finished: str | None
+    queued: datetime | None
+    started: datetime | None
+    first_chunk: datetime | None = Field(..., description="When the first audio chunk was published")
+    finished: datetime | None
+
+    _as_utc = field_validator("queued", "started", "first_chunk", "finished")(_utc)
 
 
 class SpeakerRef(BaseModel):
-    kind: str
+    kind: str = Field(..., description="builtin, saved or inline")
     id: str
+
+
+def _seconds(samples: int, sample_rate: int) -> float:
+    return round(samples / sample_rate, 3)
 
 
 class SegmentStatus(BaseModel):
@@ -118,15 +137,34 @@ class SegmentStatus(BaseModel):
     state: str
     attempts: int
     worker: str | None
-    chunks: int
+    chunks: int = Field(..., description="Audio chunks this segment published")
     audio_seconds: float
-    started: str | None
-    finished: str | None
+    started: datetime | None
+    finished: datetime | None
     error: str | None
     characters: int
 
+    _as_utc = field_validator("started", "finished")(_utc)
+
+    @classmethod
+    def from_segment(cls, segment: JobSegment, sample_rate: int) -> SegmentStatus:
+        return cls(
+            index=segment.index,
+            state=segment.state,
+            attempts=segment.attempts,
+            worker=segment.worker,
+            chunks=segment.chunks,
+            audio_seconds=_seconds(segment.samples, sample_rate),
+            started=segment.started_at,
+            finished=segment.finished_at,
+            error=segment.error,
+            characters=len(segment.text),
+        )
+
 
 class JobStatus(BaseModel):
+    """A job's public state (also the seed's session status)."""
+
     id: str
     session_id: str
     state: str = Field(..., description="queued, running, succeeded, failed or cancelled")
@@ -137,7 +175,65 @@ class JobStatus(BaseModel):
     timestamps: Timestamps
     error: str | None
     sample_rate: int
-    segments: list[SegmentStatus] | None = Field(None, description="Per text chunk (GET /jobs/{id} only)")
+    segments: list[SegmentStatus] | None = Field(None, description="Per segment (GET /jobs/{id} only)")
+
+    @classmethod
+    def from_job(cls, job: Job, *, with_segments: bool = False) -> JobStatus:
+        return cls(
+            id=job.id,
+            session_id=job.id,
+            state=job.state,
+            origin=job.origin,
+            language=job.language,
+            speaker=SpeakerRef(kind=job.speaker_kind, id=job.speaker_ref),
+            progress=Progress(
+                segments_done=job.segments_done,
+                segments_total=job.segments_total,
+                chunks=job.chunks_done,
+                audio_seconds=_seconds(job.audio_samples, job.sample_rate),
+                audio_samples=job.audio_samples,
+            ),
+            timestamps=Timestamps(
+                queued=job.created_at, started=job.started_at, first_chunk=job.first_chunk_at, finished=job.finished_at
+            ),
+            error=job.error,
+            sample_rate=job.sample_rate,
+            segments=[SegmentStatus.from_segment(seg, job.sample_rate) for seg in job.segments]
+            if with_segments
+            else None,
+        )
+
+
+class CacheCounters(BaseModel):
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    invalidations: int = 0
+    size: int = 0
+
+
+class WorkerCacheStats(CacheCounters):
+    model_config = ConfigDict(extra="allow")
+
+    worker: str
+
+
+class CacheTotals(CacheCounters):
+    hit_rate: float | None = Field(..., description="hits / (hits + misses), null before any lookup")
+
+
+class CacheStats(BaseModel):
+    workers: list[WorkerCacheStats]
+    total: CacheTotals
+
+
+class CacheCleared(BaseModel):
+    generation: int = Field(..., description="The cache generation every worker must reach")
+    cleared: list[str] = Field(..., description="Workers that cleared their cache")
+    pending: list[str] = Field(
+        ..., description="Live workers that had not confirmed yet (they clear before their next lookup)"
+    )
 
 
 class LanguagesResponse(BaseModel):
@@ -176,9 +272,13 @@ class CloneOptions(BaseModel):
 
 
 class CloneForm(BaseModel):
-    wav_file: list[FileStorage] = Field(..., description="One or more reference recordings (WAV, MP3, FLAC, OGG/Opus, M4A)")
+    wav_file: list[FileStorage] = Field(
+        ..., description="One or more reference recordings (WAV, MP3, FLAC, OGG/Opus, M4A)"
+    )
     # flask-openapi3 decodes JSON form fields itself: a dict here, or the raw text if it was not JSON.
-    options: dict[str, Any] | str | None = Field(None, description='JSON, e.g. {"response_format": "save", "save_id": "my-voice", "name": "My Voice"}')
+    options: dict[str, Any] | str | None = Field(
+        None, description='JSON, e.g. {"response_format": "save", "save_id": "my-voice", "name": "My Voice"}'
+    )
 
 
 class SaveVoiceBody(InlineLatents):
@@ -187,6 +287,41 @@ class SaveVoiceBody(InlineLatents):
     name: str = Field("", max_length=200)
     description: str = Field("", max_length=2000)
     overwrite: bool = False
+
+
+class VoiceResponse(BaseModel):
+    """A saved voice (its latents only with include_latents=true)."""
+
+    id: str
+    name: str
+    description: str
+    gpt_width: int = Field(..., description="Width of its GPT latents (1024 for XTTS-v2)")
+    revision: str = Field(..., description="Changes on every write of the voice")
+    source: str = Field(..., description="clone, latents or import")
+    content_hash: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    _as_utc = field_validator("created_at", "updated_at")(_utc)
+
+    @classmethod
+    def from_info(cls, info: VoiceInfo) -> VoiceResponse:
+        return cls(
+            id=info.id,
+            name=info.name,
+            description=info.description,
+            gpt_width=info.gpt_width,
+            revision=info.revision,
+            source=info.source,
+            content_hash=info.content_hash,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+        )
+
+
+class VoiceWithLatents(VoiceResponse):
+    gpt_cond_latent: list[list[float]] = Field(..., description="[32, width]")
+    speaker_embedding: list[float] = Field(..., description="[512]")
 
 
 class VoicePath(BaseModel):
@@ -204,6 +339,33 @@ class VoiceQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_latents: bool = False
+
+
+class ClonedLatents(BaseModel):
+    """/clone_speaker with response_format json: the latents, as the official XTTS server returns them."""
+
+    gpt_cond_latent: list[list[float]] = Field(..., description="[32, width]")
+    speaker_embedding: list[float] = Field(..., description="[512]")
+    content_hash: str = Field(..., description="Identifies the decoded reference audio and the model")
+    reused: bool = Field(..., description="True when a stored result for the same audio was reused")
+    reference_seconds: float
+
+
+class ClonedVoice(BaseModel):
+    """/clone_speaker with response_format save: the saved voice."""
+
+    voice: VoiceResponse
+    content_hash: str
+    reused: bool
+    reference_seconds: float
+
+
+class CloneResponse(RootModel[ClonedLatents | ClonedVoice]):
+    """The latents (response_format json) or the saved voice (response_format save)."""
+
+
+class DeletedVoice(BaseModel):
+    deleted: str
 
 
 class VoicesPage(BaseModel):

@@ -4,32 +4,32 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 
 from api.schemas import TtsRequest
 from shared import jobs, registry, streams
 from shared.db import session_scope
-from shared.errors import ServiceUnavailable, TextTooLong, UnknownLanguage, UnknownSpeaker
+from shared.dispatch import dispatch
+from shared.errors import BrokerUnavailable, NoWorkers, TextTooLong, UnknownLanguage, UnknownSpeaker
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.models import Job
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.text import split_text
 from voices_store import store
-from voices_store.ids import VOICE_ID
+from voices_store.ids import is_voice_id
 from voices_store.latents import parse_latents
 
 log = logging.getLogger(__name__)
-
-SEGMENT_TASK = "xtts.synthesize_segment"
 
 
 @dataclass(frozen=True)
 class LiveWorkers:
     """What the live workers offer, read once per request from the registry."""
 
-    workers: list[dict]
+    workers: list[dict[str, Any]]
 
     @classmethod
     def now(cls) -> LiveWorkers:
@@ -48,8 +48,8 @@ class LiveWorkers:
     @property
     def model_name(self) -> str | None:
         """The model the live workers serve (the first by name if they disagree)."""
-        names = sorted({(w.get("model") or {}).get("name") for w in self.workers} - {None})
-        return names[0] if names else None
+        names = sorted(name for w in self.workers if (name := (w.get("model") or {}).get("name")))
+        return str(names[0]) if names else None
 
     @property
     def gpt_width(self) -> int | None:
@@ -61,8 +61,10 @@ class LiveWorkers:
 def check_language(farm: LiveWorkers, language: str) -> None:
     languages, _ = farm.languages
     if language not in languages:
-        raise UnknownLanguage(f"language {language!r} is not supported; use one of: {', '.join(languages)}",
-                              details={"supported": languages})
+        raise UnknownLanguage(
+            f"language {language!r} is not supported; use one of: {', '.join(languages)}",
+            details={"supported": languages},
+        )
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,16 @@ class Speaker:
 def resolve_speaker(farm: LiveWorkers, request: TtsRequest) -> Speaker:
     """A saved voice (checked in SQL), a built-in speaker of the live workers' model, or inline latents."""
     if request.speaker_latents is not None:
-        latents = parse_latents(request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding,
-                                farm.gpt_width)
+        latents = parse_latents(
+            request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding, farm.gpt_width
+        )
         return Speaker("inline", latents.digest(), latents.to_npz())
     speaker_id = request.speaker_id or ""
-    if VOICE_ID.match(speaker_id) and store.voice_exists(speaker_id):
+    if is_voice_id(speaker_id) and store.voice_exists(speaker_id):
         return Speaker("saved", speaker_id)
     catalog = farm.catalog
     if catalog is None:
-        raise ServiceUnavailable(
+        raise NoWorkers(
             "no synthesis worker is running, so built-in speakers cannot be checked; start a worker and retry"
         )
     if speaker_id in catalog[1]:
@@ -106,15 +109,20 @@ def submit(celery: Celery, request: TtsRequest, origin: str) -> Job:
     segments = split_text(request.text, request.language)
     with session_scope() as s:
         job = jobs.create_job(
-            s, origin=origin, text=request.text, language=request.language, speaker_kind=speaker.kind,
-            speaker_ref=speaker.ref, params=request.synthesis_params(), segments=segments,
-            epoch=streams.current_epoch(get_redis()), inline_voice=speaker.inline_voice,
-            window=jobs.inflight_window(len(farm.workers)),
+            s,
+            origin=origin,
+            text=request.text,
+            language=request.language,
+            speaker_kind=speaker.kind,
+            speaker_ref=speaker.ref,
+            params=request.synthesis_params(),
+            segments=segments,
+            epoch=streams.current_epoch(get_redis()),
+            inline_voice=speaker.inline_voice,
         )
     try:
-        for index in range(job.segments_dispatched):
-            celery.send_task(SEGMENT_TASK, args=[job.id, index])
+        dispatch(celery, job.id, len(farm.workers))
     except Exception as exc:
         jobs.fail_segment(job.id, 0, f"could not enqueue the job: {exc}")
-        raise ServiceUnavailable(f"could not enqueue the job ({type(exc).__name__}); the broker may be down") from exc
+        raise BrokerUnavailable(f"could not enqueue the job ({type(exc).__name__}); the broker may be down") from exc
     return job

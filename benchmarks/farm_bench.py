@@ -5,11 +5,12 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 
@@ -19,8 +20,10 @@ from workers import devmodel
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / ".cache" / "bench-models"
 SPEAKER = "Claribel Dervla"
-SENTENCE = ("This sentence is long enough to be a chunk of its own, because two of them together would not fit "
-            "within the two hundred and fifty characters that XTTS accepts for English in one go.")
+SENTENCE = (
+    "This sentence is long enough to be a segment of its own, because two of them together would not fit "
+    "within the two hundred and fifty characters that XTTS accepts for English in one go."
+)
 
 
 @contextmanager
@@ -30,8 +33,14 @@ def local_farm(workers: int, threads_per_worker: int) -> Iterator[Farm]:
         redis_server = RedisServer().start()
         database = f"sqlite:///{tmp}/bench.db"
         migrate(database)
-        farm = Farm(redis_url=redis_server.url, database_url=database, model_dir=MODELS, workers=workers,
-                    log_dir=Path(tmp), extra_env={"NUM_THREADS": str(threads_per_worker), "STREAM_READ_BLOCK_MS": "1000"})
+        farm = Farm(
+            redis_url=redis_server.url,
+            database_url=database,
+            model_dir=MODELS,
+            workers=workers,
+            log_dir=Path(tmp),
+            extra_env={"NUM_THREADS": str(threads_per_worker), "STREAM_READ_BLOCK_MS": "1000"},
+        )
         try:
             yield farm.start()
         finally:
@@ -40,8 +49,14 @@ def local_farm(workers: int, threads_per_worker: int) -> Iterator[Farm]:
 
 
 def _body(text: str, tokens: int, chunk: int = 20) -> dict[str, Any]:
-    return {"text": text, "language": "en", "speaker_id": SPEAKER, "min_new_tokens": tokens, "max_new_tokens": tokens,
-            "stream_chunk_size": chunk}
+    return {
+        "text": text,
+        "language": "en",
+        "speaker_id": SPEAKER,
+        "min_new_tokens": tokens,
+        "max_new_tokens": tokens,
+        "stream_chunk_size": chunk,
+    }
 
 
 def _ts(value: str) -> float:
@@ -60,8 +75,12 @@ def stream(farm: Farm, body: dict[str, Any]) -> dict[str, Any]:
             if first is None and size > 44:
                 first = time.perf_counter() - started
         session = response.headers["X-Session-Id"]
-    return {"session": session, "first_audio_s": first, "total_s": time.perf_counter() - started,
-            "audio_s": (size - 44) / 2 / 24000}
+    return {
+        "session": session,
+        "first_audio_s": first,
+        "total_s": time.perf_counter() - started,
+        "audio_s": (size - 44) / 2 / 24000,
+    }
 
 
 def pipeline(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
@@ -75,16 +94,30 @@ def pipeline(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
             job = farm.job(result["session"])
             stamps = job["timestamps"]
             worker_first = _ts(stamps["first_chunk"]) - _ts(stamps["started"])
-            samples.append({"client": result["first_audio_s"], "worker": worker_first,
-                            "queue": _ts(stamps["started"]) - _ts(stamps["queued"])})
+            samples.append(
+                {
+                    "client": result["first_audio_s"],
+                    "worker": worker_first,
+                    "queue": _ts(stamps["started"]) - _ts(stamps["queued"]),
+                }
+            )
     client = statistics.median(s["client"] for s in samples)
     worker = statistics.median(s["worker"] for s in samples)
     overhead_ms = statistics.median((s["client"] - s["worker"]) * 1000 for s in samples)
-    rows = [{"runs": runs, "client_first_audio_ms": client * 1000, "worker_first_chunk_ms": worker * 1000,
-             "ratio": client / worker, "overhead_ms_median": overhead_ms,
-             "queued_to_started_ms": statistics.median(s["queue"] for s in samples) * 1000}]
-    notes = ["client: POST /tts_stream until the first PCM byte after the WAV header; worker: task start (SQL "
-             "started_at) to the first chunk published (first_chunk_at); overhead = their difference, per request"]
+    rows = [
+        {
+            "runs": runs,
+            "client_first_audio_ms": client * 1000,
+            "worker_first_chunk_ms": worker * 1000,
+            "ratio": client / worker,
+            "overhead_ms_median": overhead_ms,
+            "queued_to_started_ms": statistics.median(s["queue"] for s in samples) * 1000,
+        }
+    ]
+    notes = [
+        "client: POST /tts_stream until the first PCM byte after the WAV header; worker: task start (SQL "
+        "started_at) to the first chunk published (first_chunk_at); overhead = their difference, per request"
+    ]
     return "Pipeline: time to first audio through the API vs the worker's own", rows, {"notes": notes}
 
 
@@ -96,7 +129,7 @@ def _throughput_run(farm: Farm, jobs: int, tokens: int) -> float:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(one, range(jobs)))
     wall = time.perf_counter() - started
-    return sum(r["audio_s"] for r in results) / wall
+    return float(sum(r["audio_s"] for r in results)) / wall
 
 
 def throughput(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
@@ -106,8 +139,14 @@ def throughput(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
         with local_farm(workers=workers, threads_per_worker=1) as farm:
             _throughput_run(farm, workers, 10)  # warm-up every worker
             runs = [_throughput_run(farm, jobs, tokens) for _ in range(1 if quick else 3)]
-        rows.append({"workers": workers, "concurrent_requests": jobs, "tokens_each": tokens,
-                     "audio_s_per_wall_s": statistics.median(runs)})
+        rows.append(
+            {
+                "workers": workers,
+                "concurrent_requests": jobs,
+                "tokens_each": tokens,
+                "audio_s_per_wall_s": statistics.median(runs),
+            }
+        )
     ratio = rows[1]["audio_s_per_wall_s"] / rows[0]["audio_s_per_wall_s"]
     for row in rows:
         row["vs_1_worker"] = row["audio_s_per_wall_s"] / rows[0]["audio_s_per_wall_s"]
@@ -124,8 +163,15 @@ def longtext(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
         with local_farm(workers=workers, threads_per_worker=1) as farm:
             stream(farm, short_body)
             result = stream(farm, long_body)
-            rows.append({"workers": workers, "chunks": sentences, "audio_s": result["audio_s"],
-                         "first_audio_s": result["first_audio_s"], "total_s": result["total_s"]})
+            rows.append(
+                {
+                    "workers": workers,
+                    "segments": sentences,
+                    "audio_s": result["audio_s"],
+                    "first_audio_s": result["first_audio_s"],
+                    "total_s": result["total_s"],
+                }
+            )
             if workers == 2:
                 idle = [stream(farm, short_body)["first_audio_s"] for _ in range(3)]
                 busy = []
@@ -135,16 +181,18 @@ def longtext(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
                         time.sleep(0.05)
                     busy.append(stream(farm, short_body)["first_audio_s"])
                     requests.delete(farm.url(f"/jobs/{job['id']}"), timeout=30)
-                fairness = {"short_first_audio_idle_s": statistics.median(idle),
-                            "short_first_audio_during_long_job_s": statistics.median(busy)}
+                fairness = {
+                    "short_first_audio_idle_s": statistics.median(idle),
+                    "short_first_audio_during_long_job_s": statistics.median(busy),
+                }
     speedup = rows[0]["total_s"] / rows[1]["total_s"]
     for row in rows:
         row["speedup"] = rows[0]["total_s"] / row["total_s"]
-    chunk_time = rows[0]["total_s"] / sentences
+    segment_time = rows[0]["total_s"] / sentences
     notes = [
-        f"a text of {sentences} chunks finishes {speedup:.2f}x faster on 2 workers than on 1",
+        f"a text of {sentences} segments finishes {speedup:.2f}x faster on 2 workers than on 1",
         f"short job, time to first audio: {fairness['short_first_audio_idle_s']:.2f} s on an idle farm, "
         f"{fairness['short_first_audio_during_long_job_s']:.2f} s while a long job keeps every worker busy "
-        f"(one chunk of that long job takes {chunk_time:.2f} s on one worker)",
+        f"(one segment of that long job takes {segment_time:.2f} s on one worker)",
     ]
     return "Long text across workers", rows, {"notes": notes, **fairness, "speedup_2_vs_1": speedup}

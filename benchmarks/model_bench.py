@@ -42,17 +42,31 @@ def _timed_stream(engine: XttsEngine, voice: Any, tokens: int) -> tuple[float, f
 
 def _timed_coqui_stream(engine: XttsEngine, voice: Any, tokens: int) -> float:
     started = time.perf_counter()
-    for _chunk in engine.model.inference_stream(TEXT, "en", voice.gpt_cond_latent, voice.speaker_embedding,
-                                                stream_chunk_size=CHUNK, min_new_tokens=tokens, max_new_tokens=tokens,
-                                                repetition_penalty=5.0):
+    for _chunk in engine.model.inference_stream(
+        TEXT,
+        "en",
+        voice.gpt_cond_latent,
+        voice.speaker_embedding,
+        stream_chunk_size=CHUNK,
+        min_new_tokens=tokens,
+        max_new_tokens=tokens,
+        repetition_penalty=5.0,
+    ):
         pass
     return time.perf_counter() - started
 
 
 def _timed_one_shot(engine: XttsEngine, voice: Any, tokens: int) -> float:
     started = time.perf_counter()
-    engine.model.inference(TEXT, "en", voice.gpt_cond_latent, voice.speaker_embedding, min_new_tokens=tokens,
-                           max_new_tokens=tokens, repetition_penalty=5.0)
+    engine.model.inference(
+        TEXT,
+        "en",
+        voice.gpt_cond_latent,
+        voice.speaker_embedding,
+        min_new_tokens=tokens,
+        max_new_tokens=tokens,
+        repetition_penalty=5.0,
+    )
     return time.perf_counter() - started
 
 
@@ -62,10 +76,19 @@ def _stream_fidelity(engine: XttsEngine, voice: Any, tokens: int) -> dict[str, f
     torch.manual_seed(3)
     gpt = engine.model.gpt
     text_tokens = torch.IntTensor(engine.model.tokenizer.encode(TEXT.lower(), lang="en")).unsqueeze(0)
-    generator = gpt.get_generator(fake_inputs=gpt.compute_embeddings(voice.gpt_cond_latent, text_tokens),
-                                  do_sample=True, top_k=50, top_p=0.85, temperature=0.75, num_beams=1,
-                                  num_return_sequences=1, output_hidden_states=True, return_dict_in_generate=True,
-                                  min_new_tokens=tokens, max_new_tokens=tokens)
+    generator = gpt.get_generator(
+        fake_inputs=gpt.compute_embeddings(voice.gpt_cond_latent, text_tokens),
+        do_sample=True,
+        top_k=50,
+        top_p=0.85,
+        temperature=0.75,
+        num_beams=1,
+        num_return_sequences=1,
+        output_hidden_states=True,
+        return_dict_in_generate=True,
+        min_new_tokens=tokens,
+        max_new_tokens=tokens,
+    )
     latents = torch.cat([latent for _token, latent in generator], dim=0)
     reference = one_shot(engine.model.hifigan_decoder, latents, voice.speaker_embedding)
     decoder = StreamingDecoder(engine.model.hifigan_decoder, voice.speaker_embedding)
@@ -76,7 +99,11 @@ def _stream_fidelity(engine: XttsEngine, voice: Any, tokens: int) -> dict[str, f
         start, size = end, min(size * 2, CHUNK * MAX_CHUNK_GROWTH)
     streamed = torch.cat(pieces)
     joins = torch.cumsum(torch.tensor([len(p) for p in pieces[:-1]]), 0)
-    window = torch.cat([torch.arange(j - 64, j + 64) for j in joins.tolist()]) if len(joins) else torch.tensor([], dtype=torch.long)
+    window = (
+        torch.cat([torch.arange(j - 64, j + 64) for j in joins.tolist()])
+        if len(joins)
+        else torch.tensor([], dtype=torch.long)
+    )
     return {
         "samples_equal": int(len(streamed) == len(reference)),
         "snr_db": round(snr_db(reference, streamed), 1),
@@ -103,20 +130,30 @@ def streaming(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
             if run_coqui:
                 coqui.append(_timed_coqui_stream(engine, voice, tokens))
         one_shot_s = statistics.median(one)
-        rows.append({
-            "tokens": tokens, "audio_s": round(tokens * 1024 / 22050, 1), "runs": n,
-            "one_shot_s": one_shot_s, "farm_stream_s": statistics.median(farm),
-            "farm_first_chunk_s": statistics.median(first),
-            "coqui_stream_s": statistics.median(coqui) if coqui else None,
-            "farm_ratio": statistics.median(f / o for f, o in zip(farm, one, strict=True)),
-            "coqui_ratio": statistics.median(c / o for c, o in zip(coqui, one, strict=True)) if coqui else None,
-        })
+        rows.append(
+            {
+                "tokens": tokens,
+                "audio_s": round(tokens * 1024 / 22050, 1),
+                "runs": n,
+                "one_shot_s": one_shot_s,
+                "farm_stream_s": statistics.median(farm),
+                "farm_first_chunk_s": statistics.median(first),
+                "coqui_stream_s": statistics.median(coqui) if coqui else None,
+                "farm_ratio": statistics.median(f / o for f, o in zip(farm, one, strict=True)),
+                "coqui_ratio": statistics.median(c / o for c, o in zip(coqui, one, strict=True)) if coqui else None,
+            }
+        )
         fidelity[tokens] = _stream_fidelity(engine, voice, tokens)
-    notes = [f"streamed vs one-shot decoding of the same latents at {t} tokens: SNR {f['snr_db']} dB, "
-             f"max |diff| {f['max_abs_diff']:.2e} ({f['max_abs_diff_at_joins']:.2e} within 64 samples of the "
-             f"{f['joins']} joins), same length: {bool(f['samples_equal'])}" for t, f in fidelity.items()]
-    notes.append(f"model: small random-weight XTTS-v2 layout, {engine.device}, {torch.get_num_threads()} threads; "
-                 f"stream_chunk_size {CHUNK}; ratio = streamed total / one-shot `Xtts.inference()` total, median of paired runs")
+    notes = [
+        f"streamed vs one-shot decoding of the same latents at {t} tokens: SNR {f['snr_db']} dB, "
+        f"max |diff| {f['max_abs_diff']:.2e} ({f['max_abs_diff_at_joins']:.2e} within 64 samples of the "
+        f"{f['joins']} joins), same length: {bool(f['samples_equal'])}"
+        for t, f in fidelity.items()
+    ]
+    notes.append(
+        f"model: small random-weight XTTS-v2 layout, {engine.device}, {torch.get_num_threads()} threads; "
+        f"stream_chunk_size {CHUNK}; ratio = streamed total / one-shot `Xtts.inference()` total, median of paired runs"
+    )
     return "Streaming cost: streamed total / one-shot total", rows, {"fidelity": fidelity, "notes": notes}
 
 
@@ -127,7 +164,9 @@ def _gpu_run(fp16: bool, tokens: int, streams: int, repeats: int) -> dict[str, A
     single = [_timed_stream(engine, voice, tokens) for _ in range(repeats)]
     audio_s = tokens * 1024 / 22050
     results: list[tuple[float, float]] = []
-    threads = [threading.Thread(target=lambda: results.append(_timed_stream(engine, voice, tokens))) for _ in range(streams)]
+    threads = [
+        threading.Thread(target=lambda: results.append(_timed_stream(engine, voice, tokens))) for _ in range(streams)
+    ]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -135,9 +174,12 @@ def _gpu_run(fp16: bool, tokens: int, streams: int, repeats: int) -> dict[str, A
         t.join()
     wall = time.perf_counter() - started
     return {
-        "dtype": "float16" if fp16 else "float32", "device": torch.cuda.get_device_name(0),
-        "first_audio_s": statistics.median(s[0] for s in single), "rtf": statistics.median(s[1] for s in single) / audio_s,
-        "concurrent_streams": streams, "concurrent_first_audio_s": statistics.median(r[0] for r in results),
+        "dtype": "float16" if fp16 else "float32",
+        "device": torch.cuda.get_device_name(0),
+        "first_audio_s": statistics.median(s[0] for s in single),
+        "rtf": statistics.median(s[1] for s in single) / audio_s,
+        "concurrent_streams": streams,
+        "concurrent_first_audio_s": statistics.median(r[0] for r in results),
         "concurrent_rtf_aggregate": wall / (streams * audio_s),
     }
 
@@ -150,5 +192,7 @@ def gpu(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     for fp16 in (False, True):
         rows.append(_gpu_run(fp16, tokens, streams, 1 if quick else 3))
         torch.cuda.empty_cache()
-    notes = [f"{tokens} tokens ({tokens * 1024 / 22050:.1f} s of audio) per stream; RTF = synthesis seconds per audio second"]
+    notes = [
+        f"{tokens} tokens ({tokens * 1024 / 22050:.1f} s of audio) per stream; RTF = synthesis seconds per audio second"
+    ]
     return "GPU: full-size random-weight model", rows, {"notes": notes}

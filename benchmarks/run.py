@@ -22,7 +22,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +62,29 @@ def median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and no 600-token coqui run (minutes, not tens)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats and no 600-token coqui run (minutes, not tens)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ns = parser.parse_args()
     ns.out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, Any] = {
-        "started": datetime.now(timezone.utc).isoformat(), "host": platform.node(), "python": sys.version.split()[0],
-        "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]), "quick": ns.quick,
+        "started": datetime.now(UTC).isoformat(),
+        "host": platform.node(),
+        "python": sys.version.split()[0],
+        "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
+        "quick": ns.quick,
     }
     report = []
     started = time.perf_counter()
     for section in ns.only:
         runner = {
-            "streaming": model_bench.streaming, "gpu": model_bench.gpu,
-            "pipeline": farm_bench.pipeline, "throughput": farm_bench.throughput, "longtext": farm_bench.longtext,
+            "streaming": model_bench.streaming,
+            "gpu": model_bench.gpu,
+            "pipeline": farm_bench.pipeline,
+            "throughput": farm_bench.throughput,
+            "longtext": farm_bench.longtext,
         }[section]
         title, rows, extra = runner(quick=ns.quick)
         results[section] = {"rows": rows, **extra}
@@ -85,7 +93,7 @@ def main() -> None:
             print(f"  {note}")
             report.append(f"- {note}\n")
     results["seconds"] = round(time.perf_counter() - started, 1)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for name in (f"results-{stamp}.json", "latest.json"):
         (ns.out / name).write_text(json.dumps(results, indent=2))
     (ns.out / "latest.md").write_text("\n".join(report))

@@ -1,4 +1,9 @@
-"""Domain errors. The API maps each to one HTTP status in a single handler; workers report their text."""
+"""Domain errors of the shared layer, and `FarmError`, the base of every error the farm reports.
+
+Each subclass has one HTTP status and one stable `code`, and each code has one meaning. The API maps every
+`FarmError` to the JSON error contract in a single handler; Server-Sent Events carry the same body. Errors of
+the other layers live in `voices_store/errors.py`, `workers/errors.py` and `api/errors.py`.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,20 @@ class FarmError(Exception):
         self.message = message
         self.details = details
 
+    def body(self) -> dict[str, Any]:
+        """The error contract: `{"status", "code", "message", "details"}` (details only when there are any)."""
+        body: dict[str, Any] = {"status": self.status, "code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
 
 class InvalidInput(FarmError):
     status, code = 400, "invalid_input"
+
+
+class InvalidCursor(InvalidInput):
+    code = "invalid_cursor"
 
 
 class UnknownLanguage(FarmError):
@@ -37,26 +53,38 @@ class NotFound(FarmError):
     status, code = 404, "not_found"
 
 
-class Conflict(FarmError):
-    status, code = 409, "conflict"
+class AudioExpired(FarmError):
+    """The job's audio streams expired (STREAM_TTL_SECONDS) and can no longer be delivered."""
 
-
-class Gone(FarmError):
-    status, code = 410, "gone"
+    status, code = 410, "audio_expired"
 
 
 class TooManyRequests(FarmError):
     status, code = 429, "too_many_requests"
 
 
-class ServiceUnavailable(FarmError):
-    status, code = 503, "service_unavailable"
+class NoWorkers(FarmError):
+    """No synthesis worker is alive to run (or to check) the request."""
+
+    status, code = 503, "no_workers"
 
 
-class JobConflict(FarmError):
-    """The job is not in a state that allows this (e.g. audio of a job that has not finished)."""
+class BrokerUnavailable(FarmError):
+    """The job could not be enqueued."""
+
+    status, code = 503, "broker_unavailable"
+
+
+class JobNotReady(FarmError):
+    """The job has not finished yet (e.g. its complete audio was asked for)."""
 
     status, code = 409, "job_not_ready"
+
+
+class JobCancelled(FarmError):
+    """The job was cancelled before it finished."""
+
+    status, code = 409, "job_cancelled"
 
 
 class SynthesisFailed(FarmError):

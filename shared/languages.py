@@ -7,22 +7,50 @@ the model's audio degrades and a segment may hit the 402 text-token cap.
 from __future__ import annotations
 
 XTTS_V2_LANGUAGES: tuple[str, ...] = (
-    "en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "ar", "zh-cn", "hu", "ko", "ja", "hi",
+    "en",
+    "es",
+    "fr",
+    "de",
+    "it",
+    "pt",
+    "pl",
+    "tr",
+    "ru",
+    "nl",
+    "cs",
+    "ar",
+    "zh-cn",
+    "hu",
+    "ko",
+    "ja",
+    "hi",
 )
 
 CHAR_LIMITS: dict[str, int] = {
-    "en": 250, "de": 253, "fr": 273, "es": 239, "it": 213, "pt": 203, "pl": 224, "zh": 82, "ar": 166,
-    "cs": 186, "ru": 182, "nl": 251, "tr": 226, "ja": 71, "hu": 224, "ko": 95, "hi": 150,
+    "en": 250,
+    "de": 253,
+    "fr": 273,
+    "es": 239,
+    "it": 213,
+    "pt": 203,
+    "pl": 224,
+    "zh": 82,
+    "ar": 166,
+    "cs": 186,
+    "ru": 182,
+    "nl": 251,
+    "tr": 226,
+    "ja": 71,
+    "hu": 224,
+    "ko": 95,
+    "hi": 150,
 }
 DEFAULT_CHAR_LIMIT = 250
-
-# Languages written without spaces between words: their chunks are cut at punctuation or per character.
-SCRIPT_CONTINUOUS = frozenset({"zh", "ja"})
 
 
 def base_language(language: str) -> str:
     """`zh-cn` -> `zh`: XTTS keys its limits by the part before the country code."""
-    return language.split("-")[0].lower()
+    return language.split("-", maxsplit=1)[0].lower()
 
 
 def char_limit(language: str) -> int:

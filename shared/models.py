@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from shared.audio import SAMPLE_RATE
+
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -30,7 +32,6 @@ class JobState(str, enum.Enum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
-TERMINAL_STATES = tuple(s.value for s in JobState if s.terminal)
 ACTIVE_STATES = tuple(s.value for s in JobState if not s.terminal)
 
 
@@ -57,7 +58,7 @@ class Job(Base):
     segments_done: Mapped[int] = mapped_column(Integer, default=0)
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)
     audio_samples: Mapped[int] = mapped_column(Integer, default=0)
-    sample_rate: Mapped[int] = mapped_column(Integer, default=24000)
+    sample_rate: Mapped[int] = mapped_column(Integer, default=SAMPLE_RATE)
 
     # The Redis "epoch" the job was queued in: if Redis restarts empty, jobs of an older epoch lost
     # their queue entries and audio, and are reported as failed instead of waiting forever.
@@ -75,7 +76,8 @@ class Job(Base):
 
 
 class JobSegment(Base):
-    """One text chunk of a job: the unit a worker synthesizes, retries and streams."""
+    """One segment of a job (a piece of its text): the unit a worker synthesizes, retries and streams.
+    `chunks` and `samples` count the audio it has published."""
 
     __tablename__ = "job_segments"
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.settings import get_settings
+
 
 class SynthesisParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,19 +21,25 @@ class SynthesisParams(BaseModel):
     top_p: float = Field(0.85, gt=0.0, le=1.0)
     speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; 1.0 is the model's own.")
     stream_chunk_size: int = Field(
-        20, ge=1, le=400, description="Audio tokens (about 46 ms each) per streamed chunk at the start of a segment."
+        default_factory=lambda: get_settings().DEFAULT_STREAM_CHUNK_SIZE,
+        ge=1,
+        le=400,
+        description="Audio tokens (about 46 ms each) in the first streamed audio chunk of each segment "
+        "(default: the farm's DEFAULT_STREAM_CHUNK_SIZE, 20 unless configured).",
     )
     min_new_tokens: int | None = Field(
-        None, ge=1, le=605, description="Advanced: lower bound on audio tokens per segment (the dev model's noise "
-        "never stops by itself, so tests and benchmarks pin the length)."
+        None,
+        ge=1,
+        le=605,
+        description="Advanced: lower bound on audio tokens per segment (the dev model's noise "
+        "never stops by itself, so tests and benchmarks pin the length).",
     )
-    max_new_tokens: int | None = Field(None, ge=1, le=605, description="Advanced: upper bound on audio tokens per segment.")
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=605, description="Advanced: upper bound on audio tokens per segment."
+    )
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> SynthesisParams:
         if self.min_new_tokens and self.max_new_tokens and self.min_new_tokens > self.max_new_tokens:
             raise ValueError("min_new_tokens must not exceed max_new_tokens")
         return self
-
-
-PARAM_FIELDS = tuple(SynthesisParams.model_fields)

@@ -8,7 +8,7 @@ reading the registry costs one SMEMBERS and one MGET however many other keys Red
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -31,7 +31,7 @@ def remove(r: redis.Redis, name: str) -> None:
 
 
 def live_workers(r: redis.Redis) -> list[dict[str, Any]]:
-    names = sorted(n.decode() for n in r.smembers(NAMES))
+    names = sorted(n.decode() for n in cast(set[bytes], r.smembers(NAMES)))
     values = r.mget([PREFIX + n for n in names]) if names else []
     gone = [n for n, v in zip(names, values, strict=True) if v is None]
     if gone:  # their entries expired: the workers stopped heartbeating

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     PRELOAD_VOICES: str = ""
     VOICES_DIR: str = str(PROJECT_ROOT / "saved_voices")
 
+    # --- API process -------------------------------------------------------------------------
+    # Address the API binds to (with PORT); 127.0.0.1 keeps it off the network.
+    HOST: str = "0.0.0.0"
+    # Gunicorn processes serving the API (each with its own MAX_CONCURRENT_REQUESTS).
+    API_PROCESSES: int = Field(1, ge=1)
+
     # --- services ------------------------------------------------------------------------------
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
     DATABASE_URL: str = f"sqlite:///{PROJECT_ROOT / 'data' / 'xtts.db'}"
@@ -46,9 +52,11 @@ class Settings(BaseSettings):
 
     # --- synthesis limits ----------------------------------------------------------------------
     MAX_TEXT_CHARS: int = 100_000
-    DEFAULT_STREAM_CHUNK_SIZE: int = 20
-    # Audio-token window the worker decodes per streamed chunk, after the first (see issue 5).
-    STREAM_DECODE_CONTEXT: int = 8
+    # Audio tokens (about 46 ms each) in a segment's first streamed chunk when a request does not say.
+    DEFAULT_STREAM_CHUNK_SIZE: int = Field(20, ge=1, le=400)
+    # HiFi-GAN frames of context the streaming decoder re-decodes on each side of a window (its margin).
+    # 12 reproduces one-shot decoding to float rounding (135 dB SNR); 8 gives 118 dB, 4 gives 80 dB.
+    STREAM_DECODE_CONTEXT: int = Field(12, ge=1, le=64)
 
     # --- jobs and streams ----------------------------------------------------------------------
     STREAM_TTL_SECONDS: int = 3600
@@ -56,9 +64,10 @@ class Settings(BaseSettings):
     STREAM_READ_BLOCK_MS: int = 1000
     # How long a streaming response waits for a job that makes no progress before giving up.
     STREAM_IDLE_TIMEOUT_SECONDS: int = 600
-    CHUNK_MAX_RETRIES: int = 2
-    # Chunks of one job allowed in the queue or running at once; 0 means "one per live worker".
-    JOB_MAX_INFLIGHT_CHUNKS: int = 0
+    # Retries of a failing segment (a piece of text, one Celery task) before its job fails.
+    SEGMENT_MAX_RETRIES: int = 2
+    # Segments of one job allowed in the queue or running at once; 0 means "one per live worker".
+    JOB_MAX_INFLIGHT_SEGMENTS: int = 0
 
     # --- workers -------------------------------------------------------------------------------
     WORKER_HEARTBEAT_SECONDS: int = 5
@@ -68,8 +77,6 @@ class Settings(BaseSettings):
     MAX_UPLOAD_MB: int = 20
     MAX_REFERENCE_SECONDS: float = 60.0
     CLONE_TIMEOUT_SECONDS: int = 120
-
-    FLOWER_PORT: int = 5555
 
     @field_validator("CUSTOM_MODEL_PATH", mode="before")
     @classmethod
@@ -81,6 +88,24 @@ class Settings(BaseSettings):
         return [v.strip() for v in self.PRELOAD_VOICES.split(",") if v.strip()]
 
 
+_configured: Settings | None = None
+
+
+def configure(settings: Settings | None) -> None:
+    """Make `settings` the process's settings object (None: read the environment again on next use).
+
+    Everything reads settings through `get_settings()`, so an app factory given a settings object, or a test,
+    changes them for the whole process in this one place.
+    """
+    global _configured  # noqa: PLW0603 - the one process-wide settings object, by design
+    _configured = settings
+    _from_environment.cache_clear()
+
+
 @lru_cache(maxsize=1)
-def get_settings() -> Settings:
+def _from_environment() -> Settings:
     return Settings()
+
+
+def get_settings() -> Settings:
+    return _configured if _configured is not None else _from_environment()

@@ -1,9 +1,10 @@
 """The Redis stream protocol between workers (writers) and the API (readers).
 
-Every segment (text chunk) of a job has its own stream, `xtts:job:{id}:seg:{k}`, so that segments can be
-synthesized in parallel while readers still deliver them in order. Entries:
+Every segment (a piece of text, one Celery task) of a job has its own stream, `xtts:job:{id}:seg:{k}`, so that
+segments can be synthesized in parallel while readers still deliver them in order. Entries:
 
-* audio: `type=audio`, `seq` (1, 2, ...), `pcm` (16-bit little-endian mono PCM at 24 kHz), `samples`.
+* audio: an audio chunk: `type=audio`, `seq` (1, 2, ...), `pcm` (16-bit little-endian mono PCM at 24 kHz),
+  `samples`.
   The entry id is `{seq}-1`: a retried segment that republishes a chunk is refused by Redis instead of
   duplicating it, and a reader's cursor is simply (segment, seq).
 * end: `type=end` after the last audio entry; error: `type=error`, `reason`, if the segment failed for good.
@@ -19,14 +20,18 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
-from shared.errors import InvalidInput
+from shared.audio import SAMPLE_WIDTH
+from shared.errors import InvalidCursor, JobCancelled, SynthesisFailed
 
 AUDIO, END, ERROR, CANCELLED = b"audio", b"end", b"error", b"cancelled"
-SAMPLE_RATE = 24000
-SAMPLE_WIDTH = 2
+
+# redis-py's replies, as this binary-safe client (no decode_responses) returns them.
+Fields = dict[bytes, bytes]
+Entry = tuple[bytes, Fields]
 
 
 def segment_key(job_id: str, index: int) -> str:
@@ -49,15 +54,8 @@ def current_epoch(r: redis.Redis) -> str:
     pipe = r.pipeline(transaction=False)
     pipe.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
     pipe.get(EPOCH_KEY)
-    return pipe.execute()[1].decode()
-
-
-class StreamFailed(Exception):
-    """A segment ended with an error entry, or the job was found failed while waiting."""
-
-
-class StreamCancelled(Exception):
-    """The job was cancelled."""
+    epoch: bytes = pipe.execute()[1]
+    return epoch.decode()
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Cursor:
             return cls()
         match = cls._FORMAT.match(text)
         if not match:
-            raise InvalidInput(f"cursor {text!r} is not of the form '<segment>-<seq>' (for example '0-3')")
+            raise InvalidCursor(f"cursor {text!r} is not of the form '<segment>-<seq>' (for example '0-3')")
         return cls(int(match.group(1)), int(match.group(2)))
 
 
@@ -90,7 +88,7 @@ class StreamWriter:
 
     def _last(self) -> tuple[int, bytes | None]:
         """(audio chunks already in the stream, type of its last entry)."""
-        last = self.r.xrevrange(self.key, count=1)
+        last = cast(list[Entry], self.r.xrevrange(self.key, count=1))
         if not last:
             return 0, None
         entry_id, fields = last[0]
@@ -101,7 +99,7 @@ class StreamWriter:
         """Audio chunks already in the stream (a retried segment skips those)."""
         return self._last()[0]
 
-    def _add(self, seq: int, fields: dict[str, bytes | str | int]) -> None:
+    def _add(self, seq: int, fields: dict[Any, Any]) -> None:
         pipe = self.r.pipeline(transaction=False)
         pipe.xadd(self.key, fields, id=f"{seq}-1", maxlen=self.maxlen, approximate=True)
         pipe.expire(self.key, self.ttl)
@@ -157,26 +155,28 @@ def read_audio(
 ) -> Iterator[tuple[Cursor, bytes]]:
     """Yield (cursor, pcm) for every audio chunk after `cursor`, in order, blocking while workers produce.
 
-    Raises StreamFailed / StreamCancelled when the job fails or is cancelled. `on_idle` runs whenever a
+    Raises SynthesisFailed / JobCancelled when the job fails or is cancelled. `on_idle` runs whenever a
     blocking read times out with nothing new, so the caller can check the job's SQL state and give up on
     a job that can no longer make progress (by raising).
     """
     cursor = cursor or Cursor()
-    ctl_key, ctl_last = control_key(job_id), b"0-0"
+    ctl_key, ctl_last = control_key(job_id), "0-0"
     for index in range(cursor.segment, segments_total):
         key = segment_key(job_id, index)
-        last = f"{cursor.seq}-1" if index == cursor.segment and cursor.seq else "0-0"
+        last: bytes | str = f"{cursor.seq}-1" if index == cursor.segment and cursor.seq else "0-0"
         while True:
-            reply = r.xread({key: last, ctl_key: ctl_last}, block=block_ms, count=64)
+            reply = cast(
+                list[tuple[bytes, list[Entry]]], r.xread({key: last, ctl_key: ctl_last}, block=block_ms, count=64)
+            )
             if not reply:
                 on_idle()
                 continue
             finished = False
             for stream_name, entries in reply:
                 if stream_name.decode() == ctl_key:
-                    ctl_last = entries[-1][0]
+                    ctl_last = entries[-1][0].decode()
                     if any(fields.get(b"type") == CANCELLED for _, fields in entries):
-                        raise StreamCancelled("the job was cancelled")
+                        raise JobCancelled(f"job {job_id} was cancelled")
                     continue
                 for entry_id, fields in entries:
                     last = entry_id
@@ -187,6 +187,8 @@ def read_audio(
                         finished = True
                         break
                     elif kind == ERROR:
-                        raise StreamFailed(fields.get(b"reason", b"synthesis failed").decode())
+                        raise SynthesisFailed(
+                            f"synthesis of job {job_id} failed: " + fields.get(b"reason", b"unknown error").decode()
+                        )
             if finished:
                 break

@@ -32,7 +32,7 @@ def _cuts(text: str, pattern: re.Pattern[str]) -> list[str]:
     pieces, start = [], 0
     for match in pattern.finditer(text):
         if match.end() > start:
-            pieces.append(text[start:match.end()])
+            pieces.append(text[start : match.end()])
             start = match.end()
     if start < len(text):
         pieces.append(text[start:])
@@ -45,7 +45,7 @@ def _fits(piece: str, limit: int) -> bool:
 
 def _hard_cut(piece: str, limit: int) -> list[str]:
     """Cut a piece with no usable boundary (a very long word, unspaced CJK) every `limit` chars."""
-    return [piece[i:i + limit] for i in range(0, len(piece), limit)]
+    return [piece[i : i + limit] for i in range(0, len(piece), limit)]
 
 
 def _split_piece(piece: str, limit: int, levels: tuple[re.Pattern[str], ...]) -> list[str]:

@@ -21,7 +21,14 @@ def parse_stream_wav(data: bytes) -> tuple[dict, bytes]:
     assert data[12:16] == b"fmt ", "no fmt chunk"
     _size, fmt, channels, rate, byte_rate, align, bits = struct.unpack("<IHHIIHH", data[16:36])
     assert data[36:40] == b"data", "no data chunk"
-    return {"format": fmt, "channels": channels, "rate": rate, "byte_rate": byte_rate, "align": align, "bits": bits}, data[HEADER_BYTES:]
+    return {
+        "format": fmt,
+        "channels": channels,
+        "rate": rate,
+        "byte_rate": byte_rate,
+        "align": align,
+        "bits": bits,
+    }, data[HEADER_BYTES:]
 
 
 def read_wav(data: bytes) -> tuple[int, int, bytes]:

@@ -11,10 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from shared.settings import Settings, configure
 from tools.localfarm import ROOT, Farm, RedisServer, create_postgres_database, drop_postgres_database, migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
+FARM_FIXTURES = {"farm", "isolated_farm", "speaker"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need a farm of real processes are marked `farm`; the others form the fast subset."""
+    for item in items:
+        needs_farm = FARM_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.farm if needs_farm else pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +68,13 @@ def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def farm(request: pytest.FixtureRequest, redis_server: RedisServer, dev_model_dir: Path, database_factory,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+def farm(
+    request: pytest.FixtureRequest,
+    redis_server: RedisServer,
+    dev_model_dir: Path,
+    database_factory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Farm]:
     """The whole farm, two workers, on each database backend in turn."""
     database_url = database_factory(request.param)
     migrate(database_url)
@@ -84,8 +98,14 @@ def isolated_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator:
         server = RedisServer().start()
         url = f"sqlite:///{tmp_path / f'farm{len(farms)}.db'}"
         migrate(url)
-        farm = Farm(redis_url=server.url, database_url=url, model_dir=dev_model_dir, workers=workers,
-                    log_dir=tmp_path, extra_env=env)
+        farm = Farm(
+            redis_url=server.url,
+            database_url=url,
+            model_dir=dev_model_dir,
+            workers=workers,
+            log_dir=tmp_path,
+            extra_env=env,
+        )
         farms.append((farm, server))
         return farm.start(), server
 
@@ -107,8 +127,15 @@ def make_audio(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("audio")
     made: dict[tuple, bytes] = {}
 
-    def make(fmt: str = "wav", seconds: float = 3.0, rate: int = 22050, channels: int = 1, freq: int = 220,
-             silent: bool = False, lead_silence: float = 0.0) -> bytes:
+    def make(
+        fmt: str = "wav",
+        seconds: float = 3.0,
+        rate: int = 22050,
+        channels: int = 1,
+        freq: int = 220,
+        silent: bool = False,
+        lead_silence: float = 0.0,
+    ) -> bytes:
         key = (fmt, seconds, rate, channels, freq, silent, lead_silence)
         if key not in made:
             out = folder / f"ref-{len(made)}.{fmt}"
@@ -117,9 +144,55 @@ def make_audio(tmp_path_factory: pytest.TempPathFactory):
             if lead_silence:  # silence first, then the tone: little actual sound
                 source = f"{tone},adelay={int(lead_silence * 1000)}"
             codec = {"ogg": ["-c:a", "libopus"], "m4a": ["-c:a", "aac"], "mp3": ["-c:a", "libmp3lame"]}.get(fmt, [])
-            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-ac", str(channels),
-                            *codec, str(out)], check=True)
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    source,
+                    "-ac",
+                    str(channels),
+                    *codec,
+                    str(out),
+                ],
+                check=True,
+            )
             made[key] = out.read_bytes()
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def api_settings(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for an in-process API (Flask's test client): the real Redis and a migrated SQLite database,
+    and no worker at all."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'api.db'}"
+    migrate(url)
+    return Settings(
+        REDIS_URL=redis_server.url.rsplit("/", 1)[0] + "/9",
+        DATABASE_URL=url,
+        MAX_UPLOAD_MB=2,
+        MAX_REFERENCE_SECONDS=20,
+        STREAM_READ_BLOCK_MS=100,
+    )
+
+
+@pytest.fixture(scope="session")
+def api_app(api_settings: Settings) -> Iterator:
+    from api import create_app
+
+    yield create_app(api_settings)
+    configure(None)
+
+
+@pytest.fixture
+def client(api_app, api_settings: Settings) -> Iterator:
+    """Flask's test client on the API, for request validation that needs no worker."""
+    configure(api_settings)  # the app's settings are the process's: another test may have changed them
+    yield api_app.test_client()
+    configure(None)

@@ -1,6 +1,12 @@
-"""Bad input gets a 4xx with a JSON error that names the problem; never a 500."""
+"""Bad input gets a 4xx with a JSON error that names the problem; never a 500.
+
+Request validation needs no worker, so these tests drive the API in-process with Flask's test client (against
+the real Redis and a real database); only the check of built-in speakers needs live workers.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import requests
@@ -11,84 +17,111 @@ GOOD = {"text": "Hello.", "language": "en", "speaker_id": "Claribel Dervla"}
 ENDPOINTS = ("/tts_stream", "/tts", "/jobs")
 
 
-def _error(response: requests.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
+def _error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The error contract, from a test-client or a requests response."""
+    body = response.get_json() if hasattr(response, "get_json") else response.json()
+    assert response.status_code == status, body
     assert response.headers["Content-Type"].startswith("application/json")
-    error = response.json()["error"]
+    error = body["error"]
     assert error["status"] == status and error["code"] == code and error["message"]
-    return error
+    return dict(error)
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_empty_text(farm: Farm, endpoint: str) -> None:
+def test_empty_text(client, endpoint: str) -> None:
     for text in ("", "   \n\t "):
-        error = _error(requests.post(farm.url(endpoint), json={**GOOD, "text": text}, timeout=10), 400, "validation_error")
+        error = _error(client.post(endpoint, json={**GOOD, "text": text}), 400, "validation_error")
         assert "text is empty" in error["message"]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_unknown_language(farm: Farm, endpoint: str) -> None:
-    error = _error(requests.post(farm.url(endpoint), json={**GOOD, "language": "xx"}, timeout=10), 400, "unknown_language")
+def test_unknown_language(client, endpoint: str) -> None:
+    error = _error(client.post(endpoint, json={**GOOD, "language": "xx"}), 400, "unknown_language")
     assert "'xx'" in error["message"] and "en" in error["details"]["supported"]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_unknown_speaker(farm: Farm, endpoint: str) -> None:
-    error = _error(requests.post(farm.url(endpoint), json={**GOOD, "speaker_id": "Nobody Known"}, timeout=10),
-                   400, "unknown_speaker")
+    response = requests.post(farm.url(endpoint), json={**GOOD, "speaker_id": "Nobody Known"}, timeout=10)
+    error = _error(response, 400, "unknown_speaker")
     assert "'Nobody Known'" in error["message"] and "Claribel Dervla" in error["details"]["builtin_speakers"]
 
 
+def test_a_built_in_speaker_cannot_be_checked_without_workers(client) -> None:
+    _error(client.post("/jobs", json={**GOOD, "speaker_id": "Nobody Known"}), 503, "no_workers")
+
+
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_text_over_the_limit(farm: Farm, endpoint: str) -> None:
-    error = _error(requests.post(farm.url(endpoint), json={**GOOD, "text": "a" * 100_001}, timeout=30), 413, "text_too_long")
+def test_text_over_the_limit(client, endpoint: str) -> None:
+    error = _error(client.post(endpoint, json={**GOOD, "text": "a" * 100_001}), 413, "text_too_long")
     assert "MAX_TEXT_CHARS=100000" in error["message"]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_bad_json(farm: Farm, endpoint: str) -> None:
-    response = requests.post(farm.url(endpoint), data='{"text": "Hello", ', headers={"Content-Type": "application/json"}, timeout=10)
+def test_bad_json(client, endpoint: str) -> None:
+    response = client.post(endpoint, data='{"text": "Hello", ', content_type="application/json")
     assert "not valid JSON" in _error(response, 400, "invalid_json")["message"]
     for body in ("[1, 2]", '"text"', "null"):
-        response = requests.post(farm.url(endpoint), data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        response = client.post(endpoint, data=body, content_type="application/json")
         assert "must be a JSON object" in _error(response, 400, "validation_error")["message"]
-    response = requests.post(farm.url(endpoint), data="text=hello", timeout=10)  # a form, not JSON
+    response = client.post(endpoint, data={"text": "hello"})  # a form, not JSON
     assert "must be a JSON object" in _error(response, 400, "validation_error")["message"]
 
 
-@pytest.mark.parametrize(("change", "named"), [
-    ({"speaker_id": None}, "speaker_id"),
-    ({"speaker_id": ""}, "speaker_id"),
-    ({"temperature": "hot"}, "temperature"),
-    ({"temperature": 0}, "temperature"),
-    ({"top_p": 1.5}, "top_p"),
-    ({"stream_chunk_size": 0}, "stream_chunk_size"),
-    ({"speed": 100}, "speed"),
-    ({"min_new_tokens": 50, "max_new_tokens": 10}, "min_new_tokens"),
-    ({"langauge": "en"}, "langauge"),
-])
-def test_wrong_fields_are_named(farm: Farm, change: dict, named: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"speaker_id": None}, "speaker_id"),
+        ({"speaker_id": ""}, "speaker_id"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"temperature": 0}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stream_chunk_size": 0}, "stream_chunk_size"),
+        ({"speed": 100}, "speed"),
+        ({"min_new_tokens": 50, "max_new_tokens": 10}, "min_new_tokens"),
+        ({"langauge": "en"}, "langauge"),
+    ],
+)
+def test_wrong_fields_are_named(client, change: dict[str, Any], named: str) -> None:
     body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
-    error = _error(requests.post(farm.url("/tts_stream"), json=body, timeout=10), 400, "validation_error")
+    error = _error(client.post("/tts_stream", json=body), 400, "validation_error")
     assert named in error["message"]
 
 
-def test_missing_fields_are_named(farm: Farm) -> None:
-    error = _error(requests.post(farm.url("/jobs"), json={}, timeout=10), 400, "validation_error")
+def test_missing_fields_are_named(client) -> None:
+    error = _error(client.post("/jobs", json={}), 400, "validation_error")
     for field in ("text", "language"):
         assert f"{field} is required" in error["message"]
-    error = _error(requests.post(farm.url("/jobs"), json={"text": "Hi.", "language": "en"}, timeout=10),
-                   400, "validation_error")
+    error = _error(client.post("/jobs", json={"text": "Hi.", "language": "en"}), 400, "validation_error")
     assert "exactly one of speaker_id" in error["message"]
 
 
-def test_bad_cursor(farm: Farm) -> None:
-    job = requests.post(farm.url("/jobs"), json={**GOOD, "max_new_tokens": 8, "min_new_tokens": 8}, timeout=10).json()
+def test_bad_cursor(client) -> None:
     for cursor in ("abc", "1-", "-1-2", "1-2-3"):
-        response = requests.get(farm.url(f"/jobs/{job['id']}/stream"), params={"cursor": cursor}, timeout=10)
-        assert "cursor" in _error(response, 400, "invalid_input")["message"]
+        response = client.get("/jobs/any-job/stream", query_string={"cursor": cursor})
+        assert "cursor" in _error(response, 400, "invalid_cursor")["message"]
 
 
-def test_unknown_route_and_method(farm: Farm) -> None:
-    _error(requests.get(farm.url("/no/such/route"), timeout=10), 404, "not_found")
-    _error(requests.get(farm.url("/tts_stream"), timeout=10), 405, "method_not_allowed")
+def test_unknown_job_and_session_are_404(client) -> None:
+    for path in ("/jobs/nope", "/jobs/nope/audio", "/jobs/nope/stream", "/stream_status/nope"):
+        _error(client.get(path), 404, "not_found")
+    _error(client.delete("/stream_cancel/nope"), 404, "not_found")
+    _error(client.delete("/jobs/nope"), 404, "not_found")
+
+
+def test_unknown_route_and_method(client) -> None:
+    _error(client.get("/no/such/route"), 404, "not_found")
+    _error(client.get("/tts_stream"), 405, "method_not_allowed")
+
+
+def test_the_openapi_document_declares_the_error_contract(client) -> None:
+    spec = client.get("/openapi/openapi.json").get_json()
+    assert "ErrorResponse" in spec["components"]["schemas"]
+    validation = spec["paths"]["/tts_stream"]["post"]["responses"]["400"]
+    assert validation["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")) and "content" in response:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema["$ref"].endswith("/ErrorResponse"), f"{method.upper()} {path} {status}"

@@ -39,9 +39,17 @@ def test_swagger_ui_at_root_documents_every_endpoint(farm: Farm) -> None:
     spec = requests.get(farm.url("/openapi/openapi.json"), timeout=10).json()
     paths = spec["paths"]
     expected = {
-        "/tts_stream": "post", "/tts": "post", "/jobs": "post", "/jobs/{job_id}": "get",
-        "/jobs/{job_id}/audio": "get", "/jobs/{job_id}/stream": "get", "/stream_status/{session_id}": "get",
-        "/stream_cancel/{session_id}": "delete", "/languages": "get", "/available_speakers": "get", "/health": "get",
+        "/tts_stream": "post",
+        "/tts": "post",
+        "/jobs": "post",
+        "/jobs/{job_id}": "get",
+        "/jobs/{job_id}/audio": "get",
+        "/jobs/{job_id}/stream": "get",
+        "/stream_status/{session_id}": "get",
+        "/stream_cancel/{session_id}": "delete",
+        "/languages": "get",
+        "/available_speakers": "get",
+        "/health": "get",
     }
     for path, method in expected.items():
         assert method in paths.get(path, {}), f"{method.upper()} {path} is not documented"

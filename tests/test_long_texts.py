@@ -1,4 +1,4 @@
-"""Long texts across the farm: chunks synthesized in parallel, delivered in order, fair to later jobs."""
+"""Long texts across the farm: segments synthesized in parallel, delivered in order, fair to later jobs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import requests
 from tests.audio import read_wav, sse_events
 from tools.localfarm import Farm, wait_for
 
-SENTENCE = ("This sentence is long enough to be a chunk of its own, because two of them together would not fit "
-            "within the two hundred and fifty characters that XTTS accepts for English in one go.")
+SENTENCE = (
+    "This sentence is long enough to be a segment of its own, because two of them together would not fit "
+    "within the two hundred and fifty characters that XTTS accepts for English in one go."
+)
 
 
 def _samples(tokens: int) -> int:
@@ -19,15 +21,21 @@ def _samples(tokens: int) -> int:
 
 
 def _body(speaker: str, text: str, tokens: int, chunk: int = 10) -> dict:
-    return {"text": text, "language": "en", "speaker_id": speaker, "min_new_tokens": tokens,
-            "max_new_tokens": tokens, "stream_chunk_size": chunk}
+    return {
+        "text": text,
+        "language": "en",
+        "speaker_id": speaker,
+        "min_new_tokens": tokens,
+        "max_new_tokens": tokens,
+        "stream_chunk_size": chunk,
+    }
 
 
 def _ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def test_a_multi_chunk_job_runs_on_both_workers_and_arrives_complete_and_in_order(farm: Farm, speaker: str) -> None:
+def test_a_multi_segment_job_runs_on_both_workers_and_arrives_complete_and_in_order(farm: Farm, speaker: str) -> None:
     n, tokens = 6, 24
     job = requests.post(farm.url("/jobs"), json=_body(speaker, " ".join([SENTENCE] * n), tokens), timeout=30).json()
     with requests.get(farm.url(job["stream_url"]), stream=True, timeout=300) as stream:
@@ -35,9 +43,9 @@ def test_a_multi_chunk_job_runs_on_both_workers_and_arrives_complete_and_in_orde
     assert events[-1].event == "end"
     audio = [e for e in events if e.event == "audio"]
     keys = [tuple(map(int, e.id.split("-"))) for e in audio]
-    assert keys == sorted(keys), "chunk k+1 was sent before chunk k ended"
+    assert keys == sorted(keys), "segment k+1 was sent before segment k ended"
     assert sorted({segment for segment, _ in keys}) == list(range(n))
-    for segment in range(n):  # each segment's chunks are 1..m with no gap
+    for segment in range(n):  # each segment's audio chunks are 1..m with no gap
         seqs = [seq for seg, seq in keys if seg == segment]
         assert seqs == list(range(1, len(seqs) + 1))
     pcm = b"".join(e.pcm for e in audio)
@@ -48,12 +56,12 @@ def test_a_multi_chunk_job_runs_on_both_workers_and_arrives_complete_and_in_orde
     assert status["progress"]["segments_done"] == status["progress"]["segments_total"] == n
     assert status["progress"]["audio_seconds"] == round(n * _samples(tokens) / 24000, 3)
     workers = {segment["worker"] for segment in status["segments"]}
-    assert len(workers) == 2, f"the chunks did not fan out over both workers: {workers}"
+    assert len(workers) == 2, f"the segments did not fan out over both workers: {workers}"
     whole = requests.get(farm.url(job["audio_url"]), timeout=30)
     assert read_wav(whole.content)[2] == pcm
 
 
-def test_progress_counts_chunks_done_of_total(farm: Farm, speaker: str) -> None:
+def test_progress_counts_segments_done_of_total(farm: Farm, speaker: str) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(speaker, " ".join([SENTENCE] * 4), 20), timeout=30).json()
     seen: set[int] = set()
 
@@ -79,23 +87,25 @@ def test_a_short_job_overtakes_a_long_one(farm: Farm, speaker: str) -> None:
     short_status = farm.job(short_id)
     long_status = farm.wait_for_state(long_job["id"], ("succeeded",), 240)
     assert _ts(short_status["timestamps"]["finished"]) < _ts(long_status["timestamps"]["finished"])
-    # It waited for at most one of the long job's chunks per worker, not for the long job.
+    # It waited for at most one of the long job's segments per worker, not for the long job.
     long_segments = long_status["segments"]
     started_after_short = [s for s in long_segments if _ts(s["started"]) > _ts(short_status["timestamps"]["queued"])]
-    assert len(started_after_short) >= 3, "the short job did not get ahead of the long job's remaining chunks"
+    assert len(started_after_short) >= 3, "the short job did not get ahead of the long job's remaining segments"
 
 
-def test_a_chunk_whose_numbers_expand_past_the_token_cap_still_speaks(farm: Farm, speaker: str) -> None:
+def test_a_segment_whose_numbers_expand_past_the_token_cap_still_speaks(farm: Farm, speaker: str) -> None:
     # 200 digits fit the 250-character limit but XTTS's cleaners spell them out in 3,000 text tokens;
-    # the worker splits such a chunk again instead of failing it.
+    # the worker splits such a segment again instead of failing it.
     job = requests.post(farm.url("/jobs"), json=_body(speaker, "Count: " + "9" * 200, 6), timeout=30).json()
     status = farm.wait_for_state(job["id"], ("succeeded", "failed"), 180)
     assert status["state"] == "succeeded", status["error"]
     assert status["progress"]["audio_samples"] > _samples(6)  # several GPT passes, each 6 tokens long
 
 
-def test_cancel_stops_the_queued_and_running_chunks(farm: Farm, speaker: str) -> None:
-    job = requests.post(farm.url("/jobs"), json=_body(speaker, " ".join([SENTENCE] * 8), 60, chunk=5), timeout=30).json()
+def test_cancel_stops_the_queued_and_running_segments(farm: Farm, speaker: str) -> None:
+    job = requests.post(
+        farm.url("/jobs"), json=_body(speaker, " ".join([SENTENCE] * 8), 60, chunk=5), timeout=30
+    ).json()
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 0, 60, "first audio")
     cancelled = requests.delete(farm.url(f"/jobs/{job['id']}"), timeout=10).json()
     assert cancelled["state"] == "cancelled"
@@ -109,12 +119,12 @@ def test_cancel_stops_the_queued_and_running_chunks(farm: Farm, speaker: str) ->
     assert status["state"] == "cancelled"
     assert all(s["state"] == "cancelled" for s in status["segments"])
     never_started = [s for s in status["segments"] if s["started"] is None]
-    assert len(never_started) >= 5  # at most one chunk per worker was in flight
+    assert len(never_started) >= 5  # at most one segment per worker was in flight
     assert not any(s["started"] and _ts(s["started"]) > cancel_time for s in status["segments"])
 
 
 def test_a_book_chapter_is_accepted_and_split(farm: Farm, speaker: str) -> None:
-    chapter = "\n\n".join([" ".join([SENTENCE] * 5)] * 40)  # 200 chunks, about 37,000 characters
+    chapter = "\n\n".join([" ".join([SENTENCE] * 5)] * 40)  # 200 segments, about 37,000 characters
     job = requests.post(farm.url("/jobs"), json=_body(speaker, chapter, 8), timeout=60)
     assert job.status_code == 202, job.text
     status = farm.job(job.json()["id"])

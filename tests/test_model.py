@@ -12,7 +12,8 @@ import pytest
 from shared.settings import Settings
 from tools.localfarm import ROOT
 from workers import devmodel
-from workers.model_source import ModelUnavailable, resolve
+from workers.errors import ModelUnavailable
+from workers.model_source import resolve
 
 
 def test_dev_checkpoint_has_the_xtts_v2_layout(dev_model_dir: Path) -> None:
@@ -41,19 +42,25 @@ def test_dev_checkpoint_loads_with_the_real_xtts_code_and_speaks_noise(dev_model
     from shared.params import SynthesisParams
     from workers.engine import XttsEngine
 
-    settings = Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=1)
+    settings = Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=1, STREAM_DECODE_CONTEXT=10)
     engine = XttsEngine.load(settings)
     assert type(engine.model).__module__ == "TTS.tts.models.xtts"
+    assert engine.decode_context == 10  # the streaming decoder's margin comes from the settings
     assert engine.source.dev and "Claribel Dervla" in engine.speaker_names
-    audio = engine.synthesize("Hello.", "en", engine.builtin_voice("Claribel Dervla"),
-                              SynthesisParams(min_new_tokens=12, max_new_tokens=12), seed=0)
+    audio = engine.synthesize(
+        "Hello.",
+        "en",
+        engine.builtin_voice("Claribel Dervla"),
+        SynthesisParams(min_new_tokens=12, max_new_tokens=12),
+        seed=0,
+    )
     assert audio.shape == (int(12 * 4 * 24000 / 22050) * 256,) and abs(audio).max() > 0
 
 
 def test_custom_model_path_wins_and_is_checked(tmp_path: Path, dev_model_dir: Path) -> None:
     source = resolve(Settings(CUSTOM_MODEL_PATH=str(dev_model_dir / "dev"), XTTS_MODEL="xtts_v2"))
     assert source.path == dev_model_dir / "dev" and source.dev
-    with pytest.raises(ModelUnavailable, match="missing config.json, model.pth, vocab.json"):
+    with pytest.raises(ModelUnavailable, match=r"missing config\.json, model\.pth, vocab\.json"):
         resolve(Settings(CUSTOM_MODEL_PATH=str(tmp_path)))
 
 
@@ -67,11 +74,21 @@ def test_official_model_needs_the_licence_and_says_how_to_go_offline(tmp_path: P
 
 def test_worker_without_the_model_stops_with_a_one_line_reason(tmp_path: Path) -> None:
     """No network here: the official download fails, and the worker says why and how to use the dev model."""
-    env = {"PATH": "/usr/bin:/bin", "XTTS_MODEL": "xtts_v2", "COQUI_TOS_AGREED": "1", "MODEL_DIR": str(tmp_path),
-           "REDIS_URL": "redis://127.0.0.1:1/0", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "XTTS_MODEL": "xtts_v2",
+        "COQUI_TOS_AGREED": "1",
+        "MODEL_DIR": str(tmp_path),
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "HF_HUB_OFFLINE": "1",
+    }
+    result = subprocess.run(  # noqa: PLW1510 - the test expects it to fail
         [str(Path(sys.executable).parent / "celery"), "-A", "workers.celery_app", "worker", "--pool=solo"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     reason = [line for line in (result.stdout + result.stderr).splitlines() if "worker cannot start" in line]
@@ -79,8 +96,13 @@ def test_worker_without_the_model_stops_with_a_one_line_reason(tmp_path: Path) -
 
 
 def test_devmodel_command_is_documented_and_idempotent(dev_model_dir: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "workers.devmodel", "--out", str(dev_model_dir / "dev")],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "workers.devmodel", "--out", str(dev_model_dir / "dev")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "already holds a complete checkpoint" in out.stderr
     assert devmodel.is_complete(dev_model_dir / "dev")
     assert "--full-size" in (ROOT / "README.md").read_text()

@@ -17,8 +17,14 @@ def _expected_samples(tokens: int) -> int:
 
 
 def _job(speaker: str, tokens: int, chunk: int = 5) -> dict:
-    return {"text": "A job that outlives a crash.", "language": "en", "speaker_id": speaker,
-            "min_new_tokens": tokens, "max_new_tokens": tokens, "stream_chunk_size": chunk}
+    return {
+        "text": "A job that outlives a crash.",
+        "language": "en",
+        "speaker_id": speaker,
+        "min_new_tokens": tokens,
+        "max_new_tokens": tokens,
+        "stream_chunk_size": chunk,
+    }
 
 
 def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(isolated_farm) -> None:

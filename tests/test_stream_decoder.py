@@ -61,7 +61,11 @@ def test_the_engine_streams_what_it_would_decode_at_once(engine: XttsEngine) -> 
     from shared.params import SynthesisParams
 
     voice = engine.builtin_voice(engine.speaker_names[0])
-    small = engine.synthesize("Same audio.", "en", voice, SynthesisParams(min_new_tokens=40, max_new_tokens=40, stream_chunk_size=4), seed=5)
-    large = engine.synthesize("Same audio.", "en", voice, SynthesisParams(min_new_tokens=40, max_new_tokens=40, stream_chunk_size=400), seed=5)
+    small = engine.synthesize(
+        "Same audio.", "en", voice, SynthesisParams(min_new_tokens=40, max_new_tokens=40, stream_chunk_size=4), seed=5
+    )
+    large = engine.synthesize(
+        "Same audio.", "en", voice, SynthesisParams(min_new_tokens=40, max_new_tokens=40, stream_chunk_size=400), seed=5
+    )
     assert small.shape == large.shape
     assert snr_db(torch.from_numpy(large), torch.from_numpy(small)) > 120

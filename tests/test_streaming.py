@@ -15,8 +15,14 @@ from tools.localfarm import ROOT, Farm
 
 
 def test_stream_is_a_valid_wav_with_every_sample_the_worker_produced(farm: Farm, speaker: str) -> None:
-    body = {"text": "Hello there. This is a streamed test.", "language": "en", "speaker_id": speaker,
-            "min_new_tokens": 40, "max_new_tokens": 40, "stream_chunk_size": 10}
+    body = {
+        "text": "Hello there. This is a streamed test.",
+        "language": "en",
+        "speaker_id": speaker,
+        "min_new_tokens": 40,
+        "max_new_tokens": 40,
+        "stream_chunk_size": 10,
+    }
     response = requests.post(farm.url("/tts_stream"), json=body, timeout=120)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("audio/wav")
@@ -30,8 +36,14 @@ def test_stream_is_a_valid_wav_with_every_sample_the_worker_produced(farm: Farm,
 
 
 def test_first_audio_reaches_the_client_before_synthesis_ends(farm: Farm, speaker: str) -> None:
-    body = {"text": "A longer sentence, so that synthesis takes a while.", "language": "en",
-            "speaker_id": speaker, "min_new_tokens": 120, "max_new_tokens": 120, "stream_chunk_size": 8}
+    body = {
+        "text": "A longer sentence, so that synthesis takes a while.",
+        "language": "en",
+        "speaker_id": speaker,
+        "min_new_tokens": 120,
+        "max_new_tokens": 120,
+        "stream_chunk_size": 8,
+    }
     with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=120) as response:
         assert response.status_code == 200
         received = b""
@@ -62,8 +74,14 @@ def test_seed_curl_example_works_as_written(farm: Farm) -> None:
 
 
 def test_stream_keys_are_bounded_and_expire(farm: Farm, speaker: str) -> None:
-    body = {"text": "Keys expire.", "language": "en", "speaker_id": speaker, "min_new_tokens": 20,
-            "max_new_tokens": 20, "stream_chunk_size": 5}
+    body = {
+        "text": "Keys expire.",
+        "language": "en",
+        "speaker_id": speaker,
+        "min_new_tokens": 20,
+        "max_new_tokens": 20,
+        "stream_chunk_size": 5,
+    }
     response = requests.post(farm.url("/tts_stream"), json=body, timeout=120)
     session_id = response.headers["X-Session-Id"]
     client = redis.Redis.from_url(farm.redis_url)

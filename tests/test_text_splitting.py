@@ -10,10 +10,10 @@ from shared.languages import CHAR_LIMITS, XTTS_V2_LANGUAGES, char_limit
 from shared.text import normalize_text, split_text
 
 WORDS = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")), min_size=1, max_size=30)
-PUNCT = st.sampled_from(["", "", "", ".", ",", "!", "?", ";", ":", " —", "…", "。", "，", "！", "？", "、", "\n", "\n\n"])
-TEXTS = st.lists(st.tuples(WORDS, PUNCT), min_size=0, max_size=300).map(
-    lambda parts: " ".join(w + p for w, p in parts)
+PUNCT = st.sampled_from(
+    ["", "", "", ".", ",", "!", "?", ";", ":", " —", "…", "。", "，", "！", "？", "、", "\n", "\n\n"]
 )
+TEXTS = st.lists(st.tuples(WORDS, PUNCT), min_size=0, max_size=300).map(lambda parts: " ".join(w + p for w, p in parts))
 
 
 def _check(text: str, language: str, limit: int | None = None) -> list[str]:
@@ -65,8 +65,11 @@ def test_numbers_stay_whole() -> None:
 
 @pytest.mark.parametrize("language", ["zh-cn", "ja", "ko"])
 def test_cjk(language: str) -> None:
-    sentences = {"zh-cn": "今天天气很好，我们去公园散步吧。", "ja": "今日はとても良い天気ですね。散歩に行きましょう！",
-                 "ko": "오늘은 날씨가 정말 좋네요. 공원에 산책하러 갑시다!"}[language]
+    sentences = {
+        "zh-cn": "今天天气很好，我们去公园散步吧。",
+        "ja": "今日はとても良い天気ですね。散歩に行きましょう！",
+        "ko": "오늘은 날씨가 정말 좋네요. 공원에 산책하러 갑시다!",
+    }[language]
     chunks = _check(sentences * 30, language)
     assert len(chunks) > 1
     assert all(c.rstrip()[-1] in "。！？.!" for c in chunks)
@@ -74,8 +77,10 @@ def test_cjk(language: str) -> None:
 
 
 def test_a_book_chapter() -> None:
-    paragraph = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-                 "foolishness, it was the epoch of belief, it was the epoch of incredulity. ")
+    paragraph = (
+        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+        "foolishness, it was the epoch of belief, it was the epoch of incredulity. "
+    )
     chapter = "\n\n".join([paragraph * 5] * 40)  # 200 sentences, about 35,000 characters
     assert len(chapter) > 30_000
     chunks = _check(chapter, "en")

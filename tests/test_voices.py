@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -17,8 +18,10 @@ from tests.audio import read_wav, sse_events
 from tools.localfarm import ROOT, Farm, wait_for
 
 WIDTH = 64  # GPT width of the dev checkpoint
-SENTENCE = ("This sentence is long enough to be a chunk of its own, because two of them together would not fit "
-            "within the two hundred and fifty characters that XTTS accepts for English in one go.")
+SENTENCE = (
+    "This sentence is long enough to be a segment of its own, because two of them together would not fit "
+    "within the two hundred and fifty characters that XTTS accepts for English in one go."
+)
 
 
 def _clone(farm: Farm, files: list[tuple[str, bytes]], options: dict | None = None) -> requests.Response:
@@ -26,9 +29,11 @@ def _clone(farm: Farm, files: list[tuple[str, bytes]], options: dict | None = No
     return requests.post(farm.url("/clone_speaker"), files=[("wav_file", f) for f in files], data=data, timeout=180)
 
 
-def _error(response: requests.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
+def _error(response, status: int, code: str) -> str:  # type: ignore[no-untyped-def]
+    """The error message, from a requests response or a Flask test-client response."""
+    body = response.get_json() if hasattr(response, "get_json") else response.json()
+    assert response.status_code == status, body
+    error = body["error"]
     assert error["code"] == code, error
     return error["message"]
 
@@ -38,8 +43,13 @@ def _voice_id() -> str:
 
 
 def _job(farm: Farm, speaker_id: str, sentences: int = 1, tokens: int = 10) -> dict:
-    body = {"text": " ".join([SENTENCE] * sentences), "language": "en", "speaker_id": speaker_id,
-            "min_new_tokens": tokens, "max_new_tokens": tokens}
+    body = {
+        "text": " ".join([SENTENCE] * sentences),
+        "language": "en",
+        "speaker_id": speaker_id,
+        "min_new_tokens": tokens,
+        "max_new_tokens": tokens,
+    }
     job = requests.post(farm.url("/jobs"), json=body, timeout=30)
     assert job.status_code == 202, job.text
     return farm.wait_for_state(job.json()["id"], ("succeeded", "failed"), 180)
@@ -65,8 +75,11 @@ def test_clone_wav_as_json_then_reuse_the_stored_result(farm: Farm, make_audio) 
 
 def test_clone_mp3_and_save_then_speak_with_it_on_both_workers(farm: Farm, make_audio) -> None:
     voice_id = _voice_id()
-    response = _clone(farm, [("me.mp3", make_audio("mp3", freq=247))],
-                      {"response_format": "save", "save_id": voice_id, "name": "Me", "description": "from an mp3"})
+    response = _clone(
+        farm,
+        [("me.mp3", make_audio("mp3", freq=247))],
+        {"response_format": "save", "save_id": voice_id, "name": "Me", "description": "from an mp3"},
+    )
     assert response.status_code == 200, response.text
     voice = response.json()["voice"]
     assert voice["id"] == voice_id and voice["name"] == "Me" and voice["source"] == "clone"
@@ -77,11 +90,13 @@ def test_clone_mp3_and_save_then_speak_with_it_on_both_workers(farm: Farm, make_
     status = _job(farm, voice_id, sentences=4)
     assert status["state"] == "succeeded", status["error"]
     assert status["speaker"] == {"kind": "saved", "id": voice_id}
-    # The chunks fanned out: a worker process that did not clone the voice synthesized with it too.
+    # The segments fanned out: a worker process that did not clone the voice synthesized with it too.
     assert len({s["worker"] for s in status["segments"]}) == 2
 
 
-@pytest.mark.parametrize(("fmt", "rate", "channels"), [("flac", 48000, 2), ("ogg", 48000, 1), ("m4a", 44100, 2), ("wav", 8000, 2)])
+@pytest.mark.parametrize(
+    ("fmt", "rate", "channels"), [("flac", 48000, 2), ("ogg", 48000, 1), ("m4a", 44100, 2), ("wav", 8000, 2)]
+)
 def test_other_formats_rates_and_channels(farm: Farm, make_audio, fmt: str, rate: int, channels: int) -> None:
     response = _clone(farm, [(f"ref.{fmt}", make_audio(fmt, rate=rate, channels=channels, freq=300))])
     assert response.status_code == 200, response.text
@@ -96,8 +111,16 @@ def test_several_reference_files(farm: Farm, make_audio) -> None:
 
 def test_inline_latents_synthesize(farm: Farm, make_audio) -> None:
     latents = _clone(farm, [("me.wav", make_audio("wav", freq=233))]).json()
-    body = {"text": "Inline latents.", "language": "en", "min_new_tokens": 10, "max_new_tokens": 10,
-            "speaker_latents": {"gpt_cond_latent": latents["gpt_cond_latent"], "speaker_embedding": latents["speaker_embedding"]}}
+    body = {
+        "text": "Inline latents.",
+        "language": "en",
+        "min_new_tokens": 10,
+        "max_new_tokens": 10,
+        "speaker_latents": {
+            "gpt_cond_latent": latents["gpt_cond_latent"],
+            "speaker_embedding": latents["speaker_embedding"],
+        },
+    }
     response = requests.post(farm.url("/tts"), json=body, timeout=120)
     assert response.status_code == 200, response.text
     assert read_wav(response.content)[1] > 0
@@ -158,11 +181,25 @@ def test_overwrite_and_delete_reach_every_worker(farm: Farm, make_audio) -> None
 def test_a_voice_deleted_while_its_job_waits_is_never_used(farm: Farm, make_audio) -> None:
     voice_id = _voice_id()
     _clone(farm, [("me.wav", make_audio("wav", freq=301))], {"response_format": "save", "save_id": voice_id})
-    blockers = [requests.post(farm.url("/jobs"), json={"text": "Busy.", "language": "en", "speaker_id": "Claribel Dervla",
-                                                      "min_new_tokens": 40, "max_new_tokens": 40}, timeout=10).json()
-                for _ in range(2)]
-    waiting = requests.post(farm.url("/jobs"), json={"text": "Hi.", "language": "en", "speaker_id": voice_id,
-                                                     "min_new_tokens": 10, "max_new_tokens": 10}, timeout=10).json()
+    blockers = [
+        requests.post(
+            farm.url("/jobs"),
+            json={
+                "text": "Busy.",
+                "language": "en",
+                "speaker_id": "Claribel Dervla",
+                "min_new_tokens": 40,
+                "max_new_tokens": 40,
+            },
+            timeout=10,
+        ).json()
+        for _ in range(2)
+    ]
+    waiting = requests.post(
+        farm.url("/jobs"),
+        json={"text": "Hi.", "language": "en", "speaker_id": voice_id, "min_new_tokens": 10, "max_new_tokens": 10},
+        timeout=10,
+    ).json()
     requests.delete(farm.url(f"/saved_voices/{voice_id}"), timeout=10)
     status = farm.wait_for_state(waiting["id"], ("succeeded", "failed"), 120)
     assert status["state"] == "failed" and "no longer exists" in status["error"]
@@ -187,55 +224,86 @@ def test_saved_voices_are_paged(farm: Farm, make_audio) -> None:
 
 # --- errors in uploads (point 2) ---------------------------------------------------------------------
 
-def test_upload_errors(farm: Farm, make_audio) -> None:
-    no_file = requests.post(farm.url("/clone_speaker"), data={"options": "{}"}, timeout=10)
+
+def _upload(client, files: list[tuple[str, bytes]], options: str | None = None):  # type: ignore[no-untyped-def]
+    data: dict = {"wav_file": [(io.BytesIO(content), name) for name, content in files]}
+    if options is not None:
+        data["options"] = options
+    return client.post("/clone_speaker", data=data, content_type="multipart/form-data")
+
+
+def test_upload_errors(client, make_audio) -> None:
+    """Checked in the API before any worker is involved (Flask's test client, no farm)."""
+    no_file = client.post("/clone_speaker", data={"options": "{}"}, content_type="multipart/form-data")
     assert "wav_file is required" in _error(no_file, 400, "validation_error")
-    assert "not audio" in _error(_clone(farm, [("notes.wav", b"this is a text file, not audio" * 100)]), 400, "not_audio")
-    too_large = _clone(farm, [("big.wav", make_audio("wav", seconds=60, rate=22050))])  # 2.6 MB > MAX_UPLOAD_MB=2
-    assert "MAX_UPLOAD_MB=2" in _error(too_large, 413, "upload_too_large")
-    too_short = _clone(farm, [("short.wav", make_audio("wav", seconds=0.3))])
+    assert "not audio" in _error(
+        _upload(client, [("notes.wav", b"this is a text file, not audio" * 100)]), 400, "not_audio"
+    )
+    too_large = _upload(client, [("big.wav", make_audio("wav", seconds=60, rate=22050))])  # 2.6 MB > MAX_UPLOAD_MB=2
+    assert "MAX_UPLOAD_MB=2" in _error(too_large, 413, "request_too_large")
+    too_short = _upload(client, [("short.wav", make_audio("wav", seconds=0.3))])
     assert "at least 0.5 s" in _error(too_short, 400, "unusable_audio")
-    mostly_silent = _clone(farm, [("late.wav", make_audio("wav", seconds=0.3, lead_silence=3.0))])
+    mostly_silent = _upload(client, [("late.wav", make_audio("wav", seconds=0.3, lead_silence=3.0))])
     assert "at least 0.5 s" in _error(mostly_silent, 400, "unusable_audio")
-    too_long = _clone(farm, [("long.mp3", make_audio("mp3", seconds=25))])
+    too_long = _upload(client, [("long.mp3", make_audio("mp3", seconds=25))])
     assert "limited to 20 s" in _error(too_long, 400, "unusable_audio")
-    silent = _clone(farm, [("quiet.wav", make_audio("wav", silent=True))])
+    silent = _upload(client, [("quiet.wav", make_audio("wav", silent=True))])
     assert "silent" in _error(silent, 400, "unusable_audio")
     assert "options is not valid JSON" in _error(
-        requests.post(farm.url("/clone_speaker"), files=[("wav_file", ("a.wav", make_audio()))],
-                      data={"options": "{not json"}, timeout=30), 400, "invalid_input")
-    assert "save_id is required" in _error(_clone(farm, [("a.wav", make_audio())], {"response_format": "save"}),
-                                           400, "invalid_input")
-    assert "options.response_format" in _error(_clone(farm, [("a.wav", make_audio())], {"response_format": "mp3"}),
-                                               400, "invalid_input")
+        _upload(client, [("a.wav", make_audio())], "{not json"), 400, "invalid_input"
+    )
+    no_save_id = _upload(client, [("a.wav", make_audio())], json.dumps({"response_format": "save"}))
+    assert "save_id is required" in _error(no_save_id, 400, "invalid_input")
+    bad_format = _upload(client, [("a.wav", make_audio())], json.dumps({"response_format": "mp3"}))
+    assert "options.response_format" in _error(bad_format, 400, "invalid_input")
 
 
 # --- errors in saved voices (point 3) ----------------------------------------------------------------
+
 
 def test_saved_voice_errors(farm: Farm, make_audio) -> None:
     latents = _clone(farm, [("me.wav", make_audio("wav", freq=233))]).json()
     good = {"gpt_cond_latent": latents["gpt_cond_latent"], "speaker_embedding": latents["speaker_embedding"]}
     voice_id = _voice_id()
     assert requests.post(farm.url(f"/save_voice/{voice_id}"), json=good, timeout=10).status_code == 201
-    assert "overwrite" in _error(requests.post(farm.url(f"/save_voice/{voice_id}"), json=good, timeout=10), 409, "conflict")
-    clone_again = _clone(farm, [("me.wav", make_audio("wav", freq=233))], {"response_format": "save", "save_id": voice_id})
-    _error(clone_again, 409, "conflict")
-    assert requests.post(farm.url(f"/save_voice/{voice_id}"), json={**good, "overwrite": True}, timeout=10).status_code == 201
+    assert "overwrite" in _error(
+        requests.post(farm.url(f"/save_voice/{voice_id}"), json=good, timeout=10), 409, "voice_exists"
+    )
+    clone_again = _clone(
+        farm, [("me.wav", make_audio("wav", freq=233))], {"response_format": "save", "save_id": voice_id}
+    )
+    _error(clone_again, 409, "voice_exists")
+    assert (
+        requests.post(farm.url(f"/save_voice/{voice_id}"), json={**good, "overwrite": True}, timeout=10).status_code
+        == 201
+    )
 
     # Unsqueezed latents are accepted too; wrong shapes are refused up front, naming the expected shape.
-    unsqueezed = {"gpt_cond_latent": [latents["gpt_cond_latent"]], "speaker_embedding": [[[x] for x in latents["speaker_embedding"]]]}
+    unsqueezed = {
+        "gpt_cond_latent": [latents["gpt_cond_latent"]],
+        "speaker_embedding": [[[x] for x in latents["speaker_embedding"]]],
+    }
     assert requests.post(farm.url(f"/save_voice/{_voice_id()}"), json=unsqueezed, timeout=10).status_code == 201
     bad_shape = {**good, "gpt_cond_latent": [row[:10] for row in latents["gpt_cond_latent"]]}
-    message = _error(requests.post(farm.url(f"/save_voice/{_voice_id()}"), json=bad_shape, timeout=10), 400, "invalid_latents")
+    message = _error(
+        requests.post(farm.url(f"/save_voice/{_voice_id()}"), json=bad_shape, timeout=10), 400, "invalid_latents"
+    )
     assert "[32, 10]" in message and f"expected [1, 32, {WIDTH}]" in message
     ragged = {**good, "gpt_cond_latent": [[1.0, 2.0], [3.0]]}
     _error(requests.post(farm.url(f"/save_voice/{_voice_id()}"), json=ragged, timeout=10), 400, "invalid_latents")
     nan = {**good, "speaker_embedding": [float("nan")] * 512}
     body = json.dumps(nan).replace("NaN", "NaN")
-    response = requests.post(farm.url(f"/save_voice/{_voice_id()}"), data=body, headers={"Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        farm.url(f"/save_voice/{_voice_id()}"), data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert response.status_code == 400
-    embedding = _error(requests.post(farm.url(f"/save_voice/{_voice_id()}"), json={**good, "speaker_embedding": [0.1] * 100},
-                                     timeout=10), 400, "invalid_latents")
+    embedding = _error(
+        requests.post(
+            farm.url(f"/save_voice/{_voice_id()}"), json={**good, "speaker_embedding": [0.1] * 100}, timeout=10
+        ),
+        400,
+        "invalid_latents",
+    )
     assert "expected [1, 512, 1]" in embedding
     inline = {"text": "Hi.", "language": "en", "speaker_latents": bad_shape}
     _error(requests.post(farm.url("/tts_stream"), json=inline, timeout=10), 400, "invalid_latents")
@@ -255,7 +323,7 @@ def test_voice_ids_are_slugs_and_never_touch_the_filesystem(farm: Farm, make_aud
         requests.delete(farm.url(f"/saved_voices/{quoted}"), timeout=10),
         _clone(farm, [("me.wav", make_audio("wav", freq=233))], {"response_format": "save", "save_id": bad_id}),
     ):
-        assert "is not valid" in _error(response, 400, "invalid_input")
+        assert "is not valid" in _error(response, 400, "invalid_voice_id")
     after = sorted(p.relative_to(farm.log_dir) for p in farm.log_dir.rglob("*") if "voices" in p.parts)
     assert before == after
     assert not (ROOT / "x").exists() and not (ROOT.parent / "x").exists()
@@ -263,7 +331,11 @@ def test_voice_ids_are_slugs_and_never_touch_the_filesystem(farm: Farm, make_aud
 
 def test_voices_dir_export_and_import(farm: Farm, make_audio, tmp_path) -> None:
     voice_id = _voice_id()
-    _clone(farm, [("me.wav", make_audio("wav", freq=233))], {"response_format": "save", "save_id": voice_id, "name": "Kept"})
+    _clone(
+        farm,
+        [("me.wav", make_audio("wav", freq=233))],
+        {"response_format": "save", "save_id": voice_id, "name": "Kept"},
+    )
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": farm.database_url, "REDIS_URL": farm.redis_url}
     run = [sys.executable, "-m", "voices_store.files"]
     subprocess.run([*run, "export", str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -280,26 +352,35 @@ def test_voices_dir_export_and_import(farm: Farm, make_audio, tmp_path) -> None:
     assert requests.get(farm.url("/saved_voices/broken"), timeout=10).status_code == 404
 
 
-def test_a_chunk_that_keeps_failing_is_retried_then_fails_its_job(farm: Farm, make_audio) -> None:
-    """A voice whose stored bytes are corrupt makes the worker fail; the chunk is retried, then the job fails."""
+def test_a_segment_that_keeps_failing_is_retried_then_fails_its_job(farm: Farm, make_audio) -> None:
+    """A voice whose stored bytes are corrupt makes the worker fail; the segment is retried, then the job fails."""
     voice_id = _voice_id()
     _clone(farm, [("me.wav", make_audio("wav", freq=233))], {"response_format": "save", "save_id": voice_id})
     engine = make_engine(farm.database_url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE voices SET gpt_cond_latent = :junk WHERE id = :id"), {"junk": b"corrupt", "id": voice_id})
+        conn.execute(
+            text("UPDATE voices SET gpt_cond_latent = :junk WHERE id = :id"), {"junk": b"corrupt", "id": voice_id}
+        )
     engine.dispose()
     requests.post(farm.url("/cache/clear"), timeout=30)
 
-    body = {"text": f"{SENTENCE} {SENTENCE}", "language": "en", "speaker_id": voice_id, "min_new_tokens": 10,
-            "max_new_tokens": 10}
+    body = {
+        "text": f"{SENTENCE} {SENTENCE}",
+        "language": "en",
+        "speaker_id": voice_id,
+        "min_new_tokens": 10,
+        "max_new_tokens": 10,
+    }
     job = requests.post(farm.url("/jobs"), json=body, timeout=30).json()
     with requests.get(farm.url(job["stream_url"]), stream=True, timeout=180) as stream:
         events = list(sse_events(stream))
-    assert events[-1].event == "error" and "ValueError" in events[-1].data["reason"]
+    assert events[-1].event == "error"
+    error = events[-1].data["error"]
+    assert error["status"] == 502 and error["code"] == "synthesis_failed" and "ValueError" in error["message"]
     status = farm.wait_for_state(job["id"], ("failed",))
     assert status["error"].startswith("segment ")
     failed = [s for s in status["segments"] if s["state"] == "failed"]
-    assert len(failed) >= 1 and failed[0]["attempts"] == 3  # one try and CHUNK_MAX_RETRIES=2 retries
+    assert len(failed) >= 1 and failed[0]["attempts"] == 3  # one try and SEGMENT_MAX_RETRIES=2 retries
     assert failed[0]["error"] and "ValueError" in failed[0]["error"]
 
 
@@ -309,7 +390,9 @@ def test_seed_clone_example_works_as_written(farm: Farm, make_audio, tmp_path) -
     assert match, "the README must show the seed's /clone_speaker curl example"
     sample = tmp_path / "voice-sample.wav"
     sample.write_bytes(make_audio("wav", freq=311))
-    command = match.group(1).replace("http://localhost:8000", farm.base_url).replace("path/to/voice-sample.wav", str(sample))
+    command = (
+        match.group(1).replace("http://localhost:8000", farm.base_url).replace("path/to/voice-sample.wav", str(sample))
+    )
     out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=180, check=True).stdout
     voice = json.loads(out)["voice"]
     assert voice["id"] == "my-voice" and voice["name"] == "My Voice" and voice["description"] == "Voice description"

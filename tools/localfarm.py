@@ -27,7 +27,8 @@ T = TypeVar("T")
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
@@ -42,7 +43,9 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
         except Exception as exc:  # not ready yet
             last_error = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+    raise TimeoutError(
+        f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 class RedisServer:
@@ -62,9 +65,21 @@ class RedisServer:
         if not binary:
             raise RuntimeError("redis-server is not installed (make test installs it)")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         wait_for(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server")
         return self
@@ -74,11 +89,6 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
-
-    def restart(self) -> None:
-        """Stop and start again, empty: what a Redis without persistence looks like after a crash."""
-        self.stop()
-        self.start()
 
     def cleanup(self) -> None:
         self.stop()
@@ -116,8 +126,16 @@ def drop_postgres_database(admin_url: str, url: str) -> None:
 class Farm:
     """API + N workers against one Redis and one database, as `make run` starts them."""
 
-    def __init__(self, *, redis_url: str, database_url: str, model_dir: Path, workers: int, log_dir: Path,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        database_url: str,
+        model_dir: Path,
+        workers: int,
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.database_url = database_url
         self.redis_url = redis_url
@@ -132,6 +150,7 @@ class Farm:
             "MODEL_DIR": str(model_dir),
             "NUM_THREADS": "1",
             "PORT": str(self.port),
+            "HOST": "127.0.0.1",
             "WORKER_HEARTBEAT_SECONDS": "1",
             "STREAM_READ_BLOCK_MS": "200",
             "PYTHONUNBUFFERED": "1",
@@ -146,44 +165,57 @@ class Farm:
         self._logs: list[Any] = []
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the process; closed in stop()
         self._logs.append(log)
-        return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_worker(self, name: str) -> None:
-        self.workers[name] = self._spawn(name, [
-            str(VENV_BIN / "celery"), "-A", "workers.celery_app", "worker", "--pool=prefork", "--concurrency=1",
-            "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO",
-        ])
+        self.workers[name] = self._spawn(
+            name,
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--pool=prefork",
+                "--concurrency=1",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+            ],
+        )
 
     def stop_worker(self, name: str) -> None:
         proc = self.workers.pop(name)
         _terminate(proc)
 
     def start(self) -> Farm:
-        self.api = self._spawn("api", [
-            str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
-            "--threads", "32", "--workers", "1", "--timeout", "300", "api.wsgi:app",
-        ])
+        self.api = self._spawn("api", [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "api.wsgi:app"])
         for i in range(self.n_workers):
             self.start_worker(f"w{i + 1}")
         self.wait_for_workers(self.n_workers)
         return self
 
     def health(self) -> dict[str, Any]:
-        return requests.get(f"{self.base_url}/health", timeout=5).json()
+        body: dict[str, Any] = requests.get(f"{self.base_url}/health", timeout=5).json()
+        return body
 
     def live_workers(self) -> list[dict[str, Any]]:
-        return self.health()["workers"]
+        workers: list[dict[str, Any]] = self.health()["workers"]
+        return workers
 
     def wait_for_workers(self, n: int, timeout: float = 180) -> list[dict[str, Any]]:
-        def ready() -> list[dict[str, Any]] | None:
+        def ready() -> list[dict[str, Any]]:
             for name, proc in self.workers.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker {name} exited with {proc.returncode}; see {self.log_dir}/{name}.log")
             workers = self.live_workers()
-            return workers if len(workers) == n else None
+            return workers if len(workers) == n else []
 
         return wait_for(ready, timeout, f"{n} live workers", interval=0.2)
 
@@ -202,10 +234,15 @@ class Farm:
     def job(self, job_id: str) -> dict[str, Any]:
         response = requests.get(self.url(f"/jobs/{job_id}"), timeout=10)
         response.raise_for_status()
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
 
     def wait_for_state(self, job_id: str, states: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
-        return wait_for(lambda: (j := self.job(job_id))["state"] in states and j, timeout, f"job in {states}", 0.1)
+        def reached() -> dict[str, Any]:
+            job = self.job(job_id)
+            return job if job["state"] in states else {}
+
+        return wait_for(reached, timeout, f"job in {states}", 0.1)
 
 
 def _terminate(proc: subprocess.Popen) -> None:

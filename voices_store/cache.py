@@ -74,4 +74,9 @@ class VoiceCache(Generic[V]):
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {**asdict(self.stats), "size": len(self._entries), "max_size": self.max_size, "ttl_seconds": self.ttl}
+            return {
+                **asdict(self.stats),
+                "size": len(self._entries),
+                "max_size": self.max_size,
+                "ttl_seconds": self.ttl,
+            }

@@ -41,8 +41,13 @@ def import_dir(directory: Path) -> list[str]:
         try:
             data = json.loads(path.read_text())
             latents = parse_latents(data["gpt_cond_latent"], data["speaker_embedding"], None)
-            store.save_voice(voice_id, latents, name=str(data.get("name", "")), description=str(data.get("description", "")),
-                             source="import")
+            store.save_voice(
+                voice_id,
+                latents,
+                name=str(data.get("name", "")),
+                description=str(data.get("description", "")),
+                source="import",
+            )
         except (ValueError, KeyError, TypeError, FarmError) as exc:
             log.warning("skipping %s: %s", path, exc)
             continue
@@ -53,7 +58,8 @@ def import_dir(directory: Path) -> list[str]:
 def export_dir(directory: Path) -> list[str]:
     """Write every stored voice as `<id>.json` (atomically: a reader never sees half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
-    exported, page = [], 1
+    exported: list[str] = []
+    page = 1
     while True:
         _total, voices = store.list_voices(page, 200)
         if not voices:

@@ -15,15 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import InvalidInput
+from voices_store.errors import InvalidLatents
 
 GPT_TOKENS = 32
 EMBEDDING_DIM = 512
 MAX_ABS_VALUE = 1e4
-
-
-class InvalidLatents(InvalidInput):
-    code = "invalid_latents"
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,8 @@ def array_to_bytes(array: np.ndarray) -> bytes:
 
 
 def array_from_bytes(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return array
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
@@ -94,13 +91,21 @@ def parse_latents(gpt_cond_latent: Any, speaker_embedding: Any, width: int | Non
     if gpt.ndim != 3 or gpt.shape[:2] != (1, GPT_TOKENS) or gpt.shape[2] != want_width or want_width == 0:
         raise InvalidLatents(
             f"gpt_cond_latent has shape {list(np.shape(gpt_cond_latent))}; expected {expected_gpt}",
-            details={"field": "gpt_cond_latent", "expected": [1, GPT_TOKENS, width], "got": list(np.shape(gpt_cond_latent))},
+            details={
+                "field": "gpt_cond_latent",
+                "expected": [1, GPT_TOKENS, width],
+                "got": list(np.shape(gpt_cond_latent)),
+            },
         )
     emb = _as_array("speaker_embedding", speaker_embedding)
     if emb.size != EMBEDDING_DIM or emb.ndim not in (1, 2, 3) or max(emb.shape, default=0) != EMBEDDING_DIM:
         raise InvalidLatents(
             f"speaker_embedding has shape {list(np.shape(speaker_embedding))}; expected [1, {EMBEDDING_DIM}, 1] "
             f"(or [{EMBEDDING_DIM}])",
-            details={"field": "speaker_embedding", "expected": [1, EMBEDDING_DIM, 1], "got": list(np.shape(speaker_embedding))},
+            details={
+                "field": "speaker_embedding",
+                "expected": [1, EMBEDDING_DIM, 1],
+                "got": list(np.shape(speaker_embedding)),
+            },
         )
     return Latents(np.ascontiguousarray(gpt), np.ascontiguousarray(emb.reshape(1, EMBEDDING_DIM, 1)))

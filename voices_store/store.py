@@ -7,24 +7,24 @@ A voice is written in one transaction, so a half-written voice is never visible;
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import session_scope
-from shared.errors import Conflict, NotFound
+from shared.db import rows_changed, session_scope
+from shared.errors import NotFound
 from shared.models import CloneResult, Voice, utcnow
+from voices_store.errors import VoiceExists
 from voices_store.ids import validate_voice_id
 from voices_store.latents import Latents, array_to_bytes
 
 
-class VoiceInfo(BaseModel):
+@dataclass(frozen=True)
+class VoiceInfo:
     """A saved voice's description (its latents are read separately, only when needed)."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: str
     name: str
@@ -40,22 +40,42 @@ class VoiceInfo(BaseModel):
     def from_row(cls, row: Any) -> VoiceInfo:
         return cls(**row._mapping)
 
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+
+_INFO_COLUMNS = (
+    Voice.id,
+    Voice.name,
+    Voice.description,
+    Voice.gpt_width,
+    Voice.revision,
+    Voice.source,
+    Voice.content_hash,
+    Voice.created_at,
+    Voice.updated_at,
+)
 
 
-_INFO_COLUMNS = (Voice.id, Voice.name, Voice.description, Voice.gpt_width, Voice.revision, Voice.source,
-                 Voice.content_hash, Voice.created_at, Voice.updated_at)
-
-
-def save_voice(voice_id: str, latents: Latents, *, name: str = "", description: str = "", overwrite: bool = False,
-               source: str = "latents", content_hash: str | None = None) -> VoiceInfo:
+def save_voice(
+    voice_id: str,
+    latents: Latents,
+    *,
+    name: str = "",
+    description: str = "",
+    overwrite: bool = False,
+    source: str = "latents",
+    content_hash: str | None = None,
+) -> VoiceInfo:
     validate_voice_id(voice_id)
     now = utcnow()
     fields = {
-        "name": name, "description": description, "gpt_cond_latent": array_to_bytes(latents.gpt_cond_latent),
-        "speaker_embedding": array_to_bytes(latents.speaker_embedding), "gpt_width": latents.width,
-        "revision": uuid.uuid4().hex, "source": source, "content_hash": content_hash, "updated_at": now,
+        "name": name,
+        "description": description,
+        "gpt_cond_latent": array_to_bytes(latents.gpt_cond_latent),
+        "speaker_embedding": array_to_bytes(latents.speaker_embedding),
+        "gpt_width": latents.width,
+        "revision": uuid.uuid4().hex,
+        "source": source,
+        "content_hash": content_hash,
+        "updated_at": now,
     }
     try:
         with session_scope() as s:
@@ -66,9 +86,9 @@ def save_voice(voice_id: str, latents: Latents, *, name: str = "", description: 
                 for key, value in fields.items():
                     setattr(existing, key, value)
             else:
-                raise Conflict(f"voice {voice_id!r} already exists; send overwrite=true to replace it")
+                raise VoiceExists(f"voice {voice_id!r} already exists; send overwrite=true to replace it")
     except IntegrityError as exc:  # another request created it between our read and our insert
-        raise Conflict(f"voice {voice_id!r} already exists; send overwrite=true to replace it") from exc
+        raise VoiceExists(f"voice {voice_id!r} already exists; send overwrite=true to replace it") from exc
     return get_voice(voice_id)
 
 
@@ -112,7 +132,7 @@ def list_voices(page: int, per_page: int) -> tuple[int, list[VoiceInfo]]:
 def delete_voice(voice_id: str) -> None:
     validate_voice_id(voice_id)
     with session_scope() as s:
-        if not s.execute(delete(Voice).where(Voice.id == voice_id)).rowcount:
+        if not rows_changed(s, delete(Voice).where(Voice.id == voice_id)):
             raise NotFound(f"no saved voice {voice_id!r}")
 
 
@@ -126,10 +146,16 @@ def put_clone_result(content_hash: str, model: str, latents: Latents, reference_
     try:
         with session_scope() as s:
             if s.get(CloneResult, content_hash) is None:
-                s.add(CloneResult(
-                    content_hash=content_hash, model=model, gpt_cond_latent=array_to_bytes(latents.gpt_cond_latent),
-                    speaker_embedding=array_to_bytes(latents.speaker_embedding), gpt_width=latents.width,
-                    reference_seconds=reference_seconds, created_at=utcnow(),
-                ))
+                s.add(
+                    CloneResult(
+                        content_hash=content_hash,
+                        model=model,
+                        gpt_cond_latent=array_to_bytes(latents.gpt_cond_latent),
+                        speaker_embedding=array_to_bytes(latents.speaker_embedding),
+                        gpt_width=latents.width,
+                        reference_seconds=reference_seconds,
+                        created_at=utcnow(),
+                    )
+                )
     except IntegrityError:
         pass  # the same audio was cloned twice at once: the first result stands

@@ -12,24 +12,12 @@ from pydub import AudioSegment
 from pydub.exceptions import CouldntDecodeError
 from pydub.silence import detect_nonsilent
 
-from shared.errors import FarmError, InvalidInput
+from voices_store.errors import NotAudio, UnusableAudio, UploadTooLarge
 
 CLONE_SAMPLE_RATE = 22050
 # XTTS refuses references under 0.33 s; under half a second of actual sound a voice cannot be learned.
 MIN_SOUND_SECONDS = 0.5
 SILENCE_THRESHOLD_DBFS = -50.0
-
-
-class UploadTooLarge(FarmError):
-    status, code = 413, "upload_too_large"
-
-
-class NotAudio(InvalidInput):
-    code = "not_audio"
-
-
-class UnusableAudio(InvalidInput):
-    code = "unusable_audio"
 
 
 @dataclass(frozen=True)
@@ -45,25 +33,33 @@ class Reference:
 
 def decode_reference(filename: str, data: bytes, *, max_bytes: int, max_seconds: float) -> Reference:
     if not data:
-        raise InvalidInput(f"file {filename!r} is empty")
+        raise UnusableAudio(f"file {filename!r} is empty")
     if len(data) > max_bytes:
-        raise UploadTooLarge(f"file {filename!r} is {len(data) / 2**20:.1f} MB; the limit is MAX_UPLOAD_MB={max_bytes // 2**20}")
+        raise UploadTooLarge(
+            f"file {filename!r} is {len(data) / 2**20:.1f} MB; the limit is MAX_UPLOAD_MB={max_bytes // 2**20}"
+        )
     try:
         segment = AudioSegment.from_file(io.BytesIO(data))
     except (CouldntDecodeError, IndexError, OSError) as exc:
-        raise NotAudio(f"file {filename!r} is not audio that ffmpeg can decode (WAV, MP3, FLAC, OGG/Opus, M4A, ...)") from exc
+        raise NotAudio(
+            f"file {filename!r} is not audio that ffmpeg can decode (WAV, MP3, FLAC, OGG/Opus, M4A, ...)"
+        ) from exc
     if segment.frame_count() == 0:
         raise UnusableAudio(f"file {filename!r} holds no audio samples")
     seconds = len(segment) / 1000
     if seconds > max_seconds:
-        raise UnusableAudio(f"file {filename!r} is {seconds:.1f} s long; references are limited to {max_seconds:g} s "
-                            "(XTTS uses at most the first 30 s)")
+        raise UnusableAudio(
+            f"file {filename!r} is {seconds:.1f} s long; references are limited to {max_seconds:g} s "
+            "(XTTS uses at most the first 30 s)"
+        )
     sounding = detect_nonsilent(segment, min_silence_len=100, silence_thresh=SILENCE_THRESHOLD_DBFS)
     sound_seconds = sum(end - start for start, end in sounding) / 1000
     if sound_seconds == 0:
         raise UnusableAudio(f"file {filename!r} is silent (nothing above {SILENCE_THRESHOLD_DBFS:g} dBFS)")
     if sound_seconds < MIN_SOUND_SECONDS:
-        raise UnusableAudio(f"file {filename!r} has {sound_seconds:.2f} s of sound; XTTS needs at least {MIN_SOUND_SECONDS} s")
+        raise UnusableAudio(
+            f"file {filename!r} has {sound_seconds:.2f} s of sound; XTTS needs at least {MIN_SOUND_SECONDS} s"
+        )
     mono = segment.set_channels(1).set_frame_rate(CLONE_SAMPLE_RATE).set_sample_width(2)
     samples = np.frombuffer(mono.raw_data, dtype=np.int16).astype(np.float32) / 32768.0
     return Reference(filename, samples, sound_seconds)

@@ -34,20 +34,38 @@ SPECIAL_TOKENS = ("[STOP]", "[UNK]", "[SPACE]", "[START]")
 _CHAR_RANGES = ((0x20, 0x7E), (0xA0, 0x17F), (0x370, 0x3FF), (0x400, 0x4FF), (0x600, 0x6FF), (0x900, 0x97F))
 
 SMALL_ARGS = {
-    "gpt_layers": 2, "gpt_n_model_channels": 64, "gpt_n_heads": 2, "decoder_input_dim": 64,
-    "gpt_max_audio_tokens": 605, "gpt_max_text_tokens": 402, "gpt_max_prompt_tokens": 70,
+    "gpt_layers": 2,
+    "gpt_n_model_channels": 64,
+    "gpt_n_heads": 2,
+    "decoder_input_dim": 64,
+    "gpt_max_audio_tokens": 605,
+    "gpt_max_text_tokens": 402,
+    "gpt_max_prompt_tokens": 70,
 }
 FULL_ARGS = {
-    "gpt_layers": 30, "gpt_n_model_channels": 1024, "gpt_n_heads": 16, "decoder_input_dim": 1024,
-    "gpt_max_audio_tokens": 605, "gpt_max_text_tokens": 402, "gpt_max_prompt_tokens": 70,
+    "gpt_layers": 30,
+    "gpt_n_model_channels": 1024,
+    "gpt_n_heads": 16,
+    "decoder_input_dim": 1024,
+    "gpt_max_audio_tokens": 605,
+    "gpt_max_text_tokens": 402,
+    "gpt_max_prompt_tokens": 70,
 }
 # Shared by both sizes: the v2 audio vocabulary and layout.
 V2_ARGS = {
-    "gpt_num_audio_tokens": 1026, "gpt_start_audio_token": 1024, "gpt_stop_audio_token": 1025,
-    "gpt_use_masking_gt_prompt_approach": True, "gpt_use_perceiver_resampler": True,
-    "gpt_code_stride_len": 1024, "input_sample_rate": 22050, "output_sample_rate": 24000,
-    "output_hop_length": 256, "d_vector_dim": 512, "cond_d_vector_in_each_upsampling_layer": True,
-    "duration_const": 102400, "kv_cache": True,
+    "gpt_num_audio_tokens": 1026,
+    "gpt_start_audio_token": 1024,
+    "gpt_stop_audio_token": 1025,
+    "gpt_use_masking_gt_prompt_approach": True,
+    "gpt_use_perceiver_resampler": True,
+    "gpt_code_stride_len": 1024,
+    "input_sample_rate": 22050,
+    "output_sample_rate": 24000,
+    "output_hop_length": 256,
+    "d_vector_dim": 512,
+    "cond_d_vector_in_each_upsampling_layer": True,
+    "duration_const": 102400,
+    "kv_cache": True,
 }
 
 

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from shared.audio import SAMPLE_RATE
 from shared.params import SynthesisParams
 from shared.settings import Settings
+from workers.errors import SynthesisError
 from workers.model_source import ModelSource, resolve
-from workers.stream_decoder import StreamingDecoder
+from workers.stream_decoder import DEFAULT_MARGIN, StreamingDecoder
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,6 @@ DEV_TOKENS_PER_CHAR = 1.5
 # Later chunks of a segment may grow up to this many times `stream_chunk_size`: each decode re-runs
 # the decoder's context margin, so fewer, larger windows cost less once the listener has audio buffered.
 MAX_CHUNK_GROWTH = 4
-
-
-class SynthesisError(RuntimeError):
-    """The model cannot synthesize this input (reported to the client as the job's error)."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +46,23 @@ def pcm16(wav: torch.Tensor) -> bytes:
 
 
 class XttsEngine:
-    sample_rate = 24000
+    sample_rate = SAMPLE_RATE
 
-    def __init__(self, model: Any, source: ModelSource, device: str, load_seconds: float, fp16: bool) -> None:
+    def __init__(
+        self,
+        model: Any,
+        source: ModelSource,
+        device: str,
+        load_seconds: float,
+        fp16: bool,
+        decode_context: int = DEFAULT_MARGIN,
+    ) -> None:
         self.model = model
         self.source = source
         self.device = device
         self.load_seconds = load_seconds
         self.fp16 = fp16
+        self.decode_context = decode_context
         manager = getattr(model, "speaker_manager", None)
         self._speakers: dict[str, dict[str, torch.Tensor]] = dict(manager.speakers) if manager else {}
 
@@ -75,11 +82,12 @@ class XttsEngine:
         model.load_checkpoint(config, checkpoint_dir=str(source.path), eval=True)
         model.to(device)
         fp16 = settings.USE_FP16 and device == "cuda"
-        engine = cls(model, source, device, time.perf_counter() - started, fp16)
+        engine = cls(model, source, device, time.perf_counter() - started, fp16, settings.STREAM_DECODE_CONTEXT)
         log.info("XTTS model %s loaded from %s on %s in %.1f s", source.name, source.path, device, engine.load_seconds)
         if source.dev:
-            log.warning("model %s has RANDOM WEIGHTS: it produces noise, not speech (for tests and offline runs)",
-                        source.name)
+            log.warning(
+                "model %s has RANDOM WEIGHTS: it produces noise, not speech (for tests and offline runs)", source.name
+            )
         return engine
 
     # --- what the model offers -----------------------------------------------------------------------
@@ -103,9 +111,13 @@ class XttsEngine:
 
     def info(self) -> dict[str, Any]:
         return {
-            "name": self.source.name, "path": str(self.source.path), "dev_random_weights": self.source.dev,
-            "device": self.device, "dtype": "float16" if self.fp16 else "float32",
-            "load_seconds": round(self.load_seconds, 2), "sample_rate": self.sample_rate,
+            "name": self.source.name,
+            "path": str(self.source.path),
+            "dev_random_weights": self.source.dev,
+            "device": self.device,
+            "dtype": "float16" if self.fp16 else "float32",
+            "load_seconds": round(self.load_seconds, 2),
+            "sample_rate": self.sample_rate,
         }
 
     # --- synthesis -------------------------------------------------------------------------------------
@@ -123,25 +135,28 @@ class XttsEngine:
     def _token_parts(self, text: str, language: str) -> list[tuple[str, torch.Tensor]]:
         """Text tokens for a segment, split further if XTTS's cleaners made it too long for the GPT
         (numbers and abbreviations expand: "1999" becomes "one thousand nine hundred ninety-nine")."""
-        tokens = self.model.tokenizer.encode(text.strip().lower(), lang=language.split("-")[0])
+        tokens = self.model.tokenizer.encode(text.strip().lower(), lang=language.split("-", maxsplit=1)[0])
         if len(tokens) < self.model.args.gpt_max_text_tokens:
             return [(text, torch.IntTensor(tokens).unsqueeze(0).to(self.device))]
         words = text.split()
         if len(words) > 1:
-            halves = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2:])]
+            halves = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]
         elif len(text) > 1:
-            halves = [text[: len(text) // 2], text[len(text) // 2:]]
+            halves = [text[: len(text) // 2], text[len(text) // 2 :]]
         else:
-            raise SynthesisError(f"{text!r} expands to {len(tokens)} text tokens; XTTS takes fewer than "
-                                 f"{self.model.args.gpt_max_text_tokens}")
+            raise SynthesisError(
+                f"{text!r} expands to {len(tokens)} text tokens; XTTS takes fewer than "
+                f"{self.model.args.gpt_max_text_tokens}"
+            )
         return [part for half in halves for part in self._token_parts(half, language)]
 
     def _autocast(self) -> Any:
         return torch.autocast("cuda", dtype=torch.float16) if self.fp16 else torch.autocast("cpu", enabled=False)
 
     @torch.inference_mode()
-    def stream(self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams,
-               seed: int | None = None) -> Iterator[torch.Tensor]:
+    def stream(
+        self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int | None = None
+    ) -> Iterator[torch.Tensor]:
         """Yield float audio chunks (24 kHz mono) for one segment as the GPT produces them."""
         parts = self._token_parts(text, language)
         if seed is not None:
@@ -151,18 +166,30 @@ class XttsEngine:
         for part_text, text_tokens in parts:
             yield from self._stream_part(part_text, text_tokens, cond, embedding, params)
 
-    def _stream_part(self, text: str, text_tokens: torch.Tensor, cond: torch.Tensor, embedding: torch.Tensor,
-                     params: SynthesisParams) -> Iterator[torch.Tensor]:
+    def _stream_part(
+        self, text: str, text_tokens: torch.Tensor, cond: torch.Tensor, embedding: torch.Tensor, params: SynthesisParams
+    ) -> Iterator[torch.Tensor]:
         gpt = self.model.gpt
         with self._autocast():
             fake_inputs = gpt.compute_embeddings(cond, text_tokens)
             generator = gpt.get_generator(
-                fake_inputs=fake_inputs, top_k=params.top_k, top_p=params.top_p, temperature=params.temperature,
-                do_sample=True, num_beams=1, num_return_sequences=1, length_penalty=float(params.length_penalty),
-                repetition_penalty=float(params.repetition_penalty), output_attentions=False,
-                output_hidden_states=True, return_dict_in_generate=True, **self._generate_kwargs(text, params),
+                fake_inputs=fake_inputs,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                temperature=params.temperature,
+                do_sample=True,
+                num_beams=1,
+                num_return_sequences=1,
+                length_penalty=float(params.length_penalty),
+                repetition_penalty=float(params.repetition_penalty),
+                output_attentions=False,
+                output_hidden_states=True,
+                return_dict_in_generate=True,
+                **self._generate_kwargs(text, params),
             )
-            decoder = StreamingDecoder(self.model.hifigan_decoder, embedding, length_scale=1.0 / params.speed)
+            decoder = StreamingDecoder(
+                self.model.hifigan_decoder, embedding, length_scale=1.0 / params.speed, margin=self.decode_context
+            )
             pending: list[torch.Tensor] = []
             target = params.stream_chunk_size
             max_target = params.stream_chunk_size * MAX_CHUNK_GROWTH
@@ -178,8 +205,9 @@ class XttsEngine:
             if wav.numel():
                 yield wav
 
-    def synthesize(self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams,
-                   seed: int | None = None) -> np.ndarray:
+    def synthesize(
+        self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int | None = None
+    ) -> np.ndarray:
         """A whole segment as one array (the same path as streaming, joined)."""
         chunks = list(self.stream(text, language, voice, params, seed))
         return torch.cat(chunks).cpu().numpy() if chunks else np.zeros(0, dtype=np.float32)

@@ -12,15 +12,12 @@ from pathlib import Path
 
 from shared.settings import Settings
 from workers import devmodel
+from workers.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
 XTTS_V2_NAME = "tts_models/multilingual/multi-dataset/xtts_v2"
 REQUIRED_FILES = ("config.json", "model.pth", "vocab.json")
-
-
-class ModelUnavailable(RuntimeError):
-    """The configured model cannot be loaded; the message is one line that says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ class WorkerRuntime:
         self.node_name = socket.gethostname()
         self.engine: XttsEngine | None = None
         settings = get_settings()
-        self.voice_cache: VoiceCache[VoiceLatents] = VoiceCache(settings.SPEAKER_CACHE_MAX_SIZE, settings.SPEAKER_CACHE_TTL)
+        self.voice_cache: VoiceCache[VoiceLatents] = VoiceCache(
+            settings.SPEAKER_CACHE_MAX_SIZE, settings.SPEAKER_CACHE_TTL
+        )
         self.cache_generation = 0
         self.started_at = time.time()
         self.current: dict[str, Any] | None = None
@@ -92,9 +94,8 @@ class WorkerRuntime:
         kind, _, arg = message.partition(":")
         if kind == "clear":
             self._clear(int(arg))
-        elif kind == "evict":
-            if self.voice_cache.invalidate(is_voice(arg)):
-                self.publish_quietly()
+        elif kind == "evict" and self.voice_cache.invalidate(is_voice(arg)):
+            self.publish_quietly()
 
     def _listen(self) -> None:
         while not self._stop.is_set():
@@ -120,8 +121,11 @@ class WorkerRuntime:
     def info(self) -> dict[str, Any]:
         engine = self.engine
         return {
-            "name": self.name, "node": self.node_name, "pid": os.getpid(),
-            "started_at": self.started_at, "heartbeat_at": time.time(),
+            "name": self.name,
+            "node": self.node_name,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
             "model": engine.info() if engine else None,
             "gpt_width": engine.gpt_width if engine else None,
             "languages": engine.languages if engine else [],

@@ -20,6 +20,7 @@ reports the signal-to-noise ratio), with no cross-fades and no clicks at the joi
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ class LinearResampler:
         if out_total == n:
             if not final:
                 return x[:, :0]
-            out = self._buffer[:, self._done - self._base:]
+            out = self._buffer[:, self._done - self._base :]
             self._done = n
             return out
         j = np.arange(self._done, out_total, dtype=np.int64)
@@ -93,8 +94,13 @@ class LinearResampler:
 class StreamingDecoder:
     """Decode XTTS GPT latents to 24 kHz audio chunk by chunk at a total cost close to one-shot decoding."""
 
-    def __init__(self, hifigan_decoder: torch.nn.Module, speaker_embedding: torch.Tensor,
-                 length_scale: float = 1.0, margin: int = DEFAULT_MARGIN) -> None:
+    def __init__(
+        self,
+        hifigan_decoder: Any,  # coqui's HifiDecoder (untyped)
+        speaker_embedding: torch.Tensor,
+        length_scale: float = 1.0,
+        margin: int = DEFAULT_MARGIN,
+    ) -> None:
         self.decoder = hifigan_decoder
         self.g = speaker_embedding
         self.margin = margin
@@ -123,25 +129,27 @@ class StreamingDecoder:
             return latents.new_zeros(0)
         start = max(self._base, self._emitted - self.margin)
         stop = self._total if final else min(self._total, end + self.margin)
-        window = self._frames[:, start - self._base: stop - self._base]
-        wav = self.decoder.waveform_decoder(window.unsqueeze(0), g=self.g).reshape(-1)
-        audio = wav[(self._emitted - start) * HOP: (end - start) * HOP]
+        window = self._frames[:, start - self._base : stop - self._base]
+        wav: torch.Tensor = self.decoder.waveform_decoder(window.unsqueeze(0), g=self.g).reshape(-1)
+        audio = wav[(self._emitted - start) * HOP : (end - start) * HOP]
         self._emitted = end
         # Keep only the left context the next window needs.
         keep_from = max(self._base, self._emitted - self.margin)
-        self._frames = self._frames[:, keep_from - self._base:]
+        self._frames = self._frames[:, keep_from - self._base :]
         self._base = keep_from
         return audio
 
 
-def one_shot(hifigan_decoder: torch.nn.Module, latents: torch.Tensor, speaker_embedding: torch.Tensor,
-             length_scale: float = 1.0) -> torch.Tensor:
+def one_shot(
+    hifigan_decoder: Any, latents: torch.Tensor, speaker_embedding: torch.Tensor, length_scale: float = 1.0
+) -> torch.Tensor:
     """Reference: decode all latents [T, C] at once, exactly as `Xtts.inference` does."""
     x = latents.unsqueeze(0)
     if length_scale != 1.0:
         x = F.interpolate(x.transpose(1, 2), scale_factor=length_scale, mode="linear").transpose(1, 2)
     with torch.inference_mode():
-        return hifigan_decoder(x, g=speaker_embedding).reshape(-1)
+        audio: torch.Tensor = hifigan_decoder(x, g=speaker_embedding).reshape(-1)
+    return audio
 
 
 def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:

@@ -12,10 +12,12 @@ from enum import Enum
 import redis
 
 from shared import jobs, streams
+from shared.audio import SAMPLE_WIDTH
 from shared.params import SynthesisParams
 from shared.settings import Settings
 from voices_store.cache import VoiceCache
-from workers.engine import SynthesisError, VoiceLatents, XttsEngine, pcm16
+from workers.engine import VoiceLatents, XttsEngine, pcm16
+from workers.errors import SynthesisError
 from workers.voices import resolve_voice
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,15 @@ class SegmentResult:
     attempts: int = 0
 
 
-def run_segment(engine: XttsEngine, cache: VoiceCache[VoiceLatents], settings: Settings, r: redis.Redis,
-                job_id: str, index: int, worker: str) -> SegmentResult:
+def run_segment(
+    engine: XttsEngine,
+    cache: VoiceCache[VoiceLatents],
+    settings: Settings,
+    r: redis.Redis,
+    job_id: str,
+    index: int,
+    worker: str,
+) -> SegmentResult:
     writer = streams.StreamWriter(r, job_id, index, settings.STREAM_TTL_SECONDS, settings.STREAM_MAXLEN)
     work = jobs.start_segment(job_id, index, worker)
     if work is None:
@@ -49,7 +58,7 @@ def run_segment(engine: XttsEngine, cache: VoiceCache[VoiceLatents], settings: S
     if work.redis_epoch != epoch:
         jobs.fail_if_lost(job_id, epoch)
         return SegmentResult(Outcome.SKIPPED)  # queued before Redis lost its data: its listeners are gone too
-    max_attempts = settings.CHUNK_MAX_RETRIES + 1
+    max_attempts = settings.SEGMENT_MAX_RETRIES + 1
     if work.attempts > max_attempts:
         # Only a worker that died mid-segment (requeued by Celery) gets here: stop the crash loop.
         return _fail(writer, work, f"worker lost {work.attempts - 1} times while synthesizing this segment")
@@ -66,8 +75,13 @@ def run_segment(engine: XttsEngine, cache: VoiceCache[VoiceLatents], settings: S
         return _fail(writer, work, reason)
 
 
-def _synthesize(engine: XttsEngine, cache: VoiceCache[VoiceLatents], r: redis.Redis, writer: streams.StreamWriter,
-                work: jobs.SegmentWork) -> SegmentResult:
+def _synthesize(
+    engine: XttsEngine,
+    cache: VoiceCache[VoiceLatents],
+    r: redis.Redis,
+    writer: streams.StreamWriter,
+    work: jobs.SegmentWork,
+) -> SegmentResult:
     params = SynthesisParams.model_validate(work.params)
     voice = resolve_voice(engine, cache, work)
     # A retried segment regenerates identically (fixed seed) and skips what listeners already have.
@@ -75,14 +89,19 @@ def _synthesize(engine: XttsEngine, cache: VoiceCache[VoiceLatents], r: redis.Re
     seq = 0
     for wav in engine.stream(work.text, work.language, voice, params, seed=jobs.segment_seed(work.job_id, work.index)):
         if streams.should_stop(r, work.job_id):
-            log.info("job %s ended elsewhere (cancelled or failed): segment %d stopped after %d chunks", work.job_id, work.index, seq)
+            log.info(
+                "job %s ended elsewhere (cancelled or failed): segment %d stopped after %d chunks",
+                work.job_id,
+                work.index,
+                seq,
+            )
             return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
         seq += 1
         if seq <= already:
             continue
         pcm = pcm16(wav)
         writer.audio(seq, pcm)
-        jobs.record_chunk(work.job_id, work.index, len(pcm) // streams.SAMPLE_WIDTH)
+        jobs.record_chunk(work.job_id, work.index, len(pcm) // SAMPLE_WIDTH)
     # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
     last = jobs.finish_segment(work.job_id, work.index)
     writer.end(seq + 1)

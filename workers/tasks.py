@@ -8,14 +8,17 @@ from typing import Any
 from celery import Task
 from celery.signals import celeryd_init, worker_init, worker_process_init, worker_process_shutdown
 
-from shared import jobs, registry, streams, uploads
+from shared import jobs, registry, streams
+from shared.dispatch import dispatch
 from shared.redis_client import get_redis
 from shared.settings import get_settings
-from voices_store import store
+from shared.tasks import CLONE_VOICE, SYNTHESIZE_SEGMENT
+from voices_store import staging, store
 from voices_store.uploads import CLONE_SAMPLE_RATE
 from workers import cloning, model_source
 from workers.celery_app import celery_app
 from workers.engine import XttsEngine
+from workers.errors import ModelUnavailable
 from workers.runtime import runtime
 from workers.synthesis import Outcome, run_segment
 
@@ -35,7 +38,7 @@ def _fetch_model(**_: Any) -> None:
     reason. Only files are touched here; the model itself is loaded in each child."""
     try:
         model_source.resolve(get_settings())
-    except model_source.ModelUnavailable as exc:
+    except ModelUnavailable as exc:
         log.critical("worker cannot start: %s", exc)
         raise SystemExit(1) from None
 
@@ -63,32 +66,30 @@ class EngineTask(Task):
         return runtime.get_engine()
 
 
-def send_segment(job_id: str, index: int) -> None:
-    synthesize_segment.apply_async(args=[job_id, index])
-
-
-@celery_app.task(bind=True, base=EngineTask, name="xtts.synthesize_segment", max_retries=None)
+@celery_app.task(bind=True, base=EngineTask, name=SYNTHESIZE_SEGMENT, max_retries=None)
 def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
     settings = get_settings()
     runtime.set_current(job_id, index)
     try:
         runtime.sync_voice_cache()
-        result = run_segment(self.engine, runtime.voice_cache, settings, get_redis(), job_id, index, worker=runtime.name)
+        result = run_segment(
+            self.engine, runtime.voice_cache, settings, get_redis(), job_id, index, worker=runtime.name
+        )
     finally:
         runtime.set_current(None)
     if result.outcome is Outcome.RETRY:
         raise self.retry(countdown=min(2.0 * result.attempts, 10.0))
     if result.outcome is Outcome.DONE:  # after the job's last segment there is nothing left to enqueue
-        jobs.dispatch(job_id, jobs.inflight_window(len(registry.live_workers(get_redis()))), send_segment)
-    return result.outcome.value
+        dispatch(celery_app, job_id, len(registry.live_workers(get_redis())))
+    return str(result.outcome.value)
 
 
-@celery_app.task(bind=True, base=EngineTask, name="xtts.clone_voice", ignore_result=False)
+@celery_app.task(bind=True, base=EngineTask, name=CLONE_VOICE, ignore_result=False)
 def clone_voice(self: EngineTask, content_hash: str) -> dict[str, Any]:
     """Clone the reference audio the API left in Redis under `content_hash`; store the result in SQL."""
     runtime.set_current(f"clone:{content_hash[:12]}")
     try:
-        references = uploads.fetch(get_redis(), content_hash)
+        references = staging.fetch(get_redis(), content_hash)
         latents = cloning.clone(self.engine, references)
         seconds = sum(len(a) for a in references) / CLONE_SAMPLE_RATE
         store.put_clone_result(content_hash, self.engine.source.name, latents, seconds)

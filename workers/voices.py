@@ -13,19 +13,24 @@ from shared.jobs import SegmentWork
 from voices_store import store
 from voices_store.cache import VoiceCache
 from voices_store.latents import Latents
-from workers.engine import SynthesisError, VoiceLatents, XttsEngine
+from workers.engine import VoiceLatents, XttsEngine
+from workers.errors import SynthesisError
 
 log = logging.getLogger(__name__)
 
 
 def to_model(latents: Latents) -> VoiceLatents:
-    return VoiceLatents(torch.from_numpy(latents.gpt_cond_latent.copy()), torch.from_numpy(latents.speaker_embedding.copy()))
+    return VoiceLatents(
+        torch.from_numpy(latents.gpt_cond_latent.copy()), torch.from_numpy(latents.speaker_embedding.copy())
+    )
 
 
 def _checked(engine: XttsEngine, latents: Latents, what: str) -> VoiceLatents:
     if latents.width != engine.gpt_width:
-        raise SynthesisError(f"{what} has GPT latents {latents.width} wide; this worker's model needs {engine.gpt_width} "
-                             "(it was made with another model: clone it again)")
+        raise SynthesisError(
+            f"{what} has GPT latents {latents.width} wide; this worker's model needs {engine.gpt_width} "
+            "(it was made with another model: clone it again)"
+        )
     return to_model(latents)
 
 
@@ -54,6 +59,7 @@ def resolve_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], work: Seg
     if work.speaker_kind == "saved":
         return saved_voice(engine, cache, work.speaker_ref)
     if work.speaker_kind == "inline":
+
         def load() -> VoiceLatents:
             return _checked(engine, Latents.from_npz(jobs.inline_voice(work.job_id)), "the request's inline latents")
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
-from flask import Response, jsonify, redirect
+from flask import Response, redirect
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
+from api.responses import json_model
 from api.schemas import HealthResponse, LanguagesResponse, SpeakersResponse
 from api.submission import LiveWorkers
 from shared import registry
@@ -21,17 +24,17 @@ bp = APIBlueprint("info", __name__, abp_tags=[Tag(name="info", description="Lang
 def languages() -> Response:
     """Languages the live workers' model speaks (XTTS-v2's list when no worker is up yet)."""
     langs, source = LiveWorkers.now().languages
-    return jsonify({"languages": langs, "source": source})
+    return json_model(LanguagesResponse(languages=langs, source=source))
 
 
 @bp.get("/available_speakers", responses={200: SpeakersResponse})
 def available_speakers() -> Response:
     """Built-in speakers of the checkpoint the live workers serve."""
     catalog = registry.model_catalog(get_redis())
-    return jsonify({"speakers": catalog[1] if catalog else []})
+    return json_model(SpeakersResponse(speakers=catalog[1] if catalog else []))
 
 
-def _probe(check) -> dict:
+def _probe(check: Callable[[], Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         check()
@@ -46,18 +49,18 @@ def _database_ping() -> None:
 
 
 @bp.get("/health", responses={200: HealthResponse, 503: HealthResponse})
-def health() -> tuple[Response, int]:
+def health() -> Response:
     """API, Redis, database, and every live worker with the model it has loaded."""
     redis_state = _probe(lambda: get_redis().ping())
     db_state = _probe(_database_ping)
     workers = registry.live_workers(get_redis()) if redis_state["ok"] else []
     healthy = redis_state["ok"] and db_state["ok"]
     status = ("ok" if workers else "no_workers") if healthy else "unavailable"
-    body = {"status": status, "api": "ok", "redis": redis_state, "database": db_state, "workers": workers}
-    return jsonify(body), 200 if healthy else 503
+    body = HealthResponse(status=status, api="ok", redis=redis_state, database=db_state, workers=workers)
+    return json_model(body, 200 if healthy else 503)
 
 
 @bp.get("/", doc_ui=False)
 def index() -> Response:
     """Swagger UI."""
-    return redirect("/openapi/swagger")
+    return redirect("/openapi/swagger")  # type: ignore[return-value]

@@ -6,73 +6,79 @@ import logging
 from collections.abc import Iterator
 
 import redis
-from flask import Response, current_app, jsonify, request, url_for
+from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.delivery import audio_expired_message, current_job, job_audio, sse_audio, sse_event, wav_file
+from api.delivery import audio_expired_message, current_job, job_audio, sse_audio, sse_error, sse_event, wav_file
+from api.responses import json_model
 from api.schemas import ErrorResponse, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery, TtsRequest
 from api.submission import submit
 from shared import jobs, streams
-from shared.errors import FarmError, Gone, JobConflict
+from shared.errors import AudioExpired, FarmError, InvalidCursor, JobNotReady, SynthesisFailed
 from shared.models import JobState
 from shared.redis_client import get_redis
 from shared.settings import get_settings
-from shared.streams import Cursor, StreamCancelled, StreamFailed
+from shared.streams import Cursor
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
 
 
 @bp.post("/jobs", responses={202: JobCreated, 400: ErrorResponse, 413: ErrorResponse, 503: ErrorResponse})
-def create_job(body: TtsRequest) -> tuple[Response, int]:
+def create_job(body: TtsRequest) -> Response:
     """Queue a synthesis job and return at once: poll its status, pull its stream, fetch its audio."""
     job = submit(current_app.extensions["celery"], body, origin="job")
-    payload = {
-        "id": job.id,
-        "state": job.state,
-        "status_url": url_for("jobs.job_status", job_id=job.id),
-        "stream_url": url_for("jobs.job_stream", job_id=job.id),
-        "audio_url": url_for("jobs.job_audio_file", job_id=job.id),
-    }
-    response = jsonify(payload)
-    response.headers["Location"] = payload["status_url"]
-    return response, 202
+    created = JobCreated(
+        id=job.id,
+        state=job.state,
+        status_url=url_for("jobs.job_status", job_id=job.id),
+        stream_url=url_for("jobs.job_stream", job_id=job.id),
+        audio_url=url_for("jobs.job_audio_file", job_id=job.id),
+    )
+    return json_model(created, 202, headers={"Location": created.status_url})
 
 
 @bp.get("/jobs/<job_id>", responses={200: JobStatus, 404: ErrorResponse})
 def job_status(path: JobPath) -> Response:
-    """State, progress (segments, chunks, seconds of audio), timestamps and error of a job, and of each
-    of its text chunks (state, attempts, worker)."""
-    return jsonify(jobs.job_view(current_job(path.job_id, with_segments=True), with_segments=True))
+    """State, progress (segments, audio chunks, seconds of audio), timestamps and error of a job, and of each
+    of its segments (state, attempts, worker)."""
+    return json_model(JobStatus.from_job(current_job(path.job_id, with_segments=True), with_segments=True))
 
 
-@bp.get("/jobs/<job_id>/audio", responses={200: {"description": "audio/wav"}, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse})
+@bp.get(
+    "/jobs/<job_id>/audio",
+    responses={200: {"description": "audio/wav"}, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse},
+)
 def job_audio_file(path: JobPath) -> Response:
     """The complete WAV of a job that has succeeded."""
     job = current_job(path.job_id)
     if job.state != JobState.SUCCEEDED.value:
         detail = f": {job.error}" if job.error else ""
-        raise JobConflict(f"job {job.id} is {job.state}{detail}; its audio exists once it has succeeded",
-                          details={"state": job.state})
-    r = get_redis()
-    if not streams.all_segments_exist(r, job.id, job.segments_total):
-        raise Gone(audio_expired_message(job.id))
+        raise JobNotReady(
+            f"job {job.id} is {job.state}{detail}; its audio exists once it has succeeded", details={"state": job.state}
+        )
+    if not streams.all_segments_exist(get_redis(), job.id, job.segments_total):
+        raise AudioExpired(audio_expired_message(job.id))
     pcm = b"".join(chunk for _cursor, chunk in job_audio(job.id, job.segments_total))
     return Response(wav_file(pcm), mimetype="audio/wav")
 
 
-@bp.get("/jobs/<job_id>/stream", responses={200: {"description": "text/event-stream"}, 400: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse})
+@bp.get(
+    "/jobs/<job_id>/stream",
+    responses={200: {"description": "text/event-stream"}, 400: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse},
+)
 def job_stream(path: JobPath, query: StreamQuery) -> Response:
     """Pull a job's audio as Server-Sent Events, resumable from a cursor.
 
-    Each `audio` event carries 16-bit PCM (base64) and has an id `<segment>-<seq>`. A client that
-    reconnects with `?cursor=<last id>` (or the `Last-Event-ID` header, as EventSource does) gets the
-    rest with no gap and no duplicate. The stream ends with an `end` event, or an `error` event.
+    Each `audio` event carries one audio chunk, 16-bit PCM (base64), and has an id `<segment>-<seq>`. A client
+    that reconnects with `?cursor=<last id>` (or the `Last-Event-ID` header, as EventSource does) gets the
+    rest with no gap and no duplicate. The stream ends with an `end` event, or an `error` event whose data
+    is the error contract's body.
     """
     cursor = Cursor.parse(query.cursor or request.headers.get("Last-Event-ID"))
     job = current_job(path.job_id)
     if cursor.segment > job.segments_total:
-        raise FarmError(f"cursor {cursor} is past the job's {job.segments_total} segments")
+        raise InvalidCursor(f"cursor {cursor} is past the job's {job.segments_total} segments")
     limit = current_app.extensions["xtts_limit"]
     limit.acquire()
 
@@ -81,11 +87,16 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
             for position, pcm in job_audio(job.id, job.segments_total, cursor):
                 yield sse_audio(position, pcm)
             yield sse_event("end", {"state": jobs.get_job(job.id).state})
-        except (StreamFailed, StreamCancelled, FarmError, redis.RedisError) as exc:
-            yield sse_event("error", {"reason": str(exc), "state": jobs.get_job(job.id).state})
+        except FarmError as exc:
+            yield sse_error(exc)
+        except redis.RedisError as exc:
+            yield sse_error(SynthesisFailed(f"the audio stream broke off: Redis is not answering ({exc})"))
 
-    return Response(limit.hold_while(events()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Session-Id": job.id})
+    return Response(
+        limit.hold_while(events()),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Session-Id": job.id},
+    )
 
 
 def _cancel(job_id: str) -> Response:
@@ -93,7 +104,7 @@ def _cancel(job_id: str) -> Response:
     if jobs.cancel_job(job.id):
         streams.publish_cancel(get_redis(), job.id, get_settings().STREAM_TTL_SECONDS)
         log.info("session %s cancelled", job.id)
-    return jsonify(jobs.job_view(jobs.get_job(job.id)))
+    return json_model(JobStatus.from_job(jobs.get_job(job.id)))
 
 
 @bp.delete("/jobs/<job_id>", responses={200: JobStatus, 404: ErrorResponse})
@@ -105,10 +116,10 @@ def cancel_job(path: JobPath) -> Response:
 @bp.get("/stream_status/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
 def stream_status(path: SessionPath) -> Response:
     """The seed's session status (the same sessions as /jobs)."""
-    return jsonify(jobs.job_view(current_job(path.session_id)))
+    return json_model(JobStatus.from_job(current_job(path.session_id)))
 
 
 @bp.delete("/stream_cancel/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
 def stream_cancel(path: SessionPath) -> Response:
-    """The seed's session cancel: stops a running synthesis within one chunk."""
+    """The seed's session cancel: stops a running synthesis within one audio chunk."""
     return _cancel(path.session_id)

@@ -1,7 +1,9 @@
-"""Handing decoded reference audio from the API to a cloning worker through Redis (no shared disk;
-the broker message carries only the content hash)."""
+"""Staging decoded reference audio in Redis for a cloning worker (no shared disk; the broker message
+carries only the content hash)."""
 
 from __future__ import annotations
+
+from typing import cast
 
 import numpy as np
 import redis
@@ -22,7 +24,7 @@ def stage(r: redis.Redis, content_hash: str, references: list[np.ndarray], ttl: 
 
 
 def fetch(r: redis.Redis, content_hash: str) -> list[np.ndarray]:
-    fields = r.hgetall(_key(content_hash))
+    fields = cast(dict[bytes, bytes], r.hgetall(_key(content_hash)))
     if not fields:
         raise LookupError(f"the reference audio {content_hash[:12]} is no longer in Redis (expired or Redis restarted)")
     return [array_from_bytes(fields[k]) for k in sorted(fields, key=int)]

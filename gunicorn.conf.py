@@ -1,0 +1,17 @@
+"""Gunicorn's options for the API, written once: `make run` (Procfile), the Docker image and the tests' farm all
+start `gunicorn -c gunicorn.conf.py api.wsgi:app`."""
+
+from shared.settings import get_settings
+
+_settings = get_settings()
+
+bind = f"{_settings.HOST}:{_settings.PORT}"
+workers = _settings.API_PROCESSES
+# Streaming responses hold a thread each while they wait for audio (blocking XREAD): threads, not processes,
+# carry the concurrency; MAX_CONCURRENT_REQUESTS bounds the synthesis responses per process.
+worker_class = "gthread"
+threads = 64
+# A /tts request waits for the whole synthesis; long texts take minutes.
+timeout = 600
+graceful_timeout = 30
+accesslog = "-"
