@@ -13,7 +13,8 @@ import torch
 from shared.params import SynthesisParams
 from shared.settings import Settings
 from workers import devmodel
-from workers.engine import MAX_CHUNK_GROWTH, XttsEngine
+from workers.engine import XttsEngine
+from workers.scheduler import MAX_CHUNK_GROWTH
 from workers.stream_decoder import StreamingDecoder, one_shot, snr_db
 
 ROOT = Path(__file__).resolve().parent.parent

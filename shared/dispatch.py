@@ -1,10 +1,14 @@
 """Enqueueing a job's segments: the one path by which segments reach the broker, used by the API for a new
-job's first window and by the workers for each job's next segments.
+job's first window, by the workers for each job's next segments, and by the reaper for work that fell through.
 
 How the farm schedules: one FIFO queue and a bounded window per job. A job may have at most
 `JOB_MAX_INFLIGHT_SEGMENTS` segments queued or running at once (default: one per live worker); each finished
 segment enqueues its job's next one, at the back of the queue. So a long job can use the whole farm yet never
 floods the queue, and a job submitted later waits for at most one segment per worker.
+
+A claim and its send are two steps: SQL claims the segment, then the broker gets the task, then SQL records
+that it was sent. Whatever dies in between (the process, the broker), the claimed segment stays queued and
+unsent, and the reaper sends it once it is `SEND_GRACE_SECONDS` overdue.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from shared import jobs
 from shared.settings import get_settings
 from shared.tasks import SYNTHESIZE_SEGMENT
 
+SEND_GRACE_SECONDS = 5.0
+
 
 def inflight_window(live_workers: int) -> int:
     """Segments of one job allowed in the queue or running at once."""
@@ -22,11 +28,17 @@ def inflight_window(live_workers: int) -> int:
     return configured if configured > 0 else max(1, live_workers)
 
 
+def send_segment(celery: Celery, job_id: str, index: int) -> None:
+    """Hand one queued segment's task to the broker and record that it got there."""
+    celery.send_task(SYNTHESIZE_SEGMENT, args=[job_id, index])
+    jobs.mark_sent(job_id, index)
+
+
 def dispatch(celery: Celery, job_id: str, live_workers: int) -> list[int]:
     """Claim and enqueue the job's next segments while its window has room; returns the indexes sent."""
     window = inflight_window(live_workers)
     sent: list[int] = []
-    while (index := jobs.claim_next_segment(job_id, window)) is not None:
-        celery.send_task(SYNTHESIZE_SEGMENT, args=[job_id, index])
+    while (index := jobs.claim_next_segment(job_id, window, SEND_GRACE_SECONDS)) is not None:
+        send_segment(celery, job_id, index)
         sent.append(index)
     return sent

@@ -6,13 +6,14 @@ workers, cancels and retries cannot move a job out of an end state or count a se
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from shared.audio import SAMPLE_RATE
@@ -30,8 +31,9 @@ def new_job_id() -> str:
 
 
 def segment_seed(job_id: str, index: int) -> int:
-    """A fixed sampling seed per segment, so that a retried segment regenerates the chunks it had already
-    streamed identically (on the same kind of hardware) and can resume after them without a seam."""
+    """The segment's sampling seed: a segment synthesized alone or in any batch draws the same random numbers
+    (each has its own generator), so a seeded request is reproducible. Resuming does not rely on it: a new
+    run replays the audio tokens already delivered."""
     return int.from_bytes(hashlib.sha256(f"{job_id}:{index}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
@@ -76,12 +78,13 @@ def create_job(
     return job
 
 
-def claim_next_segment(job_id: str, window: int) -> int | None:
+def claim_next_segment(job_id: str, window: int, send_grace: float) -> int | None:
     """Claim the job's next segment for dispatch while fewer than `window` are queued or running; returns its
     index, or None when the job has ended, has nothing left to dispatch, or its window is full.
 
     One atomic UPDATE ... RETURNING: the API and several workers finishing segments at once never claim the
-    same segment twice.
+    same segment twice. The segment is due `send_grace` seconds from now: if whoever claimed it has not
+    marked it sent by then (it crashed, the broker refused), the reaper sends it.
     """
     with session_scope() as s:
         new_count = s.execute(
@@ -95,15 +98,33 @@ def claim_next_segment(job_id: str, window: int) -> int | None:
             .values(segments_dispatched=Job.segments_dispatched + 1)
             .returning(Job.segments_dispatched)
         ).scalar_one_or_none()
-    return None if new_count is None else new_count - 1
+        if new_count is None:
+            return None
+        s.execute(
+            update(JobSegment)
+            .where(JobSegment.job_id == job_id, JobSegment.index == new_count - 1)
+            .values(due_at=utcnow() + timedelta(seconds=send_grace))
+        )
+    return int(new_count) - 1
+
+
+def mark_sent(job_id: str, index: int) -> None:
+    """The segment's task reached the broker."""
+    with session_scope() as s:
+        s.execute(
+            update(JobSegment)
+            .where(JobSegment.job_id == job_id, JobSegment.index == index, JobSegment.state == JobState.QUEUED.value)
+            .values(sent_at=utcnow())
+        )
 
 
 @dataclass(frozen=True)
 class SegmentWork:
-    """What a worker needs to synthesize one segment (read once, at the start of the task)."""
+    """What a worker run needs to synthesize one segment (read once, when it takes the segment's lease)."""
 
     job_id: str
     index: int
+    run: str  # the lease owner: every write of this run is fenced by it
     text: str
     language: str
     speaker_kind: str
@@ -113,19 +134,55 @@ class SegmentWork:
     redis_epoch: str
 
 
-def start_segment(job_id: str, index: int, worker: str) -> SegmentWork | None:
-    """Mark a segment (and its job) running; None when the job has ended or the segment is already done."""
+class Refused(enum.Enum):
+    """Why a run did not get a segment."""
+
+    GONE = "gone"  # no such job or segment
+    ENDED = "ended"  # the job was cancelled or failed
+    DONE = "done"  # the segment has succeeded (a duplicate delivery)
+    HELD = "held"  # another live run holds its lease (a duplicate delivery while the first run is alive)
+
+
+def new_run_id(worker: str) -> str:
+    return f"{uuid.uuid4().hex[:12]}@{worker}"[:64]
+
+
+def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds: float) -> SegmentWork | Refused:
+    """Take the segment's lease and mark it (and its job) running; or say why not.
+
+    The lease goes to this run if the segment is queued, or running under a lease that has expired (its
+    worker died). A live lease is never taken over, so at most one run synthesizes a segment at a time, and a
+    duplicate delivery leaves without using up an attempt.
+    """
     now = utcnow()
     with session_scope() as s:
+        taken = rows_changed(
+            s,
+            update(JobSegment)
+            .where(
+                JobSegment.job_id == job_id,
+                JobSegment.index == index,
+                (JobSegment.state == JobState.QUEUED.value)
+                | ((JobSegment.state == JobState.RUNNING.value) & (JobSegment.lease_expires_at < now)),
+                JobSegment.job_id.in_(select(Job.id).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))),
+            )
+            .values(
+                state=JobState.RUNNING.value,
+                worker=worker,
+                lease_owner=run,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=JobSegment.attempts + 1,
+                started_at=func.coalesce(JobSegment.started_at, now),
+            ),
+        )
         job = s.get(Job, job_id)
         segment = s.get(JobSegment, (job_id, index))
-        if job is None or segment is None or job.state not in ACTIVE_STATES:
-            return None
-        if segment.state == JobState.SUCCEEDED.value:
-            return None  # a duplicate delivery of a task that already completed
-        segment.attempts += 1
-        segment.state, segment.worker = JobState.RUNNING.value, worker
-        segment.started_at = segment.started_at or now
+        if job is None or segment is None:
+            return Refused.GONE
+        if not taken:
+            if job.state not in ACTIVE_STATES:
+                return Refused.ENDED
+            return Refused.DONE if segment.state == JobState.SUCCEEDED.value else Refused.HELD
         s.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
@@ -134,6 +191,7 @@ def start_segment(job_id: str, index: int, worker: str) -> SegmentWork | None:
         return SegmentWork(
             job_id,
             index,
+            run,
             segment.text,
             job.language,
             job.speaker_kind,
@@ -144,6 +202,24 @@ def start_segment(job_id: str, index: int, worker: str) -> SegmentWork | None:
         )
 
 
+def renew_leases(runs: list[str], lease_seconds: float) -> set[str]:
+    """Extend the leases of these runs (a worker's heartbeat); returns the runs that still hold theirs."""
+    if not runs:
+        return set()
+    with session_scope() as s:
+        held = s.execute(
+            update(JobSegment)
+            .where(JobSegment.lease_owner.in_(runs), JobSegment.state == JobState.RUNNING.value)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            .returning(JobSegment.lease_owner)
+        ).scalars()
+        return {run for run in held if run is not None}
+
+
+def _owned(job_id: str, index: int, run: str) -> ColumnElement[bool]:
+    return (JobSegment.job_id == job_id) & (JobSegment.index == index) & (JobSegment.lease_owner == run)
+
+
 def inline_voice(job_id: str) -> bytes:
     with session_scope() as s:
         data = s.execute(select(Job.inline_voice).where(Job.id == job_id)).scalar_one_or_none()
@@ -152,48 +228,40 @@ def inline_voice(job_id: str) -> bytes:
     return data
 
 
-def segment_succeeded(job_id: str, index: int) -> bool:
-    with session_scope() as s:
-        state = s.execute(
-            select(JobSegment.state).where(JobSegment.job_id == job_id, JobSegment.index == index)
-        ).scalar_one_or_none()
-    return state == JobState.SUCCEEDED.value
-
-
-def record_chunk(job_id: str, index: int, samples: int) -> None:
+def record_chunk(job_id: str, index: int, run: str, samples: int) -> bool:
+    """Count one published audio chunk; False when the run no longer owns the segment (nothing counted)."""
     now = utcnow()
     with session_scope() as s:
+        if not rows_changed(
+            s,
+            update(JobSegment)
+            .where(_owned(job_id, index, run))
+            .values(chunks=JobSegment.chunks + 1, samples=JobSegment.samples + samples),
+        ):
+            return False
         s.execute(
             update(Job)
             .where(Job.id == job_id)
-            .values(
-                chunks_done=Job.chunks_done + 1,
-                audio_samples=Job.audio_samples + samples,
-            )
+            .values(chunks_done=Job.chunks_done + 1, audio_samples=Job.audio_samples + samples)
         )
         s.execute(update(Job).where(Job.id == job_id, Job.first_chunk_at.is_(None)).values(first_chunk_at=now))
-        s.execute(
-            update(JobSegment)
-            .where(JobSegment.job_id == job_id, JobSegment.index == index)
-            .values(chunks=JobSegment.chunks + 1, samples=JobSegment.samples + samples)
-        )
+    return True
 
 
-def finish_segment(job_id: str, index: int) -> bool:
-    """Record a running segment as done; returns True when it was the job's last one (the job has succeeded).
-    Refused (False, nothing changes) when the job has ended or the segment is not running."""
+def finish_segment(job_id: str, index: int, run: str) -> bool:
+    """Record the run's segment as done; returns True when it was the job's last one (the job has succeeded).
+    Refused (False, nothing changes) when the job has ended or the run no longer owns a running segment."""
     now = utcnow()
     with session_scope() as s:
         changed = rows_changed(
             s,
             update(JobSegment)
             .where(
-                JobSegment.job_id == job_id,
-                JobSegment.index == index,
-                JobSegment.state.in_(ACTIVE_STATES),
+                _owned(job_id, index, run),
+                JobSegment.state == JobState.RUNNING.value,
                 JobSegment.job_id.in_(select(Job.id).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))),
             )
-            .values(state=JobState.SUCCEEDED.value, finished_at=now),
+            .values(state=JobState.SUCCEEDED.value, finished_at=now, lease_owner=None, lease_expires_at=None),
         )
         if not changed:
             return False
@@ -220,19 +288,23 @@ def _stop_open_segments(s: Session, job_id: str, now: datetime) -> None:
     s.execute(
         update(JobSegment)
         .where(JobSegment.job_id == job_id, JobSegment.state.in_(ACTIVE_STATES))
-        .values(state=JobState.CANCELLED.value, finished_at=now)
+        .values(state=JobState.CANCELLED.value, finished_at=now, lease_owner=None, lease_expires_at=None)
     )
 
 
-def fail_segment(job_id: str, index: int, reason: str) -> None:
-    """A segment failed for good: the job fails with the segment's error (unless it had already ended)."""
+def fail_segment(job_id: str, index: int, reason: str, run: str | None = None) -> None:
+    """A segment failed for good: the job fails with the segment's error (unless it had already ended).
+    `run`: only if that run still owns the segment (None: whoever holds it, e.g. the reaper)."""
     now = utcnow()
     with session_scope() as s:
-        s.execute(
+        owned = _owned(job_id, index, run) if run else (JobSegment.job_id == job_id) & (JobSegment.index == index)
+        if not rows_changed(
+            s,
             update(JobSegment)
-            .where(JobSegment.job_id == job_id, JobSegment.index == index, JobSegment.state.in_(ACTIVE_STATES))
-            .values(state=JobState.FAILED.value, error=reason, finished_at=now)
-        )
+            .where(owned, JobSegment.state.in_(ACTIVE_STATES))
+            .values(state=JobState.FAILED.value, error=reason, finished_at=now, lease_owner=None),
+        ):
+            return
         s.execute(
             update(Job)
             .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
@@ -241,13 +313,113 @@ def fail_segment(job_id: str, index: int, reason: str) -> None:
         _stop_open_segments(s, job_id, now)  # the job's other segments are stopped, or never start
 
 
-def mark_segment_retrying(job_id: str, index: int, reason: str) -> None:
-    """A running segment failed and will be tried again: back to queued, with the error that made it retry."""
+def requeue_segment(job_id: str, index: int, run: str, reason: str | None, delay: float) -> bool:
+    """The run hands its segment back: queued again (the reaper sends it in `delay` seconds) with the error
+    that made it retry, or with none when the worker is shutting down (`attempt_used=False` semantics: the
+    caller decides). False when the run no longer owned it."""
     with session_scope() as s:
-        s.execute(
-            update(JobSegment)
-            .where(JobSegment.job_id == job_id, JobSegment.index == index, JobSegment.state == JobState.RUNNING.value)
-            .values(state=JobState.QUEUED.value, error=reason)
+        return bool(
+            rows_changed(
+                s,
+                update(JobSegment)
+                .where(_owned(job_id, index, run), JobSegment.state == JobState.RUNNING.value)
+                .values(
+                    state=JobState.QUEUED.value,
+                    error=reason,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    sent_at=None,
+                    due_at=utcnow() + timedelta(seconds=delay),
+                ),
+            )
+        )
+
+
+def give_back(job_id: str, index: int, run: str) -> bool:
+    """A worker that shuts down hands a segment back without using up an attempt; the reaper sends it now."""
+    with session_scope() as s:
+        return bool(
+            rows_changed(
+                s,
+                update(JobSegment)
+                .where(_owned(job_id, index, run), JobSegment.state == JobState.RUNNING.value)
+                .values(
+                    state=JobState.QUEUED.value,
+                    attempts=JobSegment.attempts - 1,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    sent_at=None,
+                    due_at=utcnow(),
+                ),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Reaped:
+    requeued: list[tuple[str, int]]  # lease expired: queued again
+    failed: list[tuple[str, int]]  # lease expired too often: the job failed
+    due: list[tuple[str, int]]  # queued, never sent (or a retry whose time came): to send
+
+
+def reap(max_attempts: int, limit: int = 100) -> Reaped:
+    """Find the work that fell through: running segments whose lease expired (their worker died or froze) are
+    queued again, or fail their job after `max_attempts`; queued segments due but never sent are listed."""
+    now = utcnow()
+    requeued, failed = [], []
+    with session_scope() as s:
+        expired = s.execute(
+            select(JobSegment.job_id, JobSegment.index, JobSegment.attempts)
+            .where(JobSegment.state == JobState.RUNNING.value, JobSegment.lease_expires_at < now)
+            .limit(limit)
+        ).all()
+    for job_id, index, attempts in expired:
+        if attempts >= max_attempts:
+            fail_segment(job_id, index, f"its worker was lost {attempts} times while synthesizing it")
+            failed.append((job_id, index))
+            continue
+        with session_scope() as s:
+            if rows_changed(
+                s,
+                update(JobSegment)
+                .where(
+                    JobSegment.job_id == job_id,
+                    JobSegment.index == index,
+                    JobSegment.state == JobState.RUNNING.value,
+                    JobSegment.lease_expires_at < now,
+                )
+                .values(state=JobState.QUEUED.value, lease_owner=None, lease_expires_at=None, sent_at=None, due_at=now),
+            ):
+                requeued.append((job_id, index))
+    with session_scope() as s:
+        due = s.execute(
+            select(JobSegment.job_id, JobSegment.index)
+            .join(Job, Job.id == JobSegment.job_id)
+            .where(
+                Job.state.in_(ACTIVE_STATES),
+                JobSegment.state == JobState.QUEUED.value,
+                JobSegment.sent_at.is_(None),
+                JobSegment.due_at <= now,
+            )
+            .limit(limit)
+        ).all()
+    return Reaped(requeued, failed, [(job_id, index) for job_id, index in due])
+
+
+def stalled_jobs(limit: int = 100) -> list[str]:
+    """Active jobs with segments left to dispatch and none claimed and unfinished: whoever should have
+    dispatched their next segment died first. Dispatching them again is harmless (claims are atomic)."""
+    with session_scope() as s:
+        return list(
+            s.execute(
+                select(Job.id)
+                .where(
+                    Job.state.in_(ACTIVE_STATES),
+                    Job.segments_dispatched < Job.segments_total,
+                    Job.segments_dispatched == Job.segments_done,
+                )
+                .limit(limit)
+            ).scalars()
         )
 
 

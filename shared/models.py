@@ -97,8 +97,9 @@ class JobSegment(Base):
     # a run whose lease expired lost the segment, and the reaper hands it to another worker.
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # When the segment was claimed for dispatch, and when its task reached the broker.
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A queued segment's task reached the broker at `sent_at`; until then the reaper sends it once `due_at`
+    # has passed (the dispatcher died or the broker refused; or a retry's backoff is over).
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="segments")

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     JOB_MAX_INFLIGHT_SEGMENTS: int = 0
 
     # --- workers -------------------------------------------------------------------------------
+    # Segments one worker process synthesizes at once, in one continuous batch on one model (also its Celery
+    # concurrency: it takes a task only when it has a free slot). 0 = by device: 4 on a CPU, 32 on a GPU.
+    WORKER_MAX_BATCH: int = Field(0, ge=0, le=256)
+    # A running segment's lease: renewed by its worker every third of it; a worker that died loses it, and the
+    # reaper (every REAPER_INTERVAL_SECONDS, in every worker) gives the segment to another worker.
+    SEGMENT_LEASE_SECONDS: float = Field(10.0, gt=0)
+    REAPER_INTERVAL_SECONDS: float = Field(2.0, gt=0)
     WORKER_HEARTBEAT_SECONDS: int = 5
     WORKER_MODEL_LOAD_TIMEOUT: int = 600
 

@@ -4,10 +4,15 @@ Every segment (a piece of text, one Celery task) of a job has its own stream, `x
 segments can be synthesized in parallel while readers still deliver them in order. Entries:
 
 * audio: an audio chunk: `type=audio`, `seq` (1, 2, ...), `pcm` (16-bit little-endian mono PCM at 24 kHz),
-  `samples`.
-  The entry id is `{seq}-1`: a retried segment that republishes a chunk is refused by Redis instead of
-  duplicating it, and a reader's cursor is simply (segment, seq).
+  `samples`, and what a new run needs to resume the segment exactly after it: `tokens` (the audio token ids
+  generated since the previous chunk, 16-bit little-endian), `part` (which GPT pass of the segment) and
+  `part_end` (1 on a part's last chunk). The entry id is `{seq}-1`, so a reader's cursor is simply
+  (segment, seq) and no chunk can be published twice.
 * end: `type=end` after the last audio entry; error: `type=error`, `reason`, if the segment failed for good.
+
+Only the run that owns a segment writes to its stream: `{stream}:owner` holds the run's token, and every
+write checks it in the same Lua call (`StreamWriter`), so a run that lost its lease cannot interleave with the
+run that took the segment over.
 
 A job-wide control stream, `xtts:job:{id}:ctl`, carries `type=cancelled` so that blocked readers wake at once;
 a stop flag, `xtts:job:{id}:stop`, tells the job's running workers to stop (cancelled, or failed elsewhere).
@@ -17,10 +22,11 @@ Streams are capped (MAXLEN) and expire STREAM_TTL_SECONDS after their last write
 from __future__ import annotations
 
 import re
+import struct
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 
@@ -80,45 +86,115 @@ class Cursor:
         return cls(int(match.group(1)), int(match.group(2)))
 
 
+# XADD only while the caller still owns the segment (KEYS[2] holds the owning run's token): a run that lost its
+# lease (its worker stalled, and another worker took the segment over) cannot write into the new run's audio.
+_OWNED_XADD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return redis.error_reply('NOTOWNER') end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[3], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return id
+"""
+
+
+class NotOwner(Exception):
+    """Another run took this segment over: the caller must stop writing (and stop synthesizing)."""
+
+
+def owner_key(job_id: str, index: int) -> str:
+    return f"{segment_key(job_id, index)}:owner"
+
+
+def encode_tokens(tokens: tuple[int, ...] | list[int]) -> bytes:
+    """Audio token ids (0..1025) as 16-bit little-endian integers."""
+    return struct.pack(f"<{len(tokens)}H", *tokens)
+
+
+def decode_tokens(data: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(data) // 2}H", data))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a segment's stream already holds: everything a new run needs to resume it exactly.
+
+    `tokens[p]`: the audio tokens of part p whose audio is in the stream (replayed, not sampled, on resume);
+    `parts_ended`: the parts whose last chunk is in the stream; `last_seq`: the last audio chunk's number.
+    """
+
+    last_seq: int = 0
+    samples: int = 0
+    tokens: dict[int, list[int]] = field(default_factory=dict)
+    parts_ended: frozenset[int] = frozenset()
+    ended: bool = False  # an end or error entry closes the stream
+
+
 class StreamWriter:
-    """Publishes one segment's entries; used by the worker that synthesizes the segment."""
+    """Publishes one segment's entries; used by the worker run that owns the segment (`claim`)."""
 
-    def __init__(self, r: redis.Redis, job_id: str, index: int, ttl: int, maxlen: int) -> None:
-        self.r, self.key, self.ttl, self.maxlen = r, segment_key(job_id, index), ttl, maxlen
+    def __init__(self, r: redis.Redis, job_id: str, index: int, run: str, ttl: int, maxlen: int) -> None:
+        self.r, self.key, self.owner_key, self.run = r, segment_key(job_id, index), owner_key(job_id, index), run
+        self.ttl, self.maxlen = ttl, maxlen
+        self._script = r.register_script(_OWNED_XADD)
 
-    def _last(self) -> tuple[int, bytes | None]:
-        """(audio chunks already in the stream, type of its last entry)."""
-        last = cast(list[Entry], self.r.xrevrange(self.key, count=1))
-        if not last:
-            return 0, None
-        entry_id, fields = last[0]
-        kind = fields.get(b"type")
-        return (int(fields[b"seq"]) if kind == AUDIO else int(entry_id.split(b"-")[0]) - 1), kind
+    def claim(self) -> Progress:
+        """Become the segment's only writer, then read what earlier runs delivered (in that order: an earlier
+        run's write that lands after the claim is refused, one that landed before is read)."""
+        self.r.set(self.owner_key, self.run, ex=self.ttl)
+        return self.progress()
 
-    def last_seq(self) -> int:
-        """Audio chunks already in the stream (a retried segment skips those)."""
-        return self._last()[0]
+    def progress(self) -> Progress:
+        entries = cast(list[Entry], self.r.xrange(self.key))
+        last_seq = samples = 0
+        tokens: dict[int, list[int]] = {}
+        ended_parts: set[int] = set()
+        ended = False
+        for _entry_id, fields in entries:
+            kind = fields.get(b"type")
+            if kind != AUDIO:
+                ended = ended or kind in (END, ERROR)
+                continue
+            last_seq, samples = int(fields[b"seq"]), samples + int(fields[b"samples"])
+            part = int(fields.get(b"part", b"0"))
+            tokens.setdefault(part, []).extend(decode_tokens(fields.get(b"tokens", b"")))
+            if fields.get(b"part_end") == b"1":
+                ended_parts.add(part)
+        return Progress(last_seq, samples, tokens, frozenset(ended_parts), ended)
 
-    def _add(self, seq: int, fields: dict[Any, Any]) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.xadd(self.key, fields, id=f"{seq}-1", maxlen=self.maxlen, approximate=True)
-        pipe.expire(self.key, self.ttl)
-        pipe.execute()
+    def _add(self, seq: int, fields: dict[str, bytes | str | int]) -> None:
+        flat: list[bytes | str | int] = [item for pair in fields.items() for item in pair]
+        try:
+            self._script(keys=[self.key, self.owner_key], args=[self.run, self.maxlen, f"{seq}-1", self.ttl, *flat])
+        except redis.ResponseError as exc:
+            if "NOTOWNER" in str(exc):
+                raise NotOwner(f"{self.key} is now written by another run") from exc
+            raise
 
-    def audio(self, seq: int, pcm: bytes) -> None:
-        self._add(seq, {"type": AUDIO, "seq": seq, "pcm": pcm, "samples": len(pcm) // SAMPLE_WIDTH})
+    def audio(self, seq: int, pcm: bytes, tokens: tuple[int, ...] = (), part: int = 0, part_end: bool = False) -> None:
+        self._add(
+            seq,
+            {
+                "type": AUDIO,
+                "seq": seq,
+                "pcm": pcm,
+                "samples": len(pcm) // SAMPLE_WIDTH,
+                "tokens": encode_tokens(tokens),
+                "part": part,
+                "part_end": int(part_end),
+            },
+        )
 
     def end(self, seq: int) -> None:
         self._add(seq, {"type": END, "seq": seq})
 
-    def ensure_end(self) -> None:
-        """Add the end entry unless the stream already ends (with an end or error entry)."""
-        seq, kind = self._last()
-        if kind in (None, AUDIO):
-            self.end(seq + 1)
-
     def error(self, seq: int, reason: str) -> None:
         self._add(seq, {"type": ERROR, "seq": seq, "reason": reason.encode()[:2000]})
+
+    def ensure_end(self) -> None:
+        """Close the stream unless an end or error entry already does (the segment is done in SQL)."""
+        progress = self.claim()
+        if not progress.ended:
+            self.end(progress.last_seq + 1)
 
 
 def publish_stop(r: redis.Redis, job_id: str, ttl: int) -> None:

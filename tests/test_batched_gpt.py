@@ -68,24 +68,39 @@ def generator(engine: XttsEngine, seed: int) -> torch.Generator:
 
 
 @torch.inference_mode()
-def coqui_run(engine: XttsEngine, cond: torch.Tensor, text: torch.Tensor, sampling: Sampling,
-              seed: int = 0) -> tuple[list[int], torch.Tensor]:
+def coqui_run(
+    engine: XttsEngine, cond: torch.Tensor, text: torch.Tensor, sampling: Sampling, seed: int = 0
+) -> tuple[list[int], torch.Tensor]:
     """Tokens and latents of coqui's stream, called as workers/engine.py calls it."""
     torch.manual_seed(seed)
     gpt = engine.model.gpt
     fake_inputs = gpt.compute_embeddings(cond, text)
     stream = gpt.get_generator(
-        fake_inputs=fake_inputs, top_k=sampling.top_k, top_p=sampling.top_p, temperature=sampling.temperature,
-        do_sample=True, num_beams=1, num_return_sequences=1, length_penalty=1.0,
-        repetition_penalty=sampling.repetition_penalty, output_attentions=False, output_hidden_states=True,
-        return_dict_in_generate=True, min_new_tokens=sampling.min_new_tokens, max_new_tokens=sampling.max_new_tokens,
+        fake_inputs=fake_inputs,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        temperature=sampling.temperature,
+        do_sample=True,
+        num_beams=1,
+        num_return_sequences=1,
+        length_penalty=1.0,
+        repetition_penalty=sampling.repetition_penalty,
+        output_attentions=False,
+        output_hidden_states=True,
+        return_dict_in_generate=True,
+        min_new_tokens=sampling.min_new_tokens,
+        max_new_tokens=sampling.max_new_tokens,
     )
     pairs = list(stream)
     return [int(token) for token, _ in pairs], torch.cat([latent for _, latent in pairs])
 
 
-def drive(batch: BatchedGPT, joins: Mapping[int, Sequence[Join]], cond: torch.Tensor,
-          removals: dict[int, Hashable] | None = None) -> dict[Hashable, list[StepOutput]]:
+def drive(
+    batch: BatchedGPT,
+    joins: Mapping[int, Sequence[Join]],
+    cond: torch.Tensor,
+    removals: dict[int, Hashable] | None = None,
+) -> dict[Hashable, list[StepOutput]]:
     """Step the batch until it is empty, adding (key, text, sampling, generator) entries after `step` steps."""
     results: dict[Hashable, list[StepOutput]] = {}
     step = 0
@@ -147,17 +162,27 @@ def test_batched_processing_is_hugging_faces_row_by_row() -> None:
 
 
 def test_sampling_parameters_are_checked() -> None:
-    for bad in ({"temperature": 0.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"repetition_penalty": 0.0},
-                {"max_new_tokens": 0}):
+    for bad in (
+        {"temperature": 0.0},
+        {"top_k": -1},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"repetition_penalty": 0.0},
+        {"max_new_tokens": 0},
+    ):
         with pytest.raises(ValueError):
             Sampling(**bad)  # type: ignore[arg-type]
 
 
 # --- equivalence with coqui's generator --------------------------------------------------------------
 @pytest.mark.parametrize("penalty", [5.0, 1.0])
-def test_joining_at_different_steps_gives_coquis_tokens(engine: XttsEngine, cond: torch.Tensor,
-                                                        tokens: list[torch.Tensor], penalty: float,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_joining_at_different_steps_gives_coquis_tokens(
+    engine: XttsEngine,
+    cond: torch.Tensor,
+    tokens: list[torch.Tensor],
+    penalty: float,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     samplings = [fixed(n, repetition_penalty=penalty) for n in LENGTHS]
     reference = [coqui_run(engine, cond, t, s) for t, s in zip(tokens, samplings, strict=True)]
     batch = BatchedGPT(engine.model.gpt, engine.device)
@@ -176,8 +201,9 @@ def test_joining_at_different_steps_gives_coquis_tokens(engine: XttsEngine, cond
     report(capsys, f"repetition {penalty}: 4 x {LENGTHS} tokens identical to coqui's; max |latent diff| {worst:.2e}")
 
 
-def test_a_cancelled_sequence_leaves_the_others_unchanged(engine: XttsEngine, cond: torch.Tensor,
-                                                          tokens: list[torch.Tensor]) -> None:
+def test_a_cancelled_sequence_leaves_the_others_unchanged(
+    engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor]
+) -> None:
     samplings = [fixed(n, repetition_penalty=5.0) for n in LENGTHS]
     reference = [coqui_run(engine, cond, t, s)[0] for t, s in zip(tokens, samplings, strict=True)]
     batch = BatchedGPT(engine.model.gpt, engine.device)
@@ -192,8 +218,9 @@ def test_a_cancelled_sequence_leaves_the_others_unchanged(engine: XttsEngine, co
         batch.remove("nobody")
 
 
-def test_padding_columns_are_trimmed_when_the_longest_prompt_leaves(engine: XttsEngine, cond: torch.Tensor,
-                                                                    tokens: list[torch.Tensor]) -> None:
+def test_padding_columns_are_trimmed_when_the_longest_prompt_leaves(
+    engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor]
+) -> None:
     batch = BatchedGPT(engine.model.gpt, engine.device)
     batch.add("short", cond, tokens[2], fixed(50), generator(engine, 0))
     short_length = batch._rows.mask.shape[1] if batch._rows is not None else 0  # peeking: the cache's columns
@@ -207,9 +234,9 @@ def test_padding_columns_are_trimmed_when_the_longest_prompt_leaves(engine: Xtts
 
 
 # --- replay ------------------------------------------------------------------------------------------
-def test_replay_resumes_where_the_sequence_stopped(engine: XttsEngine, cond: torch.Tensor,
-                                                   tokens: list[torch.Tensor],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_resumes_where_the_sequence_stopped(
+    engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
     total, resumed_at = 40, 17
     sampling = Sampling(0.75, 50, 0.85, 5.0, min_new_tokens=total, max_new_tokens=total)
     original = BatchedGPT(engine.model.gpt, engine.device)
@@ -245,12 +272,16 @@ def test_replay_resumes_where_the_sequence_stopped(engine: XttsEngine, cond: tor
     assert next_diff < LATENT_TOLERANCE and logit_diff < LATENT_TOLERANCE
     # With the generator's saved state, even the sampled continuation is the original's.
     assert [o.token for o in rest] == ref_tokens[resumed_at:]
-    report(capsys, f"replay {resumed_at}/{total}: max |latent diff| replayed {replay_diff:.2e}, next step "
-                   f"{next_diff:.2e} (logits {logit_diff:.2e}); sampled continuation identical")
+    report(
+        capsys,
+        f"replay {resumed_at}/{total}: max |latent diff| replayed {replay_diff:.2e}, next step "
+        f"{next_diff:.2e} (logits {logit_diff:.2e}); sampled continuation identical",
+    )
 
 
-def test_replay_then_greedy_continuation_equals_the_uninterrupted_run(engine: XttsEngine, cond: torch.Tensor,
-                                                                      tokens: list[torch.Tensor]) -> None:
+def test_replay_then_greedy_continuation_equals_the_uninterrupted_run(
+    engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor]
+) -> None:
     sampling = fixed(36, repetition_penalty=5.0)
     uninterrupted, _ = coqui_run(engine, cond, tokens[0], sampling)
     for resumed_at in (1, 20, 35):
@@ -274,26 +305,33 @@ def test_a_finished_replay_is_refused(engine: XttsEngine, cond: torch.Tensor, to
 
 
 # --- per-row random generators ------------------------------------------------------------------------
-def test_a_seeded_row_samples_the_same_tokens_alone_or_batched(engine: XttsEngine, cond: torch.Tensor,
-                                                               tokens: list[torch.Tensor],
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_seeded_row_samples_the_same_tokens_alone_or_batched(
+    engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
     n = 48
     sampling = Sampling(0.75, 50, 0.85, 5.0, min_new_tokens=n, max_new_tokens=n)
     coqui_tokens, _ = coqui_run(engine, cond, tokens[0], sampling, seed=21)  # global RNG seeded with 21
-    alone = drive(BatchedGPT(engine.model.gpt, engine.device),
-                  {0: [("x", tokens[0], sampling, generator(engine, 21))]}, cond)["x"]
+    alone = drive(
+        BatchedGPT(engine.model.gpt, engine.device), {0: [("x", tokens[0], sampling, generator(engine, 21))]}, cond
+    )["x"]
     others: list[Join] = [
         ("o1", tokens[1], Sampling(1.0, 0, 1.0, 1.0, max_new_tokens=n), generator(engine, 1)),
         ("o2", tokens[2], Sampling(0.5, 10, 0.7, 2.0, min_new_tokens=30, max_new_tokens=30), generator(engine, 2)),
         ("o3", tokens[3], Sampling(1.2, 100, 0.95, 1.5, max_new_tokens=60), generator(engine, 3)),
     ]
-    batched = drive(BatchedGPT(engine.model.gpt, engine.device),
-                    {0: others[:2], 4: [("x", tokens[0], sampling, generator(engine, 21))], 9: others[2:]}, cond)["x"]
+    batched = drive(
+        BatchedGPT(engine.model.gpt, engine.device),
+        {0: others[:2], 4: [("x", tokens[0], sampling, generator(engine, 21))], 9: others[2:]},
+        cond,
+    )["x"]
     alone_tokens = [o.token for o in alone]
     batched_matches = sum(a.token == b for a, b in zip(batched, alone_tokens, strict=True))
     coqui_matches = sum(a == b for a, b in zip(alone_tokens, coqui_tokens, strict=True))
-    report(capsys, f"sampled, seeded: alone vs batched with 3 others {batched_matches}/{n} tokens; "
-                   f"alone vs coqui (global seed) {coqui_matches}/{n}")
+    report(
+        capsys,
+        f"sampled, seeded: alone vs batched with 3 others {batched_matches}/{n} tokens; "
+        f"alone vs coqui (global seed) {coqui_matches}/{n}",
+    )
     assert batched_matches >= 0.9 * n
     assert coqui_matches >= 0.9 * n
 
@@ -304,9 +342,9 @@ def test_fp16_autocast_is_ignored_on_cpu(engine: XttsEngine) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_fp16_autocast_on_cuda_follows_coqui_under_the_same_autocast(engine: XttsEngine, cond: torch.Tensor,
-                                                                     tokens: list[torch.Tensor],
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_fp16_autocast_on_cuda_follows_coqui_under_the_same_autocast(
+    engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
     samplings = [fixed(n, repetition_penalty=5.0) for n in LENGTHS]
     with torch.autocast("cuda", dtype=torch.float16):
         reference = [coqui_run(engine, cond, t, s)[0] for t, s in zip(tokens, samplings, strict=True)]
@@ -320,14 +358,16 @@ def test_fp16_autocast_on_cuda_follows_coqui_under_the_same_autocast(engine: Xtt
 
 
 # --- a micro-measurement (printed, not asserted) -------------------------------------------------------
-def test_step_time_by_batch_size(engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor],
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_step_time_by_batch_size(
+    engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
     timings = []
     for size in (1, 4, 8):
         batch = BatchedGPT(engine.model.gpt, engine.device)
         for i in range(size):
-            batch.add(i, cond, tokens[i % len(tokens)], Sampling(min_new_tokens=200, max_new_tokens=200),
-                      generator(engine, i))
+            batch.add(
+                i, cond, tokens[i % len(tokens)], Sampling(min_new_tokens=200, max_new_tokens=200), generator(engine, i)
+            )
         for _ in range(3):  # warm-up
             batch.step()
         steps = 30

@@ -6,13 +6,15 @@ No worker and no Redis: these call `shared.jobs` directly against a real, migrat
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from shared import jobs
 from shared.db import session_scope
 from shared.errors import NotFound
-from shared.models import Job, JobState
+from shared.models import JobSegment, JobState, utcnow
 from shared.settings import Settings, configure
 from tools.localfarm import migrate
 
@@ -51,9 +53,25 @@ def _state(job_id: str) -> tuple[str, list[str]]:
 
 def _claim_all(job_id: str, window: int) -> list[int]:
     claimed = []
-    while (index := jobs.claim_next_segment(job_id, window)) is not None:
+    while (index := jobs.claim_next_segment(job_id, window, send_grace=5)) is not None:
         claimed.append(index)
     return claimed
+
+
+def _start(job_id: str, index: int, run: str = "run-a", lease: float = 30) -> jobs.SegmentWork:
+    work = jobs.start_segment(job_id, index, "worker-a", run, lease)
+    assert isinstance(work, jobs.SegmentWork), work
+    return work
+
+
+def _expire(job_id: str, index: int) -> None:
+    """What time does to the lease of a worker that died."""
+    with session_scope() as s:
+        s.execute(
+            update(JobSegment)
+            .where(JobSegment.job_id == job_id, JobSegment.index == index)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 def test_a_new_job_is_queued_with_nothing_dispatched(database: str) -> None:
@@ -66,41 +84,62 @@ def test_a_new_job_is_queued_with_nothing_dispatched(database: str) -> None:
 def test_claims_respect_the_window_and_never_repeat(database: str) -> None:
     job_id = _job(5)
     assert _claim_all(job_id, window=2) == [0, 1]
-    assert jobs.claim_next_segment(job_id, 2) is None  # window full
-    assert jobs.start_segment(job_id, 0, "w") is not None
-    assert jobs.finish_segment(job_id, 0) is False
+    assert jobs.claim_next_segment(job_id, 2, send_grace=5) is None  # window full
+    _start(job_id, 0)
+    assert jobs.finish_segment(job_id, 0, "run-a") is False
     assert _claim_all(job_id, window=2) == [2]  # one done: room for one more
     assert _claim_all(job_id, window=10) == [3, 4]
-    assert jobs.claim_next_segment(job_id, 10) is None  # nothing left to dispatch
+    assert jobs.claim_next_segment(job_id, 10, send_grace=5) is None  # nothing left to dispatch
 
 
-def test_start_moves_the_job_to_running_and_counts_attempts(database: str) -> None:
+def test_start_takes_the_lease_and_moves_the_job_to_running(database: str) -> None:
     job_id = _job(2)
-    work = jobs.start_segment(job_id, 0, "worker-a")
-    assert work is not None and work.attempts == 1 and work.text == "segment 0."
+    work = _start(job_id, 0)
+    assert work.attempts == 1 and work.text == "segment 0." and work.run == "run-a"
     job = jobs.get_job(job_id, with_segments=True)
     assert job.state == RUNNING and job.started_at is not None
-    assert job.segments[0].state == RUNNING and job.segments[0].worker == "worker-a"
-    again = jobs.start_segment(job_id, 0, "worker-b")  # a redelivery counts as another attempt
-    assert again is not None and again.attempts == 2
+    segment = job.segments[0]
+    assert segment.state == RUNNING and segment.worker == "worker-a" and segment.lease_owner == "run-a"
+
+
+def test_a_duplicate_delivery_leaves_a_live_lease_alone_and_uses_no_attempt(database: str) -> None:
+    job_id = _job(1)
+    _start(job_id, 0, "run-a")
+    assert jobs.start_segment(job_id, 0, "worker-b", "run-b", 30) is jobs.Refused.HELD
+    segment = jobs.get_job(job_id, with_segments=True).segments[0]
+    assert segment.lease_owner == "run-a" and segment.attempts == 1
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_run_is_fenced_off(database: str) -> None:
+    job_id = _job(1)
+    _start(job_id, 0, "fence-a")
+    _expire(job_id, 0)
+    assert _start(job_id, 0, "fence-b").attempts == 2
+    assert jobs.renew_leases(["fence-a", "fence-b"], 30) == {"fence-b"}
+    assert jobs.record_chunk(job_id, 0, "fence-a", 100) is False  # the old run writes nothing any more
+    assert jobs.finish_segment(job_id, 0, "fence-a") is False
+    assert jobs.record_chunk(job_id, 0, "fence-b", 100) is True
+    assert jobs.finish_segment(job_id, 0, "fence-b") is True
+    job = jobs.get_job(job_id)
+    assert job.state == SUCCEEDED and job.chunks_done == 1 and job.audio_samples == 100
 
 
 def test_start_is_refused_for_unknown_done_or_ended_work(database: str) -> None:
-    assert jobs.start_segment("no-such-job", 0, "w") is None
+    assert jobs.start_segment("no-such-job", 0, "w", "r", 30) is jobs.Refused.GONE
     job_id = _job(2)
-    assert jobs.start_segment(job_id, 7, "w") is None  # no such segment
-    jobs.start_segment(job_id, 0, "w")
-    jobs.finish_segment(job_id, 0)
-    assert jobs.start_segment(job_id, 0, "w") is None  # already succeeded
+    assert jobs.start_segment(job_id, 7, "w", "r", 30) is jobs.Refused.GONE  # no such segment
+    _start(job_id, 0)
+    jobs.finish_segment(job_id, 0, "run-a")
+    assert jobs.start_segment(job_id, 0, "w", "r", 30) is jobs.Refused.DONE
     jobs.cancel_job(job_id)
-    assert jobs.start_segment(job_id, 1, "w") is None  # the job ended
+    assert jobs.start_segment(job_id, 1, "w", "r", 30) is jobs.Refused.ENDED
 
 
 def test_audio_chunks_are_counted_on_job_and_segment(database: str) -> None:
     job_id = _job(1)
-    jobs.start_segment(job_id, 0, "w")
-    jobs.record_chunk(job_id, 0, 1000)
-    jobs.record_chunk(job_id, 0, 500)
+    _start(job_id, 0)
+    jobs.record_chunk(job_id, 0, "run-a", 1000)
+    jobs.record_chunk(job_id, 0, "run-a", 500)
     job = jobs.get_job(job_id, with_segments=True)
     assert (job.chunks_done, job.audio_samples) == (2, 1500) and job.first_chunk_at is not None
     assert (job.segments[0].chunks, job.segments[0].samples) == (2, 1500)
@@ -108,22 +147,22 @@ def test_audio_chunks_are_counted_on_job_and_segment(database: str) -> None:
 
 def test_the_last_segment_done_makes_the_job_succeed_once(database: str) -> None:
     job_id = _job(2)
-    for index in (0, 1):
-        jobs.start_segment(job_id, index, "w")
-    assert jobs.finish_segment(job_id, 1) is False  # out of order is fine: not the last to finish
-    assert jobs.finish_segment(job_id, 1) is False  # a duplicate finish counts nothing
+    _start(job_id, 0, "run-0")
+    _start(job_id, 1, "run-1")
+    assert jobs.finish_segment(job_id, 1, "run-1") is False  # out of order is fine: not the last to finish
+    assert jobs.finish_segment(job_id, 1, "run-1") is False  # a duplicate finish counts nothing
     assert jobs.get_job(job_id).segments_done == 1
-    assert jobs.finish_segment(job_id, 0) is True
+    assert jobs.finish_segment(job_id, 0, "run-0") is True
     job = jobs.get_job(job_id)
     assert job.state == SUCCEEDED and job.segments_done == 2 and job.finished_at is not None
 
 
 def test_a_failed_segment_fails_the_job_and_stops_the_others(database: str) -> None:
     job_id = _job(3)
-    jobs.start_segment(job_id, 0, "w")
-    jobs.finish_segment(job_id, 0)
-    jobs.start_segment(job_id, 1, "w")
-    jobs.fail_segment(job_id, 1, "boom")
+    _start(job_id, 0, "run-0")
+    jobs.finish_segment(job_id, 0, "run-0")
+    _start(job_id, 1, "run-1")
+    jobs.fail_segment(job_id, 1, "boom", run="run-1")
     job = jobs.get_job(job_id, with_segments=True)
     assert job.state == FAILED and job.error == "segment 1: boom"
     assert [seg.state for seg in job.segments] == [SUCCEEDED, FAILED, CANCELLED]
@@ -131,40 +170,83 @@ def test_a_failed_segment_fails_the_job_and_stops_the_others(database: str) -> N
 
 def test_an_ended_job_cannot_fail_succeed_or_be_cancelled_again(database: str) -> None:
     job_id = _job(1)
+    _start(job_id, 0)
     assert jobs.cancel_job(job_id) is True
     assert jobs.cancel_job(job_id) is False
     jobs.fail_segment(job_id, 0, "late failure")
-    assert jobs.finish_segment(job_id, 0) is False
+    assert jobs.finish_segment(job_id, 0, "run-a") is False
     job = jobs.get_job(job_id, with_segments=True)
     assert job.state == CANCELLED and job.error is None and job.segments_done == 0
     assert job.segments[0].state == CANCELLED and job.segments[0].error is None
 
 
-def test_retrying_puts_a_running_segment_back_in_the_queue(database: str) -> None:
+def test_a_retry_queues_the_segment_again_after_its_backoff(database: str) -> None:
     job_id = _job(2)
-    jobs.start_segment(job_id, 0, "w")
-    jobs.mark_segment_retrying(job_id, 0, "transient")
+    _start(job_id, 0)
+    assert jobs.requeue_segment(job_id, 0, "run-a", "transient", delay=3600) is True
     job = jobs.get_job(job_id, with_segments=True)
     assert job.state == RUNNING and job.segments[0].state == QUEUED and job.segments[0].error == "transient"
-    jobs.start_segment(job_id, 1, "w")
-    jobs.finish_segment(job_id, 1)
-    jobs.mark_segment_retrying(job_id, 1, "too late")  # refused: it succeeded
-    assert jobs.get_job(job_id, with_segments=True).segments[1].state == SUCCEEDED
+    assert (job_id, 0) not in jobs.reap(max_attempts=3).due  # not before its backoff is over
+    assert jobs.requeue_segment(job_id, 0, "run-a", "again", delay=0) is False  # no longer its run's
+    _start(job_id, 1, "run-1")
+    jobs.finish_segment(job_id, 1, "run-1")
+    assert jobs.requeue_segment(job_id, 1, "run-1", "too late", delay=0) is False  # it succeeded
+
+
+def test_a_worker_shutting_down_gives_its_segment_back_without_using_an_attempt(database: str) -> None:
+    job_id = _job(1)
+    _start(job_id, 0)
+    assert jobs.give_back(job_id, 0, "run-a") is True
+    segment = jobs.get_job(job_id, with_segments=True).segments[0]
+    assert segment.state == QUEUED and segment.attempts == 0 and segment.lease_owner is None
+    assert (job_id, 0) in jobs.reap(max_attempts=3).due  # sent again at once
+
+
+def test_the_reaper_requeues_expired_leases_then_fails_crash_loops(database: str) -> None:
+    job_id = _job(1)
+    _start(job_id, 0, "run-a")
+    _expire(job_id, 0)
+    reaped = jobs.reap(max_attempts=2)
+    assert (job_id, 0) in reaped.requeued and (job_id, 0) in reaped.due
+    _start(job_id, 0, "run-b")
+    _expire(job_id, 0)
+    reaped = jobs.reap(max_attempts=2)
+    assert (job_id, 0) in reaped.failed
+    job = jobs.get_job(job_id)
+    assert job.state == FAILED and "lost 2 times" in (job.error or "")
+
+
+def test_claimed_segments_never_sent_are_found_once_due(database: str) -> None:
+    job_id = _job(2)
+    assert jobs.claim_next_segment(job_id, 1, send_grace=0) == 0
+    assert (job_id, 0) in jobs.reap(max_attempts=3).due  # claimed, never sent, due
+    jobs.mark_sent(job_id, 0)
+    assert (job_id, 0) not in jobs.reap(max_attempts=3).due
+
+
+def test_jobs_whose_next_segment_nobody_dispatched_are_found(database: str) -> None:
+    job_id = _job(2)
+    assert job_id in jobs.stalled_jobs()  # created, nothing claimed
+    _claim_all(job_id, window=1)
+    assert job_id not in jobs.stalled_jobs()  # one in flight
+    _start(job_id, 0)
+    jobs.finish_segment(job_id, 0, "run-a")
+    assert job_id in jobs.stalled_jobs()  # its runner finished without dispatching the next one
 
 
 def test_cancel_stops_queued_and_running_segments(database: str) -> None:
     job_id = _job(3)
-    jobs.start_segment(job_id, 0, "w")
-    jobs.finish_segment(job_id, 0)
-    jobs.start_segment(job_id, 1, "w")
+    _start(job_id, 0, "run-0")
+    jobs.finish_segment(job_id, 0, "run-0")
+    _start(job_id, 1, "run-1")
     assert jobs.cancel_job(job_id) is True
     assert _state(job_id) == (CANCELLED, [SUCCEEDED, CANCELLED, CANCELLED])
 
 
 def test_jobs_of_an_older_redis_epoch_are_declared_lost(database: str) -> None:
     old, current, done = _job(1, epoch="old"), _job(1, epoch="new"), _job(1, epoch="old")
-    jobs.start_segment(done, 0, "w")
-    jobs.finish_segment(done, 0)
+    _start(done, 0)
+    jobs.finish_segment(done, 0, "run-a")
     assert jobs.fail_if_lost(current, "new") is False
     assert jobs.fail_if_lost(old, "new") is True
     assert jobs.fail_if_lost(old, "new") is False  # already declared
@@ -198,5 +280,3 @@ def test_inline_voices_are_kept_with_the_job(database: str) -> None:
             inline_voice=b"npz-bytes",
         )
     assert jobs.inline_voice(job.id) == b"npz-bytes"
-    with session_scope() as s:
-        assert s.get(Job, job.id) is not None

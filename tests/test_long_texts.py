@@ -111,7 +111,7 @@ def test_cancel_stops_the_queued_and_running_segments(farm: Farm, speaker: str) 
     assert cancelled["state"] == "cancelled"
 
     def idle() -> bool:
-        return all((w.get("current") or {}).get("job_id") != job["id"] for w in farm.live_workers())
+        return not farm.workers_on(job["id"])
 
     wait_for(idle, 60, "the workers to leave the cancelled job")
     status = farm.job(job["id"])

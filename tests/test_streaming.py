@@ -86,10 +86,14 @@ def test_stream_keys_are_bounded_and_expire(farm: Farm, speaker: str) -> None:
     session_id = response.headers["X-Session-Id"]
     client = redis.Redis.from_url(farm.redis_url)
     keys = list(client.scan_iter(match=f"xtts:job:{session_id}:*"))
-    assert keys, "the session's audio should be in a Redis stream"
-    for key in keys:
+    for key in keys:  # the segment's stream and its owner (the run that wrote it)
         assert 0 < client.ttl(key) <= 3600, f"{key!r} does not expire"
-        assert client.xlen(key) <= 2000
-    entries = client.xrange(keys[0])
+    streams = [key for key in keys if client.type(key) == b"stream"]
+    assert streams == [f"xtts:job:{session_id}:seg:0".encode()], "the session's audio should be in a Redis stream"
+    assert client.xlen(streams[0]) <= 2000
+    entries = client.xrange(streams[0])
     assert entries[0][1][b"type"] == b"audio" and entries[-1][1][b"type"] == b"end"
     assert [int(f[b"seq"]) for _, f in entries] == list(range(1, len(entries) + 1))
+    # Each audio chunk records the audio tokens it was decoded from: 20 tokens in all, for resuming exactly.
+    tokens = sum(len(f[b"tokens"]) // 2 for _, f in entries if f[b"type"] == b"audio")
+    assert tokens == 20

@@ -179,8 +179,6 @@ class Farm:
                 "-A",
                 "workers.celery_app",
                 "worker",
-                "--pool=prefork",
-                "--concurrency=1",
                 "-n",
                 f"{name}@%h",
                 "--without-gossip",
@@ -204,6 +202,10 @@ class Farm:
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = requests.get(f"{self.base_url}/health", timeout=5).json()
         return body
+
+    def workers_on(self, job_id: str) -> list[dict[str, Any]]:
+        """The live workers synthesizing a segment of this job right now."""
+        return [w for w in self.live_workers() if any(c["job_id"] == job_id for c in w.get("current") or [])]
 
     def live_workers(self) -> list[dict[str, Any]]:
         workers: list[dict[str, Any]] = self.health()["workers"]

@@ -163,11 +163,15 @@ class _Rows:
     def extend(self, other: _Rows) -> None:
         """Append `other`'s rows, left-padding whichever side is shorter."""
         length = max(self.mask.shape[1], other.mask.shape[1])
-        self.set_kv([
-            (torch.cat([_left_pad(k, length, 2), _left_pad(ok, length, 2)]),
-             torch.cat([_left_pad(v, length, 2), _left_pad(ov, length, 2)]))
-            for (k, v), (ok, ov) in zip(self.kv(), other.kv(), strict=True)
-        ])
+        self.set_kv(
+            [
+                (
+                    torch.cat([_left_pad(k, length, 2), _left_pad(ok, length, 2)]),
+                    torch.cat([_left_pad(v, length, 2), _left_pad(ov, length, 2)]),
+                )
+                for (k, v), (ok, ov) in zip(self.kv(), other.kv(), strict=True)
+            ]
+        )
         self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(other.mask, length, 1)])
         self.pending = torch.cat([self.pending, other.pending])
         self.seen = torch.cat([self.seen, other.seen])
@@ -272,8 +276,15 @@ class BatchedGPT:
 
     # --- joining -------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def add(self, key: Hashable, cond_latent: Tensor, text_tokens: Tensor, sampling: Sampling,
-            generator: torch.Generator, replay: Sequence[int] = ()) -> Tensor:
+    def add(
+        self,
+        key: Hashable,
+        cond_latent: Tensor,
+        text_tokens: Tensor,
+        sampling: Sampling,
+        generator: torch.Generator,
+        replay: Sequence[int] = (),
+    ) -> Tensor:
         """Prefill one sequence alone and make it part of the batch from the next `step` on.
 
         cond_latent [1, N, D] (N = 32 for XTTS-v2); text_tokens [1, T] or [T] (XTTS tokenizer ids, without the
@@ -287,11 +298,13 @@ class BatchedGPT:
         replayed = [int(t) for t in replay]
         seq = self._new_seq(key, sampling, generator, replayed)
         prefix = self._prompt_embeddings(cond_latent, text_tokens)
-        audio = self._audio_embeddings(torch.tensor([self.gpt.start_audio_token, *replayed], device=self.device),
-                                       torch.arange(len(replayed) + 1, device=self.device))
+        audio = self._audio_embeddings(
+            torch.tensor([self.gpt.start_audio_token, *replayed], device=self.device),
+            torch.arange(len(replayed) + 1, device=self.device),
+        )
         # Run everything but the last audio input; that one is the sequence's first batched step.
         hidden, cache = self._forward(torch.cat([prefix, audio[None, :-1]], dim=1), None, None)
-        latents = self._latents(hidden[0, hidden.shape[1] - len(replayed):])
+        latents = self._latents(hidden[0, hidden.shape[1] - len(replayed) :])
         seen = torch.zeros(1, self._vocab, dtype=torch.bool, device=self.device)
         seen[0, [PROMPT_FILLER_ID, self.gpt.start_audio_token, *replayed]] = True
         row = _Rows(cache, torch.ones(1, hidden.shape[1], dtype=torch.long, device=self.device), audio[-1:], seen)
@@ -352,8 +365,9 @@ class BatchedGPT:
         probs = scores.softmax(dim=-1)
         # One draw per row from the row's own generator (for one sample, torch.multinomial consumes one
         # exponential per vocabulary entry): a row's draws do not depend on its neighbours in the batch.
-        return torch.cat([torch.multinomial(p, 1, generator=s.generator) for p, s in zip(probs, self._seqs,
-                                                                                          strict=True)])
+        return torch.cat(
+            [torch.multinomial(p, 1, generator=s.generator) for p, s in zip(probs, self._seqs, strict=True)]
+        )
 
     # --- leaving -------------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -1,14 +1,15 @@
 """The XTTS engine: one model per worker process, loaded once and injected into the tasks that use it.
 
-Synthesis runs coqui's own GPT (`Xtts.gpt.get_generator`, as `Xtts.inference_stream` does) and decodes
-with `StreamingDecoder`, whose total cost stays close to one-shot decoding however long the segment.
+Synthesis goes through `workers.scheduler.BatchScheduler`: XTTS's own GPT driven in a continuous batch
+(`workers.batched_gpt`), decoded with `StreamingDecoder`, whose total cost stays close to one-shot decoding
+however long the segment.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,18 +19,18 @@ import torch
 from shared.audio import SAMPLE_RATE
 from shared.params import SynthesisParams
 from shared.settings import Settings
+from shared.streams import Progress
+from workers.batched_gpt import Sampling
 from workers.errors import SynthesisError
 from workers.model_source import ModelSource, resolve
-from workers.stream_decoder import DEFAULT_MARGIN, StreamingDecoder
+from workers.scheduler import BatchScheduler, Part, Segment
+from workers.stream_decoder import DEFAULT_MARGIN
 
 log = logging.getLogger(__name__)
 
 # The dev model's noise never emits the stop token; give it the length real speech would have
 # (about 21.5 audio tokens per second of speech, 14 characters per second).
 DEV_TOKENS_PER_CHAR = 1.5
-# Later chunks of a segment may grow up to this many times `stream_chunk_size`: each decode re-runs
-# the decoder's context margin, so fewer, larger windows cost less once the listener has audio buffered.
-MAX_CHUNK_GROWTH = 4
 
 
 @dataclass(frozen=True)
@@ -121,16 +122,57 @@ class XttsEngine:
         }
 
     # --- synthesis -------------------------------------------------------------------------------------
-    def _generate_kwargs(self, text: str, params: SynthesisParams) -> dict[str, int]:
-        kwargs = {}
-        if params.min_new_tokens:
-            kwargs["min_new_tokens"] = params.min_new_tokens
-        if params.max_new_tokens:
-            kwargs["max_new_tokens"] = params.max_new_tokens
-        if self.source.dev and not kwargs:
+    def new_scheduler(self, max_batch: int, *, batch_decode: bool = True) -> BatchScheduler:
+        return BatchScheduler(
+            self.model,
+            self.device,
+            max_batch,
+            fp16=self.fp16,
+            decode_context=self.decode_context,
+            batch_decode=batch_decode,
+        )
+
+    def segment(
+        self,
+        key: Hashable,
+        text: str,
+        language: str,
+        voice: VoiceLatents,
+        params: SynthesisParams,
+        seed: int,
+        resume: Progress | None = None,
+    ) -> Segment:
+        """What the scheduler needs to synthesize one segment; `resume`: what an earlier run delivered."""
+        parts = []
+        for number, (part_text, tokens) in enumerate(self._token_parts(text, language)):
+            done = resume is not None and number in resume.parts_ended
+            replay = tuple(resume.tokens.get(number, ())) if resume is not None and not done else ()
+            parts.append(Part(tokens, self._sampling(part_text, params), seed + number, replay, done))
+        return Segment(
+            key,
+            tuple(parts),
+            voice.gpt_cond_latent.to(self.device),
+            voice.speaker_embedding.to(self.device),
+            chunk_tokens=params.stream_chunk_size,
+            length_scale=1.0 / params.speed,
+        )
+
+    def _sampling(self, text: str, params: SynthesisParams) -> Sampling:
+        """The request's sampling parameters (length_penalty only matters to beam search, which XTTS's
+        sampling never uses). The dev model's noise never emits the stop token: it gets the length real speech
+        of this text would have unless the request bounds it."""
+        min_new, max_new = params.min_new_tokens, params.max_new_tokens
+        if self.source.dev and not (min_new or max_new):
             n = int(min(self.model.args.gpt_max_audio_tokens, max(8, round(len(text) * DEV_TOKENS_PER_CHAR))))
-            kwargs = {"min_new_tokens": n, "max_new_tokens": n}
-        return kwargs
+            min_new = max_new = n
+        return Sampling(
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            repetition_penalty=params.repetition_penalty,
+            min_new_tokens=min_new,
+            max_new_tokens=max_new,
+        )
 
     def _token_parts(self, text: str, language: str) -> list[tuple[str, torch.Tensor]]:
         """Text tokens for a segment, split further if XTTS's cleaners made it too long for the GPT
@@ -150,63 +192,19 @@ class XttsEngine:
             )
         return [part for half in halves for part in self._token_parts(half, language)]
 
-    def _autocast(self) -> Any:
-        return torch.autocast("cuda", dtype=torch.float16) if self.fp16 else torch.autocast("cpu", enabled=False)
-
-    @torch.inference_mode()
     def stream(
-        self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int | None = None
+        self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int = 0
     ) -> Iterator[torch.Tensor]:
-        """Yield float audio chunks (24 kHz mono) for one segment as the GPT produces them."""
-        parts = self._token_parts(text, language)
-        if seed is not None:
-            torch.manual_seed(seed)
-        cond = voice.gpt_cond_latent.to(self.device)
-        embedding = voice.speaker_embedding.to(self.device)
-        for part_text, text_tokens in parts:
-            yield from self._stream_part(part_text, text_tokens, cond, embedding, params)
-
-    def _stream_part(
-        self, text: str, text_tokens: torch.Tensor, cond: torch.Tensor, embedding: torch.Tensor, params: SynthesisParams
-    ) -> Iterator[torch.Tensor]:
-        gpt = self.model.gpt
-        with self._autocast():
-            fake_inputs = gpt.compute_embeddings(cond, text_tokens)
-            generator = gpt.get_generator(
-                fake_inputs=fake_inputs,
-                top_k=params.top_k,
-                top_p=params.top_p,
-                temperature=params.temperature,
-                do_sample=True,
-                num_beams=1,
-                num_return_sequences=1,
-                length_penalty=float(params.length_penalty),
-                repetition_penalty=float(params.repetition_penalty),
-                output_attentions=False,
-                output_hidden_states=True,
-                return_dict_in_generate=True,
-                **self._generate_kwargs(text, params),
-            )
-            decoder = StreamingDecoder(
-                self.model.hifigan_decoder, embedding, length_scale=1.0 / params.speed, margin=self.decode_context
-            )
-            pending: list[torch.Tensor] = []
-            target = params.stream_chunk_size
-            max_target = params.stream_chunk_size * MAX_CHUNK_GROWTH
-            for _token, latent in generator:
-                pending.append(latent.float())
-                if len(pending) >= target:
-                    wav = decoder.push(torch.cat(pending, dim=0), final=False)
-                    pending, target = [], min(target * 2, max_target)
-                    if wav.numel():
-                        yield wav
-            tail = torch.cat(pending, dim=0) if pending else cond.new_zeros(0, self.gpt_width).float()
-            wav = decoder.push(tail, final=True)
-            if wav.numel():
-                yield wav
+        """Float audio chunks (24 kHz mono) of one segment, synthesized alone by a scheduler this call drives
+        (the same code path a worker's batch runs)."""
+        scheduler = self.new_scheduler(max_batch=1)
+        handle = scheduler.submit(self.segment("stream", text, language, voice, params, seed), synchronous=True)
+        for chunk in handle.events():
+            if chunk.audio.numel():
+                yield chunk.audio
 
     def synthesize(
-        self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int | None = None
+        self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int = 0
     ) -> np.ndarray:
         """A whole segment as one array (the same path as streaming, joined)."""
         chunks = list(self.stream(text, language, voice, params, seed))

@@ -1,7 +1,13 @@
-"""Per-process worker state: the loaded engine, the voice cache, and the registry heartbeat.
+"""Per-process worker state: the model, its batch scheduler, the voice cache, leases, and the background loops.
 
-The model is loaded in the process that uses it (a prefork child, in `worker_process_init`), never in
-a parent that forks: CUDA cannot cross a fork, and each child would otherwise copy-on-write the weights.
+A worker process (Celery's threads pool) loads the model once and runs one `BatchScheduler` on its own
+thread; each Celery task thread hands its segment to that scheduler (see `workers.synthesis`). Beside it:
+
+* the heartbeat publishes the worker to the registry and renews the leases of the segments it runs;
+* the reaper (every worker runs one; a Redis lock lets one of them work at a time) gives segments whose lease
+  expired to other workers, sends segments that were claimed but never reached the broker (and retries whose
+  backoff is over), and dispatches jobs whose next segment nobody enqueued;
+* the voice-control listener applies cache clears and evictions sent by the API.
 """
 
 from __future__ import annotations
@@ -11,29 +17,80 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from shared import registry, voice_control
+from celery import Celery
+
+from shared import jobs, registry, streams, voice_control
+from shared.dispatch import dispatch, send_segment
 from shared.redis_client import get_redis
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from voices_store.cache import VoiceCache
 from workers.engine import VoiceLatents, XttsEngine
+from workers.scheduler import BatchScheduler
+from workers.synthesis import Workshop
 from workers.voices import is_voice, saved_voice
 
 log = logging.getLogger(__name__)
+
+REAPER_LOCK = "xtts:reaper"
+CPU_MAX_BATCH, GPU_MAX_BATCH = 4, 32
+
+
+def max_batch(settings: Settings, cuda: bool) -> int:
+    """WORKER_MAX_BATCH, or the measured default for the device (see docs/performance.md)."""
+    if settings.WORKER_MAX_BATCH:
+        return settings.WORKER_MAX_BATCH
+    return GPU_MAX_BATCH if cuda and not settings.USE_CPU else CPU_MAX_BATCH
+
+
+class LeaseBook:
+    """The runs whose leases this worker renews, and those that lost theirs (another run took over)."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+        self._lost: set[str] = set()
+        self._lock = threading.Lock()
+
+    def hold(self, run: str) -> None:
+        with self._lock:
+            self._held.add(run)
+
+    def release(self, run: str) -> None:
+        with self._lock:
+            self._held.discard(run)
+            self._lost.discard(run)
+
+    def lost(self, run: str) -> bool:
+        with self._lock:
+            return run in self._lost
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return sorted(self._held - self._lost)
+
+    def renew(self, lease_seconds: float) -> None:
+        runs = self.held()
+        still = jobs.renew_leases(runs, lease_seconds)
+        with self._lock:
+            self._lost |= set(runs) - still
 
 
 class WorkerRuntime:
     def __init__(self) -> None:
         self.node_name = socket.gethostname()
         self.engine: XttsEngine | None = None
+        self.scheduler: BatchScheduler | None = None
+        self.celery: Celery | None = None
         settings = get_settings()
         self.voice_cache: VoiceCache[VoiceLatents] = VoiceCache(
             settings.SPEAKER_CACHE_MAX_SIZE, settings.SPEAKER_CACHE_TTL
         )
+        self.leases = LeaseBook()
         self.cache_generation = 0
         self.started_at = time.time()
-        self.current: dict[str, Any] | None = None
+        self._current: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._changed = threading.Event()
@@ -43,36 +100,44 @@ class WorkerRuntime:
         return f"{self.node_name}/{os.getpid()}"
 
     # --- lifecycle -------------------------------------------------------------------------------------
-    def get_engine(self) -> XttsEngine:
-        """The process's engine, loading it on first use (pools without worker_process_init)."""
-        if self.engine is None:
-            with self._lock:
-                if self.engine is None:
-                    self.start()
-        assert self.engine is not None
-        return self.engine
-
-    def start(self) -> None:
-        self.engine = XttsEngine.load(get_settings())
+    def start(self, celery: Celery) -> None:
+        settings = get_settings()
+        self.celery = celery
+        self.engine = XttsEngine.load(settings)
+        self.scheduler = self.engine.new_scheduler(max_batch(settings, self.engine.device.startswith("cuda")))
         self.started_at = time.time()
         self._stop.clear()
         self.cache_generation = voice_control.current_generation(get_redis())
         self._preload_voices()
         self.publish()
-        threading.Thread(target=self._beat, name="registry-heartbeat", daemon=True).start()
-        threading.Thread(target=self._listen, name="voice-control", daemon=True).start()
+        for target, name in (
+            (self.scheduler.run, "batch-scheduler"),
+            (self._beat, "heartbeat"),
+            (self._listen, "voice-control"),
+            (self._reap_forever, "reaper"),
+        ):
+            threading.Thread(target=target, name=name, daemon=True).start()
+        log.info("worker %s serves up to %d segments at once", self.name, self.scheduler.max_batch)
 
     def stop(self) -> None:
         self._stop.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         try:
             registry.remove(get_redis(), self.name)
         except Exception:
             log.debug("could not remove registry entry", exc_info=True)
 
+    def workshop(self) -> Workshop:
+        if self.engine is None or self.scheduler is None:
+            raise RuntimeError("the worker runtime has not started (no model loaded)")
+        return Workshop(self.engine, self.scheduler, self.voice_cache, self.leases, get_settings(), self.name)
+
     def _preload_voices(self) -> None:
+        assert self.engine is not None
         for voice_id in get_settings().preload_voices:
             try:
-                saved_voice(self.get_engine(), self.voice_cache, voice_id)
+                saved_voice(self.engine, self.voice_cache, voice_id)
                 log.info("preloaded voice %s", voice_id)
             except Exception as exc:  # a missing voice must not keep the worker from serving the rest
                 log.warning("cannot preload voice %s: %s", voice_id, exc)
@@ -111,15 +176,21 @@ class WorkerRuntime:
                 log.warning("voice control listener lost Redis; retrying", exc_info=True)
                 self._stop.wait(1.0)
 
-    # --- registry ------------------------------------------------------------------------------------
-    def set_current(self, job_id: str | None, segment: int | None = None) -> None:
-        """Show in the registry what this process is working on (None when idle). The heartbeat thread
-        publishes it at once, off the task's hot path."""
-        self.current = {"job_id": job_id, "segment": segment} if job_id else None
+    # --- what the worker is doing --------------------------------------------------------------------
+    def working_on(self, key: str, job_id: str | None, segment: int | None = None) -> None:
+        """Show in the registry what this process works on (job_id None: done with `key`). The heartbeat
+        thread publishes it at once, off the task's hot path."""
+        with self._lock:
+            if job_id is None:
+                self._current.pop(key, None)
+            else:
+                self._current[key] = {"job_id": job_id, "segment": segment}
         self._changed.set()
 
     def info(self) -> dict[str, Any]:
-        engine = self.engine
+        engine, scheduler = self.engine, self.scheduler
+        with self._lock:
+            current = sorted(self._current.values(), key=lambda c: (str(c["job_id"]), c["segment"] or 0))
         return {
             "name": self.name,
             "node": self.node_name,
@@ -130,7 +201,8 @@ class WorkerRuntime:
             "gpt_width": engine.gpt_width if engine else None,
             "languages": engine.languages if engine else [],
             "speakers": engine.speaker_names if engine else [],
-            "current": self.current,
+            "current": current,
+            "batch": {"max": scheduler.max_batch, "active": scheduler.active} if scheduler else None,
             "cache": {**self.voice_cache.snapshot(), "generation": self.cache_generation},
         }
 
@@ -143,12 +215,52 @@ class WorkerRuntime:
         except Exception:
             log.warning("registry update failed", exc_info=True)
 
+    # --- background loops ----------------------------------------------------------------------------
     def _beat(self) -> None:
-        interval = get_settings().WORKER_HEARTBEAT_SECONDS
+        settings = get_settings()
+        renew_every = settings.SEGMENT_LEASE_SECONDS / 3
+        last_publish = last_renew = 0.0
         while not self._stop.is_set():
-            self._changed.wait(interval)
+            self._changed.wait(min(renew_every, settings.WORKER_HEARTBEAT_SECONDS))
+            changed = self._changed.is_set()
             self._changed.clear()
-            self.publish_quietly()
+            now = time.monotonic()
+            if now - last_renew >= renew_every:
+                self._quietly(lambda: self.leases.renew(settings.SEGMENT_LEASE_SECONDS), "lease renewal")
+                last_renew = now
+            if changed or now - last_publish >= settings.WORKER_HEARTBEAT_SECONDS:
+                self.publish_quietly()
+                last_publish = now
+
+    def _reap_forever(self) -> None:
+        interval = get_settings().REAPER_INTERVAL_SECONDS
+        while not self._stop.wait(interval):
+            self._quietly(self.reap_once, "reaper")
+
+    def reap_once(self) -> None:
+        """One pass of the reaper, if no other worker is running one right now."""
+        settings, r = get_settings(), get_redis()
+        if not r.set(REAPER_LOCK, self.name, nx=True, px=int(settings.REAPER_INTERVAL_SECONDS * 1000)):
+            return
+        assert self.celery is not None
+        reaped = jobs.reap(settings.SEGMENT_MAX_RETRIES + 1)
+        for job_id, index in reaped.requeued:
+            log.warning("segment %s/%d lost its worker (lease expired): handing it to another", job_id, index)
+        for job_id, index in reaped.failed:
+            log.warning("segment %s/%d lost its worker too often: job failed", job_id, index)
+            streams.publish_stop(r, job_id, settings.STREAM_TTL_SECONDS)
+        for job_id, index in [*reaped.requeued, *reaped.due]:
+            send_segment(self.celery, job_id, index)
+        live = len(registry.live_workers(r))
+        for job_id in jobs.stalled_jobs():
+            dispatch(self.celery, job_id, live)
+
+    @staticmethod
+    def _quietly(action: Callable[[], None], what: str) -> None:
+        try:
+            action()
+        except Exception:  # a database or Redis hiccup: the next round tries again
+            log.warning("%s failed; retrying at the next round", what, exc_info=True)
 
 
 runtime = WorkerRuntime()

@@ -20,6 +20,7 @@ reports the signal-to-noise ratio), with no cross-fades and no clicks at the joi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -91,8 +92,32 @@ class LinearResampler:
         return out
 
 
+@dataclass(frozen=True)
+class Window:
+    """HiFi-GAN input frames to decode next, [C, stop - start], of which frames [emit_from, end) become audio.
+
+    `final`: the window reaches the last frame of the segment, so it has no right margin and must be decoded
+    exactly as it is; a non-final window may be right-padded (with anything) when decoded in a batch, because
+    its last `margin` frames, at least the receptive field, are context whose audio is thrown away.
+    """
+
+    frames: torch.Tensor
+    start: int
+    emit_from: int
+    end: int
+    final: bool
+
+    @property
+    def length(self) -> int:
+        return int(self.frames.shape[1])
+
+
 class StreamingDecoder:
-    """Decode XTTS GPT latents to 24 kHz audio chunk by chunk at a total cost close to one-shot decoding."""
+    """Decode XTTS GPT latents to 24 kHz audio chunk by chunk at a total cost close to one-shot decoding.
+
+    `push` does it in one call. The scheduler uses the parts: `feed` latents, take the `window()` to decode,
+    run HiFi-GAN on it (possibly batched with other streams' windows, see `decode_windows`), `accept` its audio.
+    """
 
     def __init__(
         self,
@@ -115,29 +140,82 @@ class StreamingDecoder:
         self._base = 0
         self._total = 0  # frames produced by the interpolations so far
         self._emitted = 0  # frames whose audio was returned
+        self._final = False
 
     @torch.inference_mode()
-    def push(self, latents: torch.Tensor, final: bool = False) -> torch.Tensor:
-        """Add GPT latents [T, C]; return the new audio samples (1-D float tensor, possibly empty)."""
+    def feed(self, latents: torch.Tensor, final: bool = False) -> None:
+        """Add GPT latents [T, C] (`final`: the segment's last ones) through the interpolations."""
         x = latents.transpose(0, 1)
         for stage in self.stages:
             x = stage.push(x, final)
         self._frames = x if self._frames is None else torch.cat([self._frames, x], dim=1)
         self._total += x.shape[1]
-        end = self._total if final else self._total - self.margin
+        self._final = self._final or final
+
+    def window(self) -> Window | None:
+        """The frames to decode for the audio that is now fully determined (None: nothing new yet)."""
+        if self._frames is None:
+            return None
+        end = self._total if self._final else self._total - self.margin
         if end <= self._emitted:
-            return latents.new_zeros(0)
+            return None
         start = max(self._base, self._emitted - self.margin)
-        stop = self._total if final else min(self._total, end + self.margin)
-        window = self._frames[:, start - self._base : stop - self._base]
-        wav: torch.Tensor = self.decoder.waveform_decoder(window.unsqueeze(0), g=self.g).reshape(-1)
-        audio = wav[(self._emitted - start) * HOP : (end - start) * HOP]
+        stop = self._total if self._final else min(self._total, end + self.margin)
+        frames = self._frames[:, start - self._base : stop - self._base]
+        return Window(frames, start, self._emitted, end, self._final)
+
+    def accept(self, window: Window, wav: torch.Tensor) -> torch.Tensor:
+        """The new audio out of HiFi-GAN's output for `window` (1-D, starting at its first frame)."""
+        audio = wav[(window.emit_from - window.start) * HOP : (window.end - window.start) * HOP]
+        self._advance(window.end)
+        return audio
+
+    @torch.inference_mode()
+    def push(self, latents: torch.Tensor, final: bool = False) -> torch.Tensor:
+        """Add GPT latents [T, C]; return the new audio samples (1-D float tensor, possibly empty)."""
+        self.feed(latents, final)
+        window = self.window()
+        if window is None:
+            return latents.new_zeros(0)
+        return self.accept(window, decode_windows(self.decoder, [window], [self.g])[0])
+
+    @torch.inference_mode()
+    def skip(self, latents: torch.Tensor) -> int:
+        """Add latents whose audio was already delivered (a resumed segment replays them): the interpolations
+        and the context advance as if they had been decoded, without running HiFi-GAN. Returns the number of
+        samples skipped, which equals what `push` would have returned for them."""
+        self.feed(latents)
+        end = self._total - self.margin
+        if end <= self._emitted:
+            return 0
+        skipped = (end - self._emitted) * HOP
+        self._advance(end)
+        return skipped
+
+    def _advance(self, end: int) -> None:
         self._emitted = end
         # Keep only the left context the next window needs.
+        assert self._frames is not None
         keep_from = max(self._base, self._emitted - self.margin)
         self._frames = self._frames[:, keep_from - self._base :]
         self._base = keep_from
-        return audio
+
+
+@torch.inference_mode()
+def decode_windows(hifigan_decoder: Any, windows: list[Window], speakers: list[torch.Tensor]) -> list[torch.Tensor]:
+    """HiFi-GAN over several windows in one batched call: non-final windows are right-padded with zeros to the
+    longest (harmless: their right margin absorbs it); windows are batched only with windows of the same kind
+    and, for final ones, the same length. Returns each window's audio (1-D, from its first frame)."""
+    if len(windows) == 1:
+        wav: torch.Tensor = hifigan_decoder.waveform_decoder(windows[0].frames.unsqueeze(0), g=speakers[0])
+        return [wav.reshape(-1)]
+    length = max(w.length for w in windows)
+    if any(w.final and w.length != length for w in windows):
+        raise ValueError("a final window can only be batched with windows of its own length")
+    frames = torch.stack([F.pad(w.frames, (0, length - w.length)) for w in windows])
+    g = torch.cat([s.reshape(1, -1, 1) for s in speakers])
+    out: torch.Tensor = hifigan_decoder.waveform_decoder(frames, g=g)
+    return [out[i].reshape(-1)[: w.length * HOP] for i, w in enumerate(windows)]
 
 
 def one_shot(

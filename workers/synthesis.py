@@ -1,6 +1,9 @@
 """Synthesizing one segment of a job: the work behind the `xtts.synthesize_segment` task.
 
-Audio goes to the segment's Redis stream first (the listener is waiting), then progress goes to SQL.
+The task's thread takes the segment's lease in SQL, becomes its stream's only writer in Redis, reads what an
+earlier run already delivered, and hands the segment to the process's batch scheduler; then it publishes each
+audio chunk the scheduler produces: to the segment's Redis stream first (the listener is waiting), then the
+progress to SQL. Every write is fenced by the run's lease, so a run that lost its segment stops at once.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import redis
 
@@ -18,17 +22,22 @@ from shared.settings import Settings
 from voices_store.cache import VoiceCache
 from workers.engine import VoiceLatents, XttsEngine, pcm16
 from workers.errors import SynthesisError
+from workers.scheduler import BatchScheduler
 from workers.voices import resolve_voice
 
 log = logging.getLogger(__name__)
+
+# Longest wait for the scheduler's next chunk before the run gives the segment up as stuck.
+CHUNK_TIMEOUT_SECONDS = 300.0
 
 
 class Outcome(Enum):
     DONE = "done"  # segment streamed completely
     JOB_DONE = "job_done"  # ... and it was the job's last
-    SKIPPED = "skipped"  # the job had ended (cancelled, failed) or the segment was already done
+    SKIPPED = "skipped"  # the job had ended, the segment was done, or another live run holds it
     CANCELLED = "cancelled"  # stopped mid-way by a cancel
-    RETRY = "retry"  # failed; the caller schedules another attempt
+    LOST = "lost"  # another run took the segment over (this run's lease had expired)
+    RETRY = "retry"  # failed; queued again for another attempt
     FAILED = "failed"  # failed for good; the job is failed
 
 
@@ -39,80 +48,106 @@ class SegmentResult:
     attempts: int = 0
 
 
-def run_segment(
-    engine: XttsEngine,
-    cache: VoiceCache[VoiceLatents],
-    settings: Settings,
-    r: redis.Redis,
-    job_id: str,
-    index: int,
-    worker: str,
-) -> SegmentResult:
-    writer = streams.StreamWriter(r, job_id, index, settings.STREAM_TTL_SECONDS, settings.STREAM_MAXLEN)
-    work = jobs.start_segment(job_id, index, worker)
-    if work is None:
-        if jobs.segment_succeeded(job_id, index):
-            writer.ensure_end()  # redelivered after a crash between recording success and ending the stream
+class Leases(Protocol):
+    """The worker's register of the runs whose leases its heartbeat renews."""
+
+    def hold(self, run: str) -> None: ...
+    def release(self, run: str) -> None: ...
+    def lost(self, run: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Workshop:
+    """What a worker process brings to every segment it runs."""
+
+    engine: XttsEngine
+    scheduler: BatchScheduler
+    cache: VoiceCache[VoiceLatents]
+    leases: Leases
+    settings: Settings
+    worker: str
+
+
+def run_segment(shop: Workshop, r: redis.Redis, job_id: str, index: int) -> SegmentResult:
+    settings = shop.settings
+    run = jobs.new_run_id(shop.worker)
+    work = jobs.start_segment(job_id, index, shop.worker, run, settings.SEGMENT_LEASE_SECONDS)
+    if isinstance(work, jobs.Refused):
+        if work is jobs.Refused.DONE:  # redelivered after a crash between recording success and ending the stream
+            _writer(r, job_id, index, run, settings).ensure_end()
+        log.info("segment %s/%d skipped: %s", job_id, index, work.value)
         return SegmentResult(Outcome.SKIPPED)
+    shop.leases.hold(run)
+    try:
+        return _run(shop, r, work)
+    finally:
+        shop.leases.release(run)
+
+
+def _writer(r: redis.Redis, job_id: str, index: int, run: str, settings: Settings) -> streams.StreamWriter:
+    return streams.StreamWriter(r, job_id, index, run, settings.STREAM_TTL_SECONDS, settings.STREAM_MAXLEN)
+
+
+def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResult:
     epoch = streams.current_epoch(r)
     if work.redis_epoch != epoch:
-        jobs.fail_if_lost(job_id, epoch)
+        jobs.fail_if_lost(work.job_id, epoch)
         return SegmentResult(Outcome.SKIPPED)  # queued before Redis lost its data: its listeners are gone too
-    max_attempts = settings.SEGMENT_MAX_RETRIES + 1
+    max_attempts = shop.settings.SEGMENT_MAX_RETRIES + 1
+    writer = _writer(r, work.job_id, work.index, work.run, shop.settings)
     if work.attempts > max_attempts:
-        # Only a worker that died mid-segment (requeued by Celery) gets here: stop the crash loop.
-        return _fail(writer, work, f"worker lost {work.attempts - 1} times while synthesizing this segment")
+        # Only a segment whose runs keep dying gets here (a crash loop): stop it.
+        return _fail(writer, work, f"its worker was lost {work.attempts - 1} times while synthesizing it")
     try:
-        return _synthesize(engine, cache, r, writer, work)
+        return _synthesize(shop, r, writer, work)
+    except streams.NotOwner:
+        log.warning("segment %s/%d was taken over by another run", work.job_id, work.index)
+        return SegmentResult(Outcome.LOST, attempts=work.attempts)
     except SynthesisError as exc:
-        return _fail(writer, work, str(exc))
+        return _fail(writer, work, exc.message)
     except Exception as exc:  # the model or a service failed: retry a bounded number of times
         reason = f"{type(exc).__name__}: {exc}"
-        log.exception("segment %s/%d failed (attempt %d of %d)", job_id, index, work.attempts, max_attempts)
+        log.exception("segment %s/%d failed (attempt %d of %d)", work.job_id, work.index, work.attempts, max_attempts)
         if work.attempts < max_attempts:
-            jobs.mark_segment_retrying(job_id, index, reason)
+            jobs.requeue_segment(work.job_id, work.index, work.run, reason, delay=min(2.0 * work.attempts, 10.0))
             return SegmentResult(Outcome.RETRY, reason, work.attempts)
         return _fail(writer, work, reason)
 
 
-def _synthesize(
-    engine: XttsEngine,
-    cache: VoiceCache[VoiceLatents],
-    r: redis.Redis,
-    writer: streams.StreamWriter,
-    work: jobs.SegmentWork,
-) -> SegmentResult:
+def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: jobs.SegmentWork) -> SegmentResult:
     params = SynthesisParams.model_validate(work.params)
-    voice = resolve_voice(engine, cache, work)
-    # A retried segment regenerates identically (fixed seed) and skips what listeners already have.
-    already = writer.last_seq()
-    seq = 0
-    for wav in engine.stream(work.text, work.language, voice, params, seed=jobs.segment_seed(work.job_id, work.index)):
-        if streams.should_stop(r, work.job_id):
-            log.info(
-                "job %s ended elsewhere (cancelled or failed): segment %d stopped after %d chunks",
-                work.job_id,
-                work.index,
-                seq,
-            )
-            return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
-        seq += 1
-        if seq <= already:
-            continue
-        pcm = pcm16(wav)
-        writer.audio(seq, pcm)
-        jobs.record_chunk(work.job_id, work.index, len(pcm) // SAMPLE_WIDTH)
+    progress = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
+    voice = resolve_voice(shop.engine, shop.cache, work)
+    segment = shop.engine.segment(
+        work.run, work.text, work.language, voice, params, jobs.segment_seed(work.job_id, work.index), progress
+    )
+    handle = shop.scheduler.submit(segment)
+    seq = progress.last_seq
+    try:
+        for chunk in handle.events(timeout=CHUNK_TIMEOUT_SECONDS):
+            if streams.should_stop(r, work.job_id):
+                log.info("job %s ended elsewhere: segment %d stopped after chunk %d", work.job_id, work.index, seq)
+                return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
+            if shop.leases.lost(work.run):
+                return SegmentResult(Outcome.LOST, attempts=work.attempts)
+            seq += 1
+            pcm = pcm16(chunk.audio)
+            writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end)
+            if not jobs.record_chunk(work.job_id, work.index, work.run, len(pcm) // SAMPLE_WIDTH):
+                return SegmentResult(Outcome.LOST, attempts=work.attempts)
+    finally:
+        handle.cancel()  # no-op once finished; otherwise the scheduler drops the stream at its next step
     # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
-    last = jobs.finish_segment(work.job_id, work.index)
+    last = jobs.finish_segment(work.job_id, work.index, work.run)
     writer.end(seq + 1)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
 
 
 def _fail(writer: streams.StreamWriter, work: jobs.SegmentWork, reason: str) -> SegmentResult:
-    jobs.fail_segment(work.job_id, work.index, reason)
+    jobs.fail_segment(work.job_id, work.index, reason, run=work.run)
     try:
         streams.publish_stop(writer.r, work.job_id, writer.ttl)
-        writer.error(writer.last_seq() + 1, reason)
-    except redis.RedisError:
+        writer.error(writer.claim().last_seq + 1, reason)
+    except (redis.RedisError, streams.NotOwner):
         log.warning("could not publish the error entry of %s/%d", work.job_id, work.index, exc_info=True)
     return SegmentResult(Outcome.FAILED, reason, work.attempts)

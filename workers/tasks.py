@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.signals import celeryd_init, worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_init, worker_init, worker_shutdown
 
 from shared import jobs, registry, streams
 from shared.dispatch import dispatch
@@ -27,31 +27,27 @@ log = logging.getLogger(__name__)
 
 @celeryd_init.connect
 def _remember_node_name(sender: str | None = None, **_: Any) -> None:
-    # Runs in the parent before it forks: the children inherit the node name for their registry entry.
     if sender:
         runtime.node_name = sender
 
 
 @worker_init.connect
-def _fetch_model(**_: Any) -> None:
-    """In the parent, before forking: download or generate the checkpoint once, or stop with a one-line
-    reason. Only files are touched here; the model itself is loaded in each child."""
+def _load_model(**_: Any) -> None:
+    """Before the worker consumes anything: get the checkpoint (download or generate it, or stop with a
+    one-line reason), load the model once, start the batch scheduler and the background loops. The threads
+    pool never forks, so CUDA is initialised in the process that uses it."""
     try:
         model_source.resolve(get_settings())
     except ModelUnavailable as exc:
         log.critical("worker cannot start: %s", exc)
         raise SystemExit(1) from None
-
-
-@worker_process_init.connect
-def _load_model(**_: Any) -> None:
-    runtime.start()
+    runtime.start(celery_app)
     lost = jobs.fail_lost_jobs(streams.current_epoch(get_redis()))
     if lost:
         log.warning("marked %d jobs failed: they were queued before Redis lost its data", lost)
 
 
-@worker_process_shutdown.connect
+@worker_shutdown.connect
 def _unregister(**_: Any) -> None:
     runtime.stop()
 
@@ -63,23 +59,21 @@ class EngineTask(Task):
 
     @property
     def engine(self) -> XttsEngine:
-        return runtime.get_engine()
+        return runtime.workshop().engine
 
 
-@celery_app.task(bind=True, base=EngineTask, name=SYNTHESIZE_SEGMENT, max_retries=None)
+@celery_app.task(bind=True, base=EngineTask, name=SYNTHESIZE_SEGMENT)
 def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
-    settings = get_settings()
-    runtime.set_current(job_id, index)
+    key = f"{job_id}:{index}:{self.request.id}"
+    runtime.working_on(key, job_id, index)
     try:
         runtime.sync_voice_cache()
-        result = run_segment(
-            self.engine, runtime.voice_cache, settings, get_redis(), job_id, index, worker=runtime.name
-        )
+        result = run_segment(runtime.workshop(), get_redis(), job_id, index)
     finally:
-        runtime.set_current(None)
-    if result.outcome is Outcome.RETRY:
-        raise self.retry(countdown=min(2.0 * result.attempts, 10.0))
-    if result.outcome is Outcome.DONE:  # after the job's last segment there is nothing left to enqueue
+        runtime.working_on(key, None)
+    if result.outcome in (Outcome.DONE, Outcome.SKIPPED):
+        # The job's next segment (a skipped delivery dispatches too: it may be the redelivery of a run that
+        # died between finishing its segment and dispatching the next one).
         dispatch(celery_app, job_id, len(registry.live_workers(get_redis())))
     return str(result.outcome.value)
 
@@ -87,12 +81,15 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
 @celery_app.task(bind=True, base=EngineTask, name=CLONE_VOICE, ignore_result=False)
 def clone_voice(self: EngineTask, content_hash: str) -> dict[str, Any]:
     """Clone the reference audio the API left in Redis under `content_hash`; store the result in SQL."""
-    runtime.set_current(f"clone:{content_hash[:12]}")
+    key = f"clone:{self.request.id}"
+    runtime.working_on(key, f"clone:{content_hash[:12]}")
     try:
         references = staging.fetch(get_redis(), content_hash)
-        latents = cloning.clone(self.engine, references)
+        shop = runtime.workshop()
+        with shop.scheduler.lock:  # the model is shared with the batch: clone between two of its steps
+            latents = cloning.clone(shop.engine, references)
         seconds = sum(len(a) for a in references) / CLONE_SAMPLE_RATE
-        store.put_clone_result(content_hash, self.engine.source.name, latents, seconds)
+        store.put_clone_result(content_hash, shop.engine.source.name, latents, seconds)
         return {"content_hash": content_hash, "gpt_width": latents.width}
     finally:
-        runtime.set_current(None)
+        runtime.working_on(key, None)

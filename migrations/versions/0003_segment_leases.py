@@ -21,7 +21,7 @@ def upgrade() -> None:
     with op.batch_alter_table("job_segments") as batch:
         batch.add_column(sa.Column("lease_owner", sa.String(64), nullable=True))
         batch.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("due_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
         batch.create_index("ix_job_segments_state_lease", ["state", "lease_expires_at"])
 
@@ -30,6 +30,6 @@ def downgrade() -> None:
     with op.batch_alter_table("job_segments") as batch:
         batch.drop_index("ix_job_segments_state_lease")
         batch.drop_column("sent_at")
-        batch.drop_column("dispatched_at")
+        batch.drop_column("due_at")
         batch.drop_column("lease_expires_at")
         batch.drop_column("lease_owner")

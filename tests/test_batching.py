@@ -1,0 +1,183 @@
+"""Many listeners on one model: segments share each worker process's continuous batch, against real workers.
+
+Each test starts its own farm (`isolated_farm`) so it knows which worker process holds which streams.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import redis
+import requests
+
+from shared.streams import decode_tokens, segment_key
+from tests.audio import Event, parse_stream_wav, read_wav, sse_events
+from tools.localfarm import Farm, wait_for
+
+SPEAKER = "Claribel Dervla"
+TEXTS = (
+    "The first listener hears this sentence.",
+    "A second listener, who asked for something a little longer than the first one did.",
+    "The third listener's request.",
+    "And a fourth listener joins them all.",
+)
+
+
+def _body(text: str, tokens: int, chunk: int = 10, **extra: Any) -> dict[str, Any]:
+    return {
+        "text": text,
+        "language": "en",
+        "speaker_id": SPEAKER,
+        "min_new_tokens": tokens,
+        "max_new_tokens": tokens,
+        "stream_chunk_size": chunk,
+        **extra,
+    }
+
+
+def _samples(tokens: int) -> int:
+    return math.floor(tokens * 4 * 24000 / 22050) * 256
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def _pcm(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.int16).astype(np.float64)
+
+
+def _snr_db(reference: bytes, estimate: bytes) -> float:
+    a, b = _pcm(reference), _pcm(estimate)
+    noise = float(((a - b) ** 2).sum())
+    return math.inf if noise == 0 else 10 * math.log10(float((a**2).sum()) / noise)
+
+
+def _tokens(farm: Farm, job_id: str, segment: int = 0) -> list[int]:
+    """The audio tokens a segment's chunks were decoded from, as its stream records them."""
+    entries = redis.Redis.from_url(farm.redis_url).xrange(segment_key(job_id, segment))
+    return [t for _, f in entries if f[b"type"] == b"audio" for t in decode_tokens(f[b"tokens"])]
+
+
+def _stream(farm: Farm, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /tts_stream, noting when the first audio byte arrived."""
+    started = time.time()
+    first = None
+    data = b""
+    with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=300) as response:
+        assert response.status_code == 200, response.text
+        for piece in response.iter_content(chunk_size=None):
+            data += piece
+            if first is None and len(data) > 44:
+                first = time.time()
+        session = response.headers["X-Session-Id"]
+    return {"session": session, "started": started, "first_audio": first, "wav": data}
+
+
+def test_four_concurrent_streams_share_one_worker_process(isolated_farm) -> None:
+    farm, _ = isolated_farm(workers=1, WORKER_MAX_BATCH="4")
+    tokens = (60, 80, 40, 70)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda i: _stream(farm, _body(TEXTS[i], tokens[i])), range(4)))
+    jobs = [farm.wait_for_state(r["session"], ("succeeded",)) for r in results]
+    for result, job, n in zip(results, jobs, tokens, strict=True):
+        fmt, pcm = parse_stream_wav(result["wav"])
+        assert fmt["rate"] == 24000 and fmt["channels"] == 1
+        assert len(pcm) // 2 == job["progress"]["audio_samples"] == _samples(n)  # all the worker published
+    assert len({job["segments"][0]["worker"] for job in jobs}) == 1  # one worker process served all four
+    # They ran together: every stream had its first audio before any of them finished.
+    last_first_audio = max(r["first_audio"] for r in results)
+    assert last_first_audio < min(_ts(job["timestamps"]["finished"]) for job in jobs)
+
+
+def test_a_segment_in_a_batch_sounds_as_it_does_alone(isolated_farm) -> None:
+    """top_k=1 makes sampling deterministic: the same request alone and among three others gives the same
+    audio tokens and the same audio, up to float rounding."""
+    farm, _ = isolated_farm(workers=1, WORKER_MAX_BATCH="4")
+    probe = _body(TEXTS[1], 60, top_k=1)
+    alone = _stream(farm, probe)
+    others = [_body(TEXTS[i], 80, top_k=1) for i in (0, 2, 3)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda b: _stream(farm, b), [*others[:2], probe, others[2]]))[2]
+    assert _tokens(farm, together["session"]) == _tokens(farm, alone["session"])
+    a, b = parse_stream_wav(alone["wav"])[1], parse_stream_wav(together["wav"])[1]
+    assert len(a) == len(b) == 2 * _samples(60)
+    snr = _snr_db(a, b)
+    print(f"the same segment alone and in a batch of 4: SNR {snr:.1f} dB (16-bit PCM)")
+    assert snr > 60.0
+
+
+def _listen(farm: Farm, job_id: str, events: list[Event], started: threading.Event) -> None:
+    with requests.get(farm.url(f"/jobs/{job_id}/stream"), stream=True, timeout=300) as response:
+        for event in sse_events(response):
+            events.append(event)
+            started.set()
+
+
+def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(isolated_farm) -> None:
+    farm, _ = isolated_farm(workers=1, WORKER_MAX_BATCH="4", SEGMENT_LEASE_SECONDS="6")
+    tokens = 160
+    jobs = [
+        requests.post(farm.url("/jobs"), json=_body(TEXTS[i], tokens, chunk=8), timeout=30).json() for i in range(3)
+    ]
+    listeners = []
+    for job in jobs:
+        events: list[Event] = []
+        started = threading.Event()
+        thread = threading.Thread(target=_listen, args=(farm, job["id"], events, started), daemon=True)
+        thread.start()
+        listeners.append((job, events, started, thread))
+    for _, _, started, _ in listeners:
+        assert started.wait(120), "no audio before the kill"
+    victim = farm.live_workers()[0]
+    assert {c["job_id"] for c in victim["current"]} == {job["id"] for job in jobs}  # all three in its batch
+    farm.start_worker("w2")
+    farm.wait_for_workers(2)
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def taken_over() -> bool:
+        return all(farm.job(job["id"])["segments"][0]["worker"] not in (None, victim["name"]) for job in jobs)
+
+    wait_for(taken_over, 30, "another worker to take the dead worker's segments over")
+    takeover = time.monotonic() - killed_at
+    print(f"segments taken over {takeover:.1f} s after the kill (lease 6 s, reaper every 2 s)")
+    for _, _, _, thread in listeners:
+        thread.join(240)
+    for job, events, _, _ in listeners:
+        assert events[-1].event == "end", events[-1]
+        audio = [e for e in events if e.event == "audio"]
+        assert [e.id for e in audio] == [f"0-{i}" for i in range(1, len(audio) + 1)], "gap or duplicate"
+        assert sum(len(e.pcm) for e in audio) // 2 == _samples(tokens)
+        status = farm.job(job["id"])
+        assert status["state"] == "succeeded" and status["progress"]["audio_samples"] == _samples(tokens)
+        segment = status["segments"][0]
+        assert segment["worker"] != victim["name"] and segment["attempts"] == 2
+
+
+def test_cancelling_one_stream_leaves_its_batch_mates_untouched(isolated_farm) -> None:
+    farm, _ = isolated_farm(workers=1, WORKER_MAX_BATCH="4")
+    bodies = [_body(TEXTS[0], 70, top_k=1), _body(TEXTS[1], 90, top_k=1)]
+    alone = [_stream(farm, body) for body in bodies]
+    doomed = requests.post(farm.url("/jobs"), json=_body(TEXTS[3], 400, chunk=5), timeout=30).json()
+    wait_for(lambda: farm.job(doomed["id"])["progress"]["chunks"] > 0, 60, "the doomed job's first audio")
+    mates = [requests.post(farm.url("/jobs"), json=body, timeout=30).json() for body in bodies]
+    wait_for(lambda: all(farm.job(m["id"])["progress"]["chunks"] for m in mates), 60, "the mates' first audio")
+    cancelled = requests.delete(farm.url(f"/jobs/{doomed['id']}"), timeout=10).json()
+    assert cancelled["state"] == "cancelled"
+    for solo, mate in zip(alone, mates, strict=True):
+        farm.wait_for_state(mate["id"], ("succeeded",))
+        assert _tokens(farm, mate["id"]) == _tokens(farm, solo["session"])
+        whole = read_wav(requests.get(farm.url(f"/jobs/{mate['id']}/audio"), timeout=30).content)[2]
+        assert _snr_db(parse_stream_wav(solo["wav"])[1], whole) > 60.0
+    wait_for(lambda: not farm.workers_on(doomed["id"]), 30, "the worker to drop the cancelled segment")
+    final = farm.job(doomed["id"])
+    assert final["state"] == "cancelled" and final["progress"]["audio_seconds"] < 400 * 1024 / 22050 / 2

@@ -1,0 +1,143 @@
+"""The worker's continuous-batching scheduler, in process on the real dev checkpoint (no Celery, no Redis):
+a segment in a batch sounds as it does alone, joins and cancels leave the others untouched, and a resumed
+segment continues its utterance exactly."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.params import SynthesisParams
+from shared.settings import Settings
+from shared.streams import Progress
+from workers.engine import XttsEngine
+from workers.scheduler import BatchScheduler, Chunk, Handle
+from workers.stream_decoder import snr_db
+
+TEXTS = (
+    "The first sentence of the batch.",
+    "A second one, somewhat longer than the first, with a clause.",
+    "Short third.",
+    "And the fourth sentence closes the batch of four.",
+)
+TOKENS = (36, 50, 24, 44)
+
+
+@pytest.fixture(scope="module")
+def engine(dev_model_dir: Path) -> XttsEngine:
+    torch.set_num_threads(2)
+    return XttsEngine.load(Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=2))
+
+
+def _params(tokens: int, **changes: float) -> SynthesisParams:
+    """Deterministic sampling (top_k=1: coqui always samples, one candidate makes it greedy)."""
+    return SynthesisParams(top_k=1, min_new_tokens=tokens, max_new_tokens=tokens, stream_chunk_size=8, **changes)
+
+
+def _drive(scheduler: BatchScheduler, handles: list[Handle], cancel: dict[int, int] | None = None) -> list[list[Chunk]]:
+    """Step the scheduler until every handle has finished; `cancel[i] = n` cancels handle i after n chunks."""
+    chunks: list[list[Chunk]] = [[] for _ in handles]
+    done = [False] * len(handles)
+    while not all(done):
+        scheduler.step()
+        for i, handle in enumerate(handles):
+            if done[i]:
+                continue
+            for chunk in _available(handle):
+                chunks[i].append(chunk)
+                if cancel and cancel.get(i) == len(chunks[i]):
+                    handle.cancel()
+            done[i] = handle.finished
+    return chunks
+
+
+def _available(handle: Handle) -> Iterator[Chunk]:
+    while (event := handle.poll()) is not None:
+        yield event
+
+
+def _solo(engine: XttsEngine, text: str, tokens: int) -> list[Chunk]:
+    scheduler = engine.new_scheduler(max_batch=1)
+    handle = scheduler.submit(engine.segment("solo", text, "en", _voice(engine), _params(tokens), seed=7))
+    return _drive(scheduler, [handle])[0]
+
+
+def _voice(engine: XttsEngine):  # type: ignore[no-untyped-def]
+    voice = engine.builtin_voice("Claribel Dervla")
+    assert voice is not None
+    return voice
+
+
+def _audio(chunks: list[Chunk]) -> torch.Tensor:
+    return torch.cat([c.audio for c in chunks])
+
+
+def _tokens(chunks: list[Chunk]) -> list[int]:
+    return [t for c in chunks for t in c.tokens]
+
+
+def _expected_samples(tokens: int) -> int:
+    return math.floor(tokens * 4 * 24000 / 22050) * 256
+
+
+def test_a_segment_in_a_batch_of_four_sounds_as_it_does_alone(engine: XttsEngine) -> None:
+    alone = [_solo(engine, text, n) for text, n in zip(TEXTS, TOKENS, strict=True)]
+    scheduler = engine.new_scheduler(max_batch=4)
+    handles = [
+        scheduler.submit(engine.segment(i, text, "en", _voice(engine), _params(n), seed=7))
+        for i, (text, n) in enumerate(zip(TEXTS, TOKENS, strict=True))
+    ]
+    batched = _drive(scheduler, handles)
+    for solo, together, n in zip(alone, batched, TOKENS, strict=True):
+        assert _tokens(together) == _tokens(solo) and len(_tokens(solo)) == n
+        a, b = _audio(solo), _audio(together)
+        assert len(a) == len(b) == _expected_samples(n)
+        snr = snr_db(a, b)
+        print(f"batched vs alone, {n} tokens: SNR {snr:.1f} dB, max |diff| {float((a - b).abs().max()):.2e}")
+        assert snr > 60.0  # equal up to float rounding of the batched matrix products
+
+
+def test_late_joiners_and_a_cancel_leave_the_others_untouched(engine: XttsEngine) -> None:
+    alone = [_solo(engine, text, n) for text, n in zip(TEXTS[:2], TOKENS[:2], strict=True)]
+    scheduler = engine.new_scheduler(max_batch=4)
+    first = scheduler.submit(engine.segment(0, TEXTS[0], "en", _voice(engine), _params(TOKENS[0]), seed=7))
+    for _ in range(5):
+        scheduler.step()  # the first stream is under way when the others join
+    second = scheduler.submit(engine.segment(1, TEXTS[1], "en", _voice(engine), _params(TOKENS[1]), seed=7))
+    doomed = scheduler.submit(engine.segment(2, TEXTS[3], "en", _voice(engine), _params(200), seed=7))
+    chunks = _drive(scheduler, [first, second, doomed], cancel={2: 2})
+    assert _tokens(chunks[0]) == _tokens(alone[0]) and _tokens(chunks[1]) == _tokens(alone[1])
+    assert snr_db(_audio(alone[0]), _audio(chunks[0])) > 60 and snr_db(_audio(alone[1]), _audio(chunks[1])) > 60
+    assert len(chunks[2]) == 2 and len(_tokens(chunks[2])) < 200  # stopped at the next step after the cancel
+    assert scheduler.active == 0
+
+
+def test_a_resumed_segment_continues_its_utterance_exactly(engine: XttsEngine) -> None:
+    """A run that delivered k chunks and died: the next run replays their audio tokens and publishes the
+    rest, which joins the delivered audio with no gap and no duplicate."""
+    full = _solo(engine, TEXTS[1], 70)
+    for delivered in (1, 3):
+        done = full[:delivered]
+        progress = Progress(last_seq=delivered, tokens={0: _tokens(done)})
+        scheduler = engine.new_scheduler(max_batch=2)
+        resumed = scheduler.submit(
+            engine.segment("again", TEXTS[1], "en", _voice(engine), _params(70), seed=99, resume=progress)
+        )
+        rest = _drive(scheduler, [resumed])[0]
+        assert _tokens(done) + _tokens(rest) == _tokens(full)  # top_k=1: the same utterance, whatever the seed
+        joined = torch.cat([_audio(done), _audio(rest)])
+        assert len(joined) == len(_audio(full)) == _expected_samples(70)
+        snr = snr_db(_audio(full), joined)
+        print(f"resumed after {delivered} chunks: SNR {snr:.1f} dB against the uninterrupted run")
+        assert snr > 60.0
+
+
+def test_finished_parts_are_skipped_when_resuming(engine: XttsEngine) -> None:
+    progress = Progress(last_seq=3, tokens={0: [5] * 10}, parts_ended=frozenset({0}))
+    segment = engine.segment("done", "Short.", "en", _voice(engine), _params(10), seed=1, resume=progress)
+    scheduler = engine.new_scheduler(max_batch=1)
+    assert _drive(scheduler, [scheduler.submit(segment)])[0] == []  # its only part was delivered already

@@ -1,0 +1,396 @@
+"""The continuous-batching scheduler of a worker process: one model, many segments synthesized at once.
+
+Every segment a worker runs becomes a *stream* here. One loop (`BatchScheduler.run`, on its own thread in a
+worker; or driven step by step by `XttsEngine.stream`) repeats:
+
+1. **admit** new streams, up to `max_batch` at once: each one's prompt is prefilled alone and joins the
+   running batch of `BatchedGPT` at the next step, without waiting for the others to finish;
+2. **step**: one batched GPT forward pass advances every active stream by one audio token (each with its own
+   KV cache row, sampling parameters and random generator);
+3. **decode**: streams that have enough new latents for their next audio chunk (or that finished) get their
+   HiFi-GAN window decoded, batched with other streams' windows where that is faster, and the chunk goes out
+   at once to the stream's consumer (the Celery task thread that publishes it to Redis).
+
+Which streams decode first is decided by the listeners: a stream that has not sent its first chunk yet is
+the most urgent (first audio is what a listener waits for); the others go by how much audio their listener
+has buffered (earliest deadline first). While a newcomer is still generating its first chunk, established
+streams with enough audio buffered postpone their decodes, so a new request's first audio does not wait
+behind other streams' long windows.
+
+A stream is a *segment*, whose text XTTS may take in several *parts* (when its cleaned text is too long for the
+GPT): parts run one after another, each with its own GPT sequence and decoder. Every chunk reports the audio
+tokens generated since the previous chunk, so a segment interrupted anywhere can be resumed exactly by
+replaying them (see `Segment.replay`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from workers.batched_gpt import BatchedGPT, Sampling
+from workers.stream_decoder import StreamingDecoder, Window, decode_windows
+
+log = logging.getLogger(__name__)
+
+# Later chunks of a stream grow (doubling) up to this many times its first chunk: each decode re-runs the
+# decoder's context margin, so fewer, larger windows cost less once the listener has audio buffered.
+MAX_CHUNK_GROWTH = 4
+# An established stream postpones its decode for a newcomer's first chunk only while its listener has at
+# least this much audio in hand beyond what the decode will take.
+LOW_WATER_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Part:
+    """One GPT pass of a segment: its text tokens and, when resuming, what an earlier run already did."""
+
+    text_tokens: torch.Tensor  # [1, T] XTTS text token ids
+    sampling: Sampling
+    seed: int
+    replay: tuple[int, ...] = ()  # audio tokens already generated and delivered (teacher-forced, not decoded)
+    done: bool = False  # an earlier run delivered all of this part's audio
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A synthesis request: what the scheduler needs to stream one segment's audio."""
+
+    key: Hashable
+    parts: tuple[Part, ...]
+    cond_latent: torch.Tensor  # [1, 32, D]
+    speaker_embedding: torch.Tensor  # [1, 512, 1]
+    chunk_tokens: int  # audio tokens in the first chunk
+    length_scale: float = 1.0  # 1 / speed
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of audio of one part, with the audio tokens generated since the previous chunk (for resuming)."""
+
+    audio: torch.Tensor  # 1-D float32, 24 kHz, on the CPU; may be empty for the last chunk of a part
+    tokens: tuple[int, ...]
+    part: int
+    part_end: bool
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The segment's last part has ended."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: BaseException
+
+
+Event = Chunk | Finished | Failed
+
+
+class Handle:
+    """The consumer's side of a submitted segment: iterate its events; `cancel` stops it within one step."""
+
+    def __init__(self, segment: Segment, drive: Callable[[], None] | None = None) -> None:
+        self.segment = segment
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._cancelled = threading.Event()
+        self._drive = drive  # synchronous use: advance the scheduler instead of waiting for its thread
+        self.finished = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def put(self, event: Event) -> None:
+        self._events.put(event)
+
+    def events(self, timeout: float | None = None) -> Iterator[Chunk]:
+        """The segment's chunks as they come; returns after the last one, raises what failed it.
+        `timeout`: longest wait for one event (None: forever) before `TimeoutError`."""
+        while True:
+            if self._drive is not None:
+                while self._events.empty():
+                    self._drive()
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no audio from the scheduler for {timeout} s") from None
+            chunk = self._take(event)
+            if chunk is None:
+                return
+            yield chunk
+
+    def poll(self) -> Chunk | None:
+        """The next chunk if one is there (None: none yet, or finished: see `finished`); never waits."""
+        try:
+            return self._take(self._events.get_nowait())
+        except queue.Empty:
+            return None
+
+    def _take(self, event: Event) -> Chunk | None:
+        if isinstance(event, Chunk):
+            return event
+        self.finished = True
+        if isinstance(event, Failed):
+            raise event.error
+        return None
+
+
+@dataclass
+class _Stream:
+    """Scheduler-side state of one segment."""
+
+    handle: Handle
+    arrived: float
+    part_index: int = -1
+    decoder: StreamingDecoder | None = None
+    pending: list[torch.Tensor] = field(default_factory=list)  # latents not fed to the decoder yet
+    tokens: list[int] = field(default_factory=list)  # tokens generated since the last chunk
+    target: int = 0  # latents to gather before the next decode
+    part_finished: bool = False
+    first_chunk_at: float | None = None
+    emitted_seconds: float = 0.0
+    expected_decode_seconds: float = 0.0
+
+    @property
+    def segment(self) -> Segment:
+        return self.handle.segment
+
+    @property
+    def key(self) -> Hashable:
+        return self.segment.key
+
+    def ready(self) -> bool:
+        return self.part_finished or len(self.pending) >= self.target
+
+    def slack(self, now: float) -> float:
+        """Seconds of audio the listener has in hand (-inf before the first chunk: most urgent)."""
+        if self.first_chunk_at is None:
+            return float("-inf")
+        return self.emitted_seconds - (now - self.first_chunk_at)
+
+
+class BatchScheduler:
+    """Runs segments through one model in a continuous batch. `submit` from any thread; `run` on one thread
+    (or call `step` yourself, as `XttsEngine.stream` does)."""
+
+    def __init__(
+        self,
+        model: Any,  # coqui's Xtts, on `device`, in eval mode
+        device: str,
+        max_batch: int,
+        *,
+        fp16: bool = False,
+        decode_context: int = 12,
+        batch_decode: bool = True,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.max_batch = max(1, max_batch)
+        self.fp16 = fp16 and device.startswith("cuda")
+        self.decode_context = decode_context
+        self.batch_decode = batch_decode
+        self.gpt = BatchedGPT(model.gpt, device, autocast_fp16=self.fp16)
+        self.sample_rate = int(model.hifigan_decoder.output_sample_rate)
+        self._waiting: queue.SimpleQueue[Handle] = queue.SimpleQueue()
+        self._streams: dict[Hashable, _Stream] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.lock = threading.Lock()  # held while the model runs a step (cloning takes it between steps)
+        self._decode_seconds_per_frame = 0.0  # measured, for the postponing rule
+        self.steps = 0
+
+    # --- the consumer side ---------------------------------------------------------------------------
+    def submit(self, segment: Segment, *, synchronous: bool = False) -> Handle:
+        handle = Handle(segment, drive=self.step if synchronous else None)
+        self._waiting.put(handle)
+        self._wake.set()
+        return handle
+
+    @property
+    def active(self) -> int:
+        """Segments being synthesized now (the batch's occupancy)."""
+        return len(self._streams)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        """The loop of a worker's scheduler thread."""
+        while not self._stop.is_set():
+            if not self._streams and self._waiting.empty():
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            try:
+                self.step()
+            except Exception as exc:  # a broken step must not kill the worker: fail what was running
+                log.exception("scheduler step failed; failing its %d segments", len(self._streams))
+                self._fail_all(exc)
+
+    # --- one iteration -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> None:
+        with self.lock:
+            self._drop_cancelled()
+            self._admit()
+            if len(self.gpt):
+                self._generate()
+            self._decode_ready()
+
+    def _drop_cancelled(self) -> None:
+        for stream in [s for s in self._streams.values() if s.handle.cancelled]:
+            self._leave(stream)
+            stream.handle.put(Finished())
+
+    def _admit(self) -> None:
+        while len(self._streams) < self.max_batch and not self._waiting.empty():
+            handle = self._waiting.get()
+            if handle.cancelled:
+                handle.put(Finished())
+                continue
+            stream = _Stream(handle, arrived=time.monotonic())
+            self._streams[stream.key] = stream
+            try:
+                self._start_next_part(stream)
+            except Exception as exc:
+                self._leave(stream)
+                handle.put(Failed(exc))
+
+    def _start_next_part(self, stream: _Stream) -> None:
+        """Move the stream to its next part that still has audio to deliver, or finish it."""
+        segment = stream.segment
+        stream.part_index += 1
+        while stream.part_index < len(segment.parts) and segment.parts[stream.part_index].done:
+            stream.part_index += 1
+        if stream.part_index >= len(segment.parts):
+            self._leave(stream)
+            stream.handle.put(Finished())
+            return
+        part = segment.parts[stream.part_index]
+        generator = torch.Generator(device=self.device).manual_seed(part.seed)
+        stream.decoder = StreamingDecoder(
+            self.model.hifigan_decoder,
+            segment.speaker_embedding,
+            length_scale=segment.length_scale,
+            margin=self.decode_context,
+        )
+        stream.pending, stream.tokens, stream.part_finished = [], [], False
+        stream.target = segment.chunk_tokens
+        replayed = self.gpt.add(
+            stream.key, segment.cond_latent, part.text_tokens, part.sampling, generator, replay=part.replay
+        )
+        if len(replayed):
+            # Their audio was delivered already: advance the decoder's state without decoding it again.
+            stream.decoder.skip(replayed.float())
+
+    def _generate(self) -> None:
+        outputs = self.gpt.step()
+        self.steps += 1
+        for key, out in outputs.items():
+            stream = self._streams[key]
+            stream.pending.append(out.latent.float())
+            stream.tokens.append(out.token)
+            stream.part_finished = out.finished
+
+    def _decode_ready(self) -> None:
+        now = time.monotonic()
+        ready = [s for s in self._streams.values() if s.ready()]
+        if not ready:
+            return
+        newcomers_generating = any(s.first_chunk_at is None and not s.ready() for s in self._streams.values())
+        if newcomers_generating:
+            # Keep GPT steps flowing for the newcomer: established streams with audio in hand wait a step.
+            ready = [s for s in ready if s.first_chunk_at is None or s.slack(now) < self._postpone_margin(s)]
+        # First chunks first (in order of arrival), then the listeners with the least audio in hand.
+        ready.sort(key=lambda s: (s.first_chunk_at is not None, s.slack(now), s.arrived))
+        for group in self._decode_groups(ready):
+            self._decode(group)
+
+    def _postpone_margin(self, stream: _Stream) -> float:
+        return LOW_WATER_SECONDS + stream.expected_decode_seconds
+
+    def _decode_groups(self, ready: list[_Stream]) -> list[list[_Stream]]:
+        """First chunks one by one (each listener hears its first audio as soon as it is decoded), then every
+        later chunk together (batched in `_decode` when batching is on)."""
+        firsts = [[s] for s in ready if s.first_chunk_at is None]
+        later = [s for s in ready if s.first_chunk_at is not None]
+        if not self.batch_decode:
+            return firsts + [[s] for s in later]
+        return firsts + ([later] if later else [])
+
+    def _decode(self, group: list[_Stream]) -> None:
+        windows: list[tuple[_Stream, Window]] = []
+        for stream in group:
+            assert stream.decoder is not None
+            latents = torch.stack(stream.pending) if stream.pending else self._no_latents(stream)
+            stream.decoder.feed(latents, final=stream.part_finished)
+            stream.pending = []
+            window = stream.decoder.window()
+            if window is None:
+                self._emit(stream, torch.zeros(0))
+            else:
+                windows.append((stream, window))
+        started = time.perf_counter()
+        for batch in _batches(windows):
+            audio = decode_windows(
+                self.model.hifigan_decoder, [w for _, w in batch], [s.segment.speaker_embedding for s, _ in batch]
+            )
+            for (stream, window), wav in zip(batch, audio, strict=True):
+                assert stream.decoder is not None
+                self._emit(stream, stream.decoder.accept(window, wav).float().cpu())
+        frames = sum(w.length for _, w in windows)
+        if frames:
+            self._decode_seconds_per_frame = (time.perf_counter() - started) / frames
+
+    def _no_latents(self, stream: _Stream) -> torch.Tensor:
+        width = stream.segment.cond_latent.shape[-1]
+        return torch.zeros(0, width, device=self.device)
+
+    def _emit(self, stream: _Stream, audio: torch.Tensor) -> None:
+        now = time.monotonic()
+        part_end = stream.part_finished
+        if audio.numel() == 0 and not part_end:
+            return  # nothing new to say yet: the tokens stay with the next chunk
+        stream.handle.put(Chunk(audio, tuple(stream.tokens), stream.part_index, part_end))
+        stream.tokens = []
+        if stream.first_chunk_at is None and audio.numel():
+            stream.first_chunk_at = now
+        stream.emitted_seconds += audio.numel() / self.sample_rate
+        stream.target = min(stream.target * 2, stream.segment.chunk_tokens * MAX_CHUNK_GROWTH)
+        window_frames = stream.target * 5  # ~4.35 frames per token at 24 kHz, plus context
+        stream.expected_decode_seconds = self._decode_seconds_per_frame * window_frames
+        if part_end:
+            self._start_next_part(stream)
+
+    def _leave(self, stream: _Stream) -> None:
+        self._streams.pop(stream.key, None)
+        if stream.key in self.gpt:
+            self.gpt.remove(stream.key)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for stream in list(self._streams.values()):
+            self._leave(stream)
+            stream.handle.put(Failed(exc))
+
+
+def _batches(windows: list[tuple[_Stream, Window]]) -> list[list[tuple[_Stream, Window]]]:
+    """Windows that can share one HiFi-GAN call: all non-final ones (right padding is harmless for them), and
+    final ones of equal length."""
+    middles = [pair for pair in windows if not pair[1].final]
+    finals: dict[int, list[tuple[_Stream, Window]]] = {}
+    for pair in windows:
+        if pair[1].final:
+            finals.setdefault(pair[1].length, []).append(pair)
+    return ([middles] if middles else []) + list(finals.values())
