@@ -17,4 +17,4 @@ FROM base AS worker
 COPY requirements-api.txt requirements.txt ./
 RUN pip install -r requirements.txt
 COPY . .
-CMD ["celery", "-A", "workers.celery_app", "worker", "--pool=prefork", "--concurrency=1", "-l", "INFO"]
+CMD ["celery", "-A", "workers.celery_app", "worker", "-l", "INFO"]

@@ -36,8 +36,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": SYNTHESIS_QUEUE,
         "task_queues": (Queue(VOICES_QUEUE), Queue(SYNTHESIS_QUEUE)),
         "task_routes": {CLONE_VOICE: {"queue": VOICES_QUEUE}},
-        # Loading a multi-GB model in worker_process_init takes longer than Celery's default 4 s.
-        "worker_proc_alive_timeout": settings.WORKER_MODEL_LOAD_TIMEOUT,
         # Events for Flower.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -27,7 +27,7 @@ SENTENCE = (
 
 
 @contextmanager
-def local_farm(workers: int, threads_per_worker: int) -> Iterator[Farm]:
+def local_farm(workers: int, threads_per_worker: int, extra_env: dict[str, str] | None = None) -> Iterator[Farm]:
     devmodel.ensure_checkpoint(MODELS / "dev")
     with tempfile.TemporaryDirectory(prefix="xtts-bench-") as tmp:
         redis_server = RedisServer().start()
@@ -39,7 +39,7 @@ def local_farm(workers: int, threads_per_worker: int) -> Iterator[Farm]:
             model_dir=MODELS,
             workers=workers,
             log_dir=Path(tmp),
-            extra_env={"NUM_THREADS": str(threads_per_worker), "STREAM_READ_BLOCK_MS": "1000"},
+            extra_env={"NUM_THREADS": str(threads_per_worker), "STREAM_READ_BLOCK_MS": "1000", **(extra_env or {})},
         )
         try:
             yield farm.start()

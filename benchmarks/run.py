@@ -10,6 +10,10 @@ machines are noisy. Sections (run all, or pick with --only):
   throughput  audio seconds per wall-clock second with 1 and 2 workers under concurrent requests
   longtext    a long text on 1 and 2 workers (time to first audio, total), and a short job's time to first
               audio while a long job runs, against the same short job on an idle farm
+  concurrency one worker process, WORKER_MAX_BATCH=1 against batched: 1/4/8/16 concurrent streams of 100
+              tokens with the dev model (first audio median and p95, aggregate and slowest-stream audio per
+              wall second), a short request during a long text (idle vs busy), and the full-size checkpoint
+              at 1 and 4 streams on the CPU
   gpu         on a GPU only: the full-size random-weight model, float32 and float16, time to first audio and
               real-time factor, single stream and concurrent streams
 """
@@ -26,10 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import farm_bench, model_bench
+from benchmarks import concurrency_bench, farm_bench, model_bench
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("streaming", "pipeline", "throughput", "longtext", "gpu")
+SECTIONS = ("streaming", "pipeline", "throughput", "longtext", "concurrency", "gpu")
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> str:
@@ -85,6 +89,7 @@ def main() -> None:
             "pipeline": farm_bench.pipeline,
             "throughput": farm_bench.throughput,
             "longtext": farm_bench.longtext,
+            "concurrency": concurrency_bench.concurrency,
         }[section]
         title, rows, extra = runner(quick=ns.quick)
         results[section] = {"rows": rows, **extra}

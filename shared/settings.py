@@ -78,7 +78,6 @@ class Settings(BaseSettings):
     SEGMENT_LEASE_SECONDS: float = Field(10.0, gt=0)
     REAPER_INTERVAL_SECONDS: float = Field(2.0, gt=0)
     WORKER_HEARTBEAT_SECONDS: int = 5
-    WORKER_MODEL_LOAD_TIMEOUT: int = 600
 
     # --- voices --------------------------------------------------------------------------------
     MAX_UPLOAD_MB: int = 20

@@ -25,8 +25,9 @@ from celery import Celery
 from shared import jobs, registry, streams, voice_control
 from shared.dispatch import dispatch, send_segment
 from shared.redis_client import get_redis
-from shared.settings import Settings, get_settings
+from shared.settings import get_settings
 from voices_store.cache import VoiceCache
+from workers.celery_app import max_batch
 from workers.engine import VoiceLatents, XttsEngine
 from workers.scheduler import BatchScheduler
 from workers.synthesis import Workshop
@@ -35,14 +36,6 @@ from workers.voices import is_voice, saved_voice
 log = logging.getLogger(__name__)
 
 REAPER_LOCK = "xtts:reaper"
-CPU_MAX_BATCH, GPU_MAX_BATCH = 4, 32
-
-
-def max_batch(settings: Settings, cuda: bool) -> int:
-    """WORKER_MAX_BATCH, or the measured default for the device (see docs/performance.md)."""
-    if settings.WORKER_MAX_BATCH:
-        return settings.WORKER_MAX_BATCH
-    return GPU_MAX_BATCH if cuda and not settings.USE_CPU else CPU_MAX_BATCH
 
 
 class LeaseBook:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.signals import celeryd_init, worker_init, worker_shutdown
+from celery.signals import worker_init, worker_shutdown
 
 from shared import jobs, registry, streams
 from shared.dispatch import dispatch
@@ -23,12 +23,6 @@ from workers.runtime import runtime
 from workers.synthesis import Outcome, run_segment
 
 log = logging.getLogger(__name__)
-
-
-@celeryd_init.connect
-def _remember_node_name(sender: str | None = None, **_: Any) -> None:
-    if sender:
-        runtime.node_name = sender
 
 
 @worker_init.connect
