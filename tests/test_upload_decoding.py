@@ -56,8 +56,7 @@ def _decode(
     return decode_reference(filename, data, max_bytes=max_bytes, max_seconds=max_seconds, time_limit=time_limit)
 
 
-def _child_pids() -> list[int]:
-    """Processes whose parent is this one, zombies included: what a decode must never leave behind."""
+def _all_child_pids() -> list[int]:
     children = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -69,6 +68,23 @@ def _child_pids() -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
             children.append(int(entry))
     return children
+
+
+_PREEXISTING: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _note_preexisting_children() -> None:
+    """Children that live across tests (the session's redis-server, started by another module's fixture) are not
+    the decoder's: only what appears during a test counts."""
+    _PREEXISTING.clear()
+    _PREEXISTING.update(_all_child_pids())
+
+
+def _child_pids() -> list[int]:
+    """Processes whose parent is this one, zombies included, started during the test: what a decode must never
+    leave behind."""
+    return [pid for pid in _all_child_pids() if pid not in _PREEXISTING]
 
 
 @pytest.fixture(scope="module")
