@@ -8,6 +8,7 @@ from celery import Celery
 from flask import Flask
 from flask_openapi3 import Info
 
+from api import request_bounds
 from api.errors import register_error_handlers, validation_error_response
 from api.limits import ConcurrencyLimit
 from api.openapi import FarmOpenAPI
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["xtts_limit"] = ConcurrencyLimit(settings.MAX_CONCURRENT_REQUESTS)
     celery_init_app(app, settings)
+    request_bounds.register(app)  # before any other hook: bodies are bounded before anything reads them
     register_error_handlers(app)
 
     from api.routes import cache, info, jobs, synthesis, voices

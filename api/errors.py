@@ -2,9 +2,9 @@
 
     {"error": {"status": 400, "code": "unknown_language", "message": "...", "details": ...}}
 
-Domain errors (`FarmError` subclasses, from every layer), request validation errors, HTTP errors (404, 405,
-413) and unexpected failures are all mapped here, in one place. The API's own domain errors are defined here
-too; Server-Sent Events carry the same body in their `error` event.
+Domain errors (`FarmError` subclasses, from every layer), request validation errors, HTTP errors (404, 405; 413 is
+answered by `api/request_bounds.py`) and unexpected failures are all mapped here, in one place. The API's own domain
+errors are defined here too; Server-Sent Events carry the same body in their `error` event.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import redis
 from flask import Flask, Response, request
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from shared.errors import FarmError, InvalidInput
 
@@ -74,29 +74,10 @@ def validation_error_response(exc: ValidationError) -> Response:
     return error_response(400, "validation_error", "; ".join(messages), details)
 
 
-def reject_malformed_json() -> Response | None:
-    """Runs before every request: a body that claims to be JSON must parse to an object, or the client hears so."""
-    if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.get_data(cache=True):
-        try:
-            body = json.loads(request.get_data(cache=True))
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error_response(400, "invalid_json", f"the request body is not valid JSON: {exc}")
-        if not isinstance(body, dict):
-            return error_response(400, "validation_error", "the request body must be a JSON object")
-    return None
-
-
 def register_error_handlers(app: Flask) -> None:
-    app.before_request(reject_malformed_json)
-
     @app.errorhandler(FarmError)
     def _farm_error(exc: FarmError) -> Response:
         return farm_error_response(exc)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(exc: RequestEntityTooLarge) -> Response:
-        limit = app.config["MAX_CONTENT_LENGTH"] // 2**20
-        return error_response(413, "request_too_large", f"the request is larger than MAX_UPLOAD_MB={limit} MB")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -44,9 +44,15 @@ class TtsRequest(SynthesisParams):
 
     @field_validator("text")
     @classmethod
-    def _text_not_blank(cls, value: str) -> str:
+    def _text_speakable(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is empty")
+        # Zero-width characters, punctuation or emoji alone would reach the workers as segments with nothing to say.
+        if not any(ch.isalnum() for ch in value):
+            raise ValueError(
+                "text has nothing to speak: it holds no letter or digit, only punctuation, symbols, spaces or "
+                "invisible characters"
+            )
         return value
 
     @field_validator("language")
@@ -331,7 +337,8 @@ class VoicePath(BaseModel):
 class VoicesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    page: int = Field(1, ge=1)
+    # Bounded so that the SQL offset stays a 64-bit integer (a 38-digit page used to answer 500).
+    page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(50, ge=1, le=500)
 
 
