@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # --- voices --------------------------------------------------------------------------------
     MAX_UPLOAD_MB: int = 20
     MAX_REFERENCE_SECONDS: float = 60.0
+    # Per /clone_speaker request: reference files, and seconds of audio in all of them (decoding stops there).
+    MAX_REFERENCE_PARTS: int = Field(5, ge=1)
+    MAX_REFERENCE_TOTAL_SECONDS: float = Field(120.0, gt=0)
     CLONE_TIMEOUT_SECONDS: int = 120
 
     @field_validator("CUSTOM_MODEL_PATH", mode="before")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings, configure
+from tests.listeners import Listeners, running_listeners
 from tools.localfarm import ROOT, Farm, RedisServer, create_postgres_database, drop_postgres_database, migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -196,3 +197,10 @@ def client(api_app, api_settings: Settings) -> Iterator:
     configure(api_settings)  # the app's settings are the process's: another test may have changed them
     yield api_app.test_client()
     configure(None)
+
+
+@pytest.fixture
+def listeners(tmp_path: Path) -> Iterator[Listeners]:
+    """An HTTP server, a TCP listener that never answers and a FIFO, each recording any attempt to reach it."""
+    with running_listeners(tmp_path) as found:
+        yield found

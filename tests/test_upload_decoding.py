@@ -5,23 +5,19 @@ No farm is started: these call voices_store.uploads directly, so they run in sec
 
 from __future__ import annotations
 
-import errno
-import http.server
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shared.errors import FarmError
+from tests.listeners import Listeners
 from tools.localfarm import ROOT
 from voices_store.uploads import (
     CLONE_SAMPLE_RATE,
@@ -101,93 +97,6 @@ def encode(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., bytes]:
         return out.read_bytes()
 
     return make
-
-
-# --- listeners that notice any attempt to read outside stdin -----------------------------------------------------
-
-
-@dataclass
-class Listeners:
-    """An HTTP server that answers and records requests, a TCP listener that never answers, and a FIFO that
-    notices being opened (a reader blocks in open() until a writer comes, so the watcher cannot miss one)."""
-
-    http_url: str
-    silent_url: str
-    fifo: Path
-    requests: list[str] = field(default_factory=list)
-    connections: list[str] = field(default_factory=list)
-    fifo_opened: list[bool] = field(default_factory=list)
-
-    def untouched(self) -> bool:
-        return not (self.requests or self.connections or self.fifo_opened)
-
-
-def _serve_http(record: list[str]) -> http.server.ThreadingHTTPServer:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            record.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"\x47" + bytes(187))  # one MPEG-TS packet's worth
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-    return server
-
-
-def _accept_silently(sock: socket.socket, record: list[str], stop: threading.Event) -> None:
-    held = []
-    while not stop.is_set():
-        try:
-            conn, peer = sock.accept()
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-        record.append(f"{peer[0]}:{peer[1]}")
-        held.append(conn)  # kept open, never answered: the client would wait forever
-    for conn in held:
-        conn.close()
-
-
-def _watch_fifo(fifo: Path, record: list[bool], stop: threading.Event) -> None:
-    while not stop.wait(0.005):
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no reader: nobody opened it
-                continue
-            raise
-        record.append(True)
-        os.close(fd)
-
-
-@pytest.fixture
-def listeners(tmp_path: Path) -> Iterator[Listeners]:
-    stop = threading.Event()
-    fifo = tmp_path / "secret.ts"  # a media extension, which ffmpeg's HLS demuxer asks of local segments
-    os.mkfifo(fifo)
-    silent = socket.create_server(("127.0.0.1", 0))
-    silent.settimeout(0.05)
-    found = Listeners(http_url="", silent_url=f"http://127.0.0.1:{silent.getsockname()[1]}", fifo=fifo)
-    server = _serve_http(found.requests)
-    found.http_url = f"http://127.0.0.1:{server.server_address[1]}"
-    threads = [
-        threading.Thread(target=_accept_silently, args=(silent, found.connections, stop), daemon=True),
-        threading.Thread(target=_watch_fifo, args=(fifo, found.fifo_opened, stop), daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    yield found
-    stop.set()
-    server.shutdown()
-    server.server_close()
-    for thread in threads:
-        thread.join(5)
-    silent.close()
 
 
 def _id3(payload: bytes = b"") -> bytes:

@@ -157,6 +157,7 @@ class Farm:
             "VOICES_DIR": str(self.voices_dir),
             "MAX_UPLOAD_MB": "2",
             "MAX_REFERENCE_SECONDS": "20",
+            "MAX_REFERENCE_TOTAL_SECONDS": "50",
             **(extra_env or {}),
         }
         self.n_workers = workers

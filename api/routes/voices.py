@@ -35,10 +35,10 @@ from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.tasks import CLONE_VOICE
 from voices_store import staging, store
-from voices_store.errors import VoiceExists
+from voices_store.errors import TooMuchReferenceAudio, VoiceExists
 from voices_store.ids import validate_voice_id
 from voices_store.latents import Latents, parse_latents
-from voices_store.uploads import Reference, decode_reference, references_hash
+from voices_store.uploads import Reference, decode_references, references_hash
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("voices", __name__, abp_tags=[Tag(name="voices", description="Voice cloning and saved voices")])
@@ -117,15 +117,18 @@ def clone_speaker(form: CloneForm) -> Response:
     files = [f for f in form.wav_file if f is not None]
     if not files:
         raise InvalidInput("no reference audio: send one or more files in the wav_file field")
-    references = [
-        decode_reference(
-            f.filename or f"file {i + 1}",
-            f.read(),
-            max_bytes=settings.MAX_UPLOAD_MB * 2**20,
-            max_seconds=settings.MAX_REFERENCE_SECONDS,
+    if len(files) > settings.MAX_REFERENCE_PARTS:  # refused before reading any (decode_references cannot count ahead)
+        raise TooMuchReferenceAudio(
+            f"too many reference files: {len(files)}; at most {settings.MAX_REFERENCE_PARTS} per request"
         )
-        for i, f in enumerate(files)
-    ]
+    # Each part is read only when its turn comes, and decoding stops at the first part over a cap.
+    references = decode_references(
+        ((f.filename or f"file {i + 1}", f.read()) for i, f in enumerate(files)),
+        max_bytes=settings.MAX_UPLOAD_MB * 2**20,
+        max_seconds_each=settings.MAX_REFERENCE_SECONDS,
+        max_parts=settings.MAX_REFERENCE_PARTS,
+        max_total_seconds=settings.MAX_REFERENCE_TOTAL_SECONDS,
+    )
     content_hash, latents, reused = _clone(references)
     seconds = round(sum(ref.seconds for ref in references), 3)
     if options.response_format == "save" and options.save_id:
