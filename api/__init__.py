@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     # MAX_UPLOAD_MB bounds a whole upload request (all its files), checked before the body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_MB * 2**20
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["xtts_limit"] = ConcurrencyLimit(settings.MAX_CONCURRENT_REQUESTS)
+    app.extensions["xtts_limit"] = ConcurrencyLimit(
+        settings.MAX_CONCURRENT_REQUESTS, settings.REQUEST_QUEUE_TIMEOUT_SECONDS
+    )
     celery_init_app(app, settings)
     request_bounds.register(app)  # before any other hook: bodies are bounded before anything reads them
     register_error_handlers(app)

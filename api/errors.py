@@ -36,6 +36,13 @@ class CloneTimeout(FarmError):
     status, code = 504, "clone_timeout"
 
 
+class ClientLeft(FarmError):
+    """The client closed its connection before the response existed (nobody reads this; the log shows it).
+    499 is the status nginx uses for it."""
+
+    status, code = 499, "client_closed_request"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
     body: dict[str, Any] = {"status": status, "code": code, "message": message}
     if details is not None:
@@ -44,7 +51,9 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 
 def farm_error_response(exc: FarmError) -> Response:
-    return Response(json.dumps({"error": exc.body()}), status=exc.status, mimetype="application/json")
+    return Response(
+        json.dumps({"error": exc.body()}), status=exc.status, mimetype="application/json", headers=exc.headers()
+    )
 
 
 def _describe(err: Any) -> str:

@@ -251,12 +251,21 @@ class SpeakersResponse(BaseModel):
     speakers: list[str]
 
 
+class RequestSlots(BaseModel):
+    """MAX_CONCURRENT_REQUESTS in the API process that answered."""
+
+    limit: int
+    in_use: int = Field(..., description="Synthesis responses being served")
+    waiting: int = Field(..., description="Requests waiting for their turn")
+
+
 class HealthResponse(BaseModel):
     status: str
     api: str
     redis: dict[str, Any]
     database: dict[str, Any]
     workers: list[dict[str, Any]]
+    requests: RequestSlots
 
 
 class CloneOptions(BaseModel):

@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     PORT: int = 8000
     DEBUG: bool = False
     NUM_THREADS: int = Field(default_factory=lambda: os.cpu_count() or 1)
-    MAX_CONCURRENT_REQUESTS: int = 10
+    MAX_CONCURRENT_REQUESTS: int = Field(10, ge=1)
     CUSTOM_MODEL_PATH: str | None = None
     USE_CPU: bool = False
     SPEAKER_CACHE_TTL: int = 3600
@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     HOST: str = "0.0.0.0"
     # Gunicorn processes serving the API (each with its own MAX_CONCURRENT_REQUESTS).
     API_PROCESSES: int = Field(1, ge=1)
+    # How long a synthesis request over MAX_CONCURRENT_REQUESTS waits for its turn before a 429 (at most
+    # MAX_CONCURRENT_REQUESTS requests wait at once; more get the 429 at once).
+    REQUEST_QUEUE_TIMEOUT_SECONDS: float = Field(30.0, ge=0)
 
     # --- services ------------------------------------------------------------------------------
     REDIS_URL: str = "redis://127.0.0.1:6379/0"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,3 +205,20 @@ def listeners(tmp_path: Path) -> Iterator[Listeners]:
     """An HTTP server, a TCP listener that never answers and a FIFO, each recording any attempt to reach it."""
     with running_listeners(tmp_path) as found:
         yield found
+
+
+@pytest.fixture
+def app_with(api_settings: Settings, tmp_path: Path) -> Iterator:
+    """Makes an in-process API (Flask's test client) with its own migrated SQLite database and some settings
+    changed, for tests of limits that must not see other tests' jobs: `client = app_with(MAX_JOBS_PER_TENANT=1)`."""
+
+    def make(**overrides: object):  # type: ignore[no-untyped-def]
+        from api import create_app
+
+        url = f"sqlite:///{tmp_path / f'app-{uuid.uuid4().hex[:8]}.db'}"
+        migrate(url)
+        settings = api_settings.model_copy(update={"DATABASE_URL": url, **overrides})
+        return create_app(settings).test_client()
+
+    yield make
+    configure(None)

@@ -6,12 +6,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, redirect
+from flask import Response, current_app, redirect
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
 from api.responses import json_model
-from api.schemas import HealthResponse, LanguagesResponse, SpeakersResponse
+from api.schemas import HealthResponse, LanguagesResponse, RequestSlots, SpeakersResponse
 from api.submission import LiveWorkers
 from shared import registry
 from shared.db import get_engine
@@ -56,7 +56,15 @@ def health() -> Response:
     workers = registry.live_workers(get_redis()) if redis_state["ok"] else []
     healthy = redis_state["ok"] and db_state["ok"]
     status = ("ok" if workers else "no_workers") if healthy else "unavailable"
-    body = HealthResponse(status=status, api="ok", redis=redis_state, database=db_state, workers=workers)
+    slots = current_app.extensions["xtts_limit"].state()
+    body = HealthResponse(
+        status=status,
+        api="ok",
+        redis=redis_state,
+        database=db_state,
+        workers=workers,
+        requests=RequestSlots(limit=slots.limit, in_use=slots.in_use, waiting=slots.waiting),
+    )
     return json_model(body, 200 if healthy else 503)
 
 

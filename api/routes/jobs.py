@@ -9,15 +9,25 @@ import redis
 from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.delivery import audio_expired_message, current_job, job_audio, sse_audio, sse_error, sse_event, wav_file
+from api.client import ClientConnection, ClientGone
+from api.delivery import (
+    audio_expired_message,
+    cancel,
+    check_cursor,
+    current_job,
+    job_audio,
+    sse_audio,
+    sse_error,
+    sse_event,
+    wav_file,
+)
 from api.responses import json_model
 from api.schemas import ErrorResponse, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery, TtsRequest
 from api.submission import submit
 from shared import jobs, streams
-from shared.errors import AudioExpired, FarmError, InvalidCursor, JobNotReady, SynthesisFailed
+from shared.errors import AudioExpired, FarmError, JobNotReady, SynthesisFailed
 from shared.models import JobState
 from shared.redis_client import get_redis
-from shared.settings import get_settings
 from shared.streams import Cursor
 
 log = logging.getLogger(__name__)
@@ -77,32 +87,35 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     """
     cursor = Cursor.parse(query.cursor or request.headers.get("Last-Event-ID"))
     job = current_job(path.job_id)
-    if cursor.segment > job.segments_total:
-        raise InvalidCursor(f"cursor {cursor} is past the job's {job.segments_total} segments")
-    limit = current_app.extensions["xtts_limit"]
-    limit.acquire()
+    check_cursor(job, cursor)
+    slot = current_app.extensions["xtts_limit"].acquire()
+    client = ClientConnection.of(request.environ)
 
     def events() -> Iterator[bytes]:
         try:
-            for position, pcm in job_audio(job.id, job.segments_total, cursor):
+            for position, pcm in job_audio(job.id, job.segments_total, cursor, client=client):
                 yield sse_audio(position, pcm)
             yield sse_event("end", {"state": jobs.get_job(job.id).state})
+        except ClientGone:
+            return  # a /jobs job runs on without its listener; it can reconnect with its last event id
         except FarmError as exc:
             yield sse_error(exc)
         except redis.RedisError as exc:
             yield sse_error(SynthesisFailed(f"the audio stream broke off: Redis is not answering ({exc})"))
 
-    return Response(
-        limit.hold_while(events()),
+    response = Response(
+        events(),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Session-Id": job.id},
     )
+    # close() runs however the response ends, HEAD included (which never iterates the body).
+    response.call_on_close(slot.release)
+    return response
 
 
 def _cancel(job_id: str) -> Response:
     job = jobs.get_job(job_id)
-    if jobs.cancel_job(job.id):
-        streams.publish_cancel(get_redis(), job.id, get_settings().STREAM_TTL_SECONDS)
+    if cancel(job.id):
         log.info("session %s cancelled", job.id)
     return json_model(JobStatus.from_job(jobs.get_job(job.id)))
 
