@@ -8,7 +8,7 @@ from celery import Celery
 from flask import Flask
 from flask_openapi3 import Info
 
-from api import request_bounds
+from api import auth, request_bounds
 from api.errors import register_error_handlers, validation_error_response
 from api.limits import ConcurrencyLimit
 from api.openapi import FarmOpenAPI
@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
         settings.MAX_CONCURRENT_REQUESTS, settings.REQUEST_QUEUE_TIMEOUT_SECONDS
     )
     celery_init_app(app, settings)
-    request_bounds.register(app)  # before any other hook: bodies are bounded before anything reads them
+    # Hooks run in this order: who is calling (headers only), then bounds on the body, before any endpoint reads it.
+    auth.register(app)
+    request_bounds.register(app)
     register_error_handlers(app)
 
     from api.routes import cache, info, jobs, synthesis, voices

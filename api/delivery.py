@@ -14,7 +14,7 @@ from typing import Any
 from api.client import ClientConnection
 from shared import jobs, streams
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from shared.errors import AudioExpired, FarmError, InvalidCursor, JobCancelled, SynthesisFailed
+from shared.errors import AudioExpired, FarmError, InvalidCursor, JobCancelled, NotFound, SynthesisFailed
 from shared.models import ACTIVE_STATES, Job, JobState
 from shared.redis_client import get_redis
 from shared.settings import get_settings
@@ -89,10 +89,13 @@ class Watchdog:
             )
 
 
-def current_job(job_id: str, *, with_segments: bool = False) -> Job:
+def current_job(job_id: str, *, tenant: str | None = None, with_segments: bool = False) -> Job:
     """The job as SQL knows it, after declaring it lost (and stopping its workers) if Redis restarted
-    without its data since the job was queued. Reads only, unless the job is found lost."""
+    without its data since the job was queued. Reads only, unless the job is found lost. With `tenant`, another
+    tenant's job is NotFound, exactly as a job that does not exist (ids never leak across tenants)."""
     job = jobs.get_job(job_id, with_segments=with_segments)
+    if tenant is not None and job.tenant != tenant:
+        raise NotFound(f"no job or session with id {job_id!r}")
     if job.state in ACTIVE_STATES:
         r = get_redis()
         epoch = streams.current_epoch(r)

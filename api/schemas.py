@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, m
 
 from shared.models import Job, JobSegment
 from shared.params import SynthesisParams
+from voices_store.ids import split_voice_key
 from voices_store.store import VoiceInfo
 
 
@@ -191,7 +192,11 @@ class JobStatus(BaseModel):
             state=job.state,
             origin=job.origin,
             language=job.language,
-            speaker=SpeakerRef(kind=job.speaker_kind, id=job.speaker_ref),
+            # A saved voice is named as its tenant knows it (the job holds its key, `tenant/id`).
+            speaker=SpeakerRef(
+                kind=job.speaker_kind,
+                id=split_voice_key(job.speaker_ref)[1] if job.speaker_kind == "saved" else job.speaker_ref,
+            ),
             progress=Progress(
                 segments_done=job.segments_done,
                 segments_total=job.segments_total,
@@ -260,12 +265,15 @@ class RequestSlots(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str
+    status: str = Field(..., description="ok, no_workers or unavailable")
     api: str
     redis: dict[str, Any]
     database: dict[str, Any]
-    workers: list[dict[str, Any]]
-    requests: RequestSlots
+    live_workers: int = Field(..., description="Synthesis worker processes alive")
+    workers: list[dict[str, Any]] | None = Field(
+        None, description="Each live worker, its model and what it is doing (operators only: an admin key)"
+    )
+    requests: RequestSlots | None = Field(None, description="This API process's slots (operators only)")
 
 
 class CloneOptions(BaseModel):

@@ -19,7 +19,7 @@ from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.text import split_text
 from voices_store import store
-from voices_store.ids import is_voice_id
+from voices_store.ids import is_voice_id, voice_key
 from voices_store.latents import parse_latents
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,17 @@ class Speaker:
     inline_voice: bytes | None = None
 
 
-def resolve_speaker(farm: LiveWorkers, request: TtsRequest) -> Speaker:
-    """A saved voice (checked in SQL), a built-in speaker of the live workers' model, or inline latents."""
+def resolve_speaker(farm: LiveWorkers, request: TtsRequest, tenant: str) -> Speaker:
+    """A saved voice of the tenant (checked in SQL), a built-in speaker of the live workers' model (shared by every
+    tenant), or inline latents. Another tenant's voice is unknown here, like any voice that does not exist."""
     if request.speaker_latents is not None:
         latents = parse_latents(
             request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding, farm.gpt_width
         )
         return Speaker("inline", latents.digest(), latents.to_npz())
     speaker_id = request.speaker_id or ""
-    if is_voice_id(speaker_id) and store.voice_exists(speaker_id):
-        return Speaker("saved", speaker_id)
+    if is_voice_id(speaker_id) and store.voice_exists(tenant, speaker_id):
+        return Speaker("saved", voice_key(tenant, speaker_id))
     catalog = farm.catalog
     if catalog is None:
         raise NoWorkers(
@@ -97,7 +98,7 @@ def resolve_speaker(farm: LiveWorkers, request: TtsRequest) -> Speaker:
     )
 
 
-def submit(celery: Celery, request: TtsRequest, origin: str) -> Job:
+def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job:
     settings = get_settings()
     if len(request.text) > settings.MAX_TEXT_CHARS:
         raise TextTooLong(
@@ -105,12 +106,13 @@ def submit(celery: Celery, request: TtsRequest, origin: str) -> Job:
         )
     farm = LiveWorkers.now()
     check_language(farm, request.language)
-    speaker = resolve_speaker(farm, request)
+    speaker = resolve_speaker(farm, request, tenant)
     segments = split_text(request.text, request.language)
     with session_scope() as s:
         job = jobs.create_job(
             s,
             origin=origin,
+            tenant=tenant,
             text=request.text,
             language=request.language,
             speaker_kind=speaker.kind,

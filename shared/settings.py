@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     HOST: str = "0.0.0.0"
     # Gunicorn processes serving the API (each with its own MAX_CONCURRENT_REQUESTS).
     API_PROCESSES: int = Field(1, ge=1)
+    # API keys (api/auth.py): true = needed on every endpoint but /health and the docs; false = never (a machine of
+    # your own); auto (unset) = needed once any key exists in the database, and until then local clients only.
+    API_KEYS_REQUIRED: bool | None = None
     # How long a synthesis request over MAX_CONCURRENT_REQUESTS waits for its turn before a 429 (at most
     # MAX_CONCURRENT_REQUESTS requests wait at once; more get the 429 at once).
     REQUEST_QUEUE_TIMEOUT_SECONDS: float = Field(30.0, ge=0)
@@ -83,6 +86,11 @@ class Settings(BaseSettings):
     MAX_REFERENCE_PARTS: int = Field(5, ge=1)
     MAX_REFERENCE_TOTAL_SECONDS: float = Field(120.0, gt=0)
     CLONE_TIMEOUT_SECONDS: int = 120
+
+    @field_validator("API_KEYS_REQUIRED", mode="before")
+    @classmethod
+    def _auto_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
     @field_validator("CUSTOM_MODEL_PATH", mode="before")
     @classmethod

@@ -11,14 +11,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from shared.settings import Settings, configure
 from tests.listeners import Listeners, running_listeners
-from tools.localfarm import ROOT, Farm, RedisServer, create_postgres_database, drop_postgres_database, migrate
+from tools.localfarm import (
+    ROOT,
+    Farm,
+    RedisServer,
+    create_api_key,
+    create_postgres_database,
+    drop_postgres_database,
+    migrate,
+)
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
-FARM_FIXTURES = {"farm", "isolated_farm", "speaker"}
+FARM_FIXTURES = {"farm", "isolated_farm", "keyed_farm", "speaker"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -222,3 +231,30 @@ def app_with(api_settings: Settings, tmp_path: Path) -> Iterator:
 
     yield make
     configure(None)
+
+
+@pytest.fixture(scope="module")
+def keyed_farm(
+    redis_server: RedisServer, dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Farm]:
+    """A farm with API keys required (as in docker-compose.yml): one worker, SQLite, an admin key for its helpers.
+    `keyed_farm.database_url` lets a test make more keys with `tools.localfarm.create_api_key`."""
+    folder = tmp_path_factory.mktemp("keyed-farm")
+    url = f"sqlite:///{folder / 'farm.db'}"
+    migrate(url)
+    admin = create_api_key(url, "operator", "ops", admin=True)
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/4"
+    redis.Redis.from_url(redis_url).flushdb()  # another module's keyed farm may have used this database
+    farm = Farm(
+        redis_url=redis_url,
+        database_url=url,
+        model_dir=dev_model_dir,
+        workers=1,
+        log_dir=folder,
+        extra_env={"API_KEYS_REQUIRED": "true"},
+        api_key=admin,
+    )
+    try:
+        yield farm.start()
+    finally:
+        farm.stop()

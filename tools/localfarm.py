@@ -105,6 +105,17 @@ def migrate(database_url: str, revision: str = "head", downgrade: bool = False) 
     (command.downgrade if downgrade else command.upgrade)(config, revision)
 
 
+def create_api_key(database_url: str, name: str, tenant: str | None = None, *, admin: bool = False) -> str:
+    """A new API key in the farm's database, made by the operator's own command (`python -m api.keys create`)."""
+    args = [sys.executable, "-m", "api.keys", "create", "--name", name]
+    args += ["--tenant", tenant] if tenant else []
+    args += ["--admin"] if admin else []
+    out = subprocess.run(
+        args, cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url}, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
 def create_postgres_database(admin_url: str) -> str:
     """A fresh database on the local server for one test session; returns its URL."""
     import psycopg
@@ -135,8 +146,11 @@ class Farm:
         workers: int,
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.port = free_port()
+        # Sent by the helpers below: with API keys on, an admin key lets them see the workers in /health.
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.database_url = database_url
         self.redis_url = redis_url
         self.voices_dir = log_dir / "voices"
@@ -203,7 +217,7 @@ class Farm:
         return self
 
     def health(self) -> dict[str, Any]:
-        body: dict[str, Any] = requests.get(f"{self.base_url}/health", timeout=5).json()
+        body: dict[str, Any] = requests.get(f"{self.base_url}/health", headers=self.headers, timeout=5).json()
         return body
 
     def live_workers(self) -> list[dict[str, Any]]:
@@ -233,7 +247,7 @@ class Farm:
         return self.base_url + path
 
     def job(self, job_id: str) -> dict[str, Any]:
-        response = requests.get(self.url(f"/jobs/{job_id}"), timeout=10)
+        response = requests.get(self.url(f"/jobs/{job_id}"), headers=self.headers, timeout=10)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body

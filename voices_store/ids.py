@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from shared.tenants import DEFAULT_TENANT
 from voices_store.errors import InvalidVoiceId
 
 # \Z, not $: `$` also matches before a final newline, which would let "abc\n" through.
@@ -22,3 +23,15 @@ def validate_voice_id(voice_id: str) -> str:
             details={"pattern": VOICE_ID.pattern},
         )
     return voice_id
+
+
+def voice_key(tenant: str, voice_id: str) -> str:
+    """How a job names a saved voice for the workers: `tenant/id`, or the bare id in the default tenant (so voices
+    saved before tenants, PRELOAD_VOICES and worker cache keys keep their names). Neither part may contain `/`."""
+    return voice_id if tenant == DEFAULT_TENANT else f"{tenant}/{voice_id}"
+
+
+def split_voice_key(key: str) -> tuple[str, str]:
+    """(tenant, voice id) of a voice key."""
+    tenant, _, voice_id = key.rpartition("/")
+    return tenant or DEFAULT_TENANT, voice_id

@@ -29,6 +29,7 @@ from typing import IO, cast
 
 import numpy as np
 
+from shared.tenants import DEFAULT_TENANT
 from voices_store.errors import (
     DecodeTimeout,
     NotAudio,
@@ -473,9 +474,11 @@ def _decode_within_total(
         raise
 
 
-def references_hash(references: list[Reference], model: str) -> str:
-    """Identifies a cloning input: the decoded audio of every file, in order, and the model that clones it."""
-    digest = hashlib.sha256(model.encode())
+def references_hash(references: list[Reference], model: str, tenant: str) -> str:
+    """Identifies a cloning input: the decoded audio of every file, in order, the model that clones it, and the
+    tenant it is cloned for. Stored results are reused within a tenant only, so `reused` never tells one tenant
+    that another uploaded the same recording. (The default tenant's hashes are those from before tenants.)"""
+    digest = hashlib.sha256(model.encode() if tenant == DEFAULT_TENANT else f"{model}\n{tenant}".encode())
     for ref in references:
         digest.update(len(ref.samples).to_bytes(8, "little"))
         digest.update(ref.samples.tobytes())

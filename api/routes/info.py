@@ -10,6 +10,7 @@ from flask import Response, current_app, redirect
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
+from api.auth import caller
 from api.responses import json_model
 from api.schemas import HealthResponse, LanguagesResponse, RequestSlots, SpeakersResponse
 from api.submission import LiveWorkers
@@ -50,20 +51,23 @@ def _database_ping() -> None:
 
 @bp.get("/health", responses={200: HealthResponse, 503: HealthResponse})
 def health() -> Response:
-    """API, Redis, database, and every live worker with the model it has loaded."""
+    """API, Redis, database and the number of live workers; with an admin key (or keys off), every live worker
+    with the model it has loaded and this API process's request slots. Needs no key."""
     redis_state = _probe(lambda: get_redis().ping())
     db_state = _probe(_database_ping)
     workers = registry.live_workers(get_redis()) if redis_state["ok"] else []
     healthy = redis_state["ok"] and db_state["ok"]
     status = ("ok" if workers else "no_workers") if healthy else "unavailable"
     slots = current_app.extensions["xtts_limit"].state()
+    operator = caller().admin  # worker details name the jobs they run: not for every tenant's eyes
     body = HealthResponse(
         status=status,
         api="ok",
         redis=redis_state,
         database=db_state,
-        workers=workers,
-        requests=RequestSlots(limit=slots.limit, in_use=slots.in_use, waiting=slots.waiting),
+        live_workers=len(workers),
+        workers=workers if operator else None,
+        requests=RequestSlots(limit=slots.limit, in_use=slots.in_use, waiting=slots.waiting) if operator else None,
     )
     return json_model(body, 200 if healthy else 503)
 

@@ -9,6 +9,7 @@ import redis
 from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
+from api.auth import caller
 from api.client import ClientConnection, ClientGone
 from api.delivery import (
     audio_expired_message,
@@ -37,7 +38,7 @@ bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs
 @bp.post("/jobs", responses={202: JobCreated, 400: ErrorResponse, 413: ErrorResponse, 503: ErrorResponse})
 def create_job(body: TtsRequest) -> Response:
     """Queue a synthesis job and return at once: poll its status, pull its stream, fetch its audio."""
-    job = submit(current_app.extensions["celery"], body, origin="job")
+    job = submit(current_app.extensions["celery"], body, origin="job", tenant=caller().tenant)
     created = JobCreated(
         id=job.id,
         state=job.state,
@@ -52,7 +53,8 @@ def create_job(body: TtsRequest) -> Response:
 def job_status(path: JobPath) -> Response:
     """State, progress (segments, audio chunks, seconds of audio), timestamps and error of a job, and of each
     of its segments (state, attempts, worker)."""
-    return json_model(JobStatus.from_job(current_job(path.job_id, with_segments=True), with_segments=True))
+    job = current_job(path.job_id, tenant=caller().tenant, with_segments=True)
+    return json_model(JobStatus.from_job(job, with_segments=True))
 
 
 @bp.get(
@@ -61,7 +63,7 @@ def job_status(path: JobPath) -> Response:
 )
 def job_audio_file(path: JobPath) -> Response:
     """The complete WAV of a job that has succeeded."""
-    job = current_job(path.job_id)
+    job = current_job(path.job_id, tenant=caller().tenant)
     if job.state != JobState.SUCCEEDED.value:
         detail = f": {job.error}" if job.error else ""
         raise JobNotReady(
@@ -86,7 +88,7 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     is the error contract's body.
     """
     cursor = Cursor.parse(query.cursor or request.headers.get("Last-Event-ID"))
-    job = current_job(path.job_id)
+    job = current_job(path.job_id, tenant=caller().tenant)
     check_cursor(job, cursor)
     slot = current_app.extensions["xtts_limit"].acquire()
     client = ClientConnection.of(request.environ)
@@ -114,7 +116,7 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
 
 
 def _cancel(job_id: str) -> Response:
-    job = jobs.get_job(job_id)
+    job = current_job(job_id, tenant=caller().tenant)
     if cancel(job.id):
         log.info("session %s cancelled", job.id)
     return json_model(JobStatus.from_job(jobs.get_job(job.id)))
@@ -129,7 +131,7 @@ def cancel_job(path: JobPath) -> Response:
 @bp.get("/stream_status/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
 def stream_status(path: SessionPath) -> Response:
     """The seed's session status (the same sessions as /jobs)."""
-    return json_model(JobStatus.from_job(current_job(path.session_id)))
+    return json_model(JobStatus.from_job(current_job(path.session_id, tenant=caller().tenant)))
 
 
 @bp.delete("/stream_cancel/<session_id>", responses={200: JobStatus, 404: ErrorResponse})

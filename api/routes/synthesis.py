@@ -12,6 +12,7 @@ from flask import Response, current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
 
+from api.auth import caller
 from api.client import ClientConnection, ClientGone
 from api.delivery import cancel, job_audio, streaming_wav_header, wav_file
 from api.errors import ClientLeft
@@ -60,7 +61,7 @@ def tts_stream(body: TtsRequest) -> Response:
     """
     slot = _limit().acquire()
     try:
-        job = submit(_celery(), body, origin="stream")
+        job = submit(_celery(), body, origin="stream", tenant=caller().tenant)
     except BaseException:
         slot.release()
         raise
@@ -97,7 +98,7 @@ def tts(body: TtsRequest) -> Response:
     meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the session."""
     slot = _limit().acquire()
     try:
-        job = submit(_celery(), body, origin="tts")
+        job = submit(_celery(), body, origin="tts", tenant=caller().tenant)
         try:
             client = ClientConnection.of(request.environ)
             pcm = b"".join(chunk for _cursor, chunk in job_audio(job.id, job.segments_total, client=client))
