@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery
 
+from api.admission import admit, check_request_size
 from api.schemas import TtsRequest
 from shared import jobs, registry, streams
 from shared.db import session_scope
@@ -15,6 +16,7 @@ from shared.dispatch import dispatch
 from shared.errors import BrokerUnavailable, NoWorkers, TextTooLong, UnknownLanguage, UnknownSpeaker
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.models import Job
+from shared.params import SynthesisParams
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.text import split_text
@@ -108,6 +110,8 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job
     check_language(farm, request.language)
     speaker = resolve_speaker(farm, request, tenant)
     segments = split_text(request.text, request.language)
+    params = request.synthesis_params()
+    check_request_size(segments, SynthesisParams.model_validate(params))
     with session_scope() as s:
         job = jobs.create_job(
             s,
@@ -117,11 +121,12 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job
             language=request.language,
             speaker_kind=speaker.kind,
             speaker_ref=speaker.ref,
-            params=request.synthesis_params(),
+            params=params,
             segments=segments,
             epoch=streams.current_epoch(get_redis()),
             inline_voice=speaker.inline_voice,
         )
+    admit(job.id, tenant)
     try:
         dispatch(celery, job.id, len(farm.workers))
     except Exception as exc:

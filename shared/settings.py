@@ -58,6 +58,15 @@ class Settings(BaseSettings):
 
     # --- synthesis limits ----------------------------------------------------------------------
     MAX_TEXT_CHARS: int = 100_000
+
+    # --- admission control (api/admission.py) ---------------------------------------------------------------
+    # Audio tokens (about 46 ms each) one request may cost, estimated from its text and min/max_new_tokens:
+    # 160 000 is about 2 hours, enough for any text of MAX_TEXT_CHARS spoken at its natural length.
+    MAX_TOKENS_PER_REQUEST: int = Field(160_000, ge=1)
+    # Jobs (of /jobs, /tts and /tts_stream) queued or running per tenant.
+    MAX_JOBS_PER_TENANT: int = Field(20, ge=1)
+    # Segments not yet synthesized, all tenants together: the longest backlog the farm accepts.
+    MAX_QUEUED_SEGMENTS: int = Field(10_000, ge=1)
     # Audio tokens (about 46 ms each) in a segment's first streamed chunk when a request does not say.
     DEFAULT_STREAM_CHUNK_SIZE: int = Field(20, ge=1, le=400)
     # HiFi-GAN frames of context the streaming decoder re-decodes on each side of a window (its margin).
