@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     # --- workers -------------------------------------------------------------------------------
     WORKER_HEARTBEAT_SECONDS: int = 5
     WORKER_MODEL_LOAD_TIMEOUT: int = 600
+
+    # --- Flower ------------------------------------------------------------------------------------
+    # Read by Flower itself (it takes FLOWER_* variables); scripts/flower.sh gives the defaults. Listed here so
+    # that one typed object, and one table in the README, name every variable the farm reads.
+    FLOWER_ADDRESS: str = "127.0.0.1"
+    FLOWER_PORT: int = 5555
+    # user:password for Flower's HTTP basic authentication; unset, `make run` generates one and prints it.
+    FLOWER_BASIC_AUTH: SecretStr | None = None
 
     # --- voices --------------------------------------------------------------------------------
     MAX_UPLOAD_MB: int = 20
