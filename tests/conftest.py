@@ -18,14 +18,16 @@ from tests.listeners import Listeners, running_listeners
 from tools.localfarm import (
     ROOT,
     Farm,
+    PostgresCluster,
     RedisServer,
     create_api_key,
     create_postgres_database,
     drop_postgres_database,
     migrate,
+    postgres_answers,
 )
 
-POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
 FARM_FIXTURES = {"farm", "isolated_farm", "keyed_farm", "speaker"}
 
@@ -52,30 +54,37 @@ def redis_server() -> Iterator[RedisServer]:
     server.cleanup()
 
 
-def _database_url(backend: str, tmp: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp / 'farm.db'}"
-    return create_postgres_database(POSTGRES_ADMIN_URL)
-
-
-def _drop_database(backend: str, url: str) -> None:
-    if backend == "postgresql":
-        drop_postgres_database(POSTGRES_ADMIN_URL, url)
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server the tests may create databases on: TEST_POSTGRES_URL if set; else the local server on
+    port 5432 if it lets user `postgres` in without a password; else a throwaway cluster of the tests' own, deleted
+    at the end (the machine's PostgreSQL configuration is never touched)."""
+    configured = os.environ.get("TEST_POSTGRES_URL")
+    if configured or postgres_answers(DEFAULT_POSTGRES_URL):
+        yield configured or DEFAULT_POSTGRES_URL
+        return
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.admin_url
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture(scope="session")
-def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def database_factory(tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str) -> Iterator:
     """Makes empty databases of either backend; drops them at the end of the session."""
-    made: list[tuple[str, str]] = []
+    made: list[str] = []
 
     def make(backend: str) -> str:
-        url = _database_url(backend, tmp_path_factory.mktemp(backend))
-        made.append((backend, url))
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path_factory.mktemp(backend) / 'farm.db'}"
+        url = create_postgres_database(postgres_admin_url)
+        made.append(url)
         return url
 
     yield make
-    for backend, url in made:
-        _drop_database(backend, url)
+    for url in made:
+        drop_postgres_database(postgres_admin_url, url)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -95,6 +95,69 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name) or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None
+    )
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed (make test installs Debian's postgresql)")
+    return str(found)
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL server for one test session: `initdb` into a temporary directory (trust
+    authentication, on 127.0.0.1 and a free port), stopped and deleted afterwards. Nothing of the machine's own
+    PostgreSQL (its clusters, its configuration) is read or changed. As root, it runs as the `postgres` user,
+    since PostgreSQL refuses to run as root."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="xtts-postgres-"))
+        self.data = self.dir / "data"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            account = pwd.getpwnam("postgres")
+            os.chown(self.dir, account.pw_uid, account.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/test"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True, cwd=self.dir)
+
+    def start(self) -> PostgresCluster:
+        self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} -c fsync=off"
+        self._run(
+            _postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", options, "-w", "start"
+        )
+        import psycopg
+
+        with psycopg.connect(self.admin_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "test"')
+        return self
+
+    def cleanup(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres_answers(url: str) -> bool:
+    """True when `url` accepts a connection as given (no password prompt, no refusal), within two seconds."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
 def migrate(database_url: str, revision: str = "head", downgrade: bool = False) -> None:
     from alembic import command
     from alembic.config import Config
