@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, request
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import FarmError, InvalidInput
@@ -97,6 +97,12 @@ def register_error_handlers(app: Flask) -> None:
     def _redis_down(exc: redis.RedisError) -> Response:
         log.error("Redis error on %s %s: %s", request.method, request.path, exc)
         return error_response(503, "redis_unavailable", f"Redis is not answering ({type(exc).__name__}); retry shortly")
+
+    @app.errorhandler(DataError)
+    def _data_refused(exc: DataError) -> Response:
+        # The database refused a value (a safety net: input checks should catch it first, and log says which).
+        log.warning("database refused a value on %s %s: %s", request.method, request.path, exc.orig)
+        return error_response(400, "invalid_input", "the database cannot store a value of this request")
 
     @app.errorhandler(OperationalError)
     def _database_down(exc: OperationalError) -> Response:

@@ -3,6 +3,8 @@
 - Size: MAX_UPLOAD_MB is for `/clone_speaker`'s recordings. Every other endpoint takes a small JSON document (a text
   of MAX_TEXT_CHARS, or latents of 32 x 1024 numbers: well under 2 MB), so its body is capped at
   MAX_JSON_BODY_BYTES: a 20 MB array of numbers would otherwise become hundreds of MB of Python objects.
+- NUL characters: PostgreSQL cannot store them in text (psycopg raises DataError, which was a 500 there and not on
+  SQLite), and no voice id, job id, text or name needs one: refused in the path, the query and every JSON string.
 - Shape: a body that claims to be JSON must parse to an object. JSON nested deeper than Python's recursion limit
   makes `json.loads` raise RecursionError (not ValueError), which used to escape as a 500; so does a JSON form field
   (`options`), which flask-openapi3 parses itself. Both are parsed here first and refused with a 400.
@@ -41,10 +43,32 @@ def _parse(text: str | bytes, what: str) -> tuple[object, Response | None]:
 BODY = "the request body"
 
 
+def _holds_nul(value: object) -> bool:
+    """Whether a parsed JSON value has a NUL character in any string (keys included); iterative, so depth is free."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _nul_refused(where: str) -> Response:
+    return error_response(400, "invalid_input", f"{where} contains a NUL character (U+0000), which no field accepts")
+
+
 def check_request_body() -> Response | None:
     """Runs before every request, before the endpoint (or flask-openapi3's validation) reads the body."""
     if request.endpoint not in UPLOAD_ENDPOINTS:
         request.max_content_length = MAX_JSON_BODY_BYTES
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)):
+        return _nul_refused("the URL")
     if request.method not in ("POST", "PUT", "PATCH"):
         return None
     if request.is_json:
@@ -56,11 +80,15 @@ def check_request_body() -> Response | None:
             return refused
         if not isinstance(body, dict):
             return error_response(400, "validation_error", "the request body must be a JSON object")
+        if _holds_nul(body):
+            return _nul_refused("the request body")
     elif request.mimetype == "multipart/form-data":
-        for name, value in request.form.items():
-            _value, refused = _parse(value, f"form field {name!r}")
+        for name, value in request.form.items(multi=True):
+            parsed, refused = _parse(value, f"form field {name!r}")
             if refused is not None:
                 return refused
+            if "\x00" in value or _holds_nul(parsed):
+                return _nul_refused(f"form field {name!r}")
     return None
 
 

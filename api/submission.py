@@ -13,7 +13,14 @@ from api.schemas import TtsRequest
 from shared import jobs, registry, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
-from shared.errors import BrokerUnavailable, NoWorkers, TextTooLong, UnknownLanguage, UnknownSpeaker
+from shared.errors import (
+    BrokerUnavailable,
+    NothingToSpeak,
+    NoWorkers,
+    TextTooLong,
+    UnknownLanguage,
+    UnknownSpeaker,
+)
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.models import Job
 from shared.params import SynthesisParams
@@ -105,6 +112,12 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job
     if len(request.text) > settings.MAX_TEXT_CHARS:
         raise TextTooLong(
             f"text is {len(request.text)} characters long; the limit is MAX_TEXT_CHARS={settings.MAX_TEXT_CHARS}"
+        )
+    # Zero-width characters, punctuation or emoji alone would reach the workers as segments with nothing to say.
+    if not any(ch.isalnum() for ch in request.text):
+        raise NothingToSpeak(
+            "text has nothing to speak: it holds no letter or digit, only punctuation, symbols, spaces or "
+            "invisible characters"
         )
     farm = LiveWorkers.now()
     check_language(farm, request.language)

@@ -49,6 +49,12 @@ class UnknownSpeaker(FarmError):
     status, code = 400, "unknown_speaker"
 
 
+class NothingToSpeak(InvalidInput):
+    """A text of punctuation, symbols, spaces or invisible characters only."""
+
+    code = "nothing_to_speak"
+
+
 class TextTooLong(FarmError):
     status, code = 413, "text_too_long"
 

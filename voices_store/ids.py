@@ -9,6 +9,8 @@ from voices_store.errors import InvalidVoiceId
 
 # \Z, not $: `$` also matches before a final newline, which would let "abc\n" through.
 VOICE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+# The same rule for the OpenAPI document (ECMA-262 regular expressions, where `$` is the very end).
+VOICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
 def is_voice_id(value: object) -> bool:

@@ -32,10 +32,18 @@ from shared.redis_client import get_redis
 from shared.streams import Cursor
 
 log = logging.getLogger(__name__)
+WAV_FILE = {
+    "description": "The job's complete WAV, 24 kHz mono 16-bit PCM",
+    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+}
+EVENT_STREAM = {
+    "description": "Server-Sent Events: `audio` (id `<segment>-<seq>`), then `end` or `error`",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
 bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
 
 
-@bp.post("/jobs", responses={202: JobCreated, 400: ErrorResponse, 413: ErrorResponse, 503: ErrorResponse})
+@bp.post("/jobs", responses={202: JobCreated, 400: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse})
 def create_job(body: TtsRequest) -> Response:
     """Queue a synthesis job and return at once: poll its status, pull its stream, fetch its audio."""
     job = submit(current_app.extensions["celery"], body, origin="job", tenant=caller().tenant)
@@ -59,7 +67,7 @@ def job_status(path: JobPath) -> Response:
 
 @bp.get(
     "/jobs/<job_id>/audio",
-    responses={200: {"description": "audio/wav"}, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse},
+    responses={200: WAV_FILE, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse},
 )
 def job_audio_file(path: JobPath) -> Response:
     """The complete WAV of a job that has succeeded."""
@@ -77,7 +85,7 @@ def job_audio_file(path: JobPath) -> Response:
 
 @bp.get(
     "/jobs/<job_id>/stream",
-    responses={200: {"description": "text/event-stream"}, 400: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse},
+    responses={200: EVENT_STREAM, 400: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 429: ErrorResponse},
 )
 def job_stream(path: JobPath, query: StreamQuery) -> Response:
     """Pull a job's audio as Server-Sent Events, resumable from a cursor.

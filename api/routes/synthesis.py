@@ -32,7 +32,6 @@ ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
     400: ErrorResponse,
     413: ErrorResponse,
     429: ErrorResponse,
-    503: ErrorResponse,
 }
 
 
@@ -92,7 +91,17 @@ def tts_stream(body: TtsRequest) -> Response:
     return response
 
 
-@bp.post("/tts", responses={200: WAV_RESPONSE, 409: ErrorResponse, 502: ErrorResponse, **ERRORS})
+@bp.post(
+    "/tts",
+    responses={
+        200: WAV_RESPONSE,
+        409: ErrorResponse,
+        # The client closed its connection while it waited (nginx's code): its session is cancelled, nobody reads this.
+        499: ErrorResponse,
+        502: ErrorResponse,
+        **ERRORS,
+    },
+)
 def tts(body: TtsRequest) -> Response:
     """Synthesize the whole text and answer with one complete WAV file (409 if the session is cancelled
     meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the session."""

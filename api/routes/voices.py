@@ -21,6 +21,7 @@ from api.schemas import (
     CloneResponse,
     DeletedVoice,
     ErrorResponse,
+    SavedVoice,
     SaveVoiceBody,
     VoicePath,
     VoiceQuery,
@@ -44,11 +45,8 @@ from voices_store.uploads import Reference, decode_references, references_hash
 log = logging.getLogger(__name__)
 bp = APIBlueprint("voices", __name__, abp_tags=[Tag(name="voices", description="Voice cloning and saved voices")])
 
-ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
-    400: ErrorResponse,
-    404: ErrorResponse,
-    409: ErrorResponse,
-}
+Responses = dict[int | str, type[BaseModel] | dict[str, Any] | None]
+NOT_FOUND: Responses = {400: ErrorResponse, 404: ErrorResponse}
 
 
 def _options(raw: dict[str, Any] | str | None) -> CloneOptions:
@@ -95,11 +93,12 @@ def _clone(references: list[Reference], tenant: str) -> tuple[str, Latents, bool
     "/clone_speaker",
     responses={
         200: CloneResponse,
+        400: ErrorResponse,
+        409: ErrorResponse,
         413: ErrorResponse,
         502: ErrorResponse,
         503: ErrorResponse,
         504: ErrorResponse,
-        **ERRORS,
     },
 )
 def clone_speaker(form: CloneForm) -> Response:
@@ -155,7 +154,7 @@ def clone_speaker(form: CloneForm) -> Response:
     )
 
 
-@bp.post("/save_voice/<path:voice_id>", responses={201: VoiceResponse, **ERRORS})
+@bp.post("/save_voice/<path:voice_id>", responses={201: VoiceResponse, 400: ErrorResponse, 409: ErrorResponse})
 def save_voice(path: VoicePath, body: SaveVoiceBody) -> Response:
     """Save latents (as /clone_speaker returns them) as a voice; 409 if it exists unless overwrite is true."""
     tenant = caller().tenant
@@ -179,7 +178,7 @@ def saved_voices(query: VoicesQuery) -> Response:
     )
 
 
-@bp.get("/saved_voices/<path:voice_id>", responses={200: VoiceWithLatents, **ERRORS})
+@bp.get("/saved_voices/<path:voice_id>", responses={200: SavedVoice, **NOT_FOUND})
 def saved_voice(path: VoicePath, query: VoiceQuery) -> Response:
     """One saved voice; `include_latents=true` adds its latents."""
     tenant = caller().tenant
@@ -190,7 +189,7 @@ def saved_voice(path: VoicePath, query: VoiceQuery) -> Response:
     return json_model(voice)
 
 
-@bp.delete("/saved_voices/<path:voice_id>", responses={200: DeletedVoice, **ERRORS})
+@bp.delete("/saved_voices/<path:voice_id>", responses={200: DeletedVoice, **NOT_FOUND})
 def delete_saved_voice(path: VoicePath) -> Response:
     """Delete a saved voice: no worker synthesizes with it afterwards."""
     tenant = caller().tenant
