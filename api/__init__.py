@@ -9,6 +9,7 @@ from flask import Flask
 from flask_openapi3 import Info
 
 from api import auth, request_bounds
+from api.client import ClientDeadlines
 from api.errors import register_error_handlers, validation_error_response
 from api.limits import ConcurrencyLimit
 from api.openapi import FarmOpenAPI
@@ -66,4 +67,5 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
 
     for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp):
         app.register_api(blueprint)
+    app.wsgi_app = ClientDeadlines(app.wsgi_app, settings.CLIENT_TIMEOUT_SECONDS)  # type: ignore[method-assign]
     return app

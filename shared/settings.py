@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # API keys (api/auth.py): true = needed on every endpoint but /health and the docs; false = never (a machine of
     # your own); auto (unset) = needed once any key exists in the database, and until then local clients only.
     API_KEYS_REQUIRED: bool | None = None
+    # How long the API waits on a client: for its whole request body (else 408), and for each write of a response
+    # to be taken (else the connection is dropped). An upload of MAX_UPLOAD_MB must arrive within it.
+    CLIENT_TIMEOUT_SECONDS: float = Field(60.0, gt=0)
     # How long a synthesis request over MAX_CONCURRENT_REQUESTS waits for its turn before a 429 (at most
     # MAX_CONCURRENT_REQUESTS requests wait at once; more get the 429 at once).
     REQUEST_QUEUE_TIMEOUT_SECONDS: float = Field(30.0, ge=0)

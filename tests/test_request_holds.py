@@ -4,6 +4,7 @@ that leaves /tts_stream or /tts cancels its session. Against the running farm (g
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -158,4 +159,48 @@ def test_a_stream_listener_that_leaves_while_waiting_frees_its_slot(farm: Farm, 
     wait_for(lambda: _slots(farm)["in_use"] == 0, 5, "the listener's slot to be freed")
     assert farm.job(queued["id"])["state"] in ("queued", "running")  # the job itself runs on
     for job in (*blockers, queued):
+        requests.delete(farm.url(f"/jobs/{job['id']}"), timeout=10)
+
+
+def _read_status(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and raw reply of an HTTP response on a raw socket (read until the server closes or 10 s)."""
+    sock.settimeout(10)
+    reply = b""
+    try:
+        while chunk := sock.recv(65536):
+            reply += chunk
+    except TimeoutError:
+        pass
+    return int(reply.split(b" ", 2)[1]), reply
+
+
+def test_a_client_that_stops_sending_its_body_is_answered_408(farm: Farm) -> None:
+    """Its thread waited on the socket for ever; now the body must arrive within CLIENT_TIMEOUT_SECONDS (5 here)."""
+    for name, trickle in (("stalled body", False), ("trickled body", True)):
+        sock = _connect(farm)
+        sock.sendall(
+            b"POST /jobs HTTP/1.1\r\nHost: farm\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        started = time.perf_counter()
+        while trickle and not select.select([sock], [], [], 1.0)[0]:
+            sock.sendall(b" ")  # one byte a second, until the server answers: each read progresses, the body never ends
+        status, reply = _read_status(sock)
+        elapsed = time.perf_counter() - started
+        sock.close()
+        print(f"hostile: {name}: {status} after {elapsed:.1f} s")
+        assert status == 408 and b"CLIENT_TIMEOUT_SECONDS=5" in reply
+        assert 4 < elapsed < 10
+    wait_for(lambda: _slots(farm)["in_use"] == 0, 5, "no slot held")
+
+
+def test_a_request_may_work_longer_than_the_client_timeout_once_its_body_is_in(farm: Farm, speaker: str) -> None:
+    """CLIENT_TIMEOUT_SECONDS (5 here) bounds receiving the body, not the work: a /tts queued behind two long jobs
+    waits well past it, and is neither cut off nor taken for a client that left."""
+    blockers = [requests.post(farm.url("/jobs"), json=_body(speaker, 400), timeout=30).json() for _ in range(2)]
+    started = time.perf_counter()
+    response = requests.post(farm.url("/tts"), json=_body(speaker, 10, "Patience."), timeout=120)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    assert elapsed > 5, f"the request took {elapsed:.1f} s: it did not outlast the client timeout, nothing was shown"
+    for job in blockers:
         requests.delete(farm.url(f"/jobs/{job['id']}"), timeout=10)

@@ -235,6 +235,7 @@ class Farm:
             "MAX_UPLOAD_MB": "2",
             "MAX_REFERENCE_SECONDS": "20",
             "MAX_REFERENCE_TOTAL_SECONDS": "50",
+            "CLIENT_TIMEOUT_SECONDS": "5",
             **(extra_env or {}),
         }
         self.n_workers = workers
