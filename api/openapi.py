@@ -47,6 +47,7 @@ URI_TOO_LONG = {
 WHY = {
     "401": "No API key, or one that is unknown or revoked",
     "403": "An operator endpoint: it needs an admin key",
+    "404": "No such resource (or no route for this path)",
     "413": "The request body is larger than its cap",
     "429": "A limit is reached: concurrent requests, jobs per tenant or queued segments",
     "503": "Redis, the database or the workers are not available",
@@ -98,6 +99,9 @@ def complete_document(spec: dict[str, Any], endpoints: dict[tuple[str, str], str
                 responses.setdefault("413", {})
             if operation.get("parameters"):
                 responses["414"] = URI_TOO_LONG
+            if any(p.get("in") == "path" for p in operation.get("parameters", [])):
+                # A path the router cannot match (an id with a newline, say) is a 404 before any check of the id.
+                responses.setdefault("404", {})
             for status, response in list(responses.items()):
                 if status.startswith(("4", "5")) and status != "414" and not _declares_own_model(response):
                     responses[status] = _error(status, response)
