@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 
 from flask import Flask, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import keys
 from shared.errors import FarmError
@@ -94,7 +95,15 @@ def _presented_key() -> str | None:
 
 def identify(state: KeysState) -> Caller:
     """The caller of this request, or MissingKey / InvalidKey (public endpoints: ANONYMOUS instead)."""
-    public = _is_public()
+    if not _is_public():
+        return _identify(state, public=False)
+    try:
+        return _identify(state, public=True)
+    except SQLAlchemyError:  # the database is down: /health must still answer (and say so)
+        return ANONYMOUS
+
+
+def _identify(state: KeysState, *, public: bool) -> Caller:
     if not state.required():
         if get_settings().API_KEYS_REQUIRED is False or _local_client():
             return OPERATOR

@@ -29,7 +29,7 @@ from tools.localfarm import (
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
-FARM_FIXTURES = {"farm", "isolated_farm", "keyed_farm", "speaker"}
+FARM_FIXTURES = {"farm", "isolated_farm", "keyed_farm", "speaker", "flower"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

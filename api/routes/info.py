@@ -60,6 +60,8 @@ def health() -> Response:
     status = ("ok" if workers else "no_workers") if healthy else "unavailable"
     slots = current_app.extensions["xtts_limit"].state()
     operator = caller().admin  # worker details name the jobs they run: not for every tenant's eyes
+    if not operator:  # nor do the services' error messages (they name internal hosts and ports)
+        redis_state, db_state = ({k: v for k, v in s.items() if k != "error"} for s in (redis_state, db_state))
     body = HealthResponse(
         status=status,
         api="ok",
