@@ -8,6 +8,8 @@ from celery import Celery
 from flask import Flask
 from flask_openapi3 import Info
 
+from api import auth, request_bounds
+from api.client import ClientDeadlines
 from api.errors import register_error_handlers, validation_error_response
 from api.limits import ConcurrencyLimit
 from api.openapi import FarmOpenAPI
@@ -52,12 +54,18 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     # MAX_UPLOAD_MB bounds a whole upload request (all its files), checked before the body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_MB * 2**20
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["xtts_limit"] = ConcurrencyLimit(settings.MAX_CONCURRENT_REQUESTS)
+    app.extensions["xtts_limit"] = ConcurrencyLimit(
+        settings.MAX_CONCURRENT_REQUESTS, settings.REQUEST_QUEUE_TIMEOUT_SECONDS
+    )
     celery_init_app(app, settings)
+    # Hooks run in this order: who is calling (headers only), then bounds on the body, before any endpoint reads it.
+    auth.register(app)
+    request_bounds.register(app)
     register_error_handlers(app)
 
     from api.routes import cache, info, jobs, synthesis, voices
 
     for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp):
         app.register_api(blueprint)
+    app.wsgi_app = ClientDeadlines(app.wsgi_app, settings.CLIENT_TIMEOUT_SECONDS)  # type: ignore[method-assign]
     return app

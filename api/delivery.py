@@ -11,9 +11,10 @@ import wave
 from collections.abc import Iterator
 from typing import Any
 
+from api.client import ClientConnection
 from shared import jobs, streams
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from shared.errors import AudioExpired, FarmError, JobCancelled, SynthesisFailed
+from shared.errors import AudioExpired, FarmError, InvalidCursor, JobCancelled, NotFound, SynthesisFailed
 from shared.models import ACTIVE_STATES, Job, JobState
 from shared.redis_client import get_redis
 from shared.settings import get_settings
@@ -46,27 +47,40 @@ def wav_file(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
     return buffer.getvalue()
 
 
-class Watchdog:
-    """Runs whenever a reader waited a whole block with nothing new: raises once the job cannot progress."""
+class _NothingMore(Exception):
+    """The job has succeeded and the reader has been waiting past its last audio: its stream is over."""
 
-    def __init__(self, job_id: str) -> None:
+
+class Watchdog:
+    """Runs whenever a reader waited a whole block with nothing new: raises once the job cannot progress, or nobody
+    is left to listen (ClientGone)."""
+
+    # Blocks a reader may wait with nothing new after the job succeeded (SQL records success just before the last
+    # end entry is written, so the first such block may be that race); after them nothing more can come.
+    BLOCKS_AFTER_SUCCESS = 2
+
+    def __init__(self, job_id: str, client: ClientConnection | None = None) -> None:
         self.job_id = job_id
+        self.client = client
         self.idle_timeout = get_settings().STREAM_IDLE_TIMEOUT_SECONDS
         self._chunks = -1
         self._since = time.monotonic()
+        self._blocks_after_success = 0
 
     def __call__(self) -> None:
+        if self.client is not None:
+            self.client.check()
         job = current_job(self.job_id)
         if job.state == JobState.FAILED.value:
             raise SynthesisFailed(f"synthesis of job {job.id} failed: {job.error or 'unknown error'}")
         if job.state == JobState.CANCELLED.value:
             raise JobCancelled(f"job {job.id} was cancelled")
-        if job.state == JobState.SUCCEEDED.value and not streams.all_segments_exist(
-            get_redis(), job.id, job.segments_total
-        ):
-            # SQL records success just before the last end entry is written, so a finished job is only
-            # a reason to stop waiting once its streams are gone.
-            raise AudioExpired(audio_expired_message(self.job_id))
+        if job.state == JobState.SUCCEEDED.value:
+            if not streams.all_segments_exist(get_redis(), job.id, job.segments_total):
+                raise AudioExpired(audio_expired_message(self.job_id))
+            self._blocks_after_success += 1
+            if self._blocks_after_success >= self.BLOCKS_AFTER_SUCCESS:
+                raise _NothingMore
         if job.chunks_done != self._chunks:
             self._chunks, self._since = job.chunks_done, time.monotonic()
         elif time.monotonic() - self._since > self.idle_timeout:
@@ -75,10 +89,13 @@ class Watchdog:
             )
 
 
-def current_job(job_id: str, *, with_segments: bool = False) -> Job:
+def current_job(job_id: str, *, tenant: str | None = None, with_segments: bool = False) -> Job:
     """The job as SQL knows it, after declaring it lost (and stopping its workers) if Redis restarted
-    without its data since the job was queued. Reads only, unless the job is found lost."""
+    without its data since the job was queued. Reads only, unless the job is found lost. With `tenant`, another
+    tenant's job is NotFound, exactly as a job that does not exist (ids never leak across tenants)."""
     job = jobs.get_job(job_id, with_segments=with_segments)
+    if tenant is not None and job.tenant != tenant:
+        raise NotFound(f"no job or session with id {job_id!r}")
     if job.state in ACTIVE_STATES:
         r = get_redis()
         epoch = streams.current_epoch(r)
@@ -96,12 +113,54 @@ def audio_expired_message(job_id: str) -> str:
     )
 
 
-def job_audio(job_id: str, segments_total: int, cursor: Cursor | None = None) -> Iterator[tuple[Cursor, bytes]]:
-    """A job's audio chunks after `cursor`, in order, waiting for workers as needed."""
+def job_audio(
+    job_id: str, segments_total: int, cursor: Cursor | None = None, client: ClientConnection | None = None
+) -> Iterator[tuple[Cursor, bytes]]:
+    """A job's audio chunks after `cursor`, in order, waiting for workers as needed. With `client`, raises
+    ClientGone soon after the client closes its connection: between chunks, and every STREAM_READ_BLOCK_MS while
+    waiting."""
     settings = get_settings()
-    return streams.read_audio(
-        get_redis(), job_id, segments_total, cursor, block_ms=settings.STREAM_READ_BLOCK_MS, on_idle=Watchdog(job_id)
+    chunks = streams.read_audio(
+        get_redis(),
+        job_id,
+        segments_total,
+        cursor,
+        block_ms=settings.STREAM_READ_BLOCK_MS,
+        on_idle=Watchdog(job_id, client),
     )
+    try:
+        for chunk in chunks:
+            yield chunk
+            if client is not None:
+                client.check()
+    except _NothingMore:
+        return
+
+
+def check_cursor(job: Job, cursor: Cursor) -> None:
+    """Refuse a cursor no client can have received: past the job's segments, or past the audio a segment has
+    published. A reader would otherwise wait for audio that never comes (a slot held until the idle timeout)."""
+    if cursor.segment > job.segments_total or (cursor.segment == job.segments_total and cursor.seq > 0):
+        raise InvalidCursor(f"cursor {cursor} is past the job's {job.segments_total} segments")
+    if cursor.seq == 0:
+        return
+    r, settings = get_redis(), get_settings()
+    if not r.exists(streams.segment_key(job.id, cursor.segment)):
+        return  # not started yet, or expired: the reader's watchdog tells which
+    writer = streams.StreamWriter(r, job.id, cursor.segment, settings.STREAM_TTL_SECONDS, settings.STREAM_MAXLEN)
+    published = writer.last_seq()
+    if cursor.seq > published:
+        raise InvalidCursor(
+            f"cursor {cursor} is past the audio published so far: segment {cursor.segment} has {published} chunks"
+        )
+
+
+def cancel(job_id: str) -> bool:
+    """Cancel an active job: its workers stop within one chunk, its readers wake. False if it had already ended."""
+    if not jobs.cancel_job(job_id):
+        return False
+    streams.publish_cancel(get_redis(), job_id, get_settings().STREAM_TTL_SECONDS)
+    return True
 
 
 def sse_event(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:

@@ -2,9 +2,9 @@
 
     {"error": {"status": 400, "code": "unknown_language", "message": "...", "details": ...}}
 
-Domain errors (`FarmError` subclasses, from every layer), request validation errors, HTTP errors (404, 405,
-413) and unexpected failures are all mapped here, in one place. The API's own domain errors are defined here
-too; Server-Sent Events carry the same body in their `error` event.
+Domain errors (`FarmError` subclasses, from every layer), request validation errors, HTTP errors (404, 405; 413 is
+answered by `api/request_bounds.py`) and unexpected failures are all mapped here, in one place. The API's own domain
+errors are defined here too; Server-Sent Events carry the same body in their `error` event.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import redis
 from flask import Flask, Response, request
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from sqlalchemy.exc import DataError, OperationalError
+from werkzeug.exceptions import HTTPException
 
 from shared.errors import FarmError, InvalidInput
 
@@ -36,6 +36,13 @@ class CloneTimeout(FarmError):
     status, code = 504, "clone_timeout"
 
 
+class ClientLeft(FarmError):
+    """The client closed its connection before the response existed (nobody reads this; the log shows it).
+    499 is the status nginx uses for it."""
+
+    status, code = 499, "client_closed_request"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
     body: dict[str, Any] = {"status": status, "code": code, "message": message}
     if details is not None:
@@ -44,7 +51,9 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 
 def farm_error_response(exc: FarmError) -> Response:
-    return Response(json.dumps({"error": exc.body()}), status=exc.status, mimetype="application/json")
+    return Response(
+        json.dumps({"error": exc.body()}), status=exc.status, mimetype="application/json", headers=exc.headers()
+    )
 
 
 def _describe(err: Any) -> str:
@@ -74,29 +83,10 @@ def validation_error_response(exc: ValidationError) -> Response:
     return error_response(400, "validation_error", "; ".join(messages), details)
 
 
-def reject_malformed_json() -> Response | None:
-    """Runs before every request: a body that claims to be JSON must parse to an object, or the client hears so."""
-    if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.get_data(cache=True):
-        try:
-            body = json.loads(request.get_data(cache=True))
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error_response(400, "invalid_json", f"the request body is not valid JSON: {exc}")
-        if not isinstance(body, dict):
-            return error_response(400, "validation_error", "the request body must be a JSON object")
-    return None
-
-
 def register_error_handlers(app: Flask) -> None:
-    app.before_request(reject_malformed_json)
-
     @app.errorhandler(FarmError)
     def _farm_error(exc: FarmError) -> Response:
         return farm_error_response(exc)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(exc: RequestEntityTooLarge) -> Response:
-        limit = app.config["MAX_CONTENT_LENGTH"] // 2**20
-        return error_response(413, "request_too_large", f"the request is larger than MAX_UPLOAD_MB={limit} MB")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -107,6 +97,12 @@ def register_error_handlers(app: Flask) -> None:
     def _redis_down(exc: redis.RedisError) -> Response:
         log.error("Redis error on %s %s: %s", request.method, request.path, exc)
         return error_response(503, "redis_unavailable", f"Redis is not answering ({type(exc).__name__}); retry shortly")
+
+    @app.errorhandler(DataError)
+    def _data_refused(exc: DataError) -> Response:
+        # The database refused a value (a safety net: input checks should catch it first, and log says which).
+        log.warning("database refused a value on %s %s: %s", request.method, request.path, exc.orig)
+        return error_response(400, "invalid_input", "the database cannot store a value of this request")
 
     @app.errorhandler(OperationalError)
     def _database_down(exc: OperationalError) -> Response:

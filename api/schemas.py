@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -10,14 +11,57 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, m
 
 from shared.models import Job, JobSegment
 from shared.params import SynthesisParams
+from voices_store.ids import VOICE_ID_PATTERN, split_voice_key
+from voices_store.latents import EMBEDDING_DIM, GPT_TOKENS, MAX_ABS_VALUE
 from voices_store.store import VoiceInfo
+
+
+def documented_as(schema: dict[str, Any] | Callable[[], dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
+    """`json_schema_extra` that documents a field as `schema`, keeping its description. For what the API checks
+    itself, with its own error codes (the shapes of latents, voice ids, cursors), so that the OpenAPI document says
+    what is accepted as precisely as JSON Schema can."""
+
+    def replace(field: dict[str, Any]) -> None:
+        description = field.get("description")
+        field.clear()
+        field.update(schema() if callable(schema) else schema)
+        if description:
+            field["description"] = description
+
+    return replace
+
+
+def _array(items: dict[str, Any], n: int | None = None, *, most: int | None = None) -> dict[str, Any]:
+    return {"type": "array", "items": items, "minItems": n or 1, "maxItems": n or most}
+
+
+_VALUE = {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}
+_ROW = _array(_VALUE, most=8192)  # one GPT latent: `width` numbers (1024 for XTTS-v2), the same in every row
+GPT_LATENT_SCHEMA = {"anyOf": [_array(_ROW, GPT_TOKENS), _array(_array(_ROW, GPT_TOKENS), 1)]}
+_EMBEDDING_SHAPES = tuple(
+    tuple(EMBEDDING_DIM if d == 0 else 1 for d in s) for s in ((0,), (1, 0), (0, 1), (1, 0, 1), (0, 1, 1), (1, 1, 0))
+)
+
+
+def _nested(shape: tuple[int, ...]) -> dict[str, Any]:
+    return _array(_VALUE if len(shape) == 1 else _nested(shape[1:]), shape[0])
+
+
+SPEAKER_EMBEDDING_SCHEMA = {"anyOf": [_nested(shape) for shape in _EMBEDDING_SHAPES]}
+VOICE_ID_SCHEMA = {"type": "string", "pattern": VOICE_ID_PATTERN}
 
 
 class InlineLatents(BaseModel):
     """Conditioning latents as /clone_speaker returns them (squeezed or not)."""
 
-    gpt_cond_latent: list[Any] = Field(..., description="[32, width] or [1, 32, width] (width 1024 for XTTS-v2)")
-    speaker_embedding: list[Any] = Field(..., description="[512] or [1, 512, 1]")
+    gpt_cond_latent: list[Any] = Field(
+        ...,
+        description="[32, width] or [1, 32, width] (width 1024 for XTTS-v2, every row as wide)",
+        json_schema_extra=documented_as(GPT_LATENT_SCHEMA),
+    )
+    speaker_embedding: list[Any] = Field(
+        ..., description="[512] or [1, 512, 1]", json_schema_extra=documented_as(SPEAKER_EMBEDDING_SCHEMA)
+    )
 
 
 class TtsRequest(SynthesisParams):
@@ -26,11 +70,27 @@ class TtsRequest(SynthesisParams):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"text": "Text to synthesize", "language": "en", "speaker_id": "Claribel Dervla"}]
+            "examples": [{"text": "Text to synthesize", "language": "en", "speaker_id": "Claribel Dervla"}],
+            # Exactly one of the two speakers, and not null (what `_one_speaker` checks).
+            "oneOf": [
+                {
+                    "required": ["speaker_id"],
+                    "properties": {"speaker_id": {"type": "string"}, "speaker_latents": {"type": "null"}},
+                },
+                {
+                    "required": ["speaker_latents"],
+                    "properties": {"speaker_id": {"type": "null"}, "speaker_latents": {"type": "object"}},
+                },
+            ],
         },
     )
 
-    text: str = Field(..., description="Text to speak; long texts are split into segments at sentence boundaries.")
+    text: str = Field(
+        ...,
+        description="Text to speak, with at least one letter or digit; long texts are split into segments at "
+        "sentence boundaries.",
+        json_schema_extra=documented_as({"type": "string", "minLength": 1, "pattern": r"\S"}),
+    )
     language: str = Field(..., description="Language code, one of GET /languages (e.g. en, de, zh-cn).")
     speaker_id: str | None = Field(
         None,
@@ -76,7 +136,9 @@ class StreamQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cursor: str | None = Field(
-        None, description="Resume after this event id ('<segment>-<seq>'); the Last-Event-ID header works too."
+        None,
+        description="Resume after this event id ('<segment>-<seq>'); the Last-Event-ID header works too.",
+        json_schema_extra=documented_as({"type": "string", "pattern": r"^[0-9]{1,9}-[0-9]{1,9}$"}),
     )
 
 
@@ -185,7 +247,11 @@ class JobStatus(BaseModel):
             state=job.state,
             origin=job.origin,
             language=job.language,
-            speaker=SpeakerRef(kind=job.speaker_kind, id=job.speaker_ref),
+            # A saved voice is named as its tenant knows it (the job holds its key, `tenant/id`).
+            speaker=SpeakerRef(
+                kind=job.speaker_kind,
+                id=split_voice_key(job.speaker_ref)[1] if job.speaker_kind == "saved" else job.speaker_ref,
+            ),
             progress=Progress(
                 segments_done=job.segments_done,
                 segments_total=job.segments_total,
@@ -245,12 +311,24 @@ class SpeakersResponse(BaseModel):
     speakers: list[str]
 
 
+class RequestSlots(BaseModel):
+    """MAX_CONCURRENT_REQUESTS in the API process that answered."""
+
+    limit: int
+    in_use: int = Field(..., description="Synthesis responses being served")
+    waiting: int = Field(..., description="Requests waiting for their turn")
+
+
 class HealthResponse(BaseModel):
-    status: str
+    status: str = Field(..., description="ok, no_workers or unavailable")
     api: str
     redis: dict[str, Any]
     database: dict[str, Any]
-    workers: list[dict[str, Any]]
+    live_workers: int = Field(..., description="Synthesis worker processes alive")
+    workers: list[dict[str, Any]] | None = Field(
+        None, description="Each live worker, its model and what it is doing (operators only: an admin key)"
+    )
+    requests: RequestSlots | None = Field(None, description="This API process's slots (operators only)")
 
 
 class CloneOptions(BaseModel):
@@ -259,7 +337,11 @@ class CloneOptions(BaseModel):
     response_format: Literal["json", "save"] = Field(
         "json", description="json: return the latents; save: store them as a voice under save_id"
     )
-    save_id: str | None = Field(None, description="Voice id to save under (letters, digits, '-', '_')")
+    save_id: str | None = Field(
+        None,
+        description="Voice id to save under (letters, digits, '-', '_')",
+        json_schema_extra=documented_as({"anyOf": [VOICE_ID_SCHEMA, {"type": "null"}]}),
+    )
     name: str = Field("", max_length=200)
     description: str = Field("", max_length=2000)
     overwrite: bool = Field(False, description="Replace an existing voice with the same id")
@@ -273,11 +355,18 @@ class CloneOptions(BaseModel):
 
 class CloneForm(BaseModel):
     wav_file: list[FileStorage] = Field(
-        ..., description="One or more reference recordings (WAV, MP3, FLAC, OGG/Opus, M4A)"
+        ...,
+        description="One or more reference recordings (WAV, MP3, FLAC, OGG/Opus, M4A), at most MAX_REFERENCE_PARTS",
+        json_schema_extra=documented_as(
+            {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1}
+        ),
     )
-    # flask-openapi3 decodes JSON form fields itself: a dict here, or the raw text if it was not JSON.
+    # flask-openapi3 decodes JSON form fields itself: a dict here, or the raw text if it was not JSON (which
+    # `_options` in the route refuses). Documented as the JSON object it must be.
     options: dict[str, Any] | str | None = Field(
-        None, description='JSON, e.g. {"response_format": "save", "save_id": "my-voice", "name": "My Voice"}'
+        None,
+        description='JSON, e.g. {"response_format": "save", "save_id": "my-voice", "name": "My Voice"}',
+        json_schema_extra=documented_as(CloneOptions.model_json_schema),
     )
 
 
@@ -324,14 +413,21 @@ class VoiceWithLatents(VoiceResponse):
     speaker_embedding: list[float] = Field(..., description="[512]")
 
 
+class SavedVoice(RootModel[VoiceWithLatents | VoiceResponse]):
+    """A saved voice, with its latents when include_latents=true."""
+
+
 class VoicePath(BaseModel):
-    voice_id: str = Field(..., description="Voice id (letters, digits, '-', '_')")
+    voice_id: str = Field(
+        ..., description="Voice id (letters, digits, '-', '_')", json_schema_extra=documented_as(VOICE_ID_SCHEMA)
+    )
 
 
 class VoicesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    page: int = Field(1, ge=1)
+    # Bounded so that the SQL offset stays a 64-bit integer (a 38-digit page used to answer 500).
+    page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(50, ge=1, le=500)
 
 

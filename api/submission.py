@@ -8,18 +8,27 @@ from typing import Any
 
 from celery import Celery
 
+from api.admission import admit, check_request_size
 from api.schemas import TtsRequest
 from shared import jobs, registry, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
-from shared.errors import BrokerUnavailable, NoWorkers, TextTooLong, UnknownLanguage, UnknownSpeaker
+from shared.errors import (
+    BrokerUnavailable,
+    NothingToSpeak,
+    NoWorkers,
+    TextTooLong,
+    UnknownLanguage,
+    UnknownSpeaker,
+)
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.models import Job
+from shared.params import SynthesisParams
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.text import split_text
 from voices_store import store
-from voices_store.ids import is_voice_id
+from voices_store.ids import is_voice_id, voice_key
 from voices_store.latents import parse_latents
 
 log = logging.getLogger(__name__)
@@ -74,16 +83,17 @@ class Speaker:
     inline_voice: bytes | None = None
 
 
-def resolve_speaker(farm: LiveWorkers, request: TtsRequest) -> Speaker:
-    """A saved voice (checked in SQL), a built-in speaker of the live workers' model, or inline latents."""
+def resolve_speaker(farm: LiveWorkers, request: TtsRequest, tenant: str) -> Speaker:
+    """A saved voice of the tenant (checked in SQL), a built-in speaker of the live workers' model (shared by every
+    tenant), or inline latents. Another tenant's voice is unknown here, like any voice that does not exist."""
     if request.speaker_latents is not None:
         latents = parse_latents(
             request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding, farm.gpt_width
         )
         return Speaker("inline", latents.digest(), latents.to_npz())
     speaker_id = request.speaker_id or ""
-    if is_voice_id(speaker_id) and store.voice_exists(speaker_id):
-        return Speaker("saved", speaker_id)
+    if is_voice_id(speaker_id) and store.voice_exists(tenant, speaker_id):
+        return Speaker("saved", voice_key(tenant, speaker_id))
     catalog = farm.catalog
     if catalog is None:
         raise NoWorkers(
@@ -97,29 +107,39 @@ def resolve_speaker(farm: LiveWorkers, request: TtsRequest) -> Speaker:
     )
 
 
-def submit(celery: Celery, request: TtsRequest, origin: str) -> Job:
+def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job:
     settings = get_settings()
     if len(request.text) > settings.MAX_TEXT_CHARS:
         raise TextTooLong(
             f"text is {len(request.text)} characters long; the limit is MAX_TEXT_CHARS={settings.MAX_TEXT_CHARS}"
         )
+    # Zero-width characters, punctuation or emoji alone would reach the workers as segments with nothing to say.
+    if not any(ch.isalnum() for ch in request.text):
+        raise NothingToSpeak(
+            "text has nothing to speak: it holds no letter or digit, only punctuation, symbols, spaces or "
+            "invisible characters"
+        )
     farm = LiveWorkers.now()
     check_language(farm, request.language)
-    speaker = resolve_speaker(farm, request)
+    speaker = resolve_speaker(farm, request, tenant)
     segments = split_text(request.text, request.language)
+    params = request.synthesis_params()
+    check_request_size(segments, SynthesisParams.model_validate(params))
     with session_scope() as s:
         job = jobs.create_job(
             s,
             origin=origin,
+            tenant=tenant,
             text=request.text,
             language=request.language,
             speaker_kind=speaker.kind,
             speaker_ref=speaker.ref,
-            params=request.synthesis_params(),
+            params=params,
             segments=segments,
             epoch=streams.current_epoch(get_redis()),
             inline_voice=speaker.inline_voice,
         )
+    admit(job.id, tenant)
     try:
         dispatch(celery, job.id, len(farm.workers))
     except Exception as exc:

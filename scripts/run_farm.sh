@@ -23,5 +23,6 @@ scripts/venv.sh
 export REDIS_PORT="$redis_port" API_PORT="$PORT"
 procs=(api worker flower)
 [ -n "$start_redis" ] && procs=(redis "${procs[@]}")
-echo "starting: ${procs[*]}  (API http://localhost:$PORT, Swagger UI at /, Flower http://localhost:$FLOWER_PORT)"
+echo "starting: ${procs[*]}  (API http://localhost:$PORT, Swagger UI at /, Flower http://localhost:$FLOWER_PORT," \
+  "with the credentials it prints unless FLOWER_BASIC_AUTH is set)"
 exec .venv/bin/honcho start -f Procfile "${procs[@]}"

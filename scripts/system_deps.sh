@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the farm needs, only those missing:
-#   ffmpeg        always (pydub decodes uploads with it; torchcodec, which coqui-tts imports, links its libraries)
+#   ffmpeg        always (the API decodes uploads with it; torchcodec, which coqui-tts imports, links its libraries)
 #   redis-server  when asked (`--redis`): make run starts one if none answers at REDIS_URL; the tests start their own
 #   postgresql    when asked (`--postgres`): the tests need a PostgreSQL server
 set -euo pipefail

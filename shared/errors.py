@@ -21,6 +21,10 @@ class FarmError(Exception):
         self.message = message
         self.details = details
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response carries besides the body (Retry-After for 429s)."""
+        return {}
+
     def body(self) -> dict[str, Any]:
         """The error contract: `{"status", "code", "message", "details"}` (details only when there are any)."""
         body: dict[str, Any] = {"status": self.status, "code": self.code, "message": self.message}
@@ -45,6 +49,12 @@ class UnknownSpeaker(FarmError):
     status, code = 400, "unknown_speaker"
 
 
+class NothingToSpeak(InvalidInput):
+    """A text of punctuation, symbols, spaces or invisible characters only."""
+
+    code = "nothing_to_speak"
+
+
 class TextTooLong(FarmError):
     status, code = 413, "text_too_long"
 
@@ -60,7 +70,16 @@ class AudioExpired(FarmError):
 
 
 class TooManyRequests(FarmError):
+    """A limit is reached (concurrent requests, jobs, queued segments): try again after `retry_after` seconds."""
+
     status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = max(1, int(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class NoWorkers(FarmError):

@@ -20,6 +20,7 @@ from shared.audio import SAMPLE_RATE
 from shared.db import rows_changed, session_scope
 from shared.errors import NotFound
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
+from shared.tenants import DEFAULT_TENANT
 
 REDIS_LOST = (
     "lost: Redis restarted without its data, taking this job's queue entries and audio with it; submit it again"
@@ -49,10 +50,12 @@ def create_job(
     segments: list[str],
     epoch: str,
     inline_voice: bytes | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> Job:
     """A new job, queued; nothing is dispatched until `shared.dispatch.dispatch` claims its first segments."""
     job = Job(
         id=new_job_id(),
+        tenant=tenant,
         origin=origin,
         state=JobState.QUEUED.value,
         text=text,

@@ -6,10 +6,11 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.audio import SAMPLE_RATE
+from shared.tenants import DEFAULT_TENANT
 
 
 def utcnow() -> datetime:
@@ -39,8 +40,12 @@ class Job(Base):
     """One synthesis session: a text split into segments, each synthesized by some worker."""
 
     __tablename__ = "jobs"
+    # Admission control counts a tenant's active jobs on every submission.
+    __table_args__ = (Index("ix_jobs_tenant_state", "tenant", "state"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The tenant of the API key that created it: only that tenant sees, streams or cancels it.
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT)
     # Which endpoint created it (stream, tts, job): informative only.
     origin: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), index=True, default=JobState.QUEUED.value)
@@ -114,6 +119,10 @@ class Voice(Base):
 
     __tablename__ = "voices"
 
+    # Voice ids are per tenant: two tenants may each have a voice "narrator", and neither sees the other's.
+    tenant: Mapped[str] = mapped_column(
+        String(64), primary_key=True, default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     description: Mapped[str] = mapped_column(Text, default="")
@@ -125,6 +134,22 @@ class Voice(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored (keys are 256 random bits, so a fast hash is enough: nothing to
+    brute-force); the key itself is shown once, when `python -m api.keys create` makes it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Admin keys may also use the operator endpoints (cache clearing, worker details in /health).
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class CloneResult(Base):

@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     PORT: int = 8000
     DEBUG: bool = False
     NUM_THREADS: int = Field(default_factory=lambda: os.cpu_count() or 1)
-    MAX_CONCURRENT_REQUESTS: int = 10
+    MAX_CONCURRENT_REQUESTS: int = Field(10, ge=1)
     CUSTOM_MODEL_PATH: str | None = None
     USE_CPU: bool = False
     SPEAKER_CACHE_TTL: int = 3600
@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     HOST: str = "0.0.0.0"
     # Gunicorn processes serving the API (each with its own MAX_CONCURRENT_REQUESTS).
     API_PROCESSES: int = Field(1, ge=1)
+    # API keys (api/auth.py): true = needed on every endpoint but /health and the docs; false = never (a machine of
+    # your own); auto (unset) = needed once any key exists in the database, and until then local clients only.
+    API_KEYS_REQUIRED: bool | None = None
+    # How long the API waits on a client: for its whole request body (else 408), and for each write of a response
+    # to be taken (else the connection is dropped). An upload of MAX_UPLOAD_MB must arrive within it.
+    CLIENT_TIMEOUT_SECONDS: float = Field(60.0, gt=0)
+    # How long a synthesis request over MAX_CONCURRENT_REQUESTS waits for its turn before a 429 (at most
+    # MAX_CONCURRENT_REQUESTS requests wait at once; more get the 429 at once).
+    REQUEST_QUEUE_TIMEOUT_SECONDS: float = Field(30.0, ge=0)
 
     # --- services ------------------------------------------------------------------------------
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
@@ -52,6 +61,15 @@ class Settings(BaseSettings):
 
     # --- synthesis limits ----------------------------------------------------------------------
     MAX_TEXT_CHARS: int = 100_000
+
+    # --- admission control (api/admission.py) ---------------------------------------------------------------
+    # Audio tokens (about 46 ms each) one request may cost, estimated from its text and min/max_new_tokens:
+    # 160 000 is about 2 hours, enough for any text of MAX_TEXT_CHARS spoken at its natural length.
+    MAX_TOKENS_PER_REQUEST: int = Field(160_000, ge=1)
+    # Jobs (of /jobs, /tts and /tts_stream) queued or running per tenant.
+    MAX_JOBS_PER_TENANT: int = Field(20, ge=1)
+    # Segments not yet synthesized, all tenants together: the longest backlog the farm accepts.
+    MAX_QUEUED_SEGMENTS: int = Field(10_000, ge=1)
     # Audio tokens (about 46 ms each) in a segment's first streamed chunk when a request does not say.
     DEFAULT_STREAM_CHUNK_SIZE: int = Field(20, ge=1, le=400)
     # HiFi-GAN frames of context the streaming decoder re-decodes on each side of a window (its margin).
@@ -79,10 +97,26 @@ class Settings(BaseSettings):
     REAPER_INTERVAL_SECONDS: float = Field(2.0, gt=0)
     WORKER_HEARTBEAT_SECONDS: int = 5
 
+    # --- Flower ------------------------------------------------------------------------------------
+    # Read by Flower itself (it takes FLOWER_* variables); scripts/flower.sh gives the defaults. Listed here so
+    # that one typed object, and one table in the README, name every variable the farm reads.
+    FLOWER_ADDRESS: str = "127.0.0.1"
+    FLOWER_PORT: int = 5555
+    # user:password for Flower's HTTP basic authentication; unset, `make run` generates one and prints it.
+    FLOWER_BASIC_AUTH: SecretStr | None = None
+
     # --- voices --------------------------------------------------------------------------------
     MAX_UPLOAD_MB: int = 20
     MAX_REFERENCE_SECONDS: float = 60.0
+    # Per /clone_speaker request: reference files, and seconds of audio in all of them (decoding stops there).
+    MAX_REFERENCE_PARTS: int = Field(5, ge=1)
+    MAX_REFERENCE_TOTAL_SECONDS: float = Field(120.0, gt=0)
     CLONE_TIMEOUT_SECONDS: int = 120
+
+    @field_validator("API_KEYS_REQUIRED", mode="before")
+    @classmethod
+    def _auto_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
     @field_validator("CUSTOM_MODEL_PATH", mode="before")
     @classmethod

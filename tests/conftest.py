@@ -6,17 +6,30 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from shared.settings import Settings, configure
-from tools.localfarm import ROOT, Farm, RedisServer, create_postgres_database, drop_postgres_database, migrate
+from tests.listeners import Listeners, running_listeners
+from tools.localfarm import (
+    ROOT,
+    Farm,
+    PostgresCluster,
+    RedisServer,
+    create_api_key,
+    create_postgres_database,
+    drop_postgres_database,
+    migrate,
+    postgres_answers,
+)
 
-POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
-FARM_FIXTURES = {"farm", "isolated_farm", "speaker"}
+FARM_FIXTURES = {"farm", "isolated_farm", "keyed_farm", "speaker", "flower"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,30 +54,37 @@ def redis_server() -> Iterator[RedisServer]:
     server.cleanup()
 
 
-def _database_url(backend: str, tmp: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp / 'farm.db'}"
-    return create_postgres_database(POSTGRES_ADMIN_URL)
-
-
-def _drop_database(backend: str, url: str) -> None:
-    if backend == "postgresql":
-        drop_postgres_database(POSTGRES_ADMIN_URL, url)
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server the tests may create databases on: TEST_POSTGRES_URL if set; else the local server on
+    port 5432 if it lets user `postgres` in without a password; else a throwaway cluster of the tests' own, deleted
+    at the end (the machine's PostgreSQL configuration is never touched)."""
+    configured = os.environ.get("TEST_POSTGRES_URL")
+    if configured or postgres_answers(DEFAULT_POSTGRES_URL):
+        yield configured or DEFAULT_POSTGRES_URL
+        return
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.admin_url
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture(scope="session")
-def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def database_factory(tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str) -> Iterator:
     """Makes empty databases of either backend; drops them at the end of the session."""
-    made: list[tuple[str, str]] = []
+    made: list[str] = []
 
     def make(backend: str) -> str:
-        url = _database_url(backend, tmp_path_factory.mktemp(backend))
-        made.append((backend, url))
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path_factory.mktemp(backend) / 'farm.db'}"
+        url = create_postgres_database(postgres_admin_url)
+        made.append(url)
         return url
 
     yield make
-    for backend, url in made:
-        _drop_database(backend, url)
+    for url in made:
+        drop_postgres_database(postgres_admin_url, url)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -196,3 +216,54 @@ def client(api_app, api_settings: Settings) -> Iterator:
     configure(api_settings)  # the app's settings are the process's: another test may have changed them
     yield api_app.test_client()
     configure(None)
+
+
+@pytest.fixture
+def listeners(tmp_path: Path) -> Iterator[Listeners]:
+    """An HTTP server, a TCP listener that never answers and a FIFO, each recording any attempt to reach it."""
+    with running_listeners(tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+def app_with(api_settings: Settings, tmp_path: Path) -> Iterator:
+    """Makes an in-process API (Flask's test client) with its own migrated SQLite database and some settings
+    changed, for tests of limits that must not see other tests' jobs: `client = app_with(MAX_JOBS_PER_TENANT=1)`."""
+
+    def make(**overrides: object):  # type: ignore[no-untyped-def]
+        from api import create_app
+
+        url = f"sqlite:///{tmp_path / f'app-{uuid.uuid4().hex[:8]}.db'}"
+        migrate(url)
+        settings = api_settings.model_copy(update={"DATABASE_URL": url, **overrides})
+        return create_app(settings).test_client()
+
+    yield make
+    configure(None)
+
+
+@pytest.fixture(scope="module")
+def keyed_farm(
+    redis_server: RedisServer, dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Farm]:
+    """A farm with API keys required (as in docker-compose.yml): one worker, SQLite, an admin key for its helpers.
+    `keyed_farm.database_url` lets a test make more keys with `tools.localfarm.create_api_key`."""
+    folder = tmp_path_factory.mktemp("keyed-farm")
+    url = f"sqlite:///{folder / 'farm.db'}"
+    migrate(url)
+    admin = create_api_key(url, "operator", "ops", admin=True)
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/4"
+    redis.Redis.from_url(redis_url).flushdb()  # another module's keyed farm may have used this database
+    farm = Farm(
+        redis_url=redis_url,
+        database_url=url,
+        model_dir=dev_model_dir,
+        workers=1,
+        log_dir=folder,
+        extra_env={"API_KEYS_REQUIRED": "true"},
+        api_key=admin,
+    )
+    try:
+        yield farm.start()
+    finally:
+        farm.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,3 +92,26 @@ def test_a_book_chapter() -> None:
 def test_limits_are_xttss() -> None:
     assert CHAR_LIMITS["en"] == 250 and CHAR_LIMITS["zh"] == 82 and CHAR_LIMITS["ja"] == 71
     assert char_limit("zh-cn") == 82 and char_limit("xx") == 250
+
+
+ADVERSARIAL = {
+    "dots": ".",
+    "question marks and bangs": "?!",
+    "dots and closing brackets": ".)",
+    "a comma and closing quotes": ',"',
+    "ellipses": "…",
+    "cjk full stops": "。",
+    "dashes": " — ",
+}
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
+def test_runs_of_punctuation_split_in_linear_time(unit: str) -> None:
+    """A run of terminal marks with no space after it made the sentence regex try every position of the run, each
+    scanning to its end: quadratic (16 000 dots took 3 s, 100 000 minutes, holding the GIL). The smaller size comes
+    first, so that a quadratic splitter fails here in seconds rather than minutes."""
+    for size in (20_000, 100_000):
+        text = "Begin " + unit * (size // len(unit)) + "end"  # no space after the run: nothing ends it
+        started = time.perf_counter()
+        _check(text, "en")
+        assert time.perf_counter() - started < 1.0, f"{size} characters"

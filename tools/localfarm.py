@@ -95,6 +95,69 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name) or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None
+    )
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed (make test installs Debian's postgresql)")
+    return str(found)
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL server for one test session: `initdb` into a temporary directory (trust
+    authentication, on 127.0.0.1 and a free port), stopped and deleted afterwards. Nothing of the machine's own
+    PostgreSQL (its clusters, its configuration) is read or changed. As root, it runs as the `postgres` user,
+    since PostgreSQL refuses to run as root."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="xtts-postgres-"))
+        self.data = self.dir / "data"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            account = pwd.getpwnam("postgres")
+            os.chown(self.dir, account.pw_uid, account.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/test"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True, cwd=self.dir)
+
+    def start(self) -> PostgresCluster:
+        self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} -c fsync=off"
+        self._run(
+            _postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", options, "-w", "start"
+        )
+        import psycopg
+
+        with psycopg.connect(self.admin_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "test"')
+        return self
+
+    def cleanup(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres_answers(url: str) -> bool:
+    """True when `url` accepts a connection as given (no password prompt, no refusal), within two seconds."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
 def migrate(database_url: str, revision: str = "head", downgrade: bool = False) -> None:
     from alembic import command
     from alembic.config import Config
@@ -103,6 +166,17 @@ def migrate(database_url: str, revision: str = "head", downgrade: bool = False) 
     config.attributes["database_url"] = database_url
     config.attributes["configure_logger"] = False
     (command.downgrade if downgrade else command.upgrade)(config, revision)
+
+
+def create_api_key(database_url: str, name: str, tenant: str | None = None, *, admin: bool = False) -> str:
+    """A new API key in the farm's database, made by the operator's own command (`python -m api.keys create`)."""
+    args = [sys.executable, "-m", "api.keys", "create", "--name", name]
+    args += ["--tenant", tenant] if tenant else []
+    args += ["--admin"] if admin else []
+    out = subprocess.run(
+        args, cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url}, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()[-1]
 
 
 def create_postgres_database(admin_url: str) -> str:
@@ -135,8 +209,11 @@ class Farm:
         workers: int,
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.port = free_port()
+        # Sent by the helpers below: with API keys on, an admin key lets them see the workers in /health.
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.database_url = database_url
         self.redis_url = redis_url
         self.voices_dir = log_dir / "voices"
@@ -157,6 +234,8 @@ class Farm:
             "VOICES_DIR": str(self.voices_dir),
             "MAX_UPLOAD_MB": "2",
             "MAX_REFERENCE_SECONDS": "20",
+            "MAX_REFERENCE_TOTAL_SECONDS": "50",
+            "CLIENT_TIMEOUT_SECONDS": "5",
             **(extra_env or {}),
         }
         self.n_workers = workers
@@ -200,7 +279,7 @@ class Farm:
         return self
 
     def health(self) -> dict[str, Any]:
-        body: dict[str, Any] = requests.get(f"{self.base_url}/health", timeout=5).json()
+        body: dict[str, Any] = requests.get(f"{self.base_url}/health", headers=self.headers, timeout=5).json()
         return body
 
     def workers_on(self, job_id: str) -> list[dict[str, Any]]:
@@ -234,7 +313,7 @@ class Farm:
         return self.base_url + path
 
     def job(self, job_id: str) -> dict[str, Any]:
-        response = requests.get(self.url(f"/jobs/{job_id}"), timeout=10)
+        response = requests.get(self.url(f"/jobs/{job_id}"), headers=self.headers, timeout=10)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body

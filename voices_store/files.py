@@ -6,8 +6,10 @@ there into the store (run by `make run` at start), `export` writes every stored 
 hold the JSON /clone_speaker returns (`gpt_cond_latent`, `speaker_embedding`, optional `name`,
 `description`): plain numbers, never pickles.
 
-    python -m voices_store.files import [DIR]
-    python -m voices_store.files export [DIR]
+    python -m voices_store.files import [DIR] [--tenant T]
+    python -m voices_store.files export [DIR] [--tenant T]
+
+Both work on one tenant's voices: the default tenant's (the only one when API keys are off) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -21,27 +23,29 @@ from pathlib import Path
 
 from shared.errors import FarmError
 from shared.settings import get_settings
+from shared.tenants import DEFAULT_TENANT
 from voices_store import store
-from voices_store.ids import VOICE_ID
+from voices_store.ids import VOICE_ID, voice_key
 from voices_store.latents import parse_latents
 
 log = logging.getLogger(__name__)
 
 
-def import_dir(directory: Path) -> list[str]:
-    """Store every valid `<id>.json` whose id is not stored yet; returns the ids imported."""
+def import_dir(directory: Path, tenant: str = DEFAULT_TENANT) -> list[str]:
+    """Store every valid `<id>.json` whose id the tenant has not stored yet; returns the ids imported."""
     imported = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         voice_id = path.stem
         if not VOICE_ID.match(voice_id):
             log.warning("skipping %s: %r is not a valid voice id", path, voice_id)
             continue
-        if store.voice_exists(voice_id):
+        if store.voice_exists(tenant, voice_id):
             continue
         try:
             data = json.loads(path.read_text())
             latents = parse_latents(data["gpt_cond_latent"], data["speaker_embedding"], None)
             store.save_voice(
+                tenant,
                 voice_id,
                 latents,
                 name=str(data.get("name", "")),
@@ -55,17 +59,18 @@ def import_dir(directory: Path) -> list[str]:
     return imported
 
 
-def export_dir(directory: Path) -> list[str]:
-    """Write every stored voice as `<id>.json` (atomically: a reader never sees half a file)."""
+def export_dir(directory: Path, tenant: str = DEFAULT_TENANT) -> list[str]:
+    """Write every voice of the tenant as `<id>.json` (atomically: a reader never sees half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     exported: list[str] = []
     page = 1
     while True:
-        _total, voices = store.list_voices(page, 200)
+        _total, voices = store.list_voices(tenant, page, 200)
         if not voices:
             return exported
         for info in voices:
-            body = {"name": info.name, "description": info.description, **store.load_latents(info.id).to_json()}
+            latents = store.load_latents(voice_key(tenant, info.id))
+            body = {"name": info.name, "description": info.description, **latents.to_json()}
             with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as tmp:
                 json.dump(body, tmp)
             os.replace(tmp.name, directory / f"{info.id}.json")
@@ -77,10 +82,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("import", "export"))
     parser.add_argument("directory", nargs="?", type=Path, default=None, help="default: VOICES_DIR")
+    parser.add_argument("--tenant", default=DEFAULT_TENANT, help=f"whose voices (default: {DEFAULT_TENANT})")
     ns = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     directory = ns.directory or Path(get_settings().VOICES_DIR)
-    done = (import_dir if ns.action == "import" else export_dir)(directory)
+    done = (import_dir if ns.action == "import" else export_dir)(directory, ns.tenant)
     log.info("%sed %d voices %s %s", ns.action, len(done), "from" if ns.action == "import" else "to", directory)
 
 

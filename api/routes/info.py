@@ -6,12 +6,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, redirect
+from flask import Response, current_app, redirect
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
+from api.auth import caller
 from api.responses import json_model
-from api.schemas import HealthResponse, LanguagesResponse, SpeakersResponse
+from api.schemas import HealthResponse, LanguagesResponse, RequestSlots, SpeakersResponse
 from api.submission import LiveWorkers
 from shared import registry
 from shared.db import get_engine
@@ -50,13 +51,26 @@ def _database_ping() -> None:
 
 @bp.get("/health", responses={200: HealthResponse, 503: HealthResponse})
 def health() -> Response:
-    """API, Redis, database, and every live worker with the model it has loaded."""
+    """API, Redis, database and the number of live workers; with an admin key (or keys off), every live worker
+    with the model it has loaded and this API process's request slots. Needs no key."""
     redis_state = _probe(lambda: get_redis().ping())
     db_state = _probe(_database_ping)
     workers = registry.live_workers(get_redis()) if redis_state["ok"] else []
     healthy = redis_state["ok"] and db_state["ok"]
     status = ("ok" if workers else "no_workers") if healthy else "unavailable"
-    body = HealthResponse(status=status, api="ok", redis=redis_state, database=db_state, workers=workers)
+    slots = current_app.extensions["xtts_limit"].state()
+    operator = caller().admin  # worker details name the jobs they run: not for every tenant's eyes
+    if not operator:  # nor do the services' error messages (they name internal hosts and ports)
+        redis_state, db_state = ({k: v for k, v in s.items() if k != "error"} for s in (redis_state, db_state))
+    body = HealthResponse(
+        status=status,
+        api="ok",
+        redis=redis_state,
+        database=db_state,
+        live_workers=len(workers),
+        workers=workers if operator else None,
+        requests=RequestSlots(limit=slots.limit, in_use=slots.in_use, waiting=slots.waiting) if operator else None,
+    )
     return json_model(body, 200 if healthy else 503)
 
 

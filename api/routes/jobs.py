@@ -9,25 +9,44 @@ import redis
 from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.delivery import audio_expired_message, current_job, job_audio, sse_audio, sse_error, sse_event, wav_file
+from api.auth import caller
+from api.client import ClientConnection, ClientGone
+from api.delivery import (
+    audio_expired_message,
+    cancel,
+    check_cursor,
+    current_job,
+    job_audio,
+    sse_audio,
+    sse_error,
+    sse_event,
+    wav_file,
+)
 from api.responses import json_model
 from api.schemas import ErrorResponse, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery, TtsRequest
 from api.submission import submit
 from shared import jobs, streams
-from shared.errors import AudioExpired, FarmError, InvalidCursor, JobNotReady, SynthesisFailed
+from shared.errors import AudioExpired, FarmError, JobNotReady, SynthesisFailed
 from shared.models import JobState
 from shared.redis_client import get_redis
-from shared.settings import get_settings
 from shared.streams import Cursor
 
 log = logging.getLogger(__name__)
+WAV_FILE = {
+    "description": "The job's complete WAV, 24 kHz mono 16-bit PCM",
+    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+}
+EVENT_STREAM = {
+    "description": "Server-Sent Events: `audio` (id `<segment>-<seq>`), then `end` or `error`",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
 bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
 
 
-@bp.post("/jobs", responses={202: JobCreated, 400: ErrorResponse, 413: ErrorResponse, 503: ErrorResponse})
+@bp.post("/jobs", responses={202: JobCreated, 400: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse})
 def create_job(body: TtsRequest) -> Response:
     """Queue a synthesis job and return at once: poll its status, pull its stream, fetch its audio."""
-    job = submit(current_app.extensions["celery"], body, origin="job")
+    job = submit(current_app.extensions["celery"], body, origin="job", tenant=caller().tenant)
     created = JobCreated(
         id=job.id,
         state=job.state,
@@ -42,16 +61,17 @@ def create_job(body: TtsRequest) -> Response:
 def job_status(path: JobPath) -> Response:
     """State, progress (segments, audio chunks, seconds of audio), timestamps and error of a job, and of each
     of its segments (state, attempts, worker)."""
-    return json_model(JobStatus.from_job(current_job(path.job_id, with_segments=True), with_segments=True))
+    job = current_job(path.job_id, tenant=caller().tenant, with_segments=True)
+    return json_model(JobStatus.from_job(job, with_segments=True))
 
 
 @bp.get(
     "/jobs/<job_id>/audio",
-    responses={200: {"description": "audio/wav"}, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse},
+    responses={200: WAV_FILE, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse},
 )
 def job_audio_file(path: JobPath) -> Response:
     """The complete WAV of a job that has succeeded."""
-    job = current_job(path.job_id)
+    job = current_job(path.job_id, tenant=caller().tenant)
     if job.state != JobState.SUCCEEDED.value:
         detail = f": {job.error}" if job.error else ""
         raise JobNotReady(
@@ -65,7 +85,7 @@ def job_audio_file(path: JobPath) -> Response:
 
 @bp.get(
     "/jobs/<job_id>/stream",
-    responses={200: {"description": "text/event-stream"}, 400: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse},
+    responses={200: EVENT_STREAM, 400: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 429: ErrorResponse},
 )
 def job_stream(path: JobPath, query: StreamQuery) -> Response:
     """Pull a job's audio as Server-Sent Events, resumable from a cursor.
@@ -76,33 +96,36 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     is the error contract's body.
     """
     cursor = Cursor.parse(query.cursor or request.headers.get("Last-Event-ID"))
-    job = current_job(path.job_id)
-    if cursor.segment > job.segments_total:
-        raise InvalidCursor(f"cursor {cursor} is past the job's {job.segments_total} segments")
-    limit = current_app.extensions["xtts_limit"]
-    limit.acquire()
+    job = current_job(path.job_id, tenant=caller().tenant)
+    check_cursor(job, cursor)
+    slot = current_app.extensions["xtts_limit"].acquire()
+    client = ClientConnection.of(request.environ)
 
     def events() -> Iterator[bytes]:
         try:
-            for position, pcm in job_audio(job.id, job.segments_total, cursor):
+            for position, pcm in job_audio(job.id, job.segments_total, cursor, client=client):
                 yield sse_audio(position, pcm)
             yield sse_event("end", {"state": jobs.get_job(job.id).state})
+        except ClientGone:
+            return  # a /jobs job runs on without its listener; it can reconnect with its last event id
         except FarmError as exc:
             yield sse_error(exc)
         except redis.RedisError as exc:
             yield sse_error(SynthesisFailed(f"the audio stream broke off: Redis is not answering ({exc})"))
 
-    return Response(
-        limit.hold_while(events()),
+    response = Response(
+        events(),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Session-Id": job.id},
     )
+    # close() runs however the response ends, HEAD included (which never iterates the body).
+    response.call_on_close(slot.release)
+    return response
 
 
 def _cancel(job_id: str) -> Response:
-    job = jobs.get_job(job_id)
-    if jobs.cancel_job(job.id):
-        streams.publish_cancel(get_redis(), job.id, get_settings().STREAM_TTL_SECONDS)
+    job = current_job(job_id, tenant=caller().tenant)
+    if cancel(job.id):
         log.info("session %s cancelled", job.id)
     return json_model(JobStatus.from_job(jobs.get_job(job.id)))
 
@@ -116,7 +139,7 @@ def cancel_job(path: JobPath) -> Response:
 @bp.get("/stream_status/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
 def stream_status(path: SessionPath) -> Response:
     """The seed's session status (the same sessions as /jobs)."""
-    return json_model(JobStatus.from_job(current_job(path.session_id)))
+    return json_model(JobStatus.from_job(current_job(path.session_id, tenant=caller().tenant)))
 
 
 @bp.delete("/stream_cancel/<session_id>", responses={200: JobStatus, 404: ErrorResponse})

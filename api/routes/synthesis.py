@@ -8,11 +8,14 @@ from typing import Any
 
 import redis
 from celery import Celery
-from flask import Response, current_app
+from flask import Response, current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
 
-from api.delivery import job_audio, streaming_wav_header, wav_file
+from api.auth import caller
+from api.client import ClientConnection, ClientGone
+from api.delivery import cancel, job_audio, streaming_wav_header, wav_file
+from api.errors import ClientLeft
 from api.limits import ConcurrencyLimit
 from api.schemas import ErrorResponse, TtsRequest
 from api.submission import submit
@@ -29,7 +32,6 @@ ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
     400: ErrorResponse,
     413: ErrorResponse,
     429: ErrorResponse,
-    503: ErrorResponse,
 }
 
 
@@ -43,45 +45,77 @@ def _celery() -> Celery:
     return celery
 
 
+def _cancel_abandoned(job_id: str) -> None:
+    if cancel(job_id):
+        log.info("session %s cancelled: its client left before the audio was complete", job_id)
+
+
 @bp.post("/tts_stream", responses={200: WAV_RESPONSE, **ERRORS})
 def tts_stream(body: TtsRequest) -> Response:
     """Stream speech as a WAV: the header at once, then audio as the workers produce it.
 
     The session id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
     DELETE /stream_cancel/{id}. If synthesis fails mid-way, the stream simply ends; the status says why.
+    A client that disconnects before the end cancels the session.
     """
-    limit = _limit()
-    limit.acquire()
+    slot = _limit().acquire()
     try:
-        job = submit(_celery(), body, origin="stream")
+        job = submit(_celery(), body, origin="stream", tenant=caller().tenant)
     except BaseException:
-        limit.release()
+        slot.release()
         raise
+    client = ClientConnection.of(request.environ)
+    finished = False
 
     def audio() -> Iterator[bytes]:
+        nonlocal finished
         yield streaming_wav_header()
         try:
-            for _cursor, pcm in job_audio(job.id, job.segments_total):
+            for _cursor, pcm in job_audio(job.id, job.segments_total, client=client):
                 yield pcm
+        except ClientGone:
+            return
         except (FarmError, redis.RedisError) as exc:
             log.info("stream of session %s ended early: %s", job.id, exc)
+        finished = True
 
-    return Response(
-        limit.hold_while(audio()),
+    response = Response(
+        audio(),
         mimetype="audio/wav",
         headers={"X-Session-Id": job.id, "Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+    # close() runs however the response ends (sent, client gone, write failed, never iterated), unlike the body
+    # generator's own `finally`.
+    response.call_on_close(slot.release)
+    response.call_on_close(lambda: None if finished else _cancel_abandoned(job.id))
+    return response
 
 
-@bp.post("/tts", responses={200: WAV_RESPONSE, 409: ErrorResponse, 502: ErrorResponse, **ERRORS})
+@bp.post(
+    "/tts",
+    responses={
+        200: WAV_RESPONSE,
+        409: ErrorResponse,
+        # The client closed its connection while it waited (nginx's code): its session is cancelled, nobody reads this.
+        499: ErrorResponse,
+        502: ErrorResponse,
+        **ERRORS,
+    },
+)
 def tts(body: TtsRequest) -> Response:
     """Synthesize the whole text and answer with one complete WAV file (409 if the session is cancelled
-    meanwhile, 502 if synthesis fails)."""
-    limit = _limit()
-    limit.acquire()
+    meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the session."""
+    slot = _limit().acquire()
     try:
-        job = submit(_celery(), body, origin="tts")
-        pcm = b"".join(chunk for _cursor, chunk in job_audio(job.id, job.segments_total))
+        job = submit(_celery(), body, origin="tts", tenant=caller().tenant)
+        try:
+            client = ClientConnection.of(request.environ)
+            pcm = b"".join(chunk for _cursor, chunk in job_audio(job.id, job.segments_total, client=client))
+        except ClientGone:
+            _cancel_abandoned(job.id)
+            raise ClientLeft(
+                f"the client of session {job.id} closed its connection; the session is cancelled"
+            ) from None
     finally:
-        limit.release()
+        slot.release()
     return Response(wav_file(pcm), mimetype="audio/wav", headers={"X-Session-Id": job.id})

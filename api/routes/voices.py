@@ -10,6 +10,7 @@ from flask import Response, current_app
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ValidationError
 
+from api.auth import caller
 from api.errors import CloneFailed, CloneTimeout, invalid_input_from
 from api.responses import json_model
 from api.schemas import (
@@ -20,6 +21,7 @@ from api.schemas import (
     CloneResponse,
     DeletedVoice,
     ErrorResponse,
+    SavedVoice,
     SaveVoiceBody,
     VoicePath,
     VoiceQuery,
@@ -35,19 +37,16 @@ from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.tasks import CLONE_VOICE
 from voices_store import staging, store
-from voices_store.errors import VoiceExists
-from voices_store.ids import validate_voice_id
+from voices_store.errors import TooMuchReferenceAudio, VoiceExists
+from voices_store.ids import validate_voice_id, voice_key
 from voices_store.latents import Latents, parse_latents
-from voices_store.uploads import Reference, decode_reference, references_hash
+from voices_store.uploads import Reference, decode_references, references_hash
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("voices", __name__, abp_tags=[Tag(name="voices", description="Voice cloning and saved voices")])
 
-ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
-    400: ErrorResponse,
-    404: ErrorResponse,
-    409: ErrorResponse,
-}
+Responses = dict[int | str, type[BaseModel] | dict[str, Any] | None]
+NOT_FOUND: Responses = {400: ErrorResponse, 404: ErrorResponse}
 
 
 def _options(raw: dict[str, Any] | str | None) -> CloneOptions:
@@ -61,12 +60,12 @@ def _options(raw: dict[str, Any] | str | None) -> CloneOptions:
         raise invalid_input_from(exc, prefix="options") from exc
 
 
-def _clone(references: list[Reference]) -> tuple[str, Latents, bool]:
+def _clone(references: list[Reference], tenant: str) -> tuple[str, Latents, bool]:
     """(content hash, latents, reused): the stored result for this audio, or a worker's new one."""
     model = LiveWorkers.now().model_name
     if model is None:
         raise NoWorkers("no synthesis worker is running to clone the voice; start a worker and retry")
-    content_hash = references_hash(references, model)
+    content_hash = references_hash(references, model, tenant)
     stored = store.get_clone_result(content_hash)
     if stored is not None:
         return content_hash, stored, True
@@ -94,11 +93,12 @@ def _clone(references: list[Reference]) -> tuple[str, Latents, bool]:
     "/clone_speaker",
     responses={
         200: CloneResponse,
+        400: ErrorResponse,
+        409: ErrorResponse,
         413: ErrorResponse,
         502: ErrorResponse,
         503: ErrorResponse,
         504: ErrorResponse,
-        **ERRORS,
     },
 )
 def clone_speaker(form: CloneForm) -> Response:
@@ -108,28 +108,33 @@ def clone_speaker(form: CloneForm) -> Response:
     [512]; `save` stores them as the voice `save_id` (with `name`, `description`; `overwrite` to replace).
     Cloning the same audio again reuses the stored result instead of running the model.
     """
+    tenant = caller().tenant
     options = _options(form.options)
     if options.response_format == "save" and options.save_id:
         validate_voice_id(options.save_id)
-        if not options.overwrite and store.voice_exists(options.save_id):
+        if not options.overwrite and store.voice_exists(tenant, options.save_id):
             raise VoiceExists(f"voice {options.save_id!r} already exists; send overwrite=true to replace it")
     settings = get_settings()
     files = [f for f in form.wav_file if f is not None]
     if not files:
         raise InvalidInput("no reference audio: send one or more files in the wav_file field")
-    references = [
-        decode_reference(
-            f.filename or f"file {i + 1}",
-            f.read(),
-            max_bytes=settings.MAX_UPLOAD_MB * 2**20,
-            max_seconds=settings.MAX_REFERENCE_SECONDS,
+    if len(files) > settings.MAX_REFERENCE_PARTS:  # refused before reading any (decode_references cannot count ahead)
+        raise TooMuchReferenceAudio(
+            f"too many reference files: {len(files)}; at most {settings.MAX_REFERENCE_PARTS} per request"
         )
-        for i, f in enumerate(files)
-    ]
-    content_hash, latents, reused = _clone(references)
+    # Each part is read only when its turn comes, and decoding stops at the first part over a cap.
+    references = decode_references(
+        ((f.filename or f"file {i + 1}", f.read()) for i, f in enumerate(files)),
+        max_bytes=settings.MAX_UPLOAD_MB * 2**20,
+        max_seconds_each=settings.MAX_REFERENCE_SECONDS,
+        max_parts=settings.MAX_REFERENCE_PARTS,
+        max_total_seconds=settings.MAX_REFERENCE_TOTAL_SECONDS,
+    )
+    content_hash, latents, reused = _clone(references, tenant)
     seconds = round(sum(ref.seconds for ref in references), 3)
     if options.response_format == "save" and options.save_id:
         info = store.save_voice(
+            tenant,
             options.save_id,
             latents,
             name=options.name,
@@ -138,7 +143,7 @@ def clone_speaker(form: CloneForm) -> Response:
             source="clone",
             content_hash=content_hash,
         )
-        voice_control.request_evict(get_redis(), info.id)
+        voice_control.request_evict(get_redis(), voice_key(tenant, info.id))
         return json_model(
             ClonedVoice(
                 voice=VoiceResponse.from_info(info), content_hash=content_hash, reused=reused, reference_seconds=seconds
@@ -149,20 +154,23 @@ def clone_speaker(form: CloneForm) -> Response:
     )
 
 
-@bp.post("/save_voice/<path:voice_id>", responses={201: VoiceResponse, **ERRORS})
+@bp.post("/save_voice/<path:voice_id>", responses={201: VoiceResponse, 400: ErrorResponse, 409: ErrorResponse})
 def save_voice(path: VoicePath, body: SaveVoiceBody) -> Response:
     """Save latents (as /clone_speaker returns them) as a voice; 409 if it exists unless overwrite is true."""
+    tenant = caller().tenant
     voice_id = validate_voice_id(path.voice_id)
     latents = parse_latents(body.gpt_cond_latent, body.speaker_embedding, LiveWorkers.now().gpt_width)
-    info = store.save_voice(voice_id, latents, name=body.name, description=body.description, overwrite=body.overwrite)
-    voice_control.request_evict(get_redis(), voice_id)
+    info = store.save_voice(
+        tenant, voice_id, latents, name=body.name, description=body.description, overwrite=body.overwrite
+    )
+    voice_control.request_evict(get_redis(), voice_key(tenant, voice_id))
     return json_model(VoiceResponse.from_info(info), 201)
 
 
 @bp.get("/saved_voices", responses={200: VoicesPage, 400: ErrorResponse})
 def saved_voices(query: VoicesQuery) -> Response:
     """Saved voices, a page at a time, ordered by id."""
-    total, voices = store.list_voices(query.page, query.per_page)
+    total, voices = store.list_voices(caller().tenant, query.page, query.per_page)
     return json_model(
         VoicesPage(
             voices=[VoiceResponse.from_info(v) for v in voices], total=total, page=query.page, per_page=query.per_page
@@ -170,18 +178,21 @@ def saved_voices(query: VoicesQuery) -> Response:
     )
 
 
-@bp.get("/saved_voices/<path:voice_id>", responses={200: VoiceWithLatents, **ERRORS})
+@bp.get("/saved_voices/<path:voice_id>", responses={200: SavedVoice, **NOT_FOUND})
 def saved_voice(path: VoicePath, query: VoiceQuery) -> Response:
     """One saved voice; `include_latents=true` adds its latents."""
-    voice = VoiceResponse.from_info(store.get_voice(path.voice_id))
+    tenant = caller().tenant
+    voice = VoiceResponse.from_info(store.get_voice(tenant, path.voice_id))
     if query.include_latents:
-        return json_model(VoiceWithLatents(**voice.model_dump(), **store.load_latents(voice.id).to_json()))
+        latents = store.load_latents(voice_key(tenant, voice.id))
+        return json_model(VoiceWithLatents(**voice.model_dump(), **latents.to_json()))
     return json_model(voice)
 
 
-@bp.delete("/saved_voices/<path:voice_id>", responses={200: DeletedVoice, **ERRORS})
+@bp.delete("/saved_voices/<path:voice_id>", responses={200: DeletedVoice, **NOT_FOUND})
 def delete_saved_voice(path: VoicePath) -> Response:
     """Delete a saved voice: no worker synthesizes with it afterwards."""
-    store.delete_voice(path.voice_id)
-    voice_control.request_evict(get_redis(), path.voice_id)
+    tenant = caller().tenant
+    store.delete_voice(tenant, path.voice_id)
+    voice_control.request_evict(get_redis(), voice_key(tenant, path.voice_id))
     return json_model(DeletedVoice(deleted=path.voice_id))

@@ -1,0 +1,40 @@
+"""API_KEYS_REQUIRED: auto (the default), true and false, in-process against a real database."""
+
+from __future__ import annotations
+
+from api.keys import create_key, revoke_key
+
+REMOTE = {"REMOTE_ADDR": "203.0.113.7"}  # a client on another machine
+
+
+def _status(client, path: str = "/saved_voices", key: str | None = None, remote: bool = False) -> int:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return int(client.get(path, headers=headers, environ_base=REMOTE if remote else {}).status_code)
+
+
+def test_auto_serves_only_local_clients_until_a_key_exists_then_requires_keys(app_with) -> None:
+    client = app_with()  # API_KEYS_REQUIRED unset: auto
+    assert _status(client) == 200  # `make run` on localhost, no key
+    refused = client.get("/saved_voices", environ_base=REMOTE)
+    assert refused.status_code == 401 and "python -m api.keys create" in refused.get_json()["error"]["message"]
+    assert _status(client, "/health", remote=True) == 200
+    assert client.get("/health", environ_base=REMOTE).get_json()["workers"] is None  # no details for strangers
+
+    key, _ = create_key("first")
+    assert _status(client) == 401  # from now on, local clients need a key too
+    assert _status(client, key=key) == 200 and _status(client, key=key, remote=True) == 200
+    assert revoke_key("first")
+    assert _status(client) == 401 and _status(client, key=key) == 401  # revoking the last key locks, never opens
+
+
+def test_true_requires_keys_even_of_local_clients(app_with) -> None:
+    client = app_with(API_KEYS_REQUIRED=True)
+    assert _status(client) == 401
+    assert _status(client, "/health") == 200 and _status(client, "/openapi/openapi.json") == 200
+
+
+def test_false_serves_everyone_as_the_operator(app_with) -> None:
+    client = app_with(API_KEYS_REQUIRED=False)
+    assert _status(client, remote=True) == 200
+    health = client.get("/health", environ_base=REMOTE).get_json()
+    assert health["workers"] == [] and health["requests"]["limit"] == 10
