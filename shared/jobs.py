@@ -132,6 +132,7 @@ class SegmentWork:
     params: dict[str, Any]
     attempts: int
     redis_epoch: str
+    segments_total: int
 
 
 class Refused(enum.Enum):
@@ -199,6 +200,7 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             dict(job.params),
             segment.attempts,
             job.redis_epoch,
+            job.segments_total,
         )
 
 
