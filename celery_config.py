@@ -36,6 +36,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": SYNTHESIS_QUEUE,
         "task_queues": (Queue(VOICES_QUEUE), Queue(SYNTHESIS_QUEUE)),
         "task_routes": {CLONE_VOICE: {"queue": VOICES_QUEUE}},
+        # A worker that loses the broker stops its running tasks (their leases lapse and the reaper hands the
+        # segments to a worker that can still acknowledge them) instead of finishing work it cannot acknowledge.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Events for Flower.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -135,6 +135,7 @@ class SegmentWork:
     params: dict[str, Any]
     attempts: int
     redis_epoch: str
+    segments_total: int
 
 
 class Refused(enum.Enum):
@@ -202,6 +203,7 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             dict(job.params),
             segment.attempts,
             job.redis_epoch,
+            job.segments_total,
         )
 
 

@@ -78,10 +78,13 @@ class Settings(BaseSettings):
 
     # --- jobs and streams ----------------------------------------------------------------------
     STREAM_TTL_SECONDS: int = 3600
-    STREAM_MAXLEN: int = 2000
     STREAM_READ_BLOCK_MS: int = 1000
     # How long a streaming response waits for a job that makes no progress before giving up.
     STREAM_IDLE_TIMEOUT_SECONDS: int = 600
+    # Time limits of one run of a segment: past the soft one it stops at its next chunk and fails with that
+    # reason; the hard one bounds the wait for any chunk at all (a model that hangs).
+    SEGMENT_SOFT_TIME_LIMIT: float = Field(600.0, gt=0)
+    SEGMENT_HARD_TIME_LIMIT: float = Field(660.0, gt=0)
     # Retries of a failing segment (a piece of text, one Celery task) before its job fails.
     SEGMENT_MAX_RETRIES: int = 2
     # Segments of one job allowed in the queue or running at once; 0 means "one per live worker".

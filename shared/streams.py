@@ -16,7 +16,9 @@ run that took the segment over.
 
 A job-wide control stream, `xtts:job:{id}:ctl`, carries `type=cancelled` so that blocked readers wake at once;
 a stop flag, `xtts:job:{id}:stop`, tells the job's running workers to stop (cancelled, or failed elsewhere).
-Streams are capped (MAXLEN) and expire STREAM_TTL_SECONDS after their last write.
+A segment's stream is bounded by the segment itself (a few dozen chunks at most), so it is never trimmed: no
+unread audio can be cut off. Streams expire STREAM_TTL_SECONDS after the job's last write; readers that are
+still attached keep the job's streams alive (the API refreshes them while it delivers).
 """
 
 from __future__ import annotations
@@ -90,9 +92,9 @@ class Cursor:
 # lease (its worker stalled, and another worker took the segment over) cannot write into the new run's audio.
 _OWNED_XADD = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return redis.error_reply('NOTOWNER') end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[3], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+local id = redis.call('XADD', KEYS[1], ARGV[2], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return id
 """
 
@@ -132,9 +134,9 @@ class Progress:
 class StreamWriter:
     """Publishes one segment's entries; used by the worker run that owns the segment (`claim`)."""
 
-    def __init__(self, r: redis.Redis, job_id: str, index: int, run: str, ttl: int, maxlen: int) -> None:
+    def __init__(self, r: redis.Redis, job_id: str, index: int, run: str, ttl: int) -> None:
         self.r, self.key, self.owner_key, self.run = r, segment_key(job_id, index), owner_key(job_id, index), run
-        self.ttl, self.maxlen = ttl, maxlen
+        self.ttl = ttl
         self._script = r.register_script(_OWNED_XADD)
 
     def claim(self) -> Progress:
@@ -164,7 +166,7 @@ class StreamWriter:
     def _add(self, seq: int, fields: dict[str, bytes | str | int]) -> None:
         flat: list[bytes | str | int] = [item for pair in fields.items() for item in pair]
         try:
-            self._script(keys=[self.key, self.owner_key], args=[self.run, self.maxlen, f"{seq}-1", self.ttl, *flat])
+            self._script(keys=[self.key, self.owner_key], args=[self.run, f"{seq}-1", self.ttl, *flat])
         except redis.ResponseError as exc:
             if "NOTOWNER" in str(exc):
                 raise NotOwner(f"{self.key} is now written by another run") from exc
@@ -195,6 +197,14 @@ class StreamWriter:
         progress = self.claim()
         if not progress.ended:
             self.end(progress.last_seq + 1)
+
+
+def keep_job_audio(r: redis.Redis, job_id: str, segments_total: int, ttl: int) -> None:
+    """Restart the clock on every stream of a job: its audio stays `ttl` seconds after this call."""
+    pipe = r.pipeline(transaction=False)
+    for index in range(segments_total):
+        pipe.expire(segment_key(job_id, index), ttl)
+    pipe.execute()
 
 
 def publish_stop(r: redis.Redis, job_id: str, ttl: int) -> None:

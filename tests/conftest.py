@@ -111,12 +111,15 @@ def farm(
 
 @pytest.fixture
 def isolated_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator:
-    """A farm of its own (Redis, SQLite, one worker) for tests that restart or kill its parts."""
+    """A farm of its own (Redis, SQLite unless told otherwise, one worker) for tests that restart or kill its
+    parts."""
     farms: list[tuple[Farm, RedisServer]] = []
 
-    def make(workers: int = 1, **env: str) -> tuple[Farm, RedisServer]:
-        server = RedisServer().start()
-        url = f"sqlite:///{tmp_path / f'farm{len(farms)}.db'}"
+    def make(
+        workers: int = 1, database_url: str | None = None, persistent_redis: bool = False, **env: str
+    ) -> tuple[Farm, RedisServer]:
+        server = RedisServer(persistent=persistent_redis).start()
+        url = database_url or f"sqlite:///{tmp_path / f'farm{len(farms)}.db'}"
         migrate(url)
         farm = Farm(
             redis_url=server.url,

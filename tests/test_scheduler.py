@@ -15,7 +15,7 @@ from shared.params import SynthesisParams
 from shared.settings import Settings
 from shared.streams import Progress
 from workers.engine import XttsEngine
-from workers.scheduler import BatchScheduler, Chunk, Handle
+from workers.scheduler import BatchScheduler, Cancelled, Chunk, Handle
 from workers.stream_decoder import snr_db
 
 TEXTS = (
@@ -47,10 +47,13 @@ def _drive(scheduler: BatchScheduler, handles: list[Handle], cancel: dict[int, i
         for i, handle in enumerate(handles):
             if done[i]:
                 continue
-            for chunk in _available(handle):
-                chunks[i].append(chunk)
-                if cancel and cancel.get(i) == len(chunks[i]):
-                    handle.cancel()
+            try:
+                for chunk in _available(handle):
+                    chunks[i].append(chunk)
+                    if cancel and cancel.get(i) == len(chunks[i]):
+                        handle.cancel()
+            except Cancelled:
+                assert cancel and i in cancel, "only a cancelled segment may end this way"
             done[i] = handle.finished
     return chunks
 

@@ -49,11 +49,13 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
 
 
 class RedisServer:
-    """A private redis-server on a free port, with no persistence, that a test can restart."""
+    """A private redis-server on a free port that a test can stop and start: without persistence (a restart
+    loses everything, as a crashed cache would) or, `persistent`, with an append-only file (a restart keeps it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = False) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="xtts-redis-"))
+        self.persistent = persistent
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -74,7 +76,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.dir),
             ],
@@ -271,8 +275,11 @@ class Farm:
         proc = self.workers.pop(name)
         _terminate(proc)
 
-    def start(self) -> Farm:
+    def start_api(self) -> None:
         self.api = self._spawn("api", [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "api.wsgi:app"])
+
+    def start(self) -> Farm:
+        self.start_api()
         for i in range(self.n_workers):
             self.start_worker(f"w{i + 1}")
         self.wait_for_workers(self.n_workers)

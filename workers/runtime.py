@@ -87,6 +87,7 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._changed = threading.Event()
+        self.shutting_down = threading.Event()
 
     @property
     def name(self) -> str:
@@ -112,6 +113,12 @@ class WorkerRuntime:
             threading.Thread(target=target, name=name, daemon=True).start()
         log.info("worker %s serves up to %d segments at once", self.name, self.scheduler.max_batch)
 
+    def begin_shutdown(self) -> None:
+        """SIGTERM: running segments are handed back at their next chunk (another worker resumes them at once),
+        and Celery's warm shutdown, which waits for the task threads, is then quick."""
+        self.shutting_down.set()
+        log.info("worker %s shutting down: handing its %d running segments back", self.name, len(self.leases.held()))
+
     def stop(self) -> None:
         self._stop.set()
         if self.scheduler is not None:
@@ -124,7 +131,9 @@ class WorkerRuntime:
     def workshop(self) -> Workshop:
         if self.engine is None or self.scheduler is None:
             raise RuntimeError("the worker runtime has not started (no model loaded)")
-        return Workshop(self.engine, self.scheduler, self.voice_cache, self.leases, get_settings(), self.name)
+        return Workshop(
+            self.engine, self.scheduler, self.voice_cache, self.leases, get_settings(), self.name, self.shutting_down
+        )
 
     def _preload_voices(self) -> None:
         assert self.engine is not None

@@ -91,6 +91,10 @@ class Failed:
     error: BaseException
 
 
+class Cancelled(Exception):
+    """The consumer cancelled the segment: its audio is incomplete."""
+
+
 Event = Chunk | Finished | Failed
 
 
@@ -115,8 +119,9 @@ class Handle:
         self._events.put(event)
 
     def events(self, timeout: float | None = None) -> Iterator[Chunk]:
-        """The segment's chunks as they come; returns after the last one, raises what failed it.
-        `timeout`: longest wait for one event (None: forever) before `TimeoutError`."""
+        """The segment's chunks as they come; returns after the last one (so returning means complete), raises
+        what failed it (`Cancelled` after a cancel). `timeout`: longest wait for one event (None: forever)
+        before `TimeoutError`."""
         while True:
             if self._drive is not None:
                 while self._events.empty():
@@ -252,13 +257,13 @@ class BatchScheduler:
     def _drop_cancelled(self) -> None:
         for stream in [s for s in self._streams.values() if s.handle.cancelled]:
             self._leave(stream)
-            stream.handle.put(Finished())
+            stream.handle.put(Failed(Cancelled(f"{stream.key!r} was cancelled")))
 
     def _admit(self) -> None:
         while len(self._streams) < self.max_batch and not self._waiting.empty():
             handle = self._waiting.get()
             if handle.cancelled:
-                handle.put(Finished())
+                handle.put(Failed(Cancelled(f"{handle.segment.key!r} was cancelled")))
                 continue
             stream = _Stream(handle, arrived=time.monotonic())
             self._streams[stream.key] = stream

@@ -9,6 +9,8 @@ progress to SQL. Every write is fenced by the run's lease, so a run that lost it
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -22,13 +24,10 @@ from shared.settings import Settings
 from voices_store.cache import VoiceCache
 from workers.engine import VoiceLatents, XttsEngine, pcm16
 from workers.errors import SynthesisError
-from workers.scheduler import BatchScheduler
+from workers.scheduler import BatchScheduler, Cancelled
 from workers.voices import resolve_voice
 
 log = logging.getLogger(__name__)
-
-# Longest wait for the scheduler's next chunk before the run gives the segment up as stuck.
-CHUNK_TIMEOUT_SECONDS = 300.0
 
 
 class Outcome(Enum):
@@ -37,6 +36,7 @@ class Outcome(Enum):
     SKIPPED = "skipped"  # the job had ended, the segment was done, or another live run holds it
     CANCELLED = "cancelled"  # stopped mid-way by a cancel
     LOST = "lost"  # another run took the segment over (this run's lease had expired)
+    HANDED_BACK = "handed_back"  # the worker is shutting down: queued again for another worker, attempt unused
     RETRY = "retry"  # failed; queued again for another attempt
     FAILED = "failed"  # failed for good; the job is failed
 
@@ -66,6 +66,7 @@ class Workshop:
     leases: Leases
     settings: Settings
     worker: str
+    shutting_down: threading.Event
 
 
 def run_segment(shop: Workshop, r: redis.Redis, job_id: str, index: int) -> SegmentResult:
@@ -85,7 +86,7 @@ def run_segment(shop: Workshop, r: redis.Redis, job_id: str, index: int) -> Segm
 
 
 def _writer(r: redis.Redis, job_id: str, index: int, run: str, settings: Settings) -> streams.StreamWriter:
-    return streams.StreamWriter(r, job_id, index, run, settings.STREAM_TTL_SECONDS, settings.STREAM_MAXLEN)
+    return streams.StreamWriter(r, job_id, index, run, settings.STREAM_TTL_SECONDS)
 
 
 def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResult:
@@ -105,6 +106,9 @@ def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResul
         return SegmentResult(Outcome.LOST, attempts=work.attempts)
     except SynthesisError as exc:
         return _fail(writer, work, exc.message)
+    except TimeoutError:
+        limit = shop.settings.SEGMENT_HARD_TIME_LIMIT
+        return _fail(writer, work, f"the model produced no audio within SEGMENT_HARD_TIME_LIMIT={limit:g} s")
     except Exception as exc:  # the model or a service failed: retry a bounded number of times
         reason = f"{type(exc).__name__}: {exc}"
         log.exception("segment %s/%d failed (attempt %d of %d)", work.job_id, work.index, work.attempts, max_attempts)
@@ -115,6 +119,8 @@ def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResul
 
 
 def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: jobs.SegmentWork) -> SegmentResult:
+    settings = shop.settings
+    started = time.monotonic()
     params = SynthesisParams.model_validate(work.params)
     progress = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
     voice = resolve_voice(shop.engine, shop.cache, work)
@@ -124,22 +130,33 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
     handle = shop.scheduler.submit(segment)
     seq = progress.last_seq
     try:
-        for chunk in handle.events(timeout=CHUNK_TIMEOUT_SECONDS):
+        for chunk in handle.events(timeout=settings.SEGMENT_HARD_TIME_LIMIT):
             if streams.should_stop(r, work.job_id):
                 log.info("job %s ended elsewhere: segment %d stopped after chunk %d", work.job_id, work.index, seq)
                 return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
             if shop.leases.lost(work.run):
                 return SegmentResult(Outcome.LOST, attempts=work.attempts)
+            if shop.shutting_down.is_set():
+                jobs.give_back(work.job_id, work.index, work.run)
+                log.info("worker shutting down: segment %s/%d handed back after chunk %d", work.job_id, work.index, seq)
+                return SegmentResult(Outcome.HANDED_BACK, attempts=work.attempts)
+            if time.monotonic() - started > settings.SEGMENT_SOFT_TIME_LIMIT:
+                limit = settings.SEGMENT_SOFT_TIME_LIMIT
+                return _fail(writer, work, f"synthesis took longer than SEGMENT_SOFT_TIME_LIMIT={limit:g} s")
             seq += 1
             pcm = pcm16(chunk.audio)
             writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end)
             if not jobs.record_chunk(work.job_id, work.index, work.run, len(pcm) // SAMPLE_WIDTH):
                 return SegmentResult(Outcome.LOST, attempts=work.attempts)
+    except Cancelled:
+        return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
     finally:
         handle.cancel()  # no-op once finished; otherwise the scheduler drops the stream at its next step
     # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
     last = jobs.finish_segment(work.job_id, work.index, work.run)
     writer.end(seq + 1)
+    # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
+    streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
 
 

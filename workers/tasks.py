@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_init, worker_shutdown
+from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
 from shared import jobs, registry, streams
-from shared.dispatch import dispatch
+from shared.dispatch import dispatch, send_segment
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.tasks import CLONE_VOICE, SYNTHESIZE_SEGMENT
@@ -41,6 +41,11 @@ def _load_model(**_: Any) -> None:
         log.warning("marked %d jobs failed: they were queued before Redis lost its data", lost)
 
 
+@worker_shutting_down.connect
+def _hand_back(**_: Any) -> None:
+    runtime.begin_shutdown()
+
+
 @worker_shutdown.connect
 def _unregister(**_: Any) -> None:
     runtime.stop()
@@ -65,6 +70,11 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
         result = run_segment(runtime.workshop(), get_redis(), job_id, index)
     finally:
         runtime.working_on(key, None)
+    if result.outcome is Outcome.HANDED_BACK:
+        try:  # straight back to the broker for another worker (else the reaper sends it within seconds)
+            send_segment(celery_app, job_id, index)
+        except Exception:
+            log.warning("could not requeue handed-back segment %s/%d; the reaper will", job_id, index, exc_info=True)
     if result.outcome in (Outcome.DONE, Outcome.SKIPPED):
         # The job's next segment (a skipped delivery dispatches too: it may be the redelivery of a run that
         # died between finishing its segment and dispatching the next one).
