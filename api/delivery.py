@@ -144,11 +144,10 @@ def check_cursor(job: Job, cursor: Cursor) -> None:
         raise InvalidCursor(f"cursor {cursor} is past the job's {job.segments_total} segments")
     if cursor.seq == 0:
         return
-    r, settings = get_redis(), get_settings()
+    r = get_redis()
     if not r.exists(streams.segment_key(job.id, cursor.segment)):
         return  # not started yet, or expired: the reader's watchdog tells which
-    writer = streams.StreamWriter(r, job.id, cursor.segment, settings.STREAM_TTL_SECONDS, settings.STREAM_MAXLEN)
-    published = writer.last_seq()
+    published = streams.last_seq(r, job.id, cursor.segment)
     if cursor.seq > published:
         raise InvalidCursor(
             f"cursor {cursor} is past the audio published so far: segment {cursor.segment} has {published} chunks"

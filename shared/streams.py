@@ -199,6 +199,14 @@ class StreamWriter:
             self.end(progress.last_seq + 1)
 
 
+def last_seq(r: redis.Redis, job_id: str, index: int) -> int:
+    """The number of the last audio chunk a segment's stream holds (0: none)."""
+    for _entry_id, fields in cast(list[Entry], r.xrevrange(segment_key(job_id, index))):
+        if fields.get(b"type") == AUDIO:
+            return int(fields[b"seq"])
+    return 0
+
+
 def keep_job_audio(r: redis.Redis, job_id: str, segments_total: int, ttl: int) -> None:
     """Restart the clock on every stream of a job: its audio stays `ttl` seconds after this call."""
     pipe = r.pipeline(transaction=False)
