@@ -181,6 +181,7 @@ def test_overwrite_and_delete_reach_every_worker(farm: Farm, make_audio) -> None
 def test_a_voice_deleted_while_its_job_waits_is_never_used(farm: Farm, make_audio) -> None:
     voice_id = _voice_id()
     _clone(farm, [("me.wav", make_audio("wav", freq=301))], {"response_format": "save", "save_id": voice_id})
+    slots = sum(w["batch"]["max"] for w in farm.live_workers())  # every batch slot busy: the job has to wait
     blockers = [
         requests.post(
             farm.url("/jobs"),
@@ -193,7 +194,7 @@ def test_a_voice_deleted_while_its_job_waits_is_never_used(farm: Farm, make_audi
             },
             timeout=10,
         ).json()
-        for _ in range(2)
+        for _ in range(slots)
     ]
     waiting = requests.post(
         farm.url("/jobs"),

@@ -18,7 +18,11 @@ from shared.settings import Settings, get_settings
 CPU_MAX_BATCH, GPU_MAX_BATCH = 4, 32
 
 celery_app = Celery("xtts_farm", include=["workers.tasks"])
-celery_app.conf.update(celery_config(get_settings()), worker_pool="threads")
+celery_app.conf.update(
+    celery_config(get_settings()),
+    worker_pool="threads",
+    broker_transport="workers.broker:Transport",  # see workers/broker.py
+)
 app = celery_app  # the name `celery -A workers.celery_app` looks for
 
 

@@ -1,0 +1,41 @@
+"""The workers' broker transport: kombu's Redis transport, made to survive a broker that goes away mid-task.
+
+kombu 5.7 misbehaves in two places when the broker connection breaks while a worker holds unacknowledged
+messages (the farm acknowledges late): closing the broken channel restores its unacknowledged messages through
+a connection that is already released, and a task that finishes afterwards acknowledges its message on that
+closed channel. Both raise an AttributeError that Celery treats as unrecoverable, so a Redis restart killed every
+worker process that had a task in hand. Here neither happens: restoring is left to the visibility timeout, and
+an acknowledgement on a closed channel is dropped (the message stays unacknowledged and comes back after the
+visibility timeout). The farm does not depend on either: a segment's state is in SQL, a run that stopped lets
+its lease lapse and the reaper hands the segment on, and a redelivered message finds its segment done or held
+and leaves without doing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+log = logging.getLogger(__name__)
+
+
+class Channel(kombu_redis.Channel):
+    do_restore = False  # no restore while closing: see above
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        if self.closed:
+            log.info("not acknowledging message %s: its broker connection broke (redelivered later)", delivery_tag)
+            return
+        super().basic_ack(delivery_tag, multiple)
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if self.closed:
+            log.info("not rejecting message %s: its broker connection broke (redelivered later)", delivery_tag)
+            return
+        super().basic_reject(delivery_tag, requeue)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
