@@ -1,6 +1,7 @@
 """Gunicorn's options for the API, written once: `make run` (Procfile), the Docker image and the tests' farm all
 start `gunicorn -c gunicorn.conf.py api.wsgi:app`."""
 
+from shared import logs
 from shared.settings import get_settings
 
 _settings = get_settings()
@@ -16,3 +17,5 @@ threads = max(64, 2 * _settings.MAX_CONCURRENT_REQUESTS + 32)
 timeout = 600
 graceful_timeout = 30
 accesslog = "-"
+# gunicorn's own lines in the farm's format (LOG_FORMAT), with the job id of a job's request (shared/logs.py).
+logconfig_dict = logs.gunicorn_logconfig(_settings)

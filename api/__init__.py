@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import Celery
 from flask import Flask
 from flask_openapi3 import Info
 
-from api import auth, request_bounds
+from api import auth, request_bounds, telemetry
 from api.client import ClientDeadlines
 from api.errors import register_error_handlers, validation_error_response
 from api.limits import ConcurrencyLimit
 from api.openapi import FarmOpenAPI
 from api.schemas import ErrorResponse
 from celery_config import celery_config
+from shared import logs
 from shared.settings import Settings, configure, get_settings
 
 API_VERSION = "1.0.0"
@@ -35,10 +34,7 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     if settings is not None:
         configure(settings)
     settings = get_settings()
-    logging.basicConfig(
-        level=logging.DEBUG if settings.DEBUG else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(settings)
     app = FarmOpenAPI(
         __name__,
         info=Info(
@@ -62,10 +58,11 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     auth.register(app)
     request_bounds.register(app)
     register_error_handlers(app)
+    telemetry.register(app)  # request counts for /metrics, job ids on log lines
 
-    from api.routes import cache, info, jobs, synthesis, voices
+    from api.routes import cache, info, jobs, metrics, synthesis, voices
 
-    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp):
+    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp):
         app.register_api(blueprint)
     app.wsgi_app = ClientDeadlines(app.wsgi_app, settings.CLIENT_TIMEOUT_SECONDS)  # type: ignore[method-assign]
     return app

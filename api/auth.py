@@ -29,7 +29,7 @@ from shared.tenants import DEFAULT_TENANT
 # Served to anyone: health (without worker details unless admin), the OpenAPI document and Swagger UI.
 PUBLIC_ENDPOINTS = frozenset({"info.health", "info.index", "static"})
 PUBLIC_BLUEPRINTS = frozenset({"openapi", "swagger"})
-ADMIN_ENDPOINTS = frozenset({"cache.cache_clear", "cache.cache_stats"})
+ADMIN_ENDPOINTS = frozenset({"cache.cache_clear", "cache.cache_stats", "metrics.metrics"})
 
 
 class MissingKey(FarmError):

@@ -10,7 +10,7 @@ from celery import Celery
 
 from api.admission import admit, check_request_size
 from api.schemas import TtsRequest
-from shared import jobs, registry, streams
+from shared import jobs, logs, registry, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
@@ -139,6 +139,14 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job
             epoch=streams.current_epoch(get_redis()),
             inline_voice=speaker.inline_voice,
         )
+    logs.bind(job_id=job.id, tenant=tenant)  # every line of this request from here on names the job
+    log.info(
+        "job queued (%s): %d segments, %d characters, language %s",
+        origin,
+        len(segments),
+        len(request.text),
+        request.language,
+    )
     admit(job.id, tenant)
     try:
         dispatch(celery, job.id, len(farm.workers))

@@ -30,7 +30,8 @@ def inflight_window(live_workers: int) -> int:
 
 def send_segment(celery: Celery, job_id: str, index: int) -> None:
     """Hand one queued segment's task to the broker and record that it got there."""
-    celery.send_task(SYNTHESIZE_SEGMENT, args=[job_id, index])
+    # Keyword arguments: Flower and the workers' logs show them by name (ids only; the text stays in SQL).
+    celery.send_task(SYNTHESIZE_SEGMENT, kwargs={"job_id": job_id, "index": index})
     jobs.mark_sent(job_id, index)
 
 

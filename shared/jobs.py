@@ -136,6 +136,8 @@ class SegmentWork:
     attempts: int
     redis_epoch: str
     segments_total: int
+    tenant: str = DEFAULT_TENANT
+    queued_at: datetime | None = None  # when the API accepted the job (for the time to first audio)
 
 
 class Refused(enum.Enum):
@@ -204,6 +206,8 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             segment.attempts,
             job.redis_epoch,
             job.segments_total,
+            job.tenant,
+            job.created_at,
         )
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -20,14 +21,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
 
     # --- seed settings -------------------------------------------------------------------------
-    PORT: int = 8000
+    PORT: int = Field(8000, ge=1, le=65535)
+    # Debug logging, in the API and the workers (never Flask's debugger: it runs code for whoever can reach it).
     DEBUG: bool = False
-    NUM_THREADS: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    NUM_THREADS: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     MAX_CONCURRENT_REQUESTS: int = Field(10, ge=1)
     CUSTOM_MODEL_PATH: str | None = None
     USE_CPU: bool = False
-    SPEAKER_CACHE_TTL: int = 3600
-    SPEAKER_CACHE_MAX_SIZE: int = 100
+    # 0: a cached voice is never reused (every lookup loads it again).
+    SPEAKER_CACHE_TTL: int = Field(3600, ge=0)
+    # 0: no cache.
+    SPEAKER_CACHE_MAX_SIZE: int = Field(100, ge=0)
     PRELOAD_VOICES: str = ""
     VOICES_DIR: str = str(PROJECT_ROOT / "saved_voices")
 
@@ -45,6 +49,10 @@ class Settings(BaseSettings):
     # How long a synthesis request over MAX_CONCURRENT_REQUESTS waits for its turn before a 429 (at most
     # MAX_CONCURRENT_REQUESTS requests wait at once; more get the 429 at once).
     REQUEST_QUEUE_TIMEOUT_SECONDS: float = Field(30.0, ge=0)
+
+    # text: one readable line per record; json: one JSON object per line (for log collectors). Either way, every
+    # line about a job carries its job id and tenant (shared/logs.py).
+    LOG_FORMAT: Literal["text", "json"] = "text"
 
     # --- services ------------------------------------------------------------------------------
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
@@ -131,6 +139,23 @@ class Settings(BaseSettings):
         return [v.strip() for v in self.PRELOAD_VOICES.split(",") if v.strip()]
 
 
+class InvalidSettings(SystemExit):
+    """A setting's value is wrong: the process stops at start-up with one line naming the variable.
+
+    A SystemExit, so that whichever program reads the settings first (gunicorn's config file, Celery's app
+    module, Flower, a command-line tool) stops with exactly this line and no traceback, and no `except
+    Exception` on the way can swallow it and start with a half-read configuration.
+    """
+
+    def __init__(self, error: ValidationError) -> None:
+        problems = []
+        for e in error.errors(include_url=False):
+            name = ".".join(str(part) for part in e["loc"])
+            problems.append(f"{name}={e.get('input')!r}: {e['msg']}")
+        label = "invalid setting" if len(problems) == 1 else "invalid settings"
+        super().__init__(f"{label} " + "; ".join(problems))
+
+
 _configured: Settings | None = None
 
 
@@ -147,7 +172,10 @@ def configure(settings: Settings | None) -> None:
 
 @lru_cache(maxsize=1)
 def _from_environment() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InvalidSettings(exc) from None
 
 
 def get_settings() -> Settings:

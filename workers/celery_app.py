@@ -7,12 +7,15 @@ worker holds work it cannot start. Run one such process per GPU. (This module st
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init
+from celery.signals import celeryd_init, setup_logging
 
 from celery_config import celery_config
+from shared import logs
 from shared.settings import Settings, get_settings
 
 CPU_MAX_BATCH, GPU_MAX_BATCH = 4, 32
@@ -33,9 +36,33 @@ def max_batch(settings: Settings, cuda: bool) -> int:
     return GPU_MAX_BATCH if cuda and not settings.USE_CPU else CPU_MAX_BATCH
 
 
+class ReceivedTaskFilter(logging.Filter):
+    """Celery logs "Task xtts.synthesize_segment[<id>] received" before any task code runs, with the task's
+    arguments as text in `record.data`: the job id is taken from there, so that line names its job too."""
+
+    JOB_ID = re.compile(r"'job_id': '([0-9a-zA-Z_-]+)'")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if isinstance(data, dict) and getattr(record, "job_id", None) is None:
+            found = self.JOB_ID.search(str(data.get("kwargs", "")))
+            if found:
+                record.job_id = found.group(1)
+        return True
+
+
+@setup_logging.connect
+def _farm_logging(**_: Any) -> None:
+    """The farm's logging (shared/logs.py) instead of Celery's: the same format as the API's, LOG_FORMAT and DEBUG
+    honoured, job ids on every line. (A receiver of this signal keeps Celery from configuring logging itself.)"""
+    logs.setup(get_settings(), [ReceivedTaskFilter()])
+
+
 @celeryd_init.connect
 def _size_the_worker(sender: str | None = None, conf: Any = None, **_: Any) -> None:
-    """In a worker (not in Flower or the API): one Celery thread per batch slot; remember the node name."""
+    """In a worker (not in Flower or the API): the farm's logging from the start (the model loads before Celery
+    would set up its own), one Celery thread per batch slot; remember the node name."""
+    _farm_logging()
     import torch
 
     from workers.runtime import runtime

@@ -46,6 +46,11 @@ def pcm16(wav: torch.Tensor) -> bytes:
     return (wav.detach().float().clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).cpu().numpy().tobytes()
 
 
+def choose_device(settings: Settings, cuda_available: bool) -> str:
+    """A GPU when there is one, unless USE_CPU says to stay on the CPU."""
+    return "cuda" if cuda_available and not settings.USE_CPU else "cpu"
+
+
 class XttsEngine:
     sample_rate = SAMPLE_RATE
 
@@ -75,7 +80,7 @@ class XttsEngine:
 
         torch.set_num_threads(max(1, settings.NUM_THREADS))
         source = resolve(settings)
-        device = "cuda" if torch.cuda.is_available() and not settings.USE_CPU else "cpu"
+        device = choose_device(settings, torch.cuda.is_available())
         started = time.perf_counter()
         config = XttsConfig()
         config.load_json(str(source.path / "config.json"))
@@ -119,6 +124,7 @@ class XttsEngine:
             "dtype": "float16" if self.fp16 else "float32",
             "load_seconds": round(self.load_seconds, 2),
             "sample_rate": self.sample_rate,
+            "torch_threads": torch.get_num_threads(),  # NUM_THREADS, as torch took it
         }
 
     # --- synthesis -------------------------------------------------------------------------------------

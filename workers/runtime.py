@@ -22,13 +22,14 @@ from typing import Any
 
 from celery import Celery
 
-from shared import jobs, registry, streams, voice_control
+from shared import jobs, metrics, registry, streams, voice_control
 from shared.dispatch import dispatch, send_segment
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from voices_store.cache import VoiceCache
 from workers.celery_app import max_batch
 from workers.engine import VoiceLatents, XttsEngine
+from workers.metrics import WorkerMetrics
 from workers.scheduler import BatchScheduler
 from workers.synthesis import Workshop
 from workers.voices import is_voice, saved_voice
@@ -81,6 +82,7 @@ class WorkerRuntime:
             settings.SPEAKER_CACHE_MAX_SIZE, settings.SPEAKER_CACHE_TTL
         )
         self.leases = LeaseBook()
+        self.metrics = WorkerMetrics(self.info)
         self.cache_generation = 0
         self.started_at = time.time()
         self._current: dict[str, dict[str, Any]] = {}
@@ -132,7 +134,14 @@ class WorkerRuntime:
         if self.engine is None or self.scheduler is None:
             raise RuntimeError("the worker runtime has not started (no model loaded)")
         return Workshop(
-            self.engine, self.scheduler, self.voice_cache, self.leases, get_settings(), self.name, self.shutting_down
+            self.engine,
+            self.scheduler,
+            self.voice_cache,
+            self.leases,
+            get_settings(),
+            self.name,
+            self.shutting_down,
+            self.metrics,
         )
 
     def _preload_voices(self) -> None:
@@ -204,12 +213,21 @@ class WorkerRuntime:
             "languages": engine.languages if engine else [],
             "speakers": engine.speaker_names if engine else [],
             "current": current,
-            "batch": {"max": scheduler.max_batch, "active": scheduler.active} if scheduler else None,
+            "batch": {
+                "max": scheduler.max_batch,
+                "active": scheduler.active,
+                "steps": scheduler.steps,
+                "sequence_steps": scheduler.sequence_steps,
+            }
+            if scheduler
+            else None,
             "cache": {**self.voice_cache.snapshot(), "generation": self.cache_generation},
         }
 
     def publish(self) -> None:
-        registry.publish(get_redis(), self.name, self.info(), ttl=3 * get_settings().WORKER_HEARTBEAT_SECONDS)
+        r = get_redis()
+        registry.publish(r, self.name, self.info(), ttl=3 * get_settings().WORKER_HEARTBEAT_SECONDS)
+        metrics.publish_worker(r, self.name, self.metrics.snapshot())
 
     def publish_quietly(self) -> None:
         try:

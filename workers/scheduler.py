@@ -213,7 +213,8 @@ class BatchScheduler:
         self._stop = threading.Event()
         self.lock = threading.Lock()  # held while the model runs a step (cloning takes it between steps)
         self._decode_seconds_per_frame = 0.0  # measured, for the postponing rule
-        self.steps = 0
+        self.steps = 0  # batched GPT steps run
+        self.sequence_steps = 0  # sequences advanced, all steps together: / steps = the batch's mean occupancy
 
     # --- the consumer side ---------------------------------------------------------------------------
     def submit(self, segment: Segment, *, synchronous: bool = False) -> Handle:
@@ -303,6 +304,7 @@ class BatchScheduler:
     def _generate(self) -> None:
         outputs = self.gpt.step()
         self.steps += 1
+        self.sequence_steps += len(outputs)
         for key, out in outputs.items():
             stream = self._streams[key]
             stream.pending.append(out.latent.float())

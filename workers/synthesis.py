@@ -12,18 +12,20 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Protocol
 
 import redis
 
-from shared import jobs, streams
-from shared.audio import SAMPLE_WIDTH
+from shared import jobs, logs, streams
+from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.params import SynthesisParams
 from shared.settings import Settings
 from voices_store.cache import VoiceCache
 from workers.engine import VoiceLatents, XttsEngine, pcm16
 from workers.errors import SynthesisError
+from workers.metrics import WorkerMetrics
 from workers.scheduler import BatchScheduler, Cancelled
 from workers.voices import resolve_voice
 
@@ -67,12 +69,15 @@ class Workshop:
     settings: Settings
     worker: str
     shutting_down: threading.Event
+    metrics: WorkerMetrics | None = None
 
 
 def run_segment(shop: Workshop, r: redis.Redis, job_id: str, index: int) -> SegmentResult:
     settings = shop.settings
     run = jobs.new_run_id(shop.worker)
     work = jobs.start_segment(job_id, index, shop.worker, run, settings.SEGMENT_LEASE_SECONDS)
+    if not isinstance(work, jobs.Refused):
+        logs.bind(tenant=work.tenant)
     if isinstance(work, jobs.Refused):
         if work is jobs.Refused.DONE:  # redelivered after a crash between recording success and ending the stream
             _writer(r, job_id, index, run, settings).ensure_end()
@@ -128,7 +133,17 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
         work.run, work.text, work.language, voice, params, jobs.segment_seed(work.job_id, work.index), progress
     )
     handle = shop.scheduler.submit(segment)
-    seq = progress.last_seq
+    seq = first_seq = progress.last_seq
+    samples = 0
+    log.debug(
+        "segment %s/%d: run %s starts (attempt %d, %d characters, resuming after chunk %d)",
+        work.job_id,
+        work.index,
+        work.run,
+        work.attempts,
+        len(work.text),
+        first_seq,
+    )
     try:
         for chunk in handle.events(timeout=settings.SEGMENT_HARD_TIME_LIMIT):
             if streams.should_stop(r, work.job_id):
@@ -148,16 +163,37 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
             writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end)
             if not jobs.record_chunk(work.job_id, work.index, work.run, len(pcm) // SAMPLE_WIDTH):
                 return SegmentResult(Outcome.LOST, attempts=work.attempts)
+            samples += len(pcm) // SAMPLE_WIDTH
+            if seq == 1 and work.index == 0:
+                _observe_first_audio(shop.metrics, work)
     except Cancelled:
         return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
     finally:
         handle.cancel()  # no-op once finished; otherwise the scheduler drops the stream at its next step
+    _observe_run(shop.metrics, time.monotonic() - started, samples)
     # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
     last = jobs.finish_segment(work.job_id, work.index, work.run)
     writer.end(seq + 1)
     # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
     streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
+def _observe_first_audio(metrics: WorkerMetrics | None, work: jobs.SegmentWork) -> None:
+    """The job's first audio (its first segment's first chunk, by its first run): what its listener waited."""
+    if metrics is None or work.queued_at is None:
+        return
+    queued = work.queued_at if work.queued_at.tzinfo else work.queued_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+    # Clocks of the API's and this worker's machines: a skew shows here (keep them on NTP).
+    metrics.first_audio.observe(max(0.0, (datetime.now(UTC) - queued).total_seconds()))
+
+
+def _observe_run(metrics: WorkerMetrics | None, seconds: float, samples: int) -> None:
+    if metrics is None or samples == 0:
+        return
+    audio = samples / SAMPLE_RATE
+    metrics.audio_seconds.inc(audio)
+    metrics.real_time_factor.observe(seconds / audio)
 
 
 def _fail(writer: streams.StreamWriter, work: jobs.SegmentWork, reason: str) -> SegmentResult:

@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_init, worker_shutdown, worker_shutting_down
+from celery.signals import task_postrun, task_prerun, worker_init, worker_shutdown, worker_shutting_down
 
-from shared import jobs, registry, streams
+from shared import jobs, logs, registry, streams
 from shared.dispatch import dispatch, send_segment
 from shared.redis_client import get_redis
 from shared.settings import get_settings
@@ -51,6 +51,21 @@ def _unregister(**_: Any) -> None:
     runtime.stop()
 
 
+@task_prerun.connect
+def _bind_log_context(task: Task | None = None, args: Any = None, kwargs: Any = None, **_: Any) -> None:
+    """Every line of a synthesis task names its job, Celery's own ("... succeeded in 0.5 s") included: bound
+    before the task runs, cleared after Celery logged its outcome."""
+    logs.clear()
+    if task is not None and task.name == SYNTHESIZE_SEGMENT:
+        job_id = (kwargs or {}).get("job_id") or (args[0] if args else None)
+        logs.bind(job_id=str(job_id) if job_id else None)
+
+
+@task_postrun.connect
+def _clear_log_context(**_: Any) -> None:
+    logs.clear()
+
+
 class EngineTask(Task):
     """Base for tasks that need the model: it is injected from the process's runtime, loaded once."""
 
@@ -68,6 +83,7 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
     try:
         runtime.sync_voice_cache()
         result = run_segment(runtime.workshop(), get_redis(), job_id, index)
+        runtime.metrics.segments.labels(result.outcome.value).inc()  # before working_on publishes the figures
     finally:
         runtime.working_on(key, None)
     if result.outcome is Outcome.HANDED_BACK:
@@ -94,6 +110,8 @@ def clone_voice(self: EngineTask, content_hash: str) -> dict[str, Any]:
             latents = cloning.clone(shop.engine, references)
         seconds = sum(len(a) for a in references) / CLONE_SAMPLE_RATE
         store.put_clone_result(content_hash, shop.engine.source.name, latents, seconds)
+        runtime.metrics.clones.inc()
+        log.info("voice cloned from %.1f s of reference audio (content %s)", seconds, content_hash[:12])
         return {"content_hash": content_hash, "gpt_width": latents.width}
     finally:
         runtime.working_on(key, None)

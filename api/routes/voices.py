@@ -71,7 +71,7 @@ def _clone(references: list[Reference], tenant: str) -> tuple[str, Latents, bool
         return content_hash, stored, True
     settings, r = get_settings(), get_redis()
     staging.stage(r, content_hash, [ref.samples for ref in references], ttl=settings.CLONE_TIMEOUT_SECONDS + 300)
-    result = current_app.extensions["celery"].send_task(CLONE_VOICE, args=[content_hash])
+    result = current_app.extensions["celery"].send_task(CLONE_VOICE, kwargs={"content_hash": content_hash})
     try:
         result.get(timeout=settings.CLONE_TIMEOUT_SECONDS, propagate=True)
     except CeleryTimeout as exc:
