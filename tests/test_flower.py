@@ -4,6 +4,7 @@ credentials."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import requests
 import yaml
 
-from tools.localfarm import ROOT, RedisServer, free_port, wait_for
+from tools.localfarm import ROOT, Farm, RedisServer, free_port, wait_for
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -82,3 +83,51 @@ def test_compose_requires_keys_and_keeps_flower_local() -> None:
     assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
     assert services["flower"]["command"] == ["scripts/flower.sh"]
     assert all("ports" not in services[name] for name in ("redis", "postgres", "worker"))
+
+
+def test_flower_lists_the_synthesis_and_cloning_tasks_that_ran_with_their_ids(
+    flower, farm: Farm, speaker: str, make_audio
+) -> None:
+    """The workers send task events; Flower shows each task by its name with the ids it carries, and no audio."""
+    port, _log = flower(REDIS_URL=farm.redis_url, FLOWER_BASIC_AUTH="ops:s3cret-enough")
+    api, auth = f"http://127.0.0.1:{port}/api", ("ops", "s3cret-enough")
+    assert requests.get(f"{api}/tasks", timeout=10).status_code == 401
+    # Flower knows tasks from the events it hears once it listens: wait for the workers' heartbeat events first.
+    wait_for(
+        lambda: (
+            sum(requests.get(f"{api}/workers", params={"status": "true"}, auth=auth, timeout=10).json().values()) == 2
+        ),
+        30,
+        "Flower to hear both workers",
+        interval=0.2,
+    )
+    body = {"text": "Flower lists this task.", "language": "en", "speaker_id": speaker, "max_new_tokens": 8}
+    job_id = requests.post(farm.url("/jobs"), json=body, timeout=30).json()["id"]
+    assert farm.wait_for_state(job_id, ("succeeded", "failed"))["state"] == "succeeded"
+    cloned = requests.post(
+        farm.url("/clone_speaker"), files={"wav_file": ("me.wav", make_audio("wav", freq=311))}, timeout=180
+    )
+    content_hash = cloned.json()["content_hash"]
+
+    def listed(name: str, kwarg: str) -> dict:
+        tasks = requests.get(f"{api}/tasks", auth=auth, timeout=10).json()
+        return next(
+            (
+                t
+                for t in tasks.values()
+                if t["name"] == name and kwarg in (t["kwargs"] or "") and t["state"] == "SUCCESS"
+            ),
+            {},
+        )
+
+    synthesis = wait_for(
+        lambda: listed("xtts.synthesize_segment", f"'job_id': '{job_id}'"), 30, "the synthesis task in Flower"
+    )
+    assert "'index': 0" in synthesis["kwargs"] and synthesis["worker"] in {
+        f"w{i}@{socket.gethostname()}" for i in (1, 2)
+    }
+    clone = wait_for(
+        lambda: listed("xtts.clone_voice", f"'content_hash': '{content_hash}'"), 30, "the cloning task in Flower"
+    )
+    for task in (synthesis, clone):  # ids only: the text and the audio stay in SQL and Redis
+        assert len(task["args"] or "") + len(task["kwargs"]) + len(str(task["result"])) < 300, task
