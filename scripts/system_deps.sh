@@ -3,6 +3,8 @@
 #   ffmpeg        always (the API decodes uploads with it; torchcodec, which coqui-tts imports, links its libraries)
 #   redis-server  when asked (`--redis`): make run starts one if none answers at REDIS_URL; the tests start their own
 #   postgresql    when asked (`--postgres`): the tests need a PostgreSQL server
+#   docker-compose when asked (`--compose`): Debian's Compose 1.29, which validates docker-compose.yml offline
+#                 (`docker-compose config -q`, no Docker daemon needed); the tests do
 set -euo pipefail
 
 want=(ffmpeg)
@@ -10,6 +12,7 @@ for arg in "$@"; do
   case "$arg" in
     --redis) command -v redis-server >/dev/null || want+=(redis-server) ;;
     --postgres) ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql) ;;
+    --compose) command -v docker-compose >/dev/null || want+=(docker-compose) ;;
   esac
 done
 missing=()
