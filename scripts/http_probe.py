@@ -14,7 +14,7 @@ import urllib.request
 def probe(url: str, timeout: float = 5.0) -> str | None:
     """None when `url` answers 200; otherwise why not."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a URL of our own compose file
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
