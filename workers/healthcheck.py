@@ -16,7 +16,7 @@ from workers.celery_app import celery_app
 
 def unanswered(nodes: list[str], timeout: float) -> list[str]:
     replies = celery_app.control.ping(destination=nodes, timeout=timeout, limit=len(nodes))
-    answered = {name for reply in replies for name in reply}
+    answered = {name for reply in replies or [] for name in reply}
     return sorted(set(nodes) - answered)
 
 
