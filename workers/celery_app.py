@@ -59,10 +59,12 @@ def _farm_logging(**_: Any) -> None:
 
 
 @celeryd_init.connect
-def _size_the_worker(sender: str | None = None, conf: Any = None, **_: Any) -> None:
+def _size_the_worker(sender: str | None = None, conf: Any = None, instance: Any = None, **_: Any) -> None:
     """In a worker (not in Flower or the API): the farm's logging from the start (the model loads before Celery
     would set up its own), one Celery thread per batch slot; remember the node name."""
     _farm_logging()
+    if instance is not None and get_settings().LOG_FORMAT == "json":
+        instance.quiet = True  # no banner: a log collector reading JSON lines gets nothing but JSON lines
     import torch
 
     from workers.runtime import runtime

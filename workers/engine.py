@@ -77,6 +77,11 @@ class XttsEngine:
     def load(cls, settings: Settings) -> XttsEngine:
         from TTS.tts.configs.xtts_config import XttsConfig
         from TTS.tts.models.xtts import Xtts
+        from transformers.utils import logging as transformers_logging
+
+        # transformers prints through a handler of its own: send its records to the farm's (shared/logs.py) instead.
+        transformers_logging.disable_default_handler()
+        transformers_logging.enable_propagation()
 
         torch.set_num_threads(max(1, settings.NUM_THREADS))
         source = resolve(settings)
