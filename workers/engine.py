@@ -75,9 +75,9 @@ class XttsEngine:
     # --- loading ---------------------------------------------------------------------------------------
     @classmethod
     def load(cls, settings: Settings) -> XttsEngine:
+        from transformers.utils import logging as transformers_logging
         from TTS.tts.configs.xtts_config import XttsConfig
         from TTS.tts.models.xtts import Xtts
-        from transformers.utils import logging as transformers_logging
 
         # transformers prints through a handler of its own: send its records to the farm's (shared/logs.py) instead.
         transformers_logging.disable_default_handler()
