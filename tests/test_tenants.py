@@ -113,6 +113,10 @@ def test_operator_endpoints_need_an_admin_key(alice: Client, operator: Client) -
     assert _code(alice("GET", "/cache/stats")) == (403, "admin_key_required")
     assert operator("POST", "/cache/clear").status_code == 200
     assert operator("GET", "/cache/stats").status_code == 200
+    # /metrics too (a Prometheus scrape sends an admin key as its bearer token); it is not in the OpenAPI document.
+    assert _code(alice("GET", "/metrics")) == (403, "admin_key_required")
+    assert requests.get(operator.farm.url("/metrics"), timeout=10).status_code == 401
+    assert "xtts_workers_live 1.0" in operator("GET", "/metrics").text
     health = operator("GET", "/health").json()
     assert len(health["workers"]) == 1 and health["requests"]["limit"] == 10
 
