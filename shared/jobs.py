@@ -51,11 +51,15 @@ def create_job(
     epoch: str,
     inline_voice: bytes | None = None,
     tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    request_digest: str | None = None,
 ) -> Job:
     """A new job, queued; nothing is dispatched until `shared.dispatch.dispatch` claims its first segments."""
     job = Job(
         id=new_job_id(),
         tenant=tenant,
+        idempotency_key=idempotency_key,
+        request_digest=request_digest,
         origin=origin,
         state=JobState.QUEUED.value,
         text=text,
@@ -251,6 +255,26 @@ def record_chunk(job_id: str, index: int, run: str, samples: int) -> bool:
         )
         s.execute(update(Job).where(Job.id == job_id, Job.first_chunk_at.is_(None)).values(first_chunk_at=now))
     return True
+
+
+def reconcile_progress(job_id: str, index: int, run: str, chunks: int, samples: int) -> None:
+    """Make SQL count what the segment's stream holds (a run that died may have published a chunk it could not
+    record): the new run's view, read from the stream after it claimed it, is the truth."""
+    with session_scope() as s:
+        row = s.execute(
+            select(JobSegment.chunks, JobSegment.samples).where(_owned(job_id, index, run)).with_for_update()
+        ).one_or_none()
+        if row is None or (row.chunks, row.samples) == (chunks, samples):
+            return
+        s.execute(update(JobSegment).where(_owned(job_id, index, run)).values(chunks=chunks, samples=samples))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                chunks_done=Job.chunks_done + (chunks - row.chunks),
+                audio_samples=Job.audio_samples + (samples - row.samples),
+            )
+        )
 
 
 def finish_segment(job_id: str, index: int, run: str) -> bool:
@@ -467,6 +491,21 @@ def fail_lost_jobs(epoch: str) -> int:
             .where(Job.state.in_(ACTIVE_STATES), Job.redis_epoch != epoch)
             .values(state=JobState.FAILED.value, error=REDIS_LOST, finished_at=utcnow()),
         )
+
+
+def segment_state(job_id: str, index: int) -> str | None:
+    with session_scope() as s:
+        return s.execute(
+            select(JobSegment.state).where(JobSegment.job_id == job_id, JobSegment.index == index)
+        ).scalar_one_or_none()
+
+
+def job_for_key(tenant: str, idempotency_key: str) -> Job | None:
+    """The job a tenant made with this Idempotency-Key, if any."""
+    with session_scope() as s:
+        return s.execute(
+            select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key)
+        ).scalar_one_or_none()
 
 
 def get_job(job_id: str, *, with_segments: bool = False) -> Job:

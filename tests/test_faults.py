@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -263,3 +264,42 @@ def test_a_realtime_listener_gets_everything_though_synthesis_outlives_the_strea
     job = requests.post(farm.url("/jobs"), json=_body(60, sentences=3), timeout=30).json()
     listener = Listener(farm, job["id"], realtime=True)  # about 8 s of audio, read at the pace of playback
     listener.complete(60, segments=3, timeout=120)
+
+
+def test_expired_audio_says_so_instead_of_ending_short(isolated_farm) -> None:
+    farm, _ = isolated_farm(workers=1, STREAM_TTL_SECONDS="2")
+    job = requests.post(farm.url("/jobs"), json=_body(20, sentences=2), timeout=30).json()
+    farm.wait_for_state(job["id"], ("succeeded",))
+    wait_for(
+        lambda: requests.get(farm.url(f"/jobs/{job['id']}/audio"), timeout=10).status_code == 410,
+        30,
+        "the audio to expire",
+    )
+    for response in (
+        requests.get(farm.url(f"/jobs/{job['id']}/audio"), timeout=10),
+        requests.get(farm.url(f"/jobs/{job['id']}/stream"), timeout=10),
+        requests.get(farm.url(f"/jobs/{job['id']}/stream"), params={"cursor": "1-0"}, timeout=10),
+    ):
+        assert response.status_code == 410 and response.json()["error"]["code"] == "audio_expired"
+
+
+def test_the_same_idempotency_key_makes_one_job(farm: Farm) -> None:
+    key = f"order-{time.time_ns()}"
+    body = _body(20)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(
+            pool.map(
+                lambda _: requests.post(farm.url("/jobs"), json=body, headers={"Idempotency-Key": key}, timeout=30),
+                range(4),
+            )
+        )
+    assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1  # one job, however many times (and at once) it was sent
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 3
+    job_id = answers[0].json()["id"]
+    status = farm.wait_for_state(job_id, ("succeeded",))
+    assert status["segments"][0]["attempts"] == 1  # enqueued once
+    other = requests.post(farm.url("/jobs"), json=_body(21), headers={"Idempotency-Key": key}, timeout=30)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    bad = requests.post(farm.url("/jobs"), json=body, headers={"Idempotency-Key": "has space"}, timeout=30)
+    assert bad.status_code == 400
