@@ -342,10 +342,9 @@ def fail_segment(job_id: str, index: int, reason: str, run: str | None = None) -
         _stop_open_segments(s, job_id, now)  # the job's other segments are stopped, or never start
 
 
-def requeue_segment(job_id: str, index: int, run: str, reason: str | None, delay: float) -> bool:
-    """The run hands its segment back: queued again (the reaper sends it in `delay` seconds) with the error
-    that made it retry, or with none when the worker is shutting down (`attempt_used=False` semantics: the
-    caller decides). False when the run no longer owned it."""
+def _queue_again(job_id: str, index: int, run: str, delay: float, **changes: Any) -> bool:
+    """The run's segment back to queued, its lease released, due to be sent in `delay` seconds (by the reaper,
+    unless its caller sends it first). False when the run no longer held it."""
     with session_scope() as s:
         return bool(
             rows_changed(
@@ -354,34 +353,25 @@ def requeue_segment(job_id: str, index: int, run: str, reason: str | None, delay
                 .where(_owned(job_id, index, run), JobSegment.state == JobState.RUNNING.value)
                 .values(
                     state=JobState.QUEUED.value,
-                    error=reason,
                     lease_owner=None,
                     lease_expires_at=None,
                     sent_at=None,
                     due_at=utcnow() + timedelta(seconds=delay),
+                    **changes,
                 ),
             )
         )
+
+
+def requeue_segment(job_id: str, index: int, run: str, reason: str, delay: float) -> bool:
+    """The run failed and the segment gets another attempt after `delay` seconds, keeping the error that made it
+    retry. False when the run no longer owned it."""
+    return _queue_again(job_id, index, run, delay, error=reason)
 
 
 def give_back(job_id: str, index: int, run: str) -> bool:
-    """A worker that shuts down hands a segment back without using up an attempt; the reaper sends it now."""
-    with session_scope() as s:
-        return bool(
-            rows_changed(
-                s,
-                update(JobSegment)
-                .where(_owned(job_id, index, run), JobSegment.state == JobState.RUNNING.value)
-                .values(
-                    state=JobState.QUEUED.value,
-                    attempts=JobSegment.attempts - 1,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    sent_at=None,
-                    due_at=utcnow(),
-                ),
-            )
-        )
+    """A worker that shuts down hands a segment back without using up an attempt, to be sent at once."""
+    return _queue_again(job_id, index, run, 0.0, attempts=JobSegment.attempts - 1)
 
 
 @dataclass(frozen=True)
