@@ -1,6 +1,9 @@
 """Gunicorn's options for the API, written once: `make run` (Procfile), the Docker image and the tests' farm all
 start `gunicorn -c gunicorn.conf.py api.wsgi:app`."""
 
+import signal
+from typing import Any
+
 from shared import logs
 from shared.settings import get_settings
 
@@ -15,7 +18,23 @@ worker_class = "gthread"
 threads = max(64, 2 * _settings.MAX_CONCURRENT_REQUESTS + 32)
 # A /tts request waits for the whole synthesis; long texts take minutes.
 timeout = 600
-graceful_timeout = 30
+# On SIGTERM: open streams run SHUTDOWN_GRACE_SECONDS more, then end cleanly (api/lifecycle.py); gunicorn waits
+# 10 s beyond that for them to close.
+graceful_timeout = int(_settings.SHUTDOWN_GRACE_SECONDS) + 10
 accesslog = "-"
 # gunicorn's own lines in the farm's format (LOG_FORMAT), with the job id of a job's request (shared/logs.py).
 logconfig_dict = logs.gunicorn_logconfig(_settings)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Chain the app's graceful shutdown onto the SIGTERM handler gunicorn gave this worker."""
+    from api.lifecycle import lifecycle
+
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        lifecycle.begin_shutdown()
+        if callable(gunicorn_handler):
+            gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

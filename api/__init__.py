@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from celery import Celery
-from flask import Flask
+from flask import Flask, request
 from flask_openapi3 import Info
 
 from api import auth, request_bounds, telemetry
 from api.client import ClientDeadlines
 from api.errors import register_error_handlers, validation_error_response
+from api.lifecycle import lifecycle
 from api.limits import ConcurrencyLimit
 from api.openapi import FarmOpenAPI
 from api.schemas import ErrorResponse
@@ -26,6 +27,12 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
     celery.set_default()
     app.extensions["celery"] = celery
     return celery
+
+
+def _no_new_work_while_stopping() -> None:
+    """After SIGTERM, a keep-alive connection may still bring a request: reads are answered, new work is not."""
+    if request.method == "POST":
+        lifecycle.refuse_new_work()
 
 
 def create_app(settings: Settings | None = None) -> FarmOpenAPI:
@@ -58,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     auth.register(app)
     request_bounds.register(app)
     register_error_handlers(app)
+    app.before_request(_no_new_work_while_stopping)
     telemetry.register(app)  # request counts for /metrics, job ids on log lines
 
     from api.routes import cache, info, jobs, metrics, synthesis, voices

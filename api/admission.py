@@ -18,8 +18,9 @@ import math
 
 from sqlalchemy import delete, func, select
 
+from api.errors import TooManyAudioTokens
 from shared.db import session_scope
-from shared.errors import FarmError, TooManyRequests
+from shared.errors import TooManyRequests
 from shared.models import ACTIVE_STATES, Job
 from shared.params import SynthesisParams
 from shared.settings import get_settings
@@ -31,10 +32,6 @@ MAX_TOKENS_PER_SEGMENT = 605
 # What the 429s tell clients: jobs finish in seconds to minutes; a farm-wide backlog takes longer to drain.
 JOBS_RETRY_AFTER_SECONDS = 10
 SEGMENTS_RETRY_AFTER_SECONDS = 30
-
-
-class TooManyAudioTokens(FarmError):
-    status, code = 413, "too_many_audio_tokens"
 
 
 def estimate_tokens(segments: list[str], params: SynthesisParams) -> int:

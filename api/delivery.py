@@ -5,13 +5,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import struct
 import time
 import wave
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from api.client import ClientConnection
+from api.lifecycle import ServerLeaving, lifecycle
 from shared import jobs, streams
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.errors import AudioExpired, FarmError, InvalidCursor, JobCancelled, NotFound, SynthesisFailed
@@ -19,6 +23,8 @@ from shared.models import ACTIVE_STATES, Job, JobState
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.streams import Cursor
+
+log = logging.getLogger(__name__)
 
 STREAMING_DATA_SIZE = 0xFFFFFFFF - 36  # "unknown length": players read until the connection ends
 
@@ -52,8 +58,9 @@ class _NothingMore(Exception):
 
 
 class Watchdog:
-    """Runs whenever a reader waited a whole block with nothing new: raises once the job cannot progress, or nobody
-    is left to listen (ClientGone)."""
+    """Runs whenever a reader waited a whole block with nothing new: raises once the job cannot progress, its
+    audio expired, nobody is left to listen (ClientGone), or this API process is leaving (ServerLeaving). A
+    database that does not answer is waited out, within STREAM_IDLE_TIMEOUT_SECONDS of the last progress."""
 
     # Blocks a reader may wait with nothing new after the job succeeded (SQL records success just before the last
     # end entry is written, so the first such block may be that race); after them nothing more can come.
@@ -67,10 +74,19 @@ class Watchdog:
         self._since = time.monotonic()
         self._blocks_after_success = 0
 
-    def __call__(self) -> None:
+    def __call__(self, index: int) -> None:
+        if lifecycle.streams_must_end():
+            raise ServerLeaving
         if self.client is not None:
             self.client.check()
-        job = current_job(self.job_id)
+        try:
+            job = current_job(self.job_id)
+        except OperationalError:
+            log.warning("database not answering while job %s waits for audio; still waiting", self.job_id)
+            self._give_up_if_idle("the database is not answering")
+            return
+        if job.state in ACTIVE_STATES and self._expired(index):
+            raise AudioExpired(audio_expired_message(self.job_id))
         if job.state == JobState.FAILED.value:
             raise SynthesisFailed(f"synthesis of job {job.id} failed: {job.error or 'unknown error'}")
         if job.state == JobState.CANCELLED.value:
@@ -83,10 +99,18 @@ class Watchdog:
                 raise _NothingMore
         if job.chunks_done != self._chunks:
             self._chunks, self._since = job.chunks_done, time.monotonic()
-        elif time.monotonic() - self._since > self.idle_timeout:
-            raise SynthesisFailed(
-                f"no audio for {self.idle_timeout} s: job {job.id} is {job.state} and not progressing"
-            )
+        else:
+            self._give_up_if_idle(f"job {job.id} is {job.state} and not progressing")
+
+    def _expired(self, index: int) -> bool:
+        """The segment being read is done in SQL but its stream is gone: its audio expired (not merely late)."""
+        if get_redis().exists(streams.segment_key(self.job_id, index)):
+            return False
+        return jobs.segment_state(self.job_id, index) == JobState.SUCCEEDED.value
+
+    def _give_up_if_idle(self, why: str) -> None:
+        if time.monotonic() - self._since > self.idle_timeout:
+            raise SynthesisFailed(f"no audio for {self.idle_timeout} s: {why}")
 
 
 def current_job(job_id: str, *, tenant: str | None = None, with_segments: bool = False) -> Job:
@@ -120,6 +144,7 @@ def job_audio(
     ClientGone soon after the client closes its connection: between chunks, and every STREAM_READ_BLOCK_MS while
     waiting."""
     settings = get_settings()
+    lifecycle.attach(job_id, segments_total)  # its audio stays while it is being listened to
     chunks = streams.read_audio(
         get_redis(),
         job_id,
@@ -131,22 +156,29 @@ def job_audio(
     try:
         for chunk in chunks:
             yield chunk
+            if lifecycle.streams_must_end():
+                raise ServerLeaving
             if client is not None:
                 client.check()
     except _NothingMore:
         return
+    finally:
+        lifecycle.detach(job_id, segments_total)
 
 
 def check_cursor(job: Job, cursor: Cursor) -> None:
     """Refuse a cursor no client can have received: past the job's segments, or past the audio a segment has
-    published. A reader would otherwise wait for audio that never comes (a slot held until the idle timeout)."""
+    published (a reader would wait for audio that never comes), and answer 410 at once when the audio from the
+    cursor on is known to have expired."""
     if cursor.segment > job.segments_total or (cursor.segment == job.segments_total and cursor.seq > 0):
         raise InvalidCursor(f"cursor {cursor} is past the job's {job.segments_total} segments")
-    if cursor.seq == 0:
+    if cursor.segment == job.segments_total:
         return
     r = get_redis()
     if not r.exists(streams.segment_key(job.id, cursor.segment)):
-        return  # not started yet, or expired: the reader's watchdog tells which
+        if jobs.segment_state(job.id, cursor.segment) == JobState.SUCCEEDED.value:
+            raise AudioExpired(audio_expired_message(job.id))
+        return  # not started yet: the reader waits for it
     published = streams.last_seq(r, job.id, cursor.segment)
     if cursor.seq > published:
         raise InvalidCursor(

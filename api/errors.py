@@ -43,6 +43,24 @@ class ClientLeft(FarmError):
     status, code = 499, "client_closed_request"
 
 
+class IdempotencyConflict(FarmError):
+    """An Idempotency-Key reused for a different request."""
+
+    status, code = 409, "idempotency_key_reused"
+
+
+class ShuttingDown(FarmError):
+    """This API process is stopping: new synthesis goes to another one (or after the restart)."""
+
+    status, code = 503, "shutting_down"
+
+
+class TooManyAudioTokens(FarmError):
+    """A request whose audio would exceed MAX_TOKENS_PER_REQUEST (it can never be admitted: 413, not 429)."""
+
+    status, code = 413, "too_many_audio_tokens"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
     body: dict[str, Any] = {"status": status, "code": code, "message": message}
     if details is not None:

@@ -50,7 +50,7 @@ WHY = {
     "404": "No such resource (or no route for this path)",
     "413": "The request body is larger than its cap",
     "429": "A limit is reached: concurrent requests, jobs per tenant or queued segments",
-    "503": "Redis, the database or the workers are not available",
+    "503": "Redis, the database or the workers are not available, or this API process is shutting down",
 }
 BODY_METHODS = ("post", "put", "patch")
 

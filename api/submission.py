@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
+from sqlalchemy.exc import IntegrityError
 
 from api.admission import admit, check_request_size
+from api.errors import IdempotencyConflict
 from api.schemas import TtsRequest
 from shared import jobs, logs, registry, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
-    BrokerUnavailable,
     NothingToSpeak,
     NoWorkers,
     TextTooLong,
@@ -107,7 +109,42 @@ def resolve_speaker(farm: LiveWorkers, request: TtsRequest, tenant: str) -> Spea
     )
 
 
-def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job:
+def request_digest(request: TtsRequest) -> str:
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
+def earlier_job(tenant: str, idempotency_key: str, request: TtsRequest) -> Job | None:
+    """The job this tenant already made with this key (the same request), or None."""
+    job = jobs.job_for_key(tenant, idempotency_key)
+    if job is not None and job.request_digest != request_digest(request):
+        raise IdempotencyConflict(
+            f"Idempotency-Key {idempotency_key!r} was used for a different request (job {job.id}); "
+            "use a new key for a new request"
+        )
+    return job
+
+
+class _KeyTaken(Exception):
+    """Another request with the same Idempotency-Key committed its job first."""
+
+
+def submit_once(celery: Celery, request: TtsRequest, origin: str, tenant: str, key: str) -> tuple[Job, bool]:
+    """`submit` under an Idempotency-Key: (the job, True) when this tenant already made one with the key for the
+    same request (nothing is enqueued again), else (the new job, False)."""
+    if (job := earlier_job(tenant, key, request)) is not None:
+        logs.bind(job_id=job.id, tenant=tenant)
+        return job, True
+    try:
+        return submit(celery, request, origin, tenant, idempotency_key=key), False
+    except _KeyTaken:
+        job = earlier_job(tenant, key, request)
+        if job is None:  # the other request's job was refused by admission control and deleted: try ours
+            return submit(celery, request, origin, tenant, idempotency_key=key), False
+        return job, True
+
+
+def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempotency_key: str | None = None) -> Job:
+    """Validate, split, store and enqueue a synthesis request."""
     settings = get_settings()
     if len(request.text) > settings.MAX_TEXT_CHARS:
         raise TextTooLong(
@@ -125,20 +162,27 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job
     segments = split_text(request.text, request.language)
     params = request.synthesis_params()
     check_request_size(segments, SynthesisParams.model_validate(params))
-    with session_scope() as s:
-        job = jobs.create_job(
-            s,
-            origin=origin,
-            tenant=tenant,
-            text=request.text,
-            language=request.language,
-            speaker_kind=speaker.kind,
-            speaker_ref=speaker.ref,
-            params=params,
-            segments=segments,
-            epoch=streams.current_epoch(get_redis()),
-            inline_voice=speaker.inline_voice,
-        )
+    try:
+        with session_scope() as s:
+            job = jobs.create_job(
+                s,
+                origin=origin,
+                tenant=tenant,
+                idempotency_key=idempotency_key,
+                request_digest=request_digest(request) if idempotency_key else None,
+                text=request.text,
+                language=request.language,
+                speaker_kind=speaker.kind,
+                speaker_ref=speaker.ref,
+                params=params,
+                segments=segments,
+                epoch=streams.current_epoch(get_redis()),
+                inline_voice=speaker.inline_voice,
+            )
+    except IntegrityError as exc:
+        if idempotency_key is not None:
+            raise _KeyTaken from exc  # two requests with the same key at once: the other one's job stands
+        raise
     logs.bind(job_id=job.id, tenant=tenant)  # every line of this request from here on names the job
     log.info(
         "job queued (%s): %d segments, %d characters, language %s",
@@ -150,7 +194,8 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str) -> Job
     admit(job.id, tenant)
     try:
         dispatch(celery, job.id, len(farm.workers))
-    except Exception as exc:
-        jobs.fail_segment(job.id, 0, f"could not enqueue the job: {exc}")
-        raise BrokerUnavailable(f"could not enqueue the job ({type(exc).__name__}); the broker may be down") from exc
+    except Exception:
+        # The job is stored and its first segments are claimed: the reaper sends what the broker refused within
+        # seconds (shared/dispatch.py), so the job stands and the client gets it.
+        log.warning("could not enqueue job %s now; the reaper will send it", job.id, exc_info=True)
     return job

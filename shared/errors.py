@@ -88,12 +88,6 @@ class NoWorkers(FarmError):
     status, code = 503, "no_workers"
 
 
-class BrokerUnavailable(FarmError):
-    """The job could not be enqueued."""
-
-    status, code = 503, "broker_unavailable"
-
-
 class JobNotReady(FarmError):
     """The job has not finished yet (e.g. its complete audio was asked for)."""
 

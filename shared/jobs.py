@@ -51,11 +51,15 @@ def create_job(
     epoch: str,
     inline_voice: bytes | None = None,
     tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    request_digest: str | None = None,
 ) -> Job:
     """A new job, queued; nothing is dispatched until `shared.dispatch.dispatch` claims its first segments."""
     job = Job(
         id=new_job_id(),
         tenant=tenant,
+        idempotency_key=idempotency_key,
+        request_digest=request_digest,
         origin=origin,
         state=JobState.QUEUED.value,
         text=text,
@@ -257,6 +261,26 @@ def record_chunk(job_id: str, index: int, run: str, samples: int) -> bool:
     return True
 
 
+def reconcile_progress(job_id: str, index: int, run: str, chunks: int, samples: int) -> None:
+    """Make SQL count what the segment's stream holds (a run that died may have published a chunk it could not
+    record): the new run's view, read from the stream after it claimed it, is the truth."""
+    with session_scope() as s:
+        row = s.execute(
+            select(JobSegment.chunks, JobSegment.samples).where(_owned(job_id, index, run)).with_for_update()
+        ).one_or_none()
+        if row is None or (row.chunks, row.samples) == (chunks, samples):
+            return
+        s.execute(update(JobSegment).where(_owned(job_id, index, run)).values(chunks=chunks, samples=samples))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                chunks_done=Job.chunks_done + (chunks - row.chunks),
+                audio_samples=Job.audio_samples + (samples - row.samples),
+            )
+        )
+
+
 def finish_segment(job_id: str, index: int, run: str) -> bool:
     """Record the run's segment as done; returns True when it was the job's last one (the job has succeeded).
     Refused (False, nothing changes) when the job has ended or the run no longer owns a running segment."""
@@ -322,10 +346,9 @@ def fail_segment(job_id: str, index: int, reason: str, run: str | None = None) -
         _stop_open_segments(s, job_id, now)  # the job's other segments are stopped, or never start
 
 
-def requeue_segment(job_id: str, index: int, run: str, reason: str | None, delay: float) -> bool:
-    """The run hands its segment back: queued again (the reaper sends it in `delay` seconds) with the error
-    that made it retry, or with none when the worker is shutting down (`attempt_used=False` semantics: the
-    caller decides). False when the run no longer owned it."""
+def _queue_again(job_id: str, index: int, run: str, delay: float, **changes: Any) -> bool:
+    """The run's segment back to queued, its lease released, due to be sent in `delay` seconds (by the reaper,
+    unless its caller sends it first). False when the run no longer held it."""
     with session_scope() as s:
         return bool(
             rows_changed(
@@ -334,34 +357,25 @@ def requeue_segment(job_id: str, index: int, run: str, reason: str | None, delay
                 .where(_owned(job_id, index, run), JobSegment.state == JobState.RUNNING.value)
                 .values(
                     state=JobState.QUEUED.value,
-                    error=reason,
                     lease_owner=None,
                     lease_expires_at=None,
                     sent_at=None,
                     due_at=utcnow() + timedelta(seconds=delay),
+                    **changes,
                 ),
             )
         )
+
+
+def requeue_segment(job_id: str, index: int, run: str, reason: str, delay: float) -> bool:
+    """The run failed and the segment gets another attempt after `delay` seconds, keeping the error that made it
+    retry. False when the run no longer owned it."""
+    return _queue_again(job_id, index, run, delay, error=reason)
 
 
 def give_back(job_id: str, index: int, run: str) -> bool:
-    """A worker that shuts down hands a segment back without using up an attempt; the reaper sends it now."""
-    with session_scope() as s:
-        return bool(
-            rows_changed(
-                s,
-                update(JobSegment)
-                .where(_owned(job_id, index, run), JobSegment.state == JobState.RUNNING.value)
-                .values(
-                    state=JobState.QUEUED.value,
-                    attempts=JobSegment.attempts - 1,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    sent_at=None,
-                    due_at=utcnow(),
-                ),
-            )
-        )
+    """A worker that shuts down hands a segment back without using up an attempt, to be sent at once."""
+    return _queue_again(job_id, index, run, 0.0, attempts=JobSegment.attempts - 1)
 
 
 @dataclass(frozen=True)
@@ -471,6 +485,21 @@ def fail_lost_jobs(epoch: str) -> int:
             .where(Job.state.in_(ACTIVE_STATES), Job.redis_epoch != epoch)
             .values(state=JobState.FAILED.value, error=REDIS_LOST, finished_at=utcnow()),
         )
+
+
+def segment_state(job_id: str, index: int) -> str | None:
+    with session_scope() as s:
+        return s.execute(
+            select(JobSegment.state).where(JobSegment.job_id == job_id, JobSegment.index == index)
+        ).scalar_one_or_none()
+
+
+def job_for_key(tenant: str, idempotency_key: str) -> Job | None:
+    """The job a tenant made with this Idempotency-Key, if any."""
+    with session_scope() as s:
+        return s.execute(
+            select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key)
+        ).scalar_one_or_none()
 
 
 def get_job(job_id: str, *, with_segments: bool = False) -> Job:

@@ -6,7 +6,19 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.audio import SAMPLE_RATE
@@ -41,11 +53,18 @@ class Job(Base):
 
     __tablename__ = "jobs"
     # Admission control counts a tenant's active jobs on every submission.
-    __table_args__ = (Index("ix_jobs_tenant_state", "tenant", "state"),)
+    __table_args__ = (
+        Index("ix_jobs_tenant_state", "tenant", "state"),
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     # The tenant of the API key that created it: only that tenant sees, streams or cancels it.
     tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT)
+    # POST /jobs with an Idempotency-Key: the same key (per tenant) returns this job instead of making another;
+    # the digest tells a retry of the same request from a different request reusing the key.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Which endpoint created it (stream, tts, job): informative only.
     origin: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), index=True, default=JobState.QUEUED.value)

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # --- API process -------------------------------------------------------------------------
     # Address the API binds to (with PORT); 127.0.0.1 keeps it off the network.
     HOST: str = "0.0.0.0"
+    # After SIGTERM, how long an API process lets open streams run before it ends them cleanly (listeners
+    # reconnect with their cursor); gunicorn's graceful timeout leaves 10 s more.
+    SHUTDOWN_GRACE_SECONDS: float = Field(20.0, ge=0)
     # Gunicorn processes serving the API (each with its own MAX_CONCURRENT_REQUESTS).
     API_PROCESSES: int = Field(1, ge=1)
     # API keys (api/auth.py): true = needed on every endpoint but /health and the docs; false = never (a machine of

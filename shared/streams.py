@@ -245,13 +245,13 @@ def read_audio(
     cursor: Cursor | None = None,
     *,
     block_ms: int = 1000,
-    on_idle: Callable[[], None] = lambda: None,
+    on_idle: Callable[[int], None] = lambda index: None,
 ) -> Iterator[tuple[Cursor, bytes]]:
     """Yield (cursor, pcm) for every audio chunk after `cursor`, in order, blocking while workers produce.
 
-    Raises SynthesisFailed / JobCancelled when the job fails or is cancelled. `on_idle` runs whenever a
-    blocking read times out with nothing new, so the caller can check the job's SQL state and give up on
-    a job that can no longer make progress (by raising).
+    Raises SynthesisFailed / JobCancelled when the job fails or is cancelled. `on_idle(index)` runs whenever a
+    blocking read of segment `index` times out with nothing new, so the caller can check the job's SQL state
+    and give up on a job that can no longer make progress (by raising).
     """
     cursor = cursor or Cursor()
     ctl_key, ctl_last = control_key(job_id), "0-0"
@@ -263,7 +263,7 @@ def read_audio(
                 list[tuple[bytes, list[Entry]]], r.xread({key: last, ctl_key: ctl_last}, block=block_ms, count=64)
             )
             if not reply:
-                on_idle()
+                on_idle(index)
                 continue
             finished = False
             for stream_name, entries in reply:

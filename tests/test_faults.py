@@ -8,11 +8,14 @@ that never reached the broker is sent within SEND_GRACE_SECONDS + REAPER_INTERVA
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -100,10 +103,6 @@ class Listener:
         assert sum(len(e.pcm) for e in self.audio) // 2 == segments * _samples(tokens), "audio missing"
 
 
-def _settings_of(farm: Farm) -> Settings:
-    return Settings(DATABASE_URL=farm.database_url, REDIS_URL=farm.redis_url)
-
-
 def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(isolated_farm) -> None:
     farm, _ = isolated_farm(workers=2)
     job = requests.post(farm.url("/jobs"), json=_body(200), timeout=30).json()
@@ -116,60 +115,59 @@ def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(isolated_
     assert status["segments"][0]["attempts"] == 1  # the duplicate used no attempt and wrote nothing
 
 
+@contextlib.contextmanager
+def _as_the_farm(farm: Farm) -> Iterator[None]:
+    """This test process acting on the farm's database and Redis, as one of its own processes would."""
+    configure(Settings(DATABASE_URL=farm.database_url, REDIS_URL=farm.redis_url))
+    try:
+        yield
+    finally:
+        configure(None)
+
+
+def _stored_job(farm: Farm, segments: int, tokens: int) -> str:
+    """A job stored as the API stores one, before anything of it is dispatched."""
+    with session_scope() as s:
+        job = jobs.create_job(
+            s,
+            origin="job",
+            text=SENTENCE,
+            language="en",
+            speaker_kind="builtin",
+            speaker_ref=SPEAKER,
+            params={"min_new_tokens": tokens, "max_new_tokens": tokens},
+            segments=[SENTENCE] * segments,
+            epoch=current_epoch(_redis(farm)),
+        )
+    return job.id
+
+
 def test_a_broker_refusal_after_the_claim_is_sent_by_the_reaper(isolated_farm) -> None:
     farm, _ = isolated_farm(workers=1, **FAST_LEASES)
-    configure(_settings_of(farm))
-    try:
-        with session_scope() as s:
-            job = jobs.create_job(
-                s,
-                origin="job",
-                text=SENTENCE,
-                language="en",
-                speaker_kind="builtin",
-                speaker_ref=SPEAKER,
-                params={"min_new_tokens": 30, "max_new_tokens": 30},
-                segments=[SENTENCE],
-                epoch=current_epoch(_redis(farm)),
-            )
+    with _as_the_farm(farm):
+        job_id = _stored_job(farm, segments=1, tokens=30)
 
         class RefusingBroker:
             def send_task(self, *_: Any, **__: Any) -> None:
                 raise ConnectionError("the broker refused the message")
 
         with pytest.raises(ConnectionError):
-            dispatch(RefusingBroker(), job.id, live_workers=1)  # type: ignore[arg-type]
-        assert jobs.get_job(job.id).segments_dispatched == 1  # claimed in SQL, never sent
-    finally:
-        configure(None)
+            dispatch(RefusingBroker(), job_id, live_workers=1)  # type: ignore[arg-type]
+        assert jobs.get_job(job_id).segments_dispatched == 1  # claimed in SQL, never sent
     started = time.monotonic()
-    farm.wait_for_state(job.id, ("succeeded",), 60)
+    farm.wait_for_state(job_id, ("succeeded",), 60)
     print(f"claimed-but-unsent segment synthesized {time.monotonic() - started:.1f} s later")
 
 
 def test_a_worker_that_died_between_success_and_dispatch_does_not_stall_its_job(isolated_farm) -> None:
     farm, _ = isolated_farm(workers=1, **FAST_LEASES)
-    configure(_settings_of(farm))
-    try:
-        with session_scope() as s:
-            job = jobs.create_job(
-                s,
-                origin="job",
-                text=SENTENCE,
-                language="en",
-                speaker_kind="builtin",
-                speaker_ref=SPEAKER,
-                params={"min_new_tokens": 20, "max_new_tokens": 20},
-                segments=[SENTENCE, SENTENCE],
-                epoch=current_epoch(_redis(farm)),
-            )
+    with _as_the_farm(farm):
+        job_id = _stored_job(farm, segments=2, tokens=20)
         # What a dying worker leaves: segment 0 claimed, taken and recorded done, segment 1 never dispatched.
-        assert jobs.claim_next_segment(job.id, window=1, send_grace=3600) == 0
-        assert isinstance(jobs.start_segment(job.id, 0, "ghost", "ghost-run", 60), jobs.SegmentWork)
-        assert jobs.finish_segment(job.id, 0, "ghost-run") is False
-    finally:
-        configure(None)
-    status = farm.wait_for_state(job.id, ("succeeded",), 60)
+        assert jobs.claim_next_segment(job_id, window=1, send_grace=3600) == 0
+        assert isinstance(jobs.start_segment(job_id, 0, "ghost", "ghost-run", 60), jobs.SegmentWork)
+        assert jobs.finish_segment(job_id, 0, "ghost-run") is False
+    status = farm.wait_for_state(job_id, ("succeeded",), 60)
     assert status["segments"][1]["state"] == "succeeded"
 
 
@@ -263,3 +261,42 @@ def test_a_realtime_listener_gets_everything_though_synthesis_outlives_the_strea
     job = requests.post(farm.url("/jobs"), json=_body(60, sentences=3), timeout=30).json()
     listener = Listener(farm, job["id"], realtime=True)  # about 8 s of audio, read at the pace of playback
     listener.complete(60, segments=3, timeout=120)
+
+
+def test_expired_audio_says_so_instead_of_ending_short(isolated_farm) -> None:
+    farm, _ = isolated_farm(workers=1, STREAM_TTL_SECONDS="2")
+    job = requests.post(farm.url("/jobs"), json=_body(20, sentences=2), timeout=30).json()
+    farm.wait_for_state(job["id"], ("succeeded",))
+    wait_for(
+        lambda: requests.get(farm.url(f"/jobs/{job['id']}/audio"), timeout=10).status_code == 410,
+        30,
+        "the audio to expire",
+    )
+    for response in (
+        requests.get(farm.url(f"/jobs/{job['id']}/audio"), timeout=10),
+        requests.get(farm.url(f"/jobs/{job['id']}/stream"), timeout=10),
+        requests.get(farm.url(f"/jobs/{job['id']}/stream"), params={"cursor": "1-0"}, timeout=10),
+    ):
+        assert response.status_code == 410 and response.json()["error"]["code"] == "audio_expired"
+
+
+def test_the_same_idempotency_key_makes_one_job(farm: Farm) -> None:
+    key = f"order-{time.time_ns()}"
+    body = _body(20)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(
+            pool.map(
+                lambda _: requests.post(farm.url("/jobs"), json=body, headers={"Idempotency-Key": key}, timeout=30),
+                range(4),
+            )
+        )
+    assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1  # one job, however many times (and at once) it was sent
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 3
+    job_id = answers[0].json()["id"]
+    status = farm.wait_for_state(job_id, ("succeeded",))
+    assert status["segments"][0]["attempts"] == 1  # enqueued once
+    other = requests.post(farm.url("/jobs"), json=_body(21), headers={"Idempotency-Key": key}, timeout=30)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    bad = requests.post(farm.url("/jobs"), json=body, headers={"Idempotency-Key": "has space"}, timeout=30)
+    assert bad.status_code == 400

@@ -128,6 +128,7 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
     started = time.monotonic()
     params = SynthesisParams.model_validate(work.params)
     progress = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
+    jobs.reconcile_progress(work.job_id, work.index, work.run, progress.last_seq, progress.samples)
     voice = resolve_voice(shop.engine, shop.cache, work)
     segment = shop.engine.segment(
         work.run, work.text, work.language, voice, params, jobs.segment_seed(work.job_id, work.index), progress

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 import redis
 from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
+from sqlalchemy.exc import OperationalError
 
 from api.auth import caller
 from api.client import ClientConnection, ClientGone
@@ -22,11 +24,12 @@ from api.delivery import (
     sse_event,
     wav_file,
 )
+from api.lifecycle import ServerLeaving
 from api.responses import json_model
 from api.schemas import ErrorResponse, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery, TtsRequest
-from api.submission import submit
+from api.submission import submit, submit_once
 from shared import jobs, streams
-from shared.errors import AudioExpired, FarmError, JobNotReady, SynthesisFailed
+from shared.errors import AudioExpired, FarmError, InvalidInput, JobNotReady, SynthesisFailed
 from shared.models import JobState
 from shared.redis_client import get_redis
 from shared.streams import Cursor
@@ -43,10 +46,33 @@ EVENT_STREAM = {
 bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
 
 
-@bp.post("/jobs", responses={202: JobCreated, 400: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse})
+# Printable ASCII, as in the IETF draft "The Idempotency-Key HTTP Header Field" (UUIDs fit easily).
+IDEMPOTENCY_KEY = re.compile(r"\A[\x21-\x7e]{1,200}\Z")
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.match(key):
+        raise InvalidInput("the Idempotency-Key header must be 1 to 200 printable ASCII characters without spaces")
+    return key
+
+
+@bp.post(
+    "/jobs",
+    responses={202: JobCreated, 400: ErrorResponse, 409: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse},
+)
 def create_job(body: TtsRequest) -> Response:
-    """Queue a synthesis job and return at once: poll its status, pull its stream, fetch its audio."""
-    job = submit(current_app.extensions["celery"], body, origin="job", tenant=caller().tenant)
+    """Queue a synthesis job and return at once: poll its status, pull its stream, fetch its audio.
+
+    With an `Idempotency-Key` header (1 to 200 printable characters, e.g. a UUID), sending the same request again
+    with the same key returns the same job and enqueues nothing (`Idempotent-Replayed: true`); the key used for a
+    different request is a 409."""
+    key, celery, tenant = _idempotency_key(), current_app.extensions["celery"], caller().tenant
+    job, replayed = (
+        submit_once(celery, body, "job", tenant, key) if key else (submit(celery, body, "job", tenant), False)
+    )
     created = JobCreated(
         id=job.id,
         state=job.state,
@@ -54,7 +80,10 @@ def create_job(body: TtsRequest) -> Response:
         stream_url=url_for("jobs.job_stream", job_id=job.id),
         audio_url=url_for("jobs.job_audio_file", job_id=job.id),
     )
-    return json_model(created, 202, headers={"Location": created.status_url})
+    headers = {"Location": created.status_url}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_model(created, 202, headers=headers)
 
 
 @bp.get("/jobs/<job_id>", responses={200: JobStatus, 404: ErrorResponse})
@@ -105,9 +134,11 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
         try:
             for position, pcm in job_audio(job.id, job.segments_total, cursor, client=client):
                 yield sse_audio(position, pcm)
-            yield sse_event("end", {"state": jobs.get_job(job.id).state})
+            yield sse_event("end", {"state": _final_state(job.id)})
         except ClientGone:
             return  # a /jobs job runs on without its listener; it can reconnect with its last event id
+        except ServerLeaving:
+            return  # no `end` event: the listener reconnects with its last event id, to a process that stays
         except FarmError as exc:
             yield sse_error(exc)
         except redis.RedisError as exc:
@@ -121,6 +152,15 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     # close() runs however the response ends, HEAD included (which never iterates the body).
     response.call_on_close(slot.release)
     return response
+
+
+def _final_state(job_id: str) -> str:
+    """The state the `end` event reports: the job has delivered all its audio, so it has succeeded, even when the
+    database cannot say so right now."""
+    try:
+        return jobs.get_job(job_id).state
+    except OperationalError:
+        return JobState.SUCCEEDED.value
 
 
 def _cancel(job_id: str) -> Response:

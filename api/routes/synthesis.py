@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from api.auth import caller
 from api.client import ClientConnection, ClientGone
 from api.delivery import cancel, job_audio, streaming_wav_header, wav_file
-from api.errors import ClientLeft
+from api.errors import ClientLeft, ShuttingDown
+from api.lifecycle import ServerLeaving
 from api.limits import ConcurrencyLimit
 from api.schemas import ErrorResponse, TtsRequest
 from api.submission import submit
@@ -75,6 +76,10 @@ def tts_stream(body: TtsRequest) -> Response:
                 yield pcm
         except ClientGone:
             return
+        except ServerLeaving:
+            # This process is stopping, not the client leaving: the session runs on (its audio stays available
+            # from /jobs/{id}/audio and /jobs/{id}/stream), so it is not cancelled.
+            log.info("stream of session %s ended: the API process is shutting down", job.id)
         except (FarmError, redis.RedisError) as exc:
             log.info("stream of session %s ended early: %s", job.id, exc)
         finished = True
@@ -115,6 +120,11 @@ def tts(body: TtsRequest) -> Response:
             _cancel_abandoned(job.id)
             raise ClientLeft(
                 f"the client of session {job.id} closed its connection; the session is cancelled"
+            ) from None
+        except ServerLeaving:
+            raise ShuttingDown(
+                f"this API process is shutting down; session {job.id} runs on: fetch its audio from "
+                f"/jobs/{job.id}/audio once it has succeeded"
             ) from None
     finally:
         slot.release()
