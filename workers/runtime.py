@@ -126,6 +126,8 @@ class WorkerRuntime:
         if self.scheduler is not None:
             self.scheduler.stop()
         try:
+            # The last figures since the heartbeat: they stay in the farm's totals after this worker is gone.
+            metrics.publish_worker(get_redis(), self.name, self.metrics.snapshot())
             registry.remove(get_redis(), self.name)
         except Exception:
             log.debug("could not remove registry entry", exc_info=True)
