@@ -21,6 +21,8 @@ from shared.redis_client import get_redis
 log = logging.getLogger(__name__)
 
 JOB_PATH_PARAMETERS = ("job_id", "session_id")
+# Labels come from a bounded set: a client inventing methods (or paths: those are "unmatched") adds no series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class _ClosingBody:
@@ -62,7 +64,8 @@ def _bind_ids() -> None:
 def _count(response: Response) -> Response:
     endpoint = request.endpoint or "unmatched"  # 404s of paths no route matches: one label for all of them
     try:
-        metrics.count_request(get_redis(), endpoint, request.method, response.status_code)
+        method = request.method if request.method in METHODS else "other"
+        metrics.count_request(get_redis(), endpoint, method, response.status_code)
     except Exception:  # Redis away: the request is answered all the same (the error shows on /health)
         log.debug("could not count the request in Redis", exc_info=True)
     log.debug("%s %s answered %d (%s)", request.method, request.path, response.status_code, endpoint)

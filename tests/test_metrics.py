@@ -62,6 +62,8 @@ def test_a_job_moves_the_farm_metrics_with_figures_from_both_workers(farm: Farm,
     assert len(ran_on) == 2, "both workers should have synthesized a segment"
     assert requests.get(farm.url("/jobs/no-such-job"), timeout=10).status_code == 404
     assert requests.post(farm.url("/jobs"), json={"text": ""}, timeout=10).status_code == 400
+    assert requests.request("BREW", farm.url("/jobs"), timeout=10).status_code == 405  # an invented method
+    assert requests.get(farm.url("/no/such/path"), timeout=10).status_code == 404
 
     def moved() -> Samples:  # a worker publishes its figures as its task ends: poll until both have
         after = scrape(farm.base_url)
@@ -111,6 +113,9 @@ def test_a_job_moves_the_farm_metrics_with_figures_from_both_workers(farm: Farm,
         value(after, "xtts_http_requests_total", endpoint="jobs.create_job", code="202")
         == value(before, "xtts_http_requests_total", endpoint="jobs.create_job", code="202") + 1
     )
+    counted = [dict(labels) for (n, labels) in after if n == "xtts_http_requests_total"]
+    assert {"endpoint": "unmatched", "method": "other", "code": "405"} in counted
+    assert not [c for c in counted if c["method"] == "BREW" or "/" in c["endpoint"]]  # labels stay a bounded set
     for endpoint, code in (("jobs.job_status", "404"), ("jobs.create_job", "400")):
         grown = value(after, "xtts_http_requests_total", endpoint=endpoint, code=code)
         assert grown >= value(before, "xtts_http_requests_total", endpoint=endpoint, code=code) + 1
