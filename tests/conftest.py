@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -142,6 +142,23 @@ def isolated_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator:
 def speaker(farm: Farm) -> str:
     """A built-in speaker of the dev checkpoint (it carries real XTTS-v2 speaker names)."""
     return "Claribel Dervla"
+
+
+@pytest.fixture(scope="session")
+def lavfi_audio(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., bytes]:
+    """Files made by ffmpeg from a lavfi source with any encoder arguments, for what make_audio does not cover
+    (codecs, layouts, hours of silence); each made once per session."""
+    folder = tmp_path_factory.mktemp("lavfi")
+
+    def make(name: str, source: str, *args: str) -> bytes:
+        out = folder / name
+        if not out.exists():
+            subprocess.run(
+                ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, *args, str(out)], check=True
+            )
+        return out.read_bytes()
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ figure is the peak *during* the request. Run with `-s` to see the timings and pe
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,21 +70,6 @@ def _error(response: requests.Response, status: int, code: str) -> str:
     return str(body["error"]["message"])
 
 
-@pytest.fixture(scope="module")
-def lavfi(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., bytes]:
-    folder = tmp_path_factory.mktemp("hostile-audio")
-
-    def make(name: str, source: str, *args: str) -> bytes:
-        out = folder / name
-        if not out.exists():
-            subprocess.run(
-                ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, *args, str(out)], check=True
-            )
-        return out.read_bytes()
-
-    return make
-
-
 @pytest.mark.parametrize("filename", ["x.mp3", "x.m3u8"])
 def test_a_playlist_upload_makes_the_api_fetch_nothing(farm: Farm, listeners: Listeners, filename: str) -> None:
     """ffmpeg, left to guess, opens every URL of an HLS playlist: one that never answers held the thread forever."""
@@ -102,9 +86,9 @@ def test_a_playlist_upload_makes_the_api_fetch_nothing(farm: Farm, listeners: Li
     assert listeners.untouched(), (listeners.requests, listeners.connections, listeners.fifo_opened)
 
 
-def test_hours_of_flac_are_stopped_at_the_limit_quickly_in_bounded_memory(farm: Farm, lavfi) -> None:
+def test_hours_of_flac_are_stopped_at_the_limit_quickly_in_bounded_memory(farm: Farm, lavfi_audio) -> None:
     """1.6 MB of FLAC that decodes to 2.5 hours (397 MB of 16-bit samples at 22.05 kHz): decoding stops at 20 s."""
-    flac = lavfi("silence-2h30.flac", "anullsrc=r=8000:cl=mono", "-t", "9000", "-c:a", "flac")
+    flac = lavfi_audio("silence-2h30.flac", "anullsrc=r=8000:cl=mono", "-t", "9000", "-c:a", "flac")
     assert len(flac) < 2 * MB - 4096
     response, elapsed, grown = _measured(
         farm, f"{len(flac) / MB:.1f} MB FLAC of 2.5 h", lambda: _clone(farm, [("long.flac", flac)])
@@ -113,8 +97,8 @@ def test_hours_of_flac_are_stopped_at_the_limit_quickly_in_bounded_memory(farm: 
     assert elapsed < 5 and grown < MEMORY_BOUND
 
 
-def test_too_many_parts_are_refused_before_decoding(farm: Farm, lavfi) -> None:
-    part = lavfi("tone-20s.wav", "sine=frequency=300:sample_rate=8000:duration=20", "-c:a", "pcm_u8")
+def test_too_many_parts_are_refused_before_decoding(farm: Farm, lavfi_audio) -> None:
+    part = lavfi_audio("tone-20s.wav", "sine=frequency=300:sample_rate=8000:duration=20", "-c:a", "pcm_u8")
     response, elapsed, grown = _measured(
         farm, "6 parts of 20 s", lambda: _clone(farm, [(f"p{i}.wav", part) for i in range(6)])
     )
@@ -122,8 +106,8 @@ def test_too_many_parts_are_refused_before_decoding(farm: Farm, lavfi) -> None:
     assert elapsed < 5 and grown < MEMORY_BOUND
 
 
-def test_parts_adding_up_past_the_total_stop_there(farm: Farm, lavfi) -> None:
-    part = lavfi("tone-20s.wav", "sine=frequency=300:sample_rate=8000:duration=20", "-c:a", "pcm_u8")
+def test_parts_adding_up_past_the_total_stop_there(farm: Farm, lavfi_audio) -> None:
+    part = lavfi_audio("tone-20s.wav", "sine=frequency=300:sample_rate=8000:duration=20", "-c:a", "pcm_u8")
     response, elapsed, grown = _measured(
         farm, "3 parts of 20 s (60 s > 50 s)", lambda: _clone(farm, [(f"p{i}.wav", part) for i in range(3)])
     )

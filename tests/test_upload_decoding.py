@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,22 +81,6 @@ def _child_pids() -> list[int]:
     """Processes whose parent is this one, zombies included, started during the test: what a decode must never
     leave behind."""
     return [pid for pid in _all_child_pids() if pid not in _PREEXISTING]
-
-
-@pytest.fixture(scope="module")
-def encode(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., bytes]:
-    """Files made by ffmpeg from a lavfi source, for what conftest's make_audio does not cover (codecs, hours)."""
-    folder = tmp_path_factory.mktemp("encoded")
-
-    def make(name: str, source: str, *args: str) -> bytes:
-        out = folder / name
-        if not out.exists():
-            subprocess.run(
-                ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, *args, str(out)], check=True
-            )
-        return out.read_bytes()
-
-    return make
 
 
 def _id3(payload: bytes = b"") -> bytes:
@@ -206,11 +190,11 @@ def test_each_lock_of_the_command_holds_alone(demuxer: str, lock: str, segment: 
 
 
 @pytest.fixture(scope="module")
-def hours_of_silence(encode) -> dict[str, bytes]:
+def hours_of_silence(lavfi_audio) -> dict[str, bytes]:
     """About 2 MB of FLAC (3 h at 8 kHz) and 7 MB of WAV (2 h of 8-bit PCM at 1 kHz): 476 MB and 318 MB decoded."""
     return {
-        "flac": encode("3h.flac", "anullsrc=r=8000:cl=mono", "-t", "10800", "-c:a", "flac"),
-        "wav": encode("2h.wav", "anullsrc=r=1000:cl=mono", "-t", "7200", "-c:a", "pcm_u8"),
+        "flac": lavfi_audio("3h.flac", "anullsrc=r=8000:cl=mono", "-t", "10800", "-c:a", "flac"),
+        "wav": lavfi_audio("2h.wav", "anullsrc=r=1000:cl=mono", "-t", "7200", "-c:a", "pcm_u8"),
     }
 
 
@@ -352,8 +336,8 @@ def test_recordings_decode_to_mono_float32_at_22050(fmt: str, rate: int, channel
         ("pcm24.wav", ("-c:a", "pcm_s24le", "-ac", "6")),
     ],
 )
-def test_other_codecs_and_layouts(name: str, args: tuple[str, ...], encode) -> None:
-    data = encode(name, "sine=frequency=440:sample_rate=44100:duration=3", *args)
+def test_other_codecs_and_layouts(name: str, args: tuple[str, ...], lavfi_audio) -> None:
+    data = lavfi_audio(name, "sine=frequency=440:sample_rate=44100:duration=3", *args)
     _assert_tone(_decode(data, name), seconds=3.0, freq=440, exact=name.endswith(".wav"))
 
 
@@ -364,9 +348,9 @@ def test_an_id3_tag_before_flac_and_mp3(make_audio) -> None:
         _assert_tone(_decode(data, f"tagged.{fmt}"), seconds=3.0, freq=440, exact=fmt == "flac")
 
 
-def test_a_long_m4a_with_its_index_at_the_end(encode) -> None:
+def test_a_long_m4a_with_its_index_at_the_end(lavfi_audio) -> None:
     """ffmpeg's mov demuxer seeks back to the audio after reading the index at the end: a plain pipe cannot."""
-    data = encode("long.m4a", "anoisesrc=r=48000:d=15:a=0.3", "-ac", "2", "-c:a", "aac", "-b:a", "256k")
+    data = lavfi_audio("long.m4a", "anoisesrc=r=48000:d=15:a=0.3", "-ac", "2", "-c:a", "aac", "-b:a", "256k")
     assert len(data) > 256 * 1024  # more than ffmpeg's read buffers would hide
     reference = _decode(data, "long.m4a")
     assert abs(reference.seconds - 15.0) < 0.1
@@ -381,10 +365,10 @@ def _assert_tone(reference: Reference, *, seconds: float, freq: float, exact: bo
     assert reference.sound_seconds > seconds - 0.2
 
 
-def test_a_recording_at_the_limit_passes_and_just_over_it_does_not(encode) -> None:
-    at_limit = encode("20s.wav", "sine=frequency=300:sample_rate=44100:duration=20")
+def test_a_recording_at_the_limit_passes_and_just_over_it_does_not(lavfi_audio) -> None:
+    at_limit = lavfi_audio("20s.wav", "sine=frequency=300:sample_rate=44100:duration=20")
     assert abs(_decode(at_limit).seconds - 20.0) < 0.01
-    over = encode("20.2s.wav", "sine=frequency=300:sample_rate=44100:duration=20.2")
+    over = lavfi_audio("20.2s.wav", "sine=frequency=300:sample_rate=44100:duration=20.2")
     with pytest.raises(ReferenceTooLong):
         _decode(over)
 
@@ -442,8 +426,8 @@ def test_empty_and_oversized_files(make_audio) -> None:
     assert large.value.status == 413
 
 
-def test_a_header_without_samples(encode) -> None:
-    data = encode("empty.wav", "sine=frequency=300:sample_rate=22050:duration=1", "-t", "0")
+def test_a_header_without_samples(lavfi_audio) -> None:
+    data = lavfi_audio("empty.wav", "sine=frequency=300:sample_rate=22050:duration=1", "-t", "0")
     with pytest.raises(UnusableAudio, match="no audio samples"):
         _decode(data)
 
@@ -486,9 +470,9 @@ def test_too_many_parts_are_refused_before_any_decoding(make_audio) -> None:
     assert read == [0, 1, 2, 3]  # stopped at the first surplus part, before decoding it
 
 
-def test_many_long_parts_stop_at_the_total(encode) -> None:
+def test_many_long_parts_stop_at_the_total(lavfi_audio) -> None:
     """Parts of 60 s each, 90 s in all at most: the second part is decoded only up to the 30 s left, then refused."""
-    minute = encode("60s.wav", "sine=frequency=300:sample_rate=8000:duration=60")
+    minute = lavfi_audio("60s.wav", "sine=frequency=300:sample_rate=8000:duration=60")
     started = time.monotonic()
     with pytest.raises(TooMuchReferenceAudio, match="add up to more than 90 s"):
         decode_references(_parts(minute, 10), max_bytes=2 * MB, max_seconds_each=60, max_parts=10, max_total_seconds=90)
