@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from benchmarks.farm_bench import MODELS, ROOT, SENTENCE, local_farm, stream
+from tools.localfarm import tts_body
 from workers import devmodel
 
 TOKENS = 100
@@ -24,14 +25,7 @@ TEXTS = [f"Listener number {i} asked the farm to read this sentence aloud." for 
 
 
 def _body(text: str, tokens: int = TOKENS) -> dict[str, Any]:
-    return {
-        "text": text,
-        "language": "en",
-        "speaker_id": "Claribel Dervla",
-        "min_new_tokens": tokens,
-        "max_new_tokens": tokens,
-        "stream_chunk_size": CHUNK,
-    }
+    return tts_body(text, tokens, CHUNK)
 
 
 def _p95(values: list[float]) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from tools.localfarm import Farm, RedisServer, migrate
+from tools.localfarm import Farm, RedisServer, migrate, tts_body
 from workers import devmodel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +49,7 @@ def local_farm(workers: int, threads_per_worker: int, extra_env: dict[str, str] 
 
 
 def _body(text: str, tokens: int, chunk: int = 20) -> dict[str, Any]:
-    return {
-        "text": text,
-        "language": "en",
-        "speaker_id": SPEAKER,
-        "min_new_tokens": tokens,
-        "max_new_tokens": tokens,
-        "stream_chunk_size": chunk,
-    }
+    return tts_body(text, tokens, chunk, SPEAKER)
 
 
 def _ts(value: str) -> float:

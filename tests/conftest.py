@@ -16,6 +16,7 @@ import redis
 from shared.settings import Settings, configure
 from tests.listeners import Listeners, running_listeners
 from tools.localfarm import (
+    DEV_SPEAKER,
     ROOT,
     Farm,
     PostgresCluster,
@@ -141,7 +142,7 @@ def isolated_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator:
 @pytest.fixture
 def speaker(farm: Farm) -> str:
     """A built-in speaker of the dev checkpoint (it carries real XTTS-v2 speaker names)."""
-    return "Claribel Dervla"
+    return DEV_SPEAKER
 
 
 @pytest.fixture(scope="session")

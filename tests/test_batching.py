@@ -20,7 +20,7 @@ import requests
 
 from shared.streams import decode_tokens, segment_key
 from tests.audio import Event, parse_stream_wav, read_wav, sse_events
-from tools.localfarm import Farm, wait_for
+from tools.localfarm import Farm, tts_body, wait_for
 
 SPEAKER = "Claribel Dervla"
 TEXTS = (
@@ -32,15 +32,7 @@ TEXTS = (
 
 
 def _body(text: str, tokens: int, chunk: int = 10, **extra: Any) -> dict[str, Any]:
-    return {
-        "text": text,
-        "language": "en",
-        "speaker_id": SPEAKER,
-        "min_new_tokens": tokens,
-        "max_new_tokens": tokens,
-        "stream_chunk_size": chunk,
-        **extra,
-    }
+    return tts_body(text, tokens, chunk, SPEAKER, **extra)
 
 
 def _samples(tokens: int) -> int:

@@ -30,7 +30,7 @@ from shared.streams import current_epoch
 from shared.tasks import SYNTHESIZE_SEGMENT
 from tests.audio import Event, sse_events
 from tools.faults import TcpProxy
-from tools.localfarm import Farm, create_postgres_database, wait_for
+from tools.localfarm import Farm, create_postgres_database, tts_body, wait_for
 
 SPEAKER = "Claribel Dervla"
 SENTENCE = (
@@ -45,14 +45,7 @@ def _samples(tokens: int) -> int:
 
 
 def _body(tokens: int, sentences: int = 1, chunk: int = 8) -> dict[str, Any]:
-    return {
-        "text": " ".join([SENTENCE] * sentences),
-        "language": "en",
-        "speaker_id": SPEAKER,
-        "min_new_tokens": tokens,
-        "max_new_tokens": tokens,
-        "stream_chunk_size": chunk,
-    }
+    return tts_body(" ".join([SENTENCE] * sentences), tokens, chunk, SPEAKER)
 
 
 class Listener:

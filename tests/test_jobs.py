@@ -7,18 +7,11 @@ from datetime import datetime
 import requests
 
 from tests.audio import read_wav, sse_events
-from tools.localfarm import Farm, wait_for
+from tools.localfarm import Farm, tts_body, wait_for
 
 
 def _body(speaker: str, tokens: int, text: str = "Polling is how this job reports progress.", chunk: int = 10) -> dict:
-    return {
-        "text": text,
-        "language": "en",
-        "speaker_id": speaker,
-        "min_new_tokens": tokens,
-        "max_new_tokens": tokens,
-        "stream_chunk_size": chunk,
-    }
+    return tts_body(text, tokens, chunk, speaker)
 
 
 def _times(status: dict) -> list[float]:

@@ -8,7 +8,7 @@ from datetime import datetime
 import requests
 
 from tests.audio import read_wav, sse_events
-from tools.localfarm import Farm, wait_for
+from tools.localfarm import Farm, tts_body, wait_for
 
 SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
@@ -21,14 +21,7 @@ def _samples(tokens: int) -> int:
 
 
 def _body(speaker: str, text: str, tokens: int, chunk: int = 10) -> dict:
-    return {
-        "text": text,
-        "language": "en",
-        "speaker_id": speaker,
-        "min_new_tokens": tokens,
-        "max_new_tokens": tokens,
-        "stream_chunk_size": chunk,
-    }
+    return tts_body(text, tokens, chunk, speaker)
 
 
 def _ts(value: str) -> float:

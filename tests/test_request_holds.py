@@ -14,18 +14,11 @@ import requests
 from sqlalchemy import text
 
 from shared.db import make_engine
-from tools.localfarm import Farm, wait_for
+from tools.localfarm import Farm, tts_body, wait_for
 
 
 def _body(speaker: str, tokens: int, text: str = "Holding on to nothing.", chunk: int = 5) -> dict[str, Any]:
-    return {
-        "text": text,
-        "language": "en",
-        "speaker_id": speaker,
-        "min_new_tokens": tokens,
-        "max_new_tokens": tokens,
-        "stream_chunk_size": chunk,
-    }
+    return tts_body(text, tokens, chunk, speaker)
 
 
 def _slots(farm: Farm) -> dict[str, int]:

@@ -31,6 +31,24 @@ def free_port() -> int:
         return port
 
 
+# A built-in speaker of the dev checkpoint (it carries real XTTS-v2 speaker names).
+DEV_SPEAKER = "Claribel Dervla"
+
+
+def tts_body(text: str, tokens: int, chunk: int = 10, speaker: str = DEV_SPEAKER, **extra: Any) -> dict[str, Any]:
+    """A synthesis request of exactly `tokens` audio tokens: the dev checkpoint's random weights never emit the stop
+    token, so its lengths are pinned with min_new_tokens = max_new_tokens."""
+    return {
+        "text": text,
+        "language": "en",
+        "speaker_id": speaker,
+        "min_new_tokens": tokens,
+        "max_new_tokens": tokens,
+        "stream_chunk_size": chunk,
+        **extra,
+    }
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
