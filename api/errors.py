@@ -61,6 +61,12 @@ class TooManyAudioTokens(FarmError):
     status, code = 413, "too_many_audio_tokens"
 
 
+class StudioSpeakersNotReady(FarmError):
+    """Workers are up but none has published its built-in speakers' latents yet (they do so at start)."""
+
+    status, code = 503, "studio_speakers_not_ready"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
     body: dict[str, Any] = {"status": status, "code": code, "message": message}
     if details is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -64,26 +65,118 @@ class InlineLatents(BaseModel):
     )
 
 
-class TtsRequest(SynthesisParams):
-    """A synthesis request: `/tts_stream`, `/tts` and `/jobs` all take it."""
+# coqui's official XTTS streaming server takes `stream_chunk_size` as a string ("20"): the strings of 1..400.
+CHUNK_SIZE_STRING = r"^(?:[1-9][0-9]?|[1-3][0-9]{2}|400)$"
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"text": "Text to synthesize", "language": "en", "speaker_id": "Claribel Dervla"}],
-            # Exactly one of the two speakers, and not null (what `_one_speaker` checks).
-            "oneOf": [
-                {
-                    "required": ["speaker_id"],
-                    "properties": {"speaker_id": {"type": "string"}, "speaker_latents": {"type": "null"}},
-                },
-                {
-                    "required": ["speaker_latents"],
-                    "properties": {"speaker_id": {"type": "null"}, "speaker_latents": {"type": "object"}},
-                },
-            ],
-        },
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+OFFICIAL_LATENTS = ("gpt_cond_latent", "speaker_embedding")
+
+
+class OfficialServerShape(BaseModel):
+    """The request shape of coqui's official XTTS streaming server (coqui-ai/xtts-streaming-server), accepted beside
+    the farm's own so that its clients work unchanged: the latents at the top level of the body, `stream_chunk_size`
+    as a string, `add_wav_header`, and whatever the farm's /clone_speaker answered echoed back (its test client sends
+    the clone response itself, plus text and language). The latents are copied into `speaker_latents` before
+    validation, so everything after it (and the other endpoints) sees the farm's own shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpt_cond_latent: list[Any] | None = Field(
+        None,
+        description="The official server's shape: instead of speaker_latents, the latents at the top level "
+        "([32, width]), with speaker_embedding.",
+        json_schema_extra=documented_as(_nullable(GPT_LATENT_SCHEMA)),
     )
+    speaker_embedding: list[Any] | None = Field(
+        None,
+        description="The official server's shape: with gpt_cond_latent, at the top level ([512]).",
+        json_schema_extra=documented_as(_nullable(SPEAKER_EMBEDDING_SCHEMA)),
+    )
+    add_wav_header: bool = Field(
+        True,
+        strict=True,
+        description="As the official server: false answers raw 16-bit little-endian PCM (24 kHz mono), no WAV header.",
+    )
+    # Echoed from /clone_speaker's answer by the official clients; accepted and ignored.
+    content_hash: str | None = Field(None, max_length=128, description="Accepted and ignored (from /clone_speaker).")
+    reused: bool | None = Field(None, strict=True, description="Accepted and ignored (from /clone_speaker).")
+    reference_seconds: float | None = Field(
+        None, strict=True, description="Accepted and ignored (from /clone_speaker)."
+    )
+
+    @property
+    def official_shape(self) -> bool:
+        """Whether the latents came at the top level, as the official server takes them."""
+        return self.gpt_cond_latent is not None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _latents_from_the_top_level(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = [name for name in OFFICIAL_LATENTS if data.get(name) is not None]
+        if not given:
+            return data
+        if len(given) == 1:
+            other = next(name for name in OFFICIAL_LATENTS if name not in given)
+            raise ValueError(f"{other} is required with {given[0]} (the official server's shape)")
+        if data.get("speaker_latents") is not None:
+            raise ValueError("give the latents either at the top level or in speaker_latents, not both")
+        if not all(isinstance(data[name], list) for name in OFFICIAL_LATENTS):
+            return data  # the fields' own validation names the one that is not a list
+        return {**data, "speaker_latents": {name: data[name] for name in OFFICIAL_LATENTS}}
+
+    @field_validator("stream_chunk_size", mode="before", check_fields=False)
+    @classmethod
+    def _chunk_size_string(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if not re.fullmatch(CHUNK_SIZE_STRING, value):
+            raise ValueError('a whole number from 1 to 400, as a number or a string such as "20"')
+        return int(value)
+
+
+def _speaker_choice(required: list[str], given: dict[str, Any]) -> dict[str, Any]:
+    nulls = {name: {"type": "null"} for name in SPEAKER_FIELDS if name not in given}
+    return {"required": required, "properties": {**given, **nulls}}
+
+
+SPEAKER_FIELDS = ("speaker_id", "speaker_latents", "gpt_cond_latent", "speaker_embedding")
+
+
+def _tts_request_schema(schema: dict[str, Any]) -> None:
+    schema["examples"] = [{"text": "Text to synthesize", "language": "en", "speaker_id": "Claribel Dervla"}]
+    # Exactly one way to give the speaker, and not null (what `_one_speaker` checks).
+    schema["oneOf"] = [
+        _speaker_choice(["speaker_id"], {"speaker_id": {"type": "string"}}),
+        _speaker_choice(["speaker_latents"], {"speaker_latents": {"type": "object"}}),
+        _speaker_choice(
+            ["gpt_cond_latent", "speaker_embedding"],
+            {"gpt_cond_latent": {"type": "array"}, "speaker_embedding": {"type": "array"}},
+        ),
+    ]
+    chunk = schema["properties"]["stream_chunk_size"]
+    number = {k: v for k, v in chunk.items() if k not in ("description", "title")}
+    chunk.clear()
+    chunk.update(
+        {
+            "anyOf": [number, {"type": "string", "pattern": CHUNK_SIZE_STRING}],
+            "description": "Audio tokens (about 46 ms each) in the first streamed audio chunk of each segment "
+            '(default: the farm\'s DEFAULT_STREAM_CHUNK_SIZE, 20 unless configured); a string ("20") as the '
+            "official server takes it works too.",
+        }
+    )
+
+
+class TtsRequest(SynthesisParams, OfficialServerShape):
+    """A synthesis request: `/tts_stream`, `/tts` and `/jobs` all take it, in the farm's shape (`speaker_id` or
+    `speaker_latents`) or in the official XTTS server's (`gpt_cond_latent` and `speaker_embedding` at the top level)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_tts_request_schema)
 
     text: str = Field(
         ...,
@@ -117,7 +210,10 @@ class TtsRequest(SynthesisParams):
     @model_validator(mode="after")
     def _one_speaker(self) -> TtsRequest:
         if (self.speaker_id is None) == (self.speaker_latents is None):
-            raise ValueError("give exactly one of speaker_id (a saved voice or built-in speaker) and speaker_latents")
+            raise ValueError(
+                "give exactly one of speaker_id (a saved voice or built-in speaker), speaker_latents, and "
+                "gpt_cond_latent with speaker_embedding (the official server's shape)"
+            )
         return self
 
     def synthesis_params(self) -> dict[str, Any]:
@@ -309,6 +405,16 @@ class LanguagesResponse(BaseModel):
 
 class SpeakersResponse(BaseModel):
     speakers: list[str]
+
+
+class StudioSpeaker(BaseModel):
+    speaker_embedding: list[float] = Field(..., description="[512]")
+    gpt_cond_latent: list[list[float]] = Field(..., description="[32, width] (width 1024 for XTTS-v2)")
+
+
+class StudioSpeakers(RootModel[dict[str, StudioSpeaker]]):
+    """Each built-in speaker's name and latents, in the official XTTS server's shape: send them back to /tts or
+    /tts_stream at the top level of the body."""
 
 
 class RequestSlots(BaseModel):

@@ -49,6 +49,7 @@ def test_swagger_ui_at_root_documents_every_endpoint(farm: Farm) -> None:
         "/stream_cancel/{session_id}": "delete",
         "/languages": "get",
         "/available_speakers": "get",
+        "/studio_speakers": "get",
         "/health": "get",
     }
     for path, method in expected.items():

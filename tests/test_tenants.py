@@ -87,6 +87,7 @@ ENDPOINTS = [
     ("POST", "/cache/clear"),
     ("GET", "/languages"),
     ("GET", "/available_speakers"),
+    ("GET", "/studio_speakers"),
 ]
 
 

@@ -7,7 +7,8 @@ thread; each Celery task thread hands its segment to that scheduler (see `worker
 * the reaper (every worker runs one; a Redis lock lets one of them work at a time) gives segments whose lease
   expired to other workers, sends segments that were claimed but never reached the broker (and retries whose
   backoff is over), and dispatches jobs whose next segment nobody enqueued;
-* the voice-control listener applies cache clears and evictions sent by the API.
+* the voice-control listener applies cache clears and evictions sent by the API;
+* the built-in speakers' latents are published for GET /studio_speakers (`workers.studio`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from workers.celery_app import max_batch
 from workers.engine import VoiceLatents, XttsEngine
 from workers.metrics import WorkerMetrics
 from workers.scheduler import BatchScheduler
+from workers.studio import StudioSpeakers
 from workers.synthesis import Workshop
 from workers.voices import is_voice, saved_voice
 
@@ -77,6 +79,7 @@ class WorkerRuntime:
         self.engine: XttsEngine | None = None
         self.scheduler: BatchScheduler | None = None
         self.celery: Celery | None = None
+        self.studio: StudioSpeakers | None = None
         settings = get_settings()
         self.voice_cache: VoiceCache[VoiceLatents] = VoiceCache(
             settings.SPEAKER_CACHE_MAX_SIZE, settings.SPEAKER_CACHE_TTL
@@ -101,6 +104,7 @@ class WorkerRuntime:
         self.celery = celery
         self.engine = XttsEngine.load(settings)
         self.scheduler = self.engine.new_scheduler(max_batch(settings, self.engine.device.startswith("cuda")))
+        self.studio = StudioSpeakers.of(self.engine)
         self.started_at = time.time()
         self._stop.clear()
         self.cache_generation = voice_control.current_generation(get_redis())
@@ -111,6 +115,7 @@ class WorkerRuntime:
             (self._beat, "heartbeat"),
             (self._listen, "voice-control"),
             (self._reap_forever, "reaper"),
+            (self._publish_studio_speakers, "studio-speakers"),
         ):
             threading.Thread(target=target, name=name, daemon=True).start()
         log.info("worker %s serves up to %d segments at once", self.name, self.scheduler.max_batch)
@@ -214,6 +219,7 @@ class WorkerRuntime:
             "gpt_width": engine.gpt_width if engine else None,
             "languages": engine.languages if engine else [],
             "speakers": engine.speaker_names if engine else [],
+            "studio_speakers": self.studio.digest if self.studio else None,
             "current": current,
             "batch": {
                 "max": scheduler.max_batch,
@@ -253,6 +259,10 @@ class WorkerRuntime:
             if changed or now - last_publish >= settings.WORKER_HEARTBEAT_SECONDS:
                 self.publish_quietly()
                 last_publish = now
+
+    def _publish_studio_speakers(self) -> None:
+        assert self.studio is not None
+        self.studio.keep_published(get_redis(), self._stop)
 
     def _reap_forever(self) -> None:
         interval = get_settings().REAPER_INTERVAL_SECONDS

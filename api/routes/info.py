@@ -11,11 +11,13 @@ from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
 from api.auth import caller
+from api.errors import StudioSpeakersNotReady
 from api.responses import json_model
-from api.schemas import HealthResponse, LanguagesResponse, RequestSlots, SpeakersResponse
+from api.schemas import ErrorResponse, HealthResponse, LanguagesResponse, RequestSlots, SpeakersResponse, StudioSpeakers
 from api.submission import LiveWorkers
-from shared import registry
+from shared import registry, studio_speakers
 from shared.db import get_engine
+from shared.errors import NoWorkers
 from shared.redis_client import get_redis
 
 bp = APIBlueprint("info", __name__, abp_tags=[Tag(name="info", description="Languages, speakers, health")])
@@ -33,6 +35,25 @@ def available_speakers() -> Response:
     """Built-in speakers of the checkpoint the live workers serve."""
     catalog = registry.model_catalog(get_redis())
     return json_model(SpeakersResponse(speakers=catalog[1] if catalog else []))
+
+
+@bp.get("/studio_speakers", responses={200: StudioSpeakers, 503: ErrorResponse})
+def studio_speakers_latents() -> Response:
+    """The built-in speakers with their latents, as coqui's official XTTS server answers (its Gradio demo reads
+    them): `{name: {"speaker_embedding": [...], "gpt_cond_latent": [[...], ...]}}`. The workers publish them when they
+    start: 503 until one has."""
+    r = get_redis()
+    workers = registry.live_workers(r)
+    if not workers:
+        raise NoWorkers("no synthesis worker is running, so the built-in speakers are not known; start a worker")
+    document = studio_speakers.read(r, studio_speakers.digests_of(workers))
+    if document is None:
+        raise StudioSpeakersNotReady(
+            "the workers have not published their built-in speakers' latents yet (they do so as they start); "
+            "retry in a few seconds"
+        )
+    # Served as the worker wrote it: parsing and re-encoding tens of MB per request would buy nothing.
+    return Response(document, mimetype="application/json")
 
 
 def _probe(check: Callable[[], Any]) -> dict[str, Any]:

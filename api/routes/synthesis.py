@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -25,9 +27,22 @@ from shared.errors import FarmError
 log = logging.getLogger(__name__)
 bp = APIBlueprint("synthesis", __name__, abp_tags=[Tag(name="synthesis", description="Speech synthesis")])
 
+PCM_MIMETYPE = "application/octet-stream"  # raw 16-bit little-endian PCM (audio/L16 would say big-endian)
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+AUDIO_CONTENT = {"audio/wav": _BINARY, PCM_MIMETYPE: _BINARY}
 WAV_RESPONSE = {
-    "description": "audio/wav, 24 kHz mono 16-bit PCM",
-    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+    "description": "audio/wav, 24 kHz mono 16-bit PCM; with `add_wav_header: false`, the same PCM without the WAV "
+    "header (application/octet-stream), as coqui's official XTTS server sends it",
+    "content": AUDIO_CONTENT,
+}
+TTS_RESPONSE = {
+    "description": "The farm's own request shape: the WAV itself (audio/wav; application/octet-stream, raw PCM, with "
+    "`add_wav_header: false`). The official XTTS server's shape (`gpt_cond_latent` and `speaker_embedding` at the top "
+    "level): the same audio base64-encoded, as a JSON string (application/json), as the official server answers",
+    "content": {
+        **AUDIO_CONTENT,
+        "application/json": {"schema": {"type": "string", "contentEncoding": "base64"}},
+    },
 }
 ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
     400: ErrorResponse,
@@ -46,6 +61,10 @@ def _celery() -> Celery:
     return celery
 
 
+def _audio_mimetype(body: TtsRequest) -> str:
+    return "audio/wav" if body.add_wav_header else PCM_MIMETYPE
+
+
 def _cancel_abandoned(job_id: str) -> None:
     if cancel(job_id):
         log.info("session %s cancelled: its client left before the audio was complete", job_id)
@@ -53,7 +72,8 @@ def _cancel_abandoned(job_id: str) -> None:
 
 @bp.post("/tts_stream", responses={200: WAV_RESPONSE, **ERRORS})
 def tts_stream(body: TtsRequest) -> Response:
-    """Stream speech as a WAV: the header at once, then audio as the workers produce it.
+    """Stream speech as a WAV: the header at once, then audio as the workers produce it (with
+    `add_wav_header: false`, raw PCM without the header, as coqui's official XTTS server does).
 
     The session id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
     DELETE /stream_cancel/{id}. If synthesis fails mid-way, the stream simply ends; the status says why.
@@ -70,7 +90,8 @@ def tts_stream(body: TtsRequest) -> Response:
 
     def audio() -> Iterator[bytes]:
         nonlocal finished
-        yield streaming_wav_header()
+        if body.add_wav_header:
+            yield streaming_wav_header()
         try:
             for _cursor, pcm in job_audio(job.id, job.segments_total, client=client):
                 yield pcm
@@ -86,7 +107,7 @@ def tts_stream(body: TtsRequest) -> Response:
 
     response = Response(
         audio(),
-        mimetype="audio/wav",
+        mimetype=_audio_mimetype(body),
         headers={"X-Session-Id": job.id, "Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
     # close() runs however the response ends (sent, client gone, write failed, never iterated), unlike the body
@@ -99,7 +120,7 @@ def tts_stream(body: TtsRequest) -> Response:
 @bp.post(
     "/tts",
     responses={
-        200: WAV_RESPONSE,
+        200: TTS_RESPONSE,
         409: ErrorResponse,
         # The client closed its connection while it waited (nginx's code): its session is cancelled, nobody reads this.
         499: ErrorResponse,
@@ -109,7 +130,10 @@ def tts_stream(body: TtsRequest) -> Response:
 )
 def tts(body: TtsRequest) -> Response:
     """Synthesize the whole text and answer with one complete WAV file (409 if the session is cancelled
-    meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the session."""
+    meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the session.
+
+    A request in the official XTTS server's shape (the latents at the top level) is answered as that server does:
+    the WAV base64-encoded, as a JSON string."""
     slot = _limit().acquire()
     try:
         job = submit(_celery(), body, origin="tts", tenant=caller().tenant)
@@ -128,4 +152,8 @@ def tts(body: TtsRequest) -> Response:
             ) from None
     finally:
         slot.release()
-    return Response(wav_file(pcm), mimetype="audio/wav", headers={"X-Session-Id": job.id})
+    audio = wav_file(pcm) if body.add_wav_header else pcm
+    headers = {"X-Session-Id": job.id}
+    if body.official_shape:  # its clients (the Gradio demo) base64-decode the body
+        return Response(json.dumps(base64.b64encode(audio).decode()), mimetype="application/json", headers=headers)
+    return Response(audio, mimetype=_audio_mimetype(body), headers=headers)
