@@ -58,18 +58,37 @@ def _compare(batched: dict[str, Any], single: dict[str, Any], lone: float) -> di
     }
 
 
-def _farm_runs(counts: tuple[int, ...], batch: int, extra: dict[str, str], tokens: int) -> dict[int, dict[str, Any]]:
-    env = {"WORKER_MAX_BATCH": str(batch), "MAX_CONCURRENT_REQUESTS": "64", **extra}
-    with local_farm(workers=1, threads_per_worker=2, extra_env=env) as farm:
-        burst(farm, 1, 20)  # warm-up
-        return {n: burst(farm, n, tokens) for n in counts}
+def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def _paired_runs(
+    counts: tuple[int, ...], batch: int, extra: dict[str, str], tokens: int, rounds: int
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The same bursts against an unbatched and a batched farm, both up at once and taken in turns, so that whatever
+    else loads the machine weighs on both sides of every ratio alike. Medians over `rounds`."""
+    env = {"MAX_CONCURRENT_REQUESTS": "64", **extra}
+    with (
+        local_farm(workers=1, threads_per_worker=2, extra_env={**env, "WORKER_MAX_BATCH": "1"}) as single_farm,
+        local_farm(workers=1, threads_per_worker=2, extra_env={**env, "WORKER_MAX_BATCH": str(batch)}) as batched_farm,
+    ):
+        burst(single_farm, 1, 20)  # warm-up
+        burst(batched_farm, 1, 20)
+        single: dict[int, dict[str, Any]] = {}
+        batched: dict[int, dict[str, Any]] = {}
+        for n in counts:
+            single_runs, batched_runs = [], []
+            for _ in range(rounds):
+                single_runs.append(burst(single_farm, n, tokens))
+                batched_runs.append(burst(batched_farm, n, tokens))
+            single[n], batched[n] = _median_runs(single_runs), _median_runs(batched_runs)
+        return single, batched
 
 
 def dev_model(quick: bool) -> tuple[list[dict[str, Any]], list[str]]:
     counts = (1, 4, 8) if quick else (1, 4, 8, 16)
     batch = 8 if quick else 16
-    single = _farm_runs(counts, 1, {}, TOKENS)
-    batched = _farm_runs(counts, batch, {}, TOKENS)
+    single, batched = _paired_runs(counts, batch, {}, TOKENS, rounds=1 if quick else 2)
     lone = batched[1]["first_audio_median_s"]
     rows = []
     for n in counts:
@@ -92,8 +111,7 @@ def full_size(quick: bool) -> tuple[list[dict[str, Any]], list[str]]:
         )
     tokens = 30 if quick else 50
     extra = {"CUSTOM_MODEL_PATH": str(path)}
-    single = _farm_runs((1, 4), 1, extra, tokens)
-    batched = _farm_runs((1, 4), 4, extra, tokens)
+    single, batched = _paired_runs((1, 4), 4, extra, tokens, rounds=1 if quick else 2)
     rows = [
         {"worker": "full-size, WORKER_MAX_BATCH=1", **single[1]},
         {"worker": "full-size, WORKER_MAX_BATCH=4", **batched[1]},
