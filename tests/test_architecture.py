@@ -4,6 +4,7 @@ api/           HTTP only: imports shared/ and voices_store/, never workers/ nor 
 workers/       Celery tasks and the model: imports shared/ and voices_store/, never api/
 voices_store/  voices: imports shared/ only
 shared/        settings, database, streams, text: imports no other layer of the project
+client/        the Python client and CLI: HTTP only, imports no module of the farm
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import pytest
 
 from tools.localfarm import ROOT
 
-PROJECT_LAYERS = ("api", "workers", "voices_store", "shared")
+PROJECT_LAYERS = ("api", "workers", "voices_store", "shared", "client")
 MODEL_STACK = ("torch", "torchaudio", "TTS", "transformers")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "shared": ("api", "workers", "voices_store", *MODEL_STACK),
     "voices_store": ("api", "workers", *MODEL_STACK),
     "workers": ("api",),
     "api": ("workers", *MODEL_STACK),
+    "client": ("api", "workers", "voices_store", "shared", "tools", *MODEL_STACK),
 }
 
 

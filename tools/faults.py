@@ -45,6 +45,9 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self._stopped.is_set():  # accepted as the cut happened: refused, as the cut promises
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -85,8 +88,14 @@ class TcpProxy:
         """Drop every open connection and refuse new ones."""
         self._stopped.set()
         if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would leave the socket listening
+            # (that thread still holds it), accepting connections and keeping restore() from binding the port.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         with self._lock:
             pairs = list(self._pairs)
         for pair in pairs:

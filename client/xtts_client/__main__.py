@@ -1,0 +1,3 @@
+from xtts_client.cli import main
+
+raise SystemExit(main())
