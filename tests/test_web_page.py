@@ -184,6 +184,7 @@ def test_speech_plays_while_it_streams_and_every_sample_is_played(page: Page, ke
     assert job["state"] == "succeeded"
     assert scheduled == job["progress"]["audio_samples"] > SAMPLE_RATE // 2
     assert played == pytest.approx(scheduled / SAMPLE_RATE, abs=0.002)
+    assert int(player.get_attribute("data-ended-samples") or 0) == scheduled  # each block's "ended" event fired
     assert int(player.get_attribute("data-blocks") or 0) > 1  # scheduled as it arrived, not at the end
     expect(page.locator("#elapsed")).to_have_text(f"{scheduled / SAMPLE_RATE:.1f} s")
 
@@ -215,6 +216,10 @@ def test_farm_errors_are_shown_to_the_user(page: Page, keyed_farm: Farm, web_key
     expect(page.locator("#player")).to_have_attribute("data-state", "failed")
 
 
+# A voice's name is the tenant's own text: the page must show it, not run it.
+NAME = '<img src=x onerror="window.injected=1">Web Voice'
+
+
 def test_a_voice_is_cloned_listed_and_deleted(page: Page, keyed_farm: Farm, web_key: str, make_audio) -> None:
     _open_with_key(page, keyed_farm, web_key)
     voice_id = f"web-{uuid.uuid4().hex[:8]}"
@@ -222,13 +227,14 @@ def test_a_voice_is_cloned_listed_and_deleted(page: Page, keyed_farm: Farm, web_
         {"name": "sample.wav", "mimeType": "audio/wav", "buffer": make_audio("wav", freq=311)}
     )
     page.get_by_label("Voice id").fill(voice_id)
-    page.get_by_label("Name", exact=True).fill("Web Voice")
+    page.get_by_label("Name", exact=True).fill(NAME)
     page.get_by_role("button", name="Clone and save").click()
     expect(page.locator("#clone-status")).to_contain_text(f"Saved voice {voice_id}")
     item = page.locator(f'#saved-voices li[data-voice-id="{voice_id}"]')
-    expect(item).to_contain_text(f"Web Voice ({voice_id})")
+    expect(item).to_contain_text(f"{NAME} ({voice_id})")  # shown as text, never parsed as HTML
+    assert page.evaluate("window.injected") is None
     expect(page.locator(f'#saved-voice-options option[value="{voice_id}"]')).to_have_count(1)
-    assert _api(keyed_farm, web_key, "GET", f"/saved_voices/{voice_id}").json()["name"] == "Web Voice"
+    assert _api(keyed_farm, web_key, "GET", f"/saved_voices/{voice_id}").json()["name"] == NAME
     # The same id again, without "replace": the farm's 409 shown on the page.
     page.get_by_role("button", name="Clone and save").click()
     expect(page.locator("#clone-error")).to_contain_text("(voice_exists)")

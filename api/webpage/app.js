@@ -143,6 +143,7 @@ class StreamPlayer {
     this.sampleRate = sampleRate;
     this.blocks = []; // [start time, duration] of each scheduled block, in order
     this.scheduledSamples = 0;
+    this.endedSamples = 0;
     this.nextStart = 0;
   }
 
@@ -156,6 +157,8 @@ class StreamPlayer {
     source.connect(this.context.destination);
     // After an underrun (synthesis slower than playback) the next block starts now, not in the past.
     const start = Math.max(this.nextStart, this.context.currentTime + START_LEAD_SECONDS);
+    // "ended" fires only once the block has really played through the audio graph, by the context's clock.
+    source.addEventListener("ended", () => (this.endedSamples += samples.length));
     source.start(start);
     this.blocks.push([start, buffer.duration]);
     this.nextStart = start + buffer.duration;
@@ -174,7 +177,7 @@ class StreamPlayer {
   }
 
   finished() {
-    return this.context.currentTime >= this.nextStart;
+    return this.endedSamples === this.scheduledSamples && this.context.currentTime >= this.nextStart;
   }
 
   close() {
@@ -197,6 +200,7 @@ function showPlayerTime() {
     el.dataset.playedSeconds = played.toFixed(3);
     el.dataset.scheduledSamples = String(player.scheduledSamples);
     el.dataset.blocks = String(player.blocks.length);
+    el.dataset.endedSamples = String(player.endedSamples);
     $("elapsed").textContent = `${played.toFixed(1)} s`;
     $("received").textContent = `${(player.scheduledSamples / player.sampleRate).toFixed(1)} s`;
     if (playback.received && player.finished()) {
@@ -233,7 +237,13 @@ async function speak(event) {
   // Made inside the click, so that the browser lets it play; the farm streams 24 kHz.
   playback = { abort, player: new StreamPlayer(24000), received: false };
   const current = playback;
-  Object.assign($("player").dataset, { scheduledSamples: "0", playedSeconds: "0", blocks: "0", session: "" });
+  Object.assign($("player").dataset, {
+    scheduledSamples: "0",
+    endedSamples: "0",
+    playedSeconds: "0",
+    blocks: "0",
+    session: "",
+  });
   $("stop").disabled = false;
   setPlayerState("waiting");
   requestAnimationFrame(showPlayerTime);
