@@ -47,7 +47,8 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
         info=Info(
             title="XTTS synthesis farm",
             version=API_VERSION,
-            description="Streaming XTTS-v2 speech synthesis and voice cloning served by a farm of Celery workers.",
+            description="Streaming XTTS-v2 speech synthesis and voice cloning served by a farm of Celery workers. "
+            "Try it in the browser on the farm's [web page](/ui).",
         ),
         validation_error_status=400,
         validation_error_model=ErrorResponse,
@@ -68,9 +69,10 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     app.before_request(_no_new_work_while_stopping)
     telemetry.register(app)  # request counts for /metrics, job ids on log lines
 
-    from api.routes import cache, info, jobs, metrics, synthesis, voices
+    from api.routes import cache, info, jobs, metrics, synthesis, voices, webpage
 
     for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp):
         app.register_api(blueprint)
+    app.register_blueprint(webpage.bp)  # the web page's files: not API operations, so not in the OpenAPI document
     app.wsgi_app = ClientDeadlines(app.wsgi_app, settings.CLIENT_TIMEOUT_SECONDS)  # type: ignore[method-assign]
     return app

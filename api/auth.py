@@ -26,9 +26,10 @@ from shared.errors import FarmError
 from shared.settings import get_settings
 from shared.tenants import DEFAULT_TENANT
 
-# Served to anyone: health (without worker details unless admin), the OpenAPI document and Swagger UI.
+# Served to anyone: health (without worker details unless admin), the OpenAPI document, Swagger UI and the web page's
+# files (the page holds no data: it asks for a key when the API calls it makes need one).
 PUBLIC_ENDPOINTS = frozenset({"info.health", "info.index", "static"})
-PUBLIC_BLUEPRINTS = frozenset({"openapi", "swagger"})
+PUBLIC_BLUEPRINTS = frozenset({"openapi", "swagger", "webpage"})
 ADMIN_ENDPOINTS = frozenset({"cache.cache_clear", "cache.cache_stats", "metrics.metrics"})
 
 

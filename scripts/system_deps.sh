@@ -5,6 +5,8 @@
 #   postgresql    when asked (`--postgres`): the tests need a PostgreSQL server
 #   docker-compose when asked (`--compose`): Debian's Compose 1.29, which validates docker-compose.yml offline
 #                 (`docker-compose config -q`, no Docker daemon needed); the tests do
+#   chromium      when asked (`--browser`): Debian's browser, driven headless by Playwright in the web page's test
+#                 (tests/test_web_page.py; Playwright never downloads a browser of its own)
 set -euo pipefail
 
 want=(ffmpeg)
@@ -13,6 +15,7 @@ for arg in "$@"; do
     --redis) command -v redis-server >/dev/null || want+=(redis-server) ;;
     --postgres) ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql) ;;
     --compose) command -v docker-compose >/dev/null || want+=(docker-compose) ;;
+    --browser) [ -x /usr/bin/chromium ] || want+=(chromium) ;;
   esac
 done
 missing=()

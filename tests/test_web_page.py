@@ -1,0 +1,317 @@
+"""The web page at /ui: its files served safely (Flask's test client), and the page itself driven in headless
+Chromium (Debian's `chromium`, through Playwright; scripts/system_deps.sh --browser installs it) against a farm
+with API keys on: it asks for a key, plays speech while it is generated, clones, lists and deletes a voice, and
+follows a job to its end or cancels it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tools.localfarm import Farm, create_api_key, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SAMPLE_RATE = 24000
+SPEAKER = "Claribel Dervla"  # a built-in speaker of the dev checkpoint
+SENTENCE = "The farm speaks this sentence while its workers are still synthesizing the rest of it."
+LONG_SENTENCE = (
+    "This sentence is long enough to be a segment of its own, because two of them together would not fit "
+    "within the two hundred and fifty characters that XTTS accepts for English in one go."
+)
+WAIT_MS = 180_000  # synthesis and cloning on two shared CPU cores
+
+
+# --- the files, through Flask's test client -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/style.css", "text/css; charset=utf-8"),
+    ],
+)
+def test_the_page_and_its_files_are_served_with_their_types(client, path: str, content_type: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == content_type
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_the_page_refers_only_to_its_own_files(client) -> None:
+    """Offline: nothing from a CDN or any other host."""
+    for path in ("/ui", "/ui/app.js", "/ui/style.css"):
+        text = client.get(path).get_data(as_text=True)
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, path
+    page = client.get("/ui").get_data(as_text=True)
+    assert 'src="ui/app.js"' in page and 'href="ui/style.css"' in page
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/ui/../api/auth.py", 404),
+        ("/ui/..%2f__init__.py", 404),
+        ("/ui/%2e%2e/%2e%2e/etc/passwd", 404),
+        ("/ui/..%5c..%5capi%5cauth.py", 404),
+        ("/ui/index.html/../app.js/..", 404),
+        ("/ui/webpage.py", 404),
+        ("/ui/etc/passwd", 404),
+        ("/ui//etc/passwd", 404),
+        ("/ui/%00app.js", 400),  # NUL characters are refused before routing, everywhere
+        ("/ui/app.js%00.html", 400),
+    ],
+)
+def test_no_other_file_can_be_reached(client, path: str, status: int) -> None:
+    response = client.get(path, follow_redirects=True)
+    assert response.status_code == status, path
+    assert response.get_json()["error"]["status"] == status
+
+
+def test_ui_with_a_slash_leads_to_the_page_and_no_key_is_needed(app_with) -> None:
+    keyed = app_with(API_KEYS_REQUIRED=True)
+    assert keyed.get("/languages").status_code == 401  # the API needs a key; the page's files do not
+    slash = keyed.get("/ui/")
+    assert slash.status_code == 308 and slash.headers["Location"] == "../ui"
+    assert keyed.get("/ui").status_code == 200 and keyed.get("/ui/app.js").status_code == 200
+
+
+def test_the_page_is_linked_from_the_api_docs_but_is_no_api_operation(client) -> None:
+    spec = client.get("/openapi/openapi.json").get_json()
+    assert not [path for path in spec["paths"] if path.startswith("/ui")]
+    assert "(/ui)" in spec["info"]["description"]
+
+
+# --- the page in headless Chromium, against a farm with keys on ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run scripts/system_deps.sh --browser (make test does)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def web_key(keyed_farm: Farm) -> str:
+    return create_api_key(keyed_farm.database_url, "web-page", "web-tenant")
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()  # its own localStorage: every test starts without a key
+    opened = context.new_page()
+    opened.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)  # assertions wait as long as actions (5 s by default)
+    yield opened
+    context.close()
+
+
+def _api(farm: Farm, key: str, method: str, path: str) -> requests.Response:
+    return requests.request(method, farm.url(path), headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def _open_with_key(page: Page, farm: Farm, key: str) -> None:
+    page.goto(farm.url("/ui"))
+    expect(page.get_by_role("alert").filter(has_text="needs an API key")).to_be_visible()
+    page.get_by_role("textbox", name="API key").fill(key)
+    page.get_by_role("button", name="Use this key").click()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+def test_the_page_asks_for_a_key_until_it_gets_a_valid_one(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    page.goto(keyed_farm.url("/ui"))
+    key_form = page.locator("#key-form")
+    expect(key_form).to_be_visible()
+    expect(page.locator("#key-reason")).to_contain_text("needs an API key")
+    page.get_by_role("textbox", name="API key").fill("xtts_not-a-key")
+    page.get_by_role("button", name="Use this key").click()
+    expect(page.locator("#key-reason")).to_contain_text("not valid")  # the farm's message, asked again
+    page.get_by_role("textbox", name="API key").fill(web_key)
+    page.get_by_role("button", name="Use this key").click()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(key_form).to_be_hidden()
+    assert page.evaluate("localStorage.getItem('xtts-farm-api-key')") == web_key
+    # What the farm offers, in the pickers: its languages and built-in speakers.
+    expect(page.get_by_label("Language", exact=True)).to_have_value("en")
+    languages = page.locator("#language option").all_inner_texts()
+    assert languages == _api(keyed_farm, web_key, "GET", "/languages").json()["languages"]
+    speakers = page.locator("#builtin-voices option").all_inner_texts()
+    assert SPEAKER in speakers
+    assert speakers == _api(keyed_farm, web_key, "GET", "/available_speakers").json()["speakers"]
+    # Reloaded, the page uses the stored key without asking.
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(key_form).to_be_hidden()
+
+
+def test_speech_plays_while_it_streams_and_every_sample_is_played(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    _open_with_key(page, keyed_farm, web_key)
+    page.get_by_label("Text", exact=True).fill(f"{SENTENCE} {SENTENCE}")
+    page.get_by_label("Voice", exact=True).select_option(SPEAKER)
+    page.get_by_role("button", name="Speak now").click()
+    player = page.locator("#player")
+    # While audio is still arriving, the player's clock already runs (the AudioContext's, which advances in
+    # headless Chromium without a sound card).
+    page.wait_for_function(
+        "() => { const p = document.getElementById('player').dataset;"
+        " return Number(p.playedSeconds) > 0 && Number(p.scheduledSamples) > 0; }"
+    )
+    expect(player).to_have_attribute("data-state", "played")
+    scheduled = int(player.get_attribute("data-scheduled-samples") or 0)
+    played = float(player.get_attribute("data-played-seconds") or 0)
+    session = player.get_attribute("data-session") or ""
+    # Every sample the farm produced was scheduled (no byte lost at a read boundary), and played to its end.
+    job = _api(keyed_farm, web_key, "GET", f"/stream_status/{session}").json()
+    assert job["state"] == "succeeded"
+    assert scheduled == job["progress"]["audio_samples"] > SAMPLE_RATE // 2
+    assert played == pytest.approx(scheduled / SAMPLE_RATE, abs=0.002)
+    assert int(player.get_attribute("data-ended-samples") or 0) == scheduled  # each block's "ended" event fired
+    assert int(player.get_attribute("data-blocks") or 0) > 1  # scheduled as it arrived, not at the end
+    expect(page.locator("#elapsed")).to_have_text(f"{scheduled / SAMPLE_RATE:.1f} s")
+
+
+def test_stopping_the_player_cancels_the_farm_session(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    _open_with_key(page, keyed_farm, web_key)
+    page.get_by_label("Text", exact=True).fill(" ".join([LONG_SENTENCE] * 12))
+    page.get_by_role("button", name="Speak now").click()
+    player = page.locator("#player")
+    expect(player).to_have_attribute("data-state", "playing")
+    page.get_by_role("button", name="Stop").click()
+    expect(player).to_have_attribute("data-state", "stopped")
+    session = player.get_attribute("data-session") or ""
+
+    # The page let go of the stream: the farm sees its client leave and cancels the session.
+    wait_for(
+        lambda: _api(keyed_farm, web_key, "GET", f"/stream_status/{session}").json()["state"] == "cancelled",
+        60,
+        "the session to be cancelled",
+        0.2,
+    )
+
+
+def test_farm_errors_are_shown_to_the_user(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    _open_with_key(page, keyed_farm, web_key)
+    page.get_by_label("Text", exact=True).fill("!!! ... ???")
+    page.get_by_role("button", name="Speak now").click()
+    expect(page.locator("#speak-error")).to_contain_text("(nothing_to_speak)")
+    expect(page.locator("#player")).to_have_attribute("data-state", "failed")
+
+
+# A voice's name is the tenant's own text: the page must show it, not run it.
+NAME = '<img src=x onerror="window.injected=1">Web Voice'
+
+
+def test_a_voice_is_cloned_listed_and_deleted(page: Page, keyed_farm: Farm, web_key: str, make_audio) -> None:
+    _open_with_key(page, keyed_farm, web_key)
+    voice_id = f"web-{uuid.uuid4().hex[:8]}"
+    page.get_by_label("Voice sample").set_input_files(
+        {"name": "sample.wav", "mimeType": "audio/wav", "buffer": make_audio("wav", freq=311)}
+    )
+    page.get_by_label("Voice id").fill(voice_id)
+    page.get_by_label("Name", exact=True).fill(NAME)
+    page.get_by_role("button", name="Clone and save").click()
+    expect(page.locator("#clone-status")).to_contain_text(f"Saved voice {voice_id}")
+    item = page.locator(f'#saved-voices li[data-voice-id="{voice_id}"]')
+    expect(item).to_contain_text(f"{NAME} ({voice_id})")  # shown as text, never parsed as HTML
+    assert page.evaluate("window.injected") is None
+    expect(page.locator(f'#saved-voice-options option[value="{voice_id}"]')).to_have_count(1)
+    assert _api(keyed_farm, web_key, "GET", f"/saved_voices/{voice_id}").json()["name"] == NAME
+    # The same id again, without "replace": the farm's 409 shown on the page.
+    page.get_by_role("button", name="Clone and save").click()
+    expect(page.locator("#clone-error")).to_contain_text("(voice_exists)")
+
+    page.get_by_role("button", name=f"Delete voice {voice_id}").click()
+    expect(item).to_have_count(0)
+    expect(page.locator(f'#saved-voice-options option[value="{voice_id}"]')).to_have_count(0)
+    assert _api(keyed_farm, web_key, "GET", f"/saved_voices/{voice_id}").status_code == 404
+
+
+def test_a_job_is_followed_to_its_end(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    _open_with_key(page, keyed_farm, web_key)
+    page.get_by_label("Text", exact=True).fill(" ".join([LONG_SENTENCE] * 3))
+    page.get_by_role("button", name="Queue as a job").click()
+    expect(page.locator("#job-state")).to_have_text("succeeded")
+    job_id = page.locator("#job-id").inner_text()
+    job = _api(keyed_farm, web_key, "GET", f"/jobs/{job_id}").json()
+    assert job["progress"]["segments_total"] == 3 == job["progress"]["segments_done"]
+    progress = page.get_by_label("Segments done")
+    expect(progress).to_have_attribute("value", "3")
+    expect(progress).to_have_attribute("max", "3")
+    expect(page.locator("#job-figures")).to_contain_text(
+        f"3 of 3 segments, {job['progress']['audio_seconds']:.1f} s of audio"
+    )
+    expect(page.locator("#job-audio")).to_be_visible()  # the whole WAV, fetched with the key
+    duration = page.locator("#job-audio").evaluate(
+        "a => new Promise(r => a.readyState >= 1 ? r(a.duration)"
+        " : a.addEventListener('loadedmetadata', () => r(a.duration)))"
+    )
+    assert duration == pytest.approx(job["progress"]["audio_seconds"], abs=0.01)
+    expect(page.get_by_role("button", name="Cancel job")).to_be_disabled()
+
+
+def test_a_job_is_cancelled_from_the_page(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    _open_with_key(page, keyed_farm, web_key)
+    page.get_by_label("Text", exact=True).fill(" ".join([LONG_SENTENCE] * 20))
+    page.get_by_role("button", name="Queue as a job").click()
+    expect(page.locator("#job")).to_be_visible()
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator("#job-state")).to_have_text("cancelled")
+    job_id = page.locator("#job-id").inner_text()
+    job = _api(keyed_farm, web_key, "GET", f"/jobs/{job_id}").json()
+    assert job["state"] == "cancelled" and job["progress"]["segments_done"] < 20
+
+
+PCM_ASSEMBLY = """
+() => {
+  const header = (extra) => {
+    const fmt = [0x66,0x6d,0x74,0x20, 16,0,0,0, 1,0, 1,0, 0xc0,0x5d,0,0, 0x80,0xbb,0,0, 2,0, 16,0];
+    const riff = [0x52,0x49,0x46,0x46, 0xff,0xff,0xff,0xff, 0x57,0x41,0x56,0x45];
+    const data = [0x64,0x61,0x74,0x61, 0xff,0xff,0xff,0xff];
+    return [...riff, ...fmt, ...extra, ...data];
+  };
+  const samples = [0, 1, -1, 32767, -32768, 258, -258, 12345];
+  const pcm = [];
+  for (const s of samples) pcm.push(s & 0xff, (s >> 8) & 0xff);
+  const results = [];
+  // A header with only fmt and data (44 bytes), and one with a LIST chunk of odd length (padded) before data.
+  for (const extra of [[], [0x4c,0x49,0x53,0x54, 3,0,0,0, 1,2,3, 0]]) {
+    const bytes = Uint8Array.from([...header(extra), ...pcm]);
+    for (const size of [1, 2, 3, 5, 7, 43, 45, bytes.length]) {
+      const assembler = new window.xttsPage.PcmAssembler();
+      const out = [];
+      for (let at = 0; at < bytes.length; at += size) out.push(...assembler.push(bytes.subarray(at, at + size)));
+      results.push({ size, header: bytes.length - pcm.length, out, rate: assembler.format.sampleRate });
+    }
+  }
+  return { samples, results };
+}
+"""
+
+
+def test_reads_split_anywhere_give_the_same_samples(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    """A read of the response may end inside the header or inside a sample: nothing is lost or shifted."""
+    _open_with_key(page, keyed_farm, web_key)
+    found = page.evaluate(PCM_ASSEMBLY)
+    assert len(found["results"]) == 16
+    for result in found["results"]:
+        assert result["out"] == found["samples"], result
+        assert result["rate"] == SAMPLE_RATE
