@@ -9,6 +9,7 @@ from typing import Any, Literal
 from flask_openapi3 import FileStorage
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
+from api.encoding import DESCRIPTIONS, MEDIA_TYPES, AudioFormat
 from shared.models import Job, JobSegment
 from shared.params import SynthesisParams
 from voices_store.ids import VOICE_ID_PATTERN, split_voice_key
@@ -49,6 +50,22 @@ def _nested(shape: tuple[int, ...]) -> dict[str, Any]:
 
 SPEAKER_EMBEDDING_SCHEMA = {"anyOf": [_nested(shape) for shape in _EMBEDDING_SHAPES]}
 VOICE_ID_SCHEMA = {"type": "string", "pattern": VOICE_ID_PATTERN}
+
+
+FORMATS_DESCRIPTION = (
+    "Audio format of the response: "
+    + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
+    + (". A /jobs job's audio format is chosen when it is fetched (GET /jobs/{id}/audio?response_format=...).")
+)
+
+
+def audio_response(what: str) -> dict[str, Any]:
+    """An OpenAPI response with one media type per audio format (`response_format` chooses which)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "description": f"{what}, in the requested response_format (24 kHz mono)",
+        "content": {media_type.split(";")[0]: binary for media_type in MEDIA_TYPES.values()},
+    }
 
 
 class InlineLatents(BaseModel):
@@ -101,6 +118,7 @@ class TtsRequest(SynthesisParams):
     speaker_latents: InlineLatents | None = Field(
         None, description="Instead of speaker_id: conditioning latents as /clone_speaker returns them."
     )
+    response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
 
     @field_validator("text")
     @classmethod
@@ -120,6 +138,10 @@ class TtsRequest(SynthesisParams):
             raise ValueError("give exactly one of speaker_id (a saved voice or built-in speaker) and speaker_latents")
         return self
 
+    def identity(self) -> str:
+        """The request as JSON, without how its audio is delivered (what an Idempotency-Key stands for)."""
+        return self.model_dump_json(exclude={"response_format"})
+
     def synthesis_params(self) -> dict[str, Any]:
         return SynthesisParams.model_validate(self.model_dump(include=set(SynthesisParams.model_fields))).model_dump()
 
@@ -130,6 +152,12 @@ class JobPath(BaseModel):
 
 class SessionPath(BaseModel):
     session_id: str = Field(..., max_length=64, description="Session id (the X-Session-Id header of /tts_stream).")
+
+
+class AudioQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
 
 
 class StreamQuery(BaseModel):

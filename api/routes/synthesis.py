@@ -14,21 +14,20 @@ from pydantic import BaseModel
 
 from api.auth import caller
 from api.client import ClientConnection, ClientGone
-from api.delivery import cancel, job_audio, streaming_wav_header, wav_file
+from api.delivery import cancel, job_audio, job_pcm
+from api.encoding import MEDIA_TYPES, encode, encode_file
 from api.errors import ClientLeft, ShuttingDown
 from api.lifecycle import ServerLeaving
 from api.limits import ConcurrencyLimit
-from api.schemas import ErrorResponse, TtsRequest
+from api.schemas import ErrorResponse, TtsRequest, audio_response
 from api.submission import submit
 from shared.errors import FarmError
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("synthesis", __name__, abp_tags=[Tag(name="synthesis", description="Speech synthesis")])
 
-WAV_RESPONSE = {
-    "description": "audio/wav, 24 kHz mono 16-bit PCM",
-    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
-}
+STREAMED_AUDIO = audio_response("The audio, streamed as it is synthesized")
+COMPLETE_AUDIO = audio_response("The complete audio file")
 ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
     400: ErrorResponse,
     413: ErrorResponse,
@@ -51,9 +50,10 @@ def _cancel_abandoned(job_id: str) -> None:
         log.info("session %s cancelled: its client left before the audio was complete", job_id)
 
 
-@bp.post("/tts_stream", responses={200: WAV_RESPONSE, **ERRORS})
+@bp.post("/tts_stream", responses={200: STREAMED_AUDIO, **ERRORS})
 def tts_stream(body: TtsRequest) -> Response:
-    """Stream speech as a WAV: the header at once, then audio as the workers produce it.
+    """Stream speech as it is synthesized, in `response_format` (default wav: the header at once, then the PCM as
+    the workers produce it; compressed formats leave as soon as their encoder emits each packet).
 
     The session id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
     DELETE /stream_cancel/{id}. If synthesis fails mid-way, the stream simply ends; the status says why.
@@ -66,14 +66,13 @@ def tts_stream(body: TtsRequest) -> Response:
         slot.release()
         raise
     client = ClientConnection.of(request.environ)
+    fmt = body.response_format
     finished = False
 
     def audio() -> Iterator[bytes]:
         nonlocal finished
-        yield streaming_wav_header()
         try:
-            for _cursor, pcm in job_audio(job.id, job.segments_total, client=client):
-                yield pcm
+            yield from encode(job_pcm(job.id, job.segments_total, client=client), fmt)
         except ClientGone:
             return
         except ServerLeaving:
@@ -86,7 +85,7 @@ def tts_stream(body: TtsRequest) -> Response:
 
     response = Response(
         audio(),
-        mimetype="audio/wav",
+        content_type=MEDIA_TYPES[fmt],
         headers={"X-Session-Id": job.id, "Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
     # close() runs however the response ends (sent, client gone, write failed, never iterated), unlike the body
@@ -99,7 +98,7 @@ def tts_stream(body: TtsRequest) -> Response:
 @bp.post(
     "/tts",
     responses={
-        200: WAV_RESPONSE,
+        200: COMPLETE_AUDIO,
         409: ErrorResponse,
         # The client closed its connection while it waited (nginx's code): its session is cancelled, nobody reads this.
         499: ErrorResponse,
@@ -108,8 +107,9 @@ def tts_stream(body: TtsRequest) -> Response:
     },
 )
 def tts(body: TtsRequest) -> Response:
-    """Synthesize the whole text and answer with one complete WAV file (409 if the session is cancelled
-    meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the session."""
+    """Synthesize the whole text and answer with one complete file in `response_format` (default wav; 409 if the
+    session is cancelled meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the
+    session."""
     slot = _limit().acquire()
     try:
         job = submit(_celery(), body, origin="tts", tenant=caller().tenant)
@@ -128,4 +128,8 @@ def tts(body: TtsRequest) -> Response:
             ) from None
     finally:
         slot.release()
-    return Response(wav_file(pcm), mimetype="audio/wav", headers={"X-Session-Id": job.id})
+    return Response(
+        encode_file(pcm, body.response_format),
+        content_type=MEDIA_TYPES[body.response_format],
+        headers={"X-Session-Id": job.id},
+    )
