@@ -68,9 +68,9 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     app.before_request(_no_new_work_while_stopping)
     telemetry.register(app)  # request counts for /metrics, job ids on log lines
 
-    from api.routes import cache, info, jobs, metrics, synthesis, voices
+    from api.routes import cache, info, jobs, metrics, openai_api, synthesis, voices
 
-    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp):
+    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp, openai_api.bp):
         app.register_api(blueprint)
     app.wsgi_app = ClientDeadlines(app.wsgi_app, settings.CLIENT_TIMEOUT_SECONDS)  # type: ignore[method-assign]
     return app

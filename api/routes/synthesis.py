@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -50,15 +50,14 @@ def _cancel_abandoned(job_id: str) -> None:
         log.info("session %s cancelled: its client left before the audio was complete", job_id)
 
 
-@bp.post("/tts_stream", responses={200: STREAMED_AUDIO, **ERRORS})
-def tts_stream(body: TtsRequest) -> Response:
-    """Stream speech as it is synthesized, in `response_format` (default wav: the header at once, then the PCM as
-    the workers produce it; compressed formats leave as soon as their encoder emits each packet).
-
-    The session id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
-    DELETE /stream_cancel/{id}. If synthesis fails mid-way, the stream simply ends; the status says why.
-    A client that disconnects before the end cancels the session.
-    """
+def stream_synthesis(
+    body: TtsRequest,
+    content_type: str,
+    frame: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
+) -> Response:
+    """A streamed synthesis response: the request holds a slot while it is served, its audio is encoded in
+    `body.response_format` as it arrives (and framed by `frame`, e.g. as Server-Sent Events), and a client that
+    leaves before the end cancels the session. /tts_stream and /v1/audio/speech both answer with it."""
     slot = _limit().acquire()
     try:
         job = submit(_celery(), body, origin="stream", tenant=caller().tenant)
@@ -72,7 +71,8 @@ def tts_stream(body: TtsRequest) -> Response:
     def audio() -> Iterator[bytes]:
         nonlocal finished
         try:
-            yield from encode(job_pcm(job.id, job.segments_total, client=client), fmt)
+            encoded = encode(job_pcm(job.id, job.segments_total, client=client), fmt)
+            yield from (frame(encoded) if frame is not None else encoded)
         except ClientGone:
             return
         except ServerLeaving:
@@ -85,7 +85,7 @@ def tts_stream(body: TtsRequest) -> Response:
 
     response = Response(
         audio(),
-        content_type=MEDIA_TYPES[fmt],
+        content_type=content_type,
         headers={"X-Session-Id": job.id, "Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
     # close() runs however the response ends (sent, client gone, write failed, never iterated), unlike the body
@@ -93,6 +93,18 @@ def tts_stream(body: TtsRequest) -> Response:
     response.call_on_close(slot.release)
     response.call_on_close(lambda: None if finished else _cancel_abandoned(job.id))
     return response
+
+
+@bp.post("/tts_stream", responses={200: STREAMED_AUDIO, **ERRORS})
+def tts_stream(body: TtsRequest) -> Response:
+    """Stream speech as it is synthesized, in `response_format` (default wav: the header at once, then the PCM as
+    the workers produce it; compressed formats leave as soon as their encoder emits each packet).
+
+    The session id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
+    DELETE /stream_cancel/{id}. If synthesis fails mid-way, the stream simply ends; the status says why.
+    A client that disconnects before the end cancels the session.
+    """
+    return stream_synthesis(body, MEDIA_TYPES[body.response_format])
 
 
 @bp.post(
