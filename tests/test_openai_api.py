@@ -162,3 +162,11 @@ def test_with_keys_the_client_sends_its_key_and_sees_its_tenants_voices(keyed_fa
     with pytest.raises(openai.BadRequestError) as not_theirs:
         _client(keyed_farm, other).audio.speech.create(model="tts-1", voice=voice, input="Not mine.")
     assert not_theirs.value.code == "unknown_speaker"
+
+
+def test_rules_across_fields_are_a_400_not_a_500(farm: Farm, speaker: str) -> None:
+    with pytest.raises(openai.BadRequestError) as crossed:
+        _client(farm).audio.speech.create(
+            model="tts-1", voice=speaker, input="Hello.", extra_body={"min_new_tokens": 50, "max_new_tokens": 10}
+        )
+    assert "min_new_tokens must not exceed max_new_tokens" in crossed.value.body["message"]  # type: ignore[index]

@@ -12,10 +12,11 @@ from typing import Any
 
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from api.auth import caller
 from api.encoding import MEDIA_TYPES
+from api.errors import invalid_input_from
 from api.responses import json_model
 from api.routes.synthesis import stream_synthesis
 from api.schemas import (
@@ -71,7 +72,10 @@ def create_speech(body: SpeechRequest) -> Response:
     """Synthesize `input` with `voice` (a saved voice of the caller's tenant or a built-in speaker), streamed as
     it is made, in `response_format` (default mp3). `instructions` is accepted and ignored; `language` (default en)
     is an extension. A client that disconnects before the end cancels the synthesis."""
-    request = body.tts_request()
+    try:
+        request = body.tts_request()
+    except ValidationError as exc:  # a rule across fields (min_new_tokens <= max_new_tokens): 400, like /tts_stream
+        raise invalid_input_from(exc, "request") from None
     if body.stream_format == "sse":
         return stream_synthesis(request, "text/event-stream", frame=sse_frames)
     return stream_synthesis(request, MEDIA_TYPES[body.response_format])
