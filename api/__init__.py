@@ -69,9 +69,9 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     app.before_request(_no_new_work_while_stopping)
     telemetry.register(app)  # request counts for /metrics, job ids on log lines
 
-    from api.routes import cache, info, jobs, metrics, synthesis, voices, webpage
+    from api.routes import cache, info, jobs, metrics, openai_api, synthesis, voices, webpage
 
-    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp):
+    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp, openai_api.bp):
         app.register_api(blueprint)
     app.register_blueprint(webpage.bp)  # the web page's files: not API operations, so not in the OpenAPI document
     app.wsgi_app = ClientDeadlines(app.wsgi_app, settings.CLIENT_TIMEOUT_SECONDS)  # type: ignore[method-assign]

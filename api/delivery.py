@@ -9,7 +9,7 @@ import logging
 import struct
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -139,7 +139,7 @@ def audio_expired_message(job_id: str) -> str:
 
 def job_audio(
     job_id: str, segments_total: int, cursor: Cursor | None = None, client: ClientConnection | None = None
-) -> Iterator[tuple[Cursor, bytes]]:
+) -> Generator[tuple[Cursor, bytes]]:
     """A job's audio chunks after `cursor`, in order, waiting for workers as needed. With `client`, raises
     ClientGone soon after the client closes its connection: between chunks, and every STREAM_READ_BLOCK_MS while
     waiting."""
@@ -164,6 +164,16 @@ def job_audio(
         return
     finally:
         lifecycle.detach(job_id, segments_total)
+
+
+def job_pcm(job_id: str, segments_total: int, client: ClientConnection | None = None) -> Iterator[bytes]:
+    """`job_audio` from the start, the PCM only; closing it closes the reader at once (its listener detaches)."""
+    chunks = job_audio(job_id, segments_total, client=client)
+    try:
+        for _cursor, pcm in chunks:
+            yield pcm
+    finally:
+        chunks.close()
 
 
 def check_cursor(job: Job, cursor: Cursor) -> None:

@@ -3,8 +3,10 @@
     {"error": {"status": 400, "code": "unknown_language", "message": "...", "details": ...}}
 
 Domain errors (`FarmError` subclasses, from every layer), request validation errors, HTTP errors (404, 405; 413 is
-answered by `api/request_bounds.py`) and unexpected failures are all mapped here, in one place. The API's own domain
-errors are defined here too; Server-Sent Events carry the same body in their `error` event.
+answered by `api/request_bounds.py`) and unexpected failures are all mapped here, in one place. Under /v1/ (the
+OpenAI-compatible API) the same body also carries the fields OpenAI's clients read, `type` and `param`
+(`code` and `message` are already shared), so that `openai.BadRequestError` and its kin show the farm's message.
+The API's own domain errors are defined here too; Server-Sent Events carry the same body in their `error` event.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, Response, has_request_context, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -67,17 +69,44 @@ class StudioSpeakersNotReady(FarmError):
     status, code = 503, "studio_speakers_not_ready"
 
 
+OPENAI_PREFIX = "/v1/"
+# OpenAI's error types, by status (its clients show them; 4xx without an entry are invalid requests).
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+# The request field a domain error is about, named as /v1/audio/speech names it.
+OPENAI_PARAMS = {
+    "unknown_speaker": "voice",
+    "unknown_language": "language",
+    "nothing_to_speak": "input",
+    "text_too_long": "input",
+    "too_many_audio_tokens": "input",
+}
+
+
+def _openai_fields(body: dict[str, Any]) -> dict[str, Any]:
+    status = int(body["status"])
+    kind = "server_error" if status >= 500 else OPENAI_TYPES.get(status, "invalid_request_error")
+    param = OPENAI_PARAMS.get(body["code"])
+    details = body.get("details")
+    if param is None and isinstance(details, list) and details and isinstance(details[0], dict):
+        param = details[0].get("field") or None  # a validation error: its first field
+    return {**body, "type": kind, "param": param}
+
+
+def _error_body(body: dict[str, Any]) -> str:
+    if has_request_context() and request.path.startswith(OPENAI_PREFIX):
+        body = _openai_fields(body)
+    return json.dumps({"error": body})
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
     body: dict[str, Any] = {"status": status, "code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return Response(json.dumps({"error": body}), status=status, mimetype="application/json")
+    return Response(_error_body(body), status=status, mimetype="application/json")
 
 
 def farm_error_response(exc: FarmError) -> Response:
-    return Response(
-        json.dumps({"error": exc.body()}), status=exc.status, mimetype="application/json", headers=exc.headers()
-    )
+    return Response(_error_body(exc.body()), status=exc.status, mimetype="application/json", headers=exc.headers())
 
 
 def _describe(err: Any) -> str:

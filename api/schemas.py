@@ -10,6 +10,7 @@ from typing import Any, Literal
 from flask_openapi3 import FileStorage
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
+from api.encoding import DESCRIPTIONS, MEDIA_TYPES, AudioFormat
 from shared.models import Job, JobSegment
 from shared.params import SynthesisParams
 from voices_store.ids import VOICE_ID_PATTERN, split_voice_key
@@ -50,6 +51,22 @@ def _nested(shape: tuple[int, ...]) -> dict[str, Any]:
 
 SPEAKER_EMBEDDING_SCHEMA = {"anyOf": [_nested(shape) for shape in _EMBEDDING_SHAPES]}
 VOICE_ID_SCHEMA = {"type": "string", "pattern": VOICE_ID_PATTERN}
+
+
+FORMATS_DESCRIPTION = (
+    "Audio format of the response: "
+    + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
+    + (". A /jobs job's audio format is chosen when it is fetched (GET /jobs/{id}/audio?response_format=...).")
+)
+
+
+def audio_response(what: str) -> dict[str, Any]:
+    """An OpenAPI response with one media type per audio format (`response_format` chooses which)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "description": f"{what}, in the requested response_format (24 kHz mono)",
+        "content": {media_type.split(";")[0]: binary for media_type in MEDIA_TYPES.values()},
+    }
 
 
 class InlineLatents(BaseModel):
@@ -194,6 +211,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
     speaker_latents: InlineLatents | None = Field(
         None, description="Instead of speaker_id: conditioning latents as /clone_speaker returns them."
     )
+    response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
 
     @field_validator("text")
     @classmethod
@@ -216,6 +234,22 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
             )
         return self
 
+    @model_validator(mode="after")
+    def _no_header_is_pcm(self) -> TtsRequest:
+        """The official server's `add_wav_header: false` is this farm's `response_format: pcm`."""
+        if not self.add_wav_header:
+            if self.response_format not in ("wav", "pcm"):
+                raise ValueError(
+                    f"add_wav_header: false asks for raw PCM; it cannot go with response_format {self.response_format}"
+                )
+            self.response_format = "pcm"
+        return self
+
+    def identity(self) -> str:
+        """The request as JSON, without how its audio is delivered (what an Idempotency-Key stands for)."""
+        # The official server's fields only restate the speaker (copied into speaker_latents) or say how to deliver.
+        return self.model_dump_json(exclude={"response_format", *OfficialServerShape.model_fields})
+
     def synthesis_params(self) -> dict[str, Any]:
         return SynthesisParams.model_validate(self.model_dump(include=set(SynthesisParams.model_fields))).model_dump()
 
@@ -226,6 +260,12 @@ class JobPath(BaseModel):
 
 class SessionPath(BaseModel):
     session_id: str = Field(..., max_length=64, description="Session id (the X-Session-Id header of /tts_stream).")
+
+
+class AudioQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
 
 
 class StreamQuery(BaseModel):
@@ -243,6 +283,10 @@ class ErrorBody(BaseModel):
     code: str = Field(..., description="Stable machine-readable code (e.g. unknown_language, validation_error)")
     message: str = Field(..., description="What went wrong, for humans")
     details: Any | None = Field(None, description="Structured detail, when there is any (e.g. the supported values)")
+    type: str | None = Field(
+        None, description="On /v1/* only, for OpenAI's clients: invalid_request_error, authentication_error, ..."
+    )
+    param: str | None = Field(None, description="On /v1/* only: the request field at fault, when there is one")
 
 
 class ErrorResponse(BaseModel):
@@ -575,3 +619,108 @@ class VoicesPage(BaseModel):
     total: int
     page: int
     per_page: int
+
+
+# OpenAI-compatible speech API (/v1/*): the shapes OpenAI's clients send and parse.
+
+OPENAI_MODELS = ("xtts-v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+
+
+class VoiceRef(BaseModel):
+    """A custom voice as the `openai` client sends it: `{"id": "my-voice"}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=200)
+
+
+class SpeechRequest(BaseModel):
+    """POST /v1/audio/speech, as OpenAI's `client.audio.speech.create` sends it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"model": "xtts-v2", "input": "Hello there.", "voice": "Claribel Dervla"}]},
+    )
+
+    model: Literal["xtts-v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"] = Field(
+        ..., description="xtts-v2, or one of OpenAI's model ids (aliases: every one is XTTS-v2 here)"
+    )
+    input: str = Field(
+        ...,
+        description="The text to speak (at most MAX_TEXT_CHARS characters; long texts are split into segments).",
+        json_schema_extra=documented_as({"type": "string", "minLength": 1, "pattern": r"\S"}),
+    )
+    voice: str | VoiceRef = Field(
+        ...,
+        description="A saved voice id of the caller's tenant, or a built-in speaker name (see GET /v1/audio/voices); "
+        'also as {"id": ...}',
+        json_schema_extra=documented_as(
+            {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 200}, VoiceRef.model_json_schema()]}
+        ),
+    )
+    response_format: AudioFormat = Field("mp3", description="Audio format (default mp3, as OpenAI's)")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; 1.0 is the model's own.")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio",
+        description="audio: the encoded bytes, streamed as made; sse: Server-Sent Events `speech.audio.delta` "
+        "(base64 audio in response_format) then `speech.audio.done`",
+    )
+    instructions: str | None = Field(
+        None, max_length=4096, description="Accepted for compatibility and ignored: XTTS takes no style prompt."
+    )
+    language: str = Field("en", min_length=1, max_length=16, description="Extension: language code (default en).")
+    min_new_tokens: int | None = Field(
+        None, ge=1, le=605, description="Extension, advanced: lower bound on audio tokens per segment."
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=605, description="Extension, advanced: upper bound on audio tokens per segment."
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _input_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("input is empty")
+        return value
+
+    @field_validator("voice")
+    @classmethod
+    def _voice_not_blank(cls, value: str | VoiceRef) -> str | VoiceRef:
+        if isinstance(value, str) and not 1 <= len(value) <= 200:
+            raise ValueError("voice must be 1 to 200 characters")
+        return value
+
+    def tts_request(self) -> TtsRequest:
+        voice = self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+        return TtsRequest(
+            text=self.input,
+            language=self.language,
+            speaker_id=voice,
+            speed=self.speed,
+            response_format=self.response_format,
+            min_new_tokens=self.min_new_tokens,
+            max_new_tokens=self.max_new_tokens,
+        )
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(..., description="Unix time")
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class VoiceCard(BaseModel):
+    id: str = Field(..., description="What `voice` takes")
+    name: str
+    type: Literal["builtin", "saved"]
+
+
+class VoiceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VoiceCard]

@@ -110,7 +110,7 @@ def resolve_speaker(farm: LiveWorkers, request: TtsRequest, tenant: str) -> Spea
 
 
 def request_digest(request: TtsRequest) -> str:
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    return hashlib.sha256(request.identity().encode()).hexdigest()
 
 
 def earlier_job(tenant: str, idempotency_key: str, request: TtsRequest) -> Job | None:

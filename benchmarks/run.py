@@ -16,6 +16,8 @@ machines are noisy. Sections (run all, or pick with --only):
               at 1 and 4 streams on the CPU
   gpu         on a GPU only: the full-size random-weight model, float32 and float16, time to first audio and
               real-time factor, single stream and concurrent streams
+  formats     the response encoder alone (no farm): first encoded bytes after the first PCM chunk, per
+              response_format, and encoding speed
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import concurrency_bench, farm_bench, model_bench
+from benchmarks import concurrency_bench, farm_bench, formats_bench, model_bench
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("streaming", "pipeline", "throughput", "longtext", "concurrency", "gpu")
+SECTIONS = ("streaming", "pipeline", "throughput", "longtext", "concurrency", "gpu", "formats")
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> str:
@@ -90,6 +92,7 @@ def main() -> None:
             "throughput": farm_bench.throughput,
             "longtext": farm_bench.longtext,
             "concurrency": concurrency_bench.concurrency,
+            "formats": formats_bench.formats,
         }[section]
         title, rows, extra = runner(quick=ns.quick)
         results[section] = {"rows": rows, **extra}

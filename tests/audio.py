@@ -6,10 +6,12 @@ import base64
 import io
 import json
 import struct
+import subprocess
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import requests
 
 HEADER_BYTES = 44
@@ -59,3 +61,66 @@ def sse_events(response: requests.Response) -> Iterator[Event]:
         if fields:
             yield Event(fields.get("event", "message"), fields.get("id"), json.loads(fields.get("data", "{}")))
             fields = {}
+
+
+# How ffmpeg is told what each response_format is (never left to guess: a short ADTS stream fails its probe).
+DEMUXERS = {
+    "wav": ["-f", "wav"],
+    "pcm": ["-f", "s16le", "-ar", "24000", "-ac", "1"],
+    "mp3": ["-f", "mp3"],
+    "opus": ["-f", "ogg"],
+    "aac": ["-f", "aac"],
+    "flac": ["-f", "flac"],
+}
+CODECS = {"wav": "pcm_s16le", "pcm": "pcm_s16le", "mp3": "mp3", "opus": "opus", "aac": "aac", "flac": "flac"}
+# Encoder delay that the container cannot signal (ADTS, and MP3 without a LAME header, which a stream cannot have):
+# decoders output it as leading silence. Ogg Opus signals its pre-skip, FLAC has none.
+PRIMING = {"wav": 0, "pcm": 0, "mp3": 576 + 529, "aac": 1024, "opus": 0, "flac": 0}
+# One codec frame, in samples at 24 kHz: the most padding the last frame may add.
+FRAME = {"wav": 0, "pcm": 0, "mp3": 1152, "aac": 1024, "opus": 480, "flac": 4608}
+
+
+def codec_of(data: bytes, fmt: str) -> str:
+    """The codec ffprobe finds in `data` (read as `fmt`'s container)."""
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", *DEMUXERS[fmt], "-i", "pipe:0", "-show_entries", "stream=codec_name", "-of", "json"],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    streams = json.loads(probe.stdout)["streams"]
+    assert len(streams) == 1, streams
+    return str(streams[0]["codec_name"])
+
+
+def decode(data: bytes, fmt: str) -> np.ndarray:
+    """Every sample of an encoded response, decoded completely (not a duration estimated from the bitrate),
+    as 24 kHz mono int16. Fails on any decoding error."""
+    to_pcm = ["-f", "s16le", "-ar", "24000", "-ac", "1", "pipe:1"]
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", *DEMUXERS[fmt], "-i", "pipe:0", *to_pcm],
+        check=False,
+        input=data,
+        capture_output=True,
+        timeout=60,
+    )
+    errors = done.stderr.decode(errors="replace")
+    if fmt == "wav" and data[40:44] == b"\xdb\xff\xff\xff":
+        # A streamed WAV says "unknown length" (0xFFFFFFFF - 36): ffmpeg calls its last packet short of it "corrupt".
+        errors = errors.replace("pipe:0: corrupt input packet in stream 0\n", "")
+    assert done.returncode == 0 and not errors, errors
+    return np.frombuffer(done.stdout, dtype="<i2")
+
+
+def assert_duration_matches(data: bytes, fmt: str, samples: int) -> np.ndarray:
+    """The decoded audio lasts `samples` (the job's exact audio), give or take what the codec adds: its encoder delay
+    when the container cannot signal it, and the padding of one last frame. Nothing may be missing (no lost tail)."""
+    assert codec_of(data, fmt) == CODECS[fmt]
+    decoded = decode(data, fmt)
+    extra = len(decoded) - samples
+    assert 0 <= extra <= PRIMING[fmt] + FRAME[fmt], (
+        f"{fmt}: decoded {len(decoded)} samples for {samples} sent ({extra:+d}; allowed 0 to "
+        f"{PRIMING[fmt] + FRAME[fmt]})"
+    )
+    return decoded

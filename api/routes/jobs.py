@@ -22,11 +22,21 @@ from api.delivery import (
     sse_audio,
     sse_error,
     sse_event,
-    wav_file,
 )
+from api.encoding import MEDIA_TYPES, encode_file
 from api.lifecycle import ServerLeaving
 from api.responses import json_model
-from api.schemas import ErrorResponse, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery, TtsRequest
+from api.schemas import (
+    AudioQuery,
+    ErrorResponse,
+    JobCreated,
+    JobPath,
+    JobStatus,
+    SessionPath,
+    StreamQuery,
+    TtsRequest,
+    audio_response,
+)
 from api.submission import submit, submit_once
 from shared import jobs, streams
 from shared.errors import AudioExpired, FarmError, InvalidInput, JobNotReady, SynthesisFailed
@@ -35,10 +45,7 @@ from shared.redis_client import get_redis
 from shared.streams import Cursor
 
 log = logging.getLogger(__name__)
-WAV_FILE = {
-    "description": "The job's complete WAV, 24 kHz mono 16-bit PCM",
-    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
-}
+AUDIO_FILE = audio_response("The job's complete audio")
 EVENT_STREAM = {
     "description": "Server-Sent Events: `audio` (id `<segment>-<seq>`), then `end` or `error`",
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -78,12 +85,17 @@ def create_job(body: TtsRequest) -> Response:
         state=job.state,
         status_url=url_for("jobs.job_status", job_id=job.id),
         stream_url=url_for("jobs.job_stream", job_id=job.id),
-        audio_url=url_for("jobs.job_audio_file", job_id=job.id),
+        # The job's audio URL keeps the format its request asked for (None: the default, wav, needs no parameter).
+        audio_url=url_for("jobs.job_audio_file", job_id=job.id, response_format=_format_param(body.response_format)),
     )
     headers = {"Location": created.status_url}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return json_model(created, 202, headers=headers)
+
+
+def _format_param(fmt: str) -> str | None:
+    return None if fmt == "wav" else fmt
 
 
 @bp.get("/jobs/<job_id>", responses={200: JobStatus, 404: ErrorResponse})
@@ -96,10 +108,10 @@ def job_status(path: JobPath) -> Response:
 
 @bp.get(
     "/jobs/<job_id>/audio",
-    responses={200: WAV_FILE, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse},
+    responses={200: AUDIO_FILE, 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse},
 )
-def job_audio_file(path: JobPath) -> Response:
-    """The complete WAV of a job that has succeeded."""
+def job_audio_file(path: JobPath, query: AudioQuery) -> Response:
+    """The complete audio of a job that has succeeded, in `response_format` (default wav)."""
     job = current_job(path.job_id, tenant=caller().tenant)
     if job.state != JobState.SUCCEEDED.value:
         detail = f": {job.error}" if job.error else ""
@@ -109,7 +121,7 @@ def job_audio_file(path: JobPath) -> Response:
     if not streams.all_segments_exist(get_redis(), job.id, job.segments_total):
         raise AudioExpired(audio_expired_message(job.id))
     pcm = b"".join(chunk for _cursor, chunk in job_audio(job.id, job.segments_total))
-    return Response(wav_file(pcm), mimetype="audio/wav")
+    return Response(encode_file(pcm, query.response_format), content_type=MEDIA_TYPES[query.response_format])
 
 
 @bp.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -16,31 +16,27 @@ from pydantic import BaseModel
 
 from api.auth import caller
 from api.client import ClientConnection, ClientGone
-from api.delivery import cancel, job_audio, streaming_wav_header, wav_file
+from api.delivery import cancel, job_audio, job_pcm
+from api.encoding import MEDIA_TYPES, encode, encode_file
 from api.errors import ClientLeft, ShuttingDown
 from api.lifecycle import ServerLeaving
 from api.limits import ConcurrencyLimit
-from api.schemas import ErrorResponse, TtsRequest
+from api.schemas import ErrorResponse, TtsRequest, audio_response
 from api.submission import submit
 from shared.errors import FarmError
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("synthesis", __name__, abp_tags=[Tag(name="synthesis", description="Speech synthesis")])
 
-PCM_MIMETYPE = "application/octet-stream"  # raw 16-bit little-endian PCM (audio/L16 would say big-endian)
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-AUDIO_CONTENT = {"audio/wav": _BINARY, PCM_MIMETYPE: _BINARY}
-WAV_RESPONSE = {
-    "description": "audio/wav, 24 kHz mono 16-bit PCM; with `add_wav_header: false`, the same PCM without the WAV "
-    "header (application/octet-stream), as coqui's official XTTS server sends it",
-    "content": AUDIO_CONTENT,
-}
-TTS_RESPONSE = {
-    "description": "The farm's own request shape: the WAV itself (audio/wav; application/octet-stream, raw PCM, with "
-    "`add_wav_header: false`). The official XTTS server's shape (`gpt_cond_latent` and `speaker_embedding` at the top "
-    "level): the same audio base64-encoded, as a JSON string (application/json), as the official server answers",
+STREAMED_AUDIO = audio_response("The audio, streamed as it is synthesized")
+COMPLETE_AUDIO = audio_response("The complete audio file")
+# /tts in the official XTTS server's shape (the latents at the top level) answers as that server does.
+TTS_AUDIO = {
+    "description": COMPLETE_AUDIO["description"] + ". A request in the official XTTS server's shape "
+    "(`gpt_cond_latent` and `speaker_embedding` at the top level) gets the same audio base64-encoded, as a JSON "
+    "string (application/json), as the official server answers",
     "content": {
-        **AUDIO_CONTENT,
+        **COMPLETE_AUDIO["content"],
         "application/json": {"schema": {"type": "string", "contentEncoding": "base64"}},
     },
 }
@@ -61,24 +57,19 @@ def _celery() -> Celery:
     return celery
 
 
-def _audio_mimetype(body: TtsRequest) -> str:
-    return "audio/wav" if body.add_wav_header else PCM_MIMETYPE
-
-
 def _cancel_abandoned(job_id: str) -> None:
     if cancel(job_id):
         log.info("session %s cancelled: its client left before the audio was complete", job_id)
 
 
-@bp.post("/tts_stream", responses={200: WAV_RESPONSE, **ERRORS})
-def tts_stream(body: TtsRequest) -> Response:
-    """Stream speech as a WAV: the header at once, then audio as the workers produce it (with
-    `add_wav_header: false`, raw PCM without the header, as coqui's official XTTS server does).
-
-    The session id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
-    DELETE /stream_cancel/{id}. If synthesis fails mid-way, the stream simply ends; the status says why.
-    A client that disconnects before the end cancels the session.
-    """
+def stream_synthesis(
+    body: TtsRequest,
+    content_type: str,
+    frame: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
+) -> Response:
+    """A streamed synthesis response: the request holds a slot while it is served, its audio is encoded in
+    `body.response_format` as it arrives (and framed by `frame`, e.g. as Server-Sent Events), and a client that
+    leaves before the end cancels the session. /tts_stream and /v1/audio/speech both answer with it."""
     slot = _limit().acquire()
     try:
         job = submit(_celery(), body, origin="stream", tenant=caller().tenant)
@@ -86,15 +77,14 @@ def tts_stream(body: TtsRequest) -> Response:
         slot.release()
         raise
     client = ClientConnection.of(request.environ)
+    fmt = body.response_format
     finished = False
 
     def audio() -> Iterator[bytes]:
         nonlocal finished
-        if body.add_wav_header:
-            yield streaming_wav_header()
         try:
-            for _cursor, pcm in job_audio(job.id, job.segments_total, client=client):
-                yield pcm
+            encoded = encode(job_pcm(job.id, job.segments_total, client=client), fmt)
+            yield from (frame(encoded) if frame is not None else encoded)
         except ClientGone:
             return
         except ServerLeaving:
@@ -107,7 +97,7 @@ def tts_stream(body: TtsRequest) -> Response:
 
     response = Response(
         audio(),
-        mimetype=_audio_mimetype(body),
+        content_type=content_type,
         headers={"X-Session-Id": job.id, "Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
     # close() runs however the response ends (sent, client gone, write failed, never iterated), unlike the body
@@ -117,10 +107,23 @@ def tts_stream(body: TtsRequest) -> Response:
     return response
 
 
+@bp.post("/tts_stream", responses={200: STREAMED_AUDIO, **ERRORS})
+def tts_stream(body: TtsRequest) -> Response:
+    """Stream speech as it is synthesized, in `response_format` (default wav: the header at once, then the PCM as
+    the workers produce it; compressed formats leave as soon as their encoder emits each packet). The official XTTS
+    server's `add_wav_header: false` is the same as `response_format: pcm`.
+
+    The session id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
+    DELETE /stream_cancel/{id}. If synthesis fails mid-way, the stream simply ends; the status says why.
+    A client that disconnects before the end cancels the session.
+    """
+    return stream_synthesis(body, MEDIA_TYPES[body.response_format])
+
+
 @bp.post(
     "/tts",
     responses={
-        200: TTS_RESPONSE,
+        200: TTS_AUDIO,
         409: ErrorResponse,
         # The client closed its connection while it waited (nginx's code): its session is cancelled, nobody reads this.
         499: ErrorResponse,
@@ -129,11 +132,12 @@ def tts_stream(body: TtsRequest) -> Response:
     },
 )
 def tts(body: TtsRequest) -> Response:
-    """Synthesize the whole text and answer with one complete WAV file (409 if the session is cancelled
-    meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the session.
+    """Synthesize the whole text and answer with one complete file in `response_format` (default wav; 409 if the
+    session is cancelled meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the
+    session.
 
     A request in the official XTTS server's shape (the latents at the top level) is answered as that server does:
-    the WAV base64-encoded, as a JSON string."""
+    the audio base64-encoded, as a JSON string."""
     slot = _limit().acquire()
     try:
         job = submit(_celery(), body, origin="tts", tenant=caller().tenant)
@@ -152,8 +156,8 @@ def tts(body: TtsRequest) -> Response:
             ) from None
     finally:
         slot.release()
-    audio = wav_file(pcm) if body.add_wav_header else pcm
+    audio = encode_file(pcm, body.response_format)
     headers = {"X-Session-Id": job.id}
     if body.official_shape:  # its clients (the Gradio demo) base64-decode the body
         return Response(json.dumps(base64.b64encode(audio).decode()), mimetype="application/json", headers=headers)
-    return Response(audio, mimetype=_audio_mimetype(body), headers=headers)
+    return Response(audio, content_type=MEDIA_TYPES[body.response_format], headers=headers)

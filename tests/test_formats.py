@@ -1,0 +1,223 @@
+"""Audio formats (`response_format`): the encoder itself (api/encoding.py, real ffmpeg, no farm), and every format
+on /tts_stream, /tts and job audio against the running farm, decoded completely to the job's exact duration."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from api.encoding import FORMATS, MEDIA_TYPES, encode, encode_file
+from tests.audio import PRIMING, assert_duration_matches, decode
+from tools.localfarm import Farm
+
+RATE = 24000
+COMPRESSED = [f for f in FORMATS if f not in ("wav", "pcm")]
+
+
+def _tone(samples: int, amplitude: int = 8000) -> bytes:
+    t = np.arange(samples) / RATE
+    return (np.sin(2 * np.pi * 330 * t) * amplitude).astype("<i2").tobytes()
+
+
+def _chunks(pcm: bytes, first: int = 20 * 1024 * 2) -> list[bytes]:
+    """Chunks of the sizes the farm sends: a first one of `stream_chunk_size` tokens, then growing (doubling)."""
+    out, at, size = [], 0, first
+    while at < len(pcm):
+        out.append(pcm[at : at + size])
+        at, size = at + size, min(size * 2, 4 * first)
+    return out
+
+
+def _rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+
+
+def _encoder_children() -> list[str]:
+    """ffmpeg processes whose parent is this process, zombies included ('Z' in their state)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == os.getpid() and name == "ffmpeg":
+            found.append(f"{entry.name} {state}")
+    return found
+
+
+def _feeder_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "audio-encoder-feeder"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_chunks_decode_to_every_sample_with_the_tail_intact(fmt: str) -> None:
+    samples = 3 * RATE + 777  # not a whole number of any codec's frames
+    pcm = _tone(samples)
+    data = b"".join(encode(_chunks(pcm), fmt))
+    decoded = assert_duration_matches(data, fmt, samples)
+    # The last 100 ms are there, at full level (a lost tail would decode as silence or be missing).
+    tail = decoded[PRIMING[fmt] + samples - RATE // 10 : PRIMING[fmt] + samples]
+    assert _rms(tail) > 0.5 * _rms(np.frombuffer(pcm, dtype="<i2")), f"{fmt}: the last 100 ms are missing"
+    assert not _encoder_children() and not _feeder_threads()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_complete_file_decodes_to_every_sample(fmt: str) -> None:
+    samples = RATE + 333
+    data = encode_file(_tone(samples), fmt)
+    assert_duration_matches(data, fmt, samples)
+
+
+def test_a_complete_wav_states_its_true_length_and_a_streamed_one_unknown() -> None:
+    pcm = _tone(1000)
+    complete = encode_file(pcm, "wav")
+    assert int.from_bytes(complete[40:44], "little") == len(pcm) == len(complete) - 44
+    streamed = b"".join(encode([pcm], "wav"))
+    assert int.from_bytes(streamed[40:44], "little") == 0xFFFFFFFF - 36 and streamed[44:] == pcm
+
+
+def test_one_encoder_sees_one_continuous_stream_no_click_at_chunk_ends() -> None:
+    """A tone cut into chunks decodes like the same tone encoded in one piece: no discontinuity at the joins
+    (one encoder per chunk would add priming silence, and a click, at each of them)."""
+    pcm = _tone(2 * RATE)
+    whole = decode(encode_file(pcm, "opus"), "opus").astype(np.float64)
+    chunked = decode(b"".join(encode([pcm[i : i + 4800] for i in range(0, len(pcm), 4800)], "opus")), "opus")
+    difference = chunked.astype(np.float64) - whole
+    assert _rms(difference) < 0.05 * _rms(whole)
+
+
+def test_encoded_bytes_leave_while_the_next_chunk_is_still_awaited() -> None:
+    """The first chunk's audio comes out encoded while the source still waits for its second chunk (the farm sends
+    it only once synthesized): the encoder does not hold packets back until more input or the end."""
+    release, finished = threading.Event(), threading.Event()
+
+    def source() -> Iterator[bytes]:
+        yield _tone(RATE)
+        release.wait(30)
+        finished.set()
+        yield _tone(RATE)
+
+    for fmt in COMPRESSED:
+        release.clear()
+        finished.clear()
+        stream = encode(source(), fmt)
+        try:
+            received = b""
+            while len(received) < 2000:  # past any header: a quarter of a second of audio at the lowest bitrate
+                received += next(stream)
+            assert not finished.is_set(), f"{fmt}: nothing came out before the source's next chunk"
+        finally:
+            release.set()
+            stream.close()
+    assert not _encoder_children() and not _feeder_threads()
+
+
+@pytest.mark.parametrize("fmt", COMPRESSED)
+def test_the_encoder_is_reaped_when_the_consumer_stops_early(fmt: str) -> None:
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield _tone(RATE // 10)
+
+    stream = encode(endless(), fmt)
+    assert next(stream)
+    assert _encoder_children() and _feeder_threads()
+    stream.close()  # what the WSGI server does when the client leaves
+    assert not _encoder_children(), "ffmpeg left running or as a zombie"
+    assert not _feeder_threads(), "the feeder thread is still running"
+
+
+def test_an_error_of_the_source_reaches_the_consumer_and_the_encoder_is_reaped() -> None:
+    class SourceBroke(Exception):
+        pass
+
+    def broken() -> Iterator[bytes]:
+        yield _tone(RATE)
+        raise SourceBroke("synthesis failed")
+
+    with pytest.raises(SourceBroke):
+        b"".join(encode(broken(), "mp3"))
+    assert not _encoder_children() and not _feeder_threads()
+
+
+def test_an_unknown_format_is_refused_naming_the_allowed_ones(client: Any) -> None:
+    body = {"text": "Hello.", "language": "en", "speaker_id": "x", "response_format": "ogg"}
+    for path in ("/tts_stream", "/tts", "/jobs"):
+        response = client.post(path, json=body)
+        assert response.status_code == 400, response.get_data(as_text=True)
+        error = response.get_json()["error"]
+        assert error["code"] == "validation_error"
+        assert all(f"'{fmt}'" in error["message"] for fmt in FORMATS), error["message"]
+    response = client.get("/jobs/nope/audio?response_format=wma")
+    assert response.status_code == 400 and "response_format" in response.get_json()["error"]["message"]
+
+
+def test_the_openapi_document_declares_every_format(client: Any) -> None:
+    spec = client.get("/openapi/openapi.json").get_json()
+    for path, method in (("/tts_stream", "post"), ("/tts", "post"), ("/jobs/{job_id}/audio", "get")):
+        content = spec["paths"][path][method]["responses"]["200"]["content"]
+        assert set(content) == {t.split(";")[0] for t in MEDIA_TYPES.values()}, path
+    assert spec["components"]["schemas"]["TtsRequest"]["properties"]["response_format"]["enum"] == list(FORMATS)
+
+
+# Against the running farm.
+
+
+def _body(speaker: str, fmt: str, tokens: int = 40) -> dict[str, Any]:
+    return {
+        "text": "Formats for every player.",
+        "language": "en",
+        "speaker_id": speaker,
+        "min_new_tokens": tokens,
+        "max_new_tokens": tokens,
+        "stream_chunk_size": 10,
+        "response_format": fmt,
+    }
+
+
+def _job_samples(farm: Farm, job_id: str) -> int:
+    status = farm.wait_for_state(job_id, ("succeeded",))
+    samples: int = status["progress"]["audio_samples"]
+    assert samples > 0
+    return samples
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tts_stream_in_every_format(farm: Farm, speaker: str, fmt: str) -> None:
+    with requests.post(farm.url("/tts_stream"), json=_body(speaker, fmt), stream=True, timeout=120) as response:
+        assert response.status_code == 200, response.text
+        assert response.headers["Content-Type"] == MEDIA_TYPES[fmt]
+        data = b"".join(response.iter_content(chunk_size=None))
+        session = response.headers["X-Session-Id"]
+    assert_duration_matches(data, fmt, _job_samples(farm, session))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tts_in_every_format(farm: Farm, speaker: str, fmt: str) -> None:
+    response = requests.post(farm.url("/tts"), json=_body(speaker, fmt), timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == MEDIA_TYPES[fmt]
+    assert_duration_matches(response.content, fmt, _job_samples(farm, response.headers["X-Session-Id"]))
+
+
+def test_job_audio_in_the_format_asked_for(farm: Farm, speaker: str) -> None:
+    created = requests.post(farm.url("/jobs"), json=_body(speaker, "opus", tokens=60), timeout=30).json()
+    assert created["audio_url"].endswith("?response_format=opus")
+    samples = _job_samples(farm, created["id"])
+    response = requests.get(farm.url(created["audio_url"]), timeout=60)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "audio/ogg"
+    assert_duration_matches(response.content, "opus", samples)
+    for fmt in ("mp3", "aac", "wav"):
+        response = requests.get(farm.url(f"/jobs/{created['id']}/audio"), params={"response_format": fmt}, timeout=60)
+        assert response.status_code == 200 and response.headers["Content-Type"] == MEDIA_TYPES[fmt]
+        assert_duration_matches(response.content, fmt, samples)
