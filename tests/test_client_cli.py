@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.audio import parse_stream_wav, read_wav
+from tests.audio import assert_duration_matches, parse_stream_wav, read_wav
 from tools.faults import TcpProxy
 from tools.localfarm import ROOT, Farm, create_api_key, free_port, wait_for
 
@@ -98,6 +98,24 @@ def test_say_to_stdout_as_wav_and_as_raw_pcm(farm: Farm, speaker: str, xtts: Pat
         xtts, farm.base_url, "say", "Told by the name.", "--speaker", speaker, "-o", str(tmp_path / "a.pcm"), *SHORT
     )
     assert (tmp_path / "a.pcm").read_bytes() == job_pcm(farm, session_of(ok(by_name)))
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac"])
+def test_say_in_a_compressed_format_chosen_by_the_file_name(
+    farm: Farm, speaker: str, xtts: Path, tmp_path: Path, fmt: str
+) -> None:
+    out = tmp_path / f"hello.{fmt}"
+    said = run_xtts(xtts, farm.base_url, "say", "Compressed on the farm.", "--speaker", speaker, "-o", str(out), *SHORT)
+    err = ok(said)
+    status = farm.job(session_of(err))
+    assert_duration_matches(out.read_bytes(), fmt, status["progress"]["audio_samples"])
+    # Job audio too: `xtts job` fetches the finished job in the file's format.
+    book = tmp_path / "book.txt"
+    book.write_text("A job kept as a compressed file.", encoding="utf-8")
+    job_out = tmp_path / f"book.{fmt}"
+    err = ok(run_xtts(xtts, farm.base_url, "job", str(book), "--speaker", speaker, "-o", str(job_out), *SHORT))
+    job_id = re.search(r"job ([0-9a-f-]+) queued", err).group(1)  # type: ignore[union-attr]
+    assert_duration_matches(job_out.read_bytes(), fmt, farm.job(job_id)["progress"]["audio_samples"])
 
 
 def test_voices_clone_list_use_and_delete(farm: Farm, xtts: Path, make_audio, tmp_path: Path) -> None:
