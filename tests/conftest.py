@@ -33,11 +33,20 @@ BACKENDS = ("sqlite", "postgresql")
 FARM_FIXTURES = {"farm", "isolated_farm", "keyed_farm", "speaker", "flower"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need a farm of real processes are marked `farm`; the others form the fast subset."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that need a farm of real processes are marked `farm`; the others form the fast subset. Tests marked
+    `one_backend` (features above the database layer: formats, the OpenAI API, the client, the web page) run
+    against the SQLite farm only; the pipeline's own tests run against both."""
+    other_backends = []
     for item in items:
         needs_farm = FARM_FIXTURES & set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.farm if needs_farm else pytest.mark.fast)
+        callspec = getattr(item, "callspec", None)
+        if item.get_closest_marker("one_backend") and callspec and callspec.params.get("farm", "sqlite") != "sqlite":
+            other_backends.append(item)
+    if other_backends:
+        config.hook.pytest_deselected(items=other_backends)
+        items[:] = [item for item in items if item not in other_backends]
 
 
 @pytest.fixture(scope="session")
