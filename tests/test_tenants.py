@@ -88,6 +88,9 @@ ENDPOINTS = [
     ("GET", "/languages"),
     ("GET", "/available_speakers"),
     ("GET", "/studio_speakers"),
+    ("POST", "/v1/audio/speech"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/audio/voices"),
 ]
 
 
