@@ -59,7 +59,11 @@ def _compare(batched: dict[str, Any], single: dict[str, Any], lone: float) -> di
 
 
 def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    # Counts (the number of streams) are the same in every round; figures are medians.
+    return {
+        key: statistics.median(run[key] for run in runs) if isinstance(value, float) else value
+        for key, value in runs[0].items()
+    }
 
 
 def _paired_runs(
