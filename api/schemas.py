@@ -442,9 +442,10 @@ class CacheCleared(BaseModel):
     )
 
 
-class LanguagesResponse(BaseModel):
-    languages: list[str]
-    source: str = Field(..., description="'workers' (what the live workers' model speaks) or 'xtts_v2' (no worker up)")
+class LanguagesResponse(RootModel[list[str]]):
+    """The language codes, a bare list as coqui's official XTTS server answers (its clients and demo read it so).
+    The `X-Languages-Source` header says where the list comes from: `workers` (what the live workers' model speaks) or
+    `xtts_v2` (XTTS-v2's list, while no worker is up)."""
 
 
 class SpeakersResponse(BaseModel):

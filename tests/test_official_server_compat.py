@@ -221,6 +221,9 @@ def test_studio_speakers_are_the_checkpoints_own_latents(farm: Farm, dev_model_d
 
 
 def test_gradio_demo_tts_with_a_studio_speaker_gets_a_base64_wav_in_json(farm: Farm, speaker: str) -> None:
+    # demo.py's start: its language menu is GET /languages as a list of codes.
+    languages = requests.get(farm.url("/languages"), timeout=10).json()
+    assert isinstance(languages, list) and "en" in languages and all(isinstance(code, str) for code in languages)
     embeddings = _studio_speakers(farm)[speaker]
     # demo.py's `tts()`, as written.
     response = requests.post(

@@ -25,9 +25,10 @@ bp = APIBlueprint("info", __name__, abp_tags=[Tag(name="info", description="Lang
 
 @bp.get("/languages", responses={200: LanguagesResponse})
 def languages() -> Response:
-    """Languages the live workers' model speaks (XTTS-v2's list when no worker is up yet)."""
+    """Languages the live workers' model speaks (XTTS-v2's list when no worker is up yet), as a bare list like the
+    official XTTS server's; the `X-Languages-Source` header says which (`workers` or `xtts_v2`)."""
     langs, source = LiveWorkers.now().languages
-    return json_model(LanguagesResponse(languages=langs, source=source))
+    return json_model(LanguagesResponse(langs), headers={"X-Languages-Source": source})
 
 
 @bp.get("/available_speakers", responses={200: SpeakersResponse})

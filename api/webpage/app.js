@@ -358,7 +358,7 @@ async function cancelJob() {
 // Languages, speakers and saved voices.
 
 async function loadLanguages() {
-  const { languages } = await apiJson("languages");
+  const languages = await apiJson("languages");
   const select = $("language");
   select.replaceChildren(...languages.map((code) => new Option(code, code, code === "en", code === "en")));
 }

@@ -181,7 +181,7 @@ class XTTSClient:
 
     # --- what the farm offers ---------------------------------------------------------------------------------
     def languages(self) -> list[str]:
-        return list(self._json("GET", "/languages")["languages"])
+        return list(self._json("GET", "/languages"))
 
     def speakers(self) -> list[str]:
         """The built-in speakers of the live workers' model."""
