@@ -58,10 +58,19 @@ def _run_job(farm: Farm, speaker: str, sentences: int) -> dict:
 
 
 def test_a_job_moves_the_farm_metrics_with_figures_from_both_workers(farm: Farm, speaker: str) -> None:
-    before = scrape(farm.base_url)
-    status = _run_job(farm, speaker, sentences=4)
-    assert status["state"] == "succeeded"
-    ran_on = {s["worker"] for s in status["segments"]}
+    def idle() -> Samples:  # the farm is shared: earlier tests' jobs must not count in this test's differences
+        samples = scrape(farm.base_url)
+        busy = value(samples, "xtts_jobs", state="queued") + value(samples, "xtts_jobs", state="running")
+        return samples if busy == 0 else {}
+
+    before = wait_for(idle, 180, "no queued or running job on the farm", interval=0.2)
+    # Which worker takes which segment is the broker's choice: one may take all four. Jobs until both have worked.
+    jobs, ran_on = 0, set()
+    while len(ran_on) < 2 and jobs < 6:
+        status = _run_job(farm, speaker, sentences=4)
+        assert status["state"] == "succeeded"
+        jobs += 1
+        ran_on |= {s["worker"] for s in status["segments"]}
     assert len(ran_on) == 2, "both workers should have synthesized a segment"
     assert requests.get(farm.url("/jobs/no-such-job"), timeout=10).status_code == 404
     assert requests.post(farm.url("/jobs"), json={"text": ""}, timeout=10).status_code == 400
@@ -80,7 +89,7 @@ def test_a_job_moves_the_farm_metrics_with_figures_from_both_workers(farm: Farm,
     after = wait_for(moved, 20, "both workers' real-time factors in /metrics", interval=0.2)
 
     # Jobs by state (SQL), live workers (registry), queue depth (Celery's lists in Redis).
-    assert value(after, "xtts_jobs", state="succeeded") == value(before, "xtts_jobs", state="succeeded") + 1
+    assert value(after, "xtts_jobs", state="succeeded") == value(before, "xtts_jobs", state="succeeded") + jobs
     assert {"queued", "running", "succeeded", "failed", "cancelled"} <= {
         dict(labels)["state"] for (n, labels) in after if n == "xtts_jobs"
     }
@@ -95,10 +104,10 @@ def test_a_job_moves_the_farm_metrics_with_figures_from_both_workers(farm: Farm,
         o: value(after, "xtts_segments_total", outcome=o) - value(before, "xtts_segments_total", outcome=o)
         for o in ("done", "job_done")
     }
-    assert finished == {"done": 3, "job_done": 1}
+    assert finished == {"done": 3 * jobs, "job_done": jobs}
     assert (
         value(after, "xtts_time_to_first_audio_seconds_count")
-        == value(before, "xtts_time_to_first_audio_seconds_count") + 1
+        == value(before, "xtts_time_to_first_audio_seconds_count") + jobs
     )
     assert value(after, "xtts_time_to_first_audio_seconds_bucket", le="+Inf") == value(
         after, "xtts_time_to_first_audio_seconds_count"
@@ -114,7 +123,7 @@ def test_a_job_moves_the_farm_metrics_with_figures_from_both_workers(farm: Farm,
     # Requests by endpoint and status code, 4xx included.
     assert (
         value(after, "xtts_http_requests_total", endpoint="jobs.create_job", code="202")
-        == value(before, "xtts_http_requests_total", endpoint="jobs.create_job", code="202") + 1
+        == value(before, "xtts_http_requests_total", endpoint="jobs.create_job", code="202") + jobs
     )
     counted = [dict(labels) for (n, labels) in after if n == "xtts_http_requests_total"]
     assert {"endpoint": "unmatched", "method": "other", "code": "405"} in counted
