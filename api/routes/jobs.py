@@ -19,6 +19,7 @@ from api.delivery import (
     check_cursor,
     current_job,
     job_audio,
+    job_pcm,
     sse_audio,
     sse_error,
     sse_event,
@@ -120,7 +121,7 @@ def job_audio_file(path: JobPath, query: AudioQuery) -> Response:
         )
     if not streams.all_segments_exist(get_redis(), job.id, job.segments_total):
         raise AudioExpired(audio_expired_message(job.id))
-    pcm = b"".join(chunk for _cursor, chunk in job_audio(job.id, job.segments_total))
+    pcm = b"".join(job_pcm(job.id, job.segments_total))
     return Response(encode_file(pcm, query.response_format), content_type=MEDIA_TYPES[query.response_format])
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from api.auth import caller
 from api.client import ClientConnection, ClientGone
-from api.delivery import cancel, job_audio, job_pcm
+from api.delivery import cancel, job_pcm
 from api.encoding import MEDIA_TYPES, encode, encode_file
 from api.errors import ClientLeft, ShuttingDown
 from api.lifecycle import ServerLeaving
@@ -143,7 +143,7 @@ def tts(body: TtsRequest) -> Response:
         job = submit(_celery(), body, origin="tts", tenant=caller().tenant)
         try:
             client = ClientConnection.of(request.environ)
-            pcm = b"".join(chunk for _cursor, chunk in job_audio(job.id, job.segments_total, client=client))
+            pcm = b"".join(job_pcm(job.id, job.segments_total, client=client))
         except ClientGone:
             _cancel_abandoned(job.id)
             raise ClientLeft(
