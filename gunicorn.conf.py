@@ -1,7 +1,10 @@
-"""Gunicorn's options for the API, written once: `make run` (Procfile), the Docker image and the tests' farm all
-start `gunicorn -c gunicorn.conf.py api.wsgi:app`."""
+"""Gunicorn's options for the API, written once: `make run` (scripts/supervise.py), the Docker image and the tests'
+farm all start `gunicorn -c gunicorn.conf.py api.wsgi:app`."""
 
+import ctypes
+import os
 import signal
+import sys
 from typing import Any
 
 from shared import logs
@@ -38,3 +41,16 @@ def post_worker_init(worker: Any) -> None:
             gunicorn_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """A worker dies with its master. A master killed outright (SIGKILL, the out-of-memory killer) would otherwise
+    leave its worker holding the listening socket while it finishes its open streams (up to graceful_timeout): the
+    master that `make run`'s supervisor starts in its place could not bind the port meanwhile, and connections
+    queued on the orphan's socket would wait unanswered. Its listeners resume from their cursor on the new master."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != worker.ppid:  # the master died before the line above
+        os._exit(1)
