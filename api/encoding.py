@@ -31,7 +31,7 @@ import threading
 from collections.abc import Generator, Iterable, Iterator
 from typing import Final, Literal, get_args
 
-from api.delivery import streaming_wav_header, wav_file
+from api.framing import streaming_wav_header, wav_file
 from shared.audio import SAMPLE_RATE
 from shared.errors import FarmError
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 import torch
 
-from api.schemas import TtsRequest
+from api.schemas.synthesis import TtsRequest
 from shared import registry, studio_speakers
 from shared.redis_client import get_redis
 from tests.audio import parse_stream_wav

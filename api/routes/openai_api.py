@@ -6,7 +6,6 @@ add the fields OpenAI's clients read (`type`, `param`): api/errors.py does that 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,17 +16,17 @@ from pydantic import BaseModel, ValidationError
 from api.auth import caller
 from api.encoding import MEDIA_TYPES
 from api.errors import invalid_input_from
+from api.framing import sse_event
 from api.responses import json_model
 from api.routes.synthesis import stream_synthesis
-from api.schemas import (
+from api.schemas.common import ErrorResponse, audio_response
+from api.schemas.openai_api import (
     OPENAI_MODELS,
-    ErrorResponse,
     ModelCard,
     ModelList,
     SpeechRequest,
     VoiceCard,
     VoiceList,
-    audio_response,
 )
 from api.submission import LiveWorkers
 from voices_store import store
@@ -52,19 +51,15 @@ ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
 SAVED_VOICES_PAGE = 500
 
 
-def _sse(data: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
 def sse_frames(audio: Iterator[bytes]) -> Iterator[bytes]:
     """OpenAI's speech events: each piece of encoded audio as it leaves the encoder, then the end."""
     size = 0
     for data in audio:
         size += len(data)
-        yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+        yield sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
     # OpenAI's clients expect usage; XTTS bills nothing, so it is all zeros, and the byte count is an extension.
     usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-    yield _sse({"type": "speech.audio.done", "usage": usage, "audio_bytes": size})
+    yield sse_event({"type": "speech.audio.done", "usage": usage, "audio_bytes": size})
 
 
 @bp.post("/audio/speech", responses={200: SPEECH_RESPONSE, **ERRORS})
