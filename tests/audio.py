@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import struct
 import subprocess
 import wave
@@ -15,6 +16,13 @@ import numpy as np
 import requests
 
 HEADER_BYTES = 44
+
+
+def xtts_samples(tokens: int) -> int:
+    """Samples XTTS's decoder makes of one segment of `tokens` audio tokens: x4 to mel frames, 22.05 -> 24 kHz, 256
+    per frame. What a request with min_new_tokens = max_new_tokens = `tokens` must deliver, counted independently of
+    the farm's own bookkeeping."""
+    return math.floor(tokens * 4 * 24000 / 22050) * 256
 
 
 def parse_stream_wav(data: bytes) -> tuple[dict, bytes]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.encoding import DESCRIPTIONS, MEDIA_TYPES
 from voices_store.ids import VOICE_ID_PATTERN
-from voices_store.latents import EMBEDDING_DIM, GPT_TOKENS, MAX_ABS_VALUE
+from voices_store.latents import EMBEDDING_DIM, MAX_ABS_VALUE, MAX_GPT_ROWS, MAX_GPT_WIDTH
 
 
 def documented_as(schema: dict[str, Any] | Callable[[], dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
@@ -34,8 +34,13 @@ def _array(items: dict[str, Any], n: int | None = None, *, most: int | None = No
 
 
 _VALUE = {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}
-_ROW = _array(_VALUE, most=8192)  # one GPT latent: `width` numbers (1024 for XTTS-v2), the same in every row
-GPT_LATENT_SCHEMA = {"anyOf": [_array(_ROW, GPT_TOKENS), _array(_array(_ROW, GPT_TOKENS), 1)]}
+_ROW = _array(_VALUE, most=MAX_GPT_WIDTH)  # one row: `width` numbers (1024 for XTTS-v2), the same in every row
+_ROWS = _array(_ROW, most=MAX_GPT_ROWS)
+GPT_LATENT_SCHEMA = {"anyOf": [_ROWS, _array(_ROWS, 1)]}
+GPT_LATENT_SHAPE = (
+    f"[rows, width] or [1, rows, width]: 1 to {MAX_GPT_ROWS} rows (XTTS-v2's cloning makes 32), every row as wide "
+    "as the model's GPT (1024 for XTTS-v2)"
+)
 _EMBEDDING_SHAPES = tuple(
     tuple(EMBEDDING_DIM if d == 0 else 1 for d in s) for s in ((0,), (1, 0), (0, 1), (1, 0, 1), (0, 1, 1), (1, 1, 0))
 )
@@ -70,7 +75,7 @@ class InlineLatents(BaseModel):
 
     gpt_cond_latent: list[Any] = Field(
         ...,
-        description="[32, width] or [1, 32, width] (width 1024 for XTTS-v2, every row as wide)",
+        description=GPT_LATENT_SHAPE,
         json_schema_extra=documented_as(GPT_LATENT_SCHEMA),
     )
     speaker_embedding: list[Any] = Field(

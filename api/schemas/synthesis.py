@@ -37,7 +37,7 @@ class OfficialServerShape(BaseModel):
     gpt_cond_latent: list[Any] | None = Field(
         None,
         description="The official server's shape: instead of speaker_latents, the latents at the top level "
-        "([32, width]), with speaker_embedding.",
+        "([rows, width], e.g. 32 or 65 rows), with speaker_embedding.",
         json_schema_extra=documented_as(nullable(GPT_LATENT_SCHEMA)),
     )
     speaker_embedding: list[Any] | None = Field(

@@ -92,7 +92,7 @@ class VoiceResponse(BaseModel):
 
 
 class VoiceWithLatents(VoiceResponse):
-    gpt_cond_latent: list[list[float]] = Field(..., description="[32, width]")
+    gpt_cond_latent: list[list[float]] = Field(..., description="[rows, width], as it was saved (32 rows if cloned)")
     speaker_embedding: list[float] = Field(..., description="[512]")
 
 
