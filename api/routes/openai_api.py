@@ -78,7 +78,7 @@ def create_speech(body: SpeechRequest) -> Response:
 
 @bp.get("/models", responses={200: ModelList})
 def list_models() -> Response:
-    """The model ids /v1/audio/speech accepts: xtts-v2, and OpenAI's ids as aliases of it."""
+    """The model ids /v1/audio/speech accepts: xtts-v2 (and xtts_v2), and OpenAI's ids as aliases of it."""
     cards = [ModelCard(id=model, created=XTTS_V2_RELEASED, owned_by="xtts-farm") for model in OPENAI_MODELS]
     return json_model(ModelList(data=cards))
 

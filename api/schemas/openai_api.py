@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -10,7 +10,9 @@ from api.encoding import AudioFormat
 from api.schemas.common import documented_as
 from api.schemas.synthesis import TtsRequest
 
-OPENAI_MODELS = ("xtts-v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# xtts-v2 as OpenAI-style ids are spelled, xtts_v2 as XTTS_MODEL and coqui spell it; then OpenAI's ids as aliases.
+OpenAIModel = Literal["xtts-v2", "xtts_v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+OPENAI_MODELS: tuple[str, ...] = get_args(OpenAIModel)
 
 
 class VoiceRef(BaseModel):
@@ -29,8 +31,10 @@ class SpeechRequest(BaseModel):
         json_schema_extra={"examples": [{"model": "xtts-v2", "input": "Hello there.", "voice": "Claribel Dervla"}]},
     )
 
-    model: Literal["xtts-v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"] = Field(
-        ..., description="xtts-v2, or one of OpenAI's model ids (aliases: every one is XTTS-v2 here)"
+    model: OpenAIModel = Field(
+        ...,
+        description="xtts-v2 (or xtts_v2, as XTTS_MODEL spells it), or one of OpenAI's model ids (aliases: every one "
+        "is XTTS-v2 here)",
     )
     input: str = Field(
         ...,
