@@ -28,7 +28,7 @@ from api.framing import sse_event
 from api.lifecycle import ServerLeaving
 from api.responses import json_model
 from api.schemas.common import ErrorResponse, audio_response
-from api.schemas.jobs import AudioQuery, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery
+from api.schemas.jobs import JOB_EVENT_SCHEMA, AudioQuery, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery
 from api.schemas.synthesis import TtsRequest
 from api.submission import submit, submit_once
 from shared import jobs, streams
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 AUDIO_FILE = audio_response("The job's complete audio")
 EVENT_STREAM = {
     "description": "Server-Sent Events: `audio` (id `<segment>-<seq>`), then `end` or `error`",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {"text/event-stream": {"schema": JOB_EVENT_SCHEMA}},
 }
 bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
 

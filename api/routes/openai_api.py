@@ -22,6 +22,7 @@ from api.routes.synthesis import stream_synthesis
 from api.schemas.common import ErrorResponse, audio_response
 from api.schemas.openai_api import (
     OPENAI_MODELS,
+    SPEECH_EVENT_SCHEMA,
     ModelCard,
     ModelList,
     SpeechRequest,
@@ -41,7 +42,7 @@ _AUDIO = audio_response("stream_format audio: the audio, streamed as it is synth
 SPEECH_RESPONSE = {
     "description": _AUDIO["description"] + "; stream_format sse: `speech.audio.delta` events (base64 audio in "
     "response_format), then `speech.audio.done`",
-    "content": {**_AUDIO["content"], "text/event-stream": {"schema": {"type": "string"}}},
+    "content": {**_AUDIO["content"], "text/event-stream": {"schema": SPEECH_EVENT_SCHEMA}},
 }
 ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
     400: ErrorResponse,

@@ -3,13 +3,16 @@ formats of responses, and the helpers that make the OpenAPI document say exactly
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.encoding import DESCRIPTIONS, MEDIA_TYPES
+from shared.languages import XTTS_V2_LANGUAGES
+from shared.settings import get_settings
 from voices_store.ids import VOICE_ID_PATTERN
 from voices_store.latents import EMBEDDING_DIM, MAX_ABS_VALUE, MAX_GPT_ROWS, MAX_GPT_WIDTH
 
@@ -52,6 +55,36 @@ def _nested(shape: tuple[int, ...]) -> dict[str, Any]:
 
 SPEAKER_EMBEDDING_SCHEMA = {"anyOf": [_nested(shape) for shape in _EMBEDDING_SHAPES]}
 VOICE_ID_SCHEMA = {"type": "string", "pattern": VOICE_ID_PATTERN}
+# XTTS-v2's languages: what the workers of an XTTS-v2 farm speak (a worker serving another checkpoint may speak
+# fewer: GET /languages says, and a language it lacks is a 400 unknown_language).
+LANGUAGE_SCHEMA = {"type": "string", "enum": list(XTTS_V2_LANGUAGES)}
+
+
+# No string of a request may hold a NUL character (api/request_bounds.py refuses it everywhere: PostgreSQL cannot
+# store one). `\x00` reads the same in JSON Schema's (ECMA-262), Python's and pydantic's regular expressions.
+NO_NUL = r"^[^\x00]*$"
+# "Blank" as ECMA-262's \s: spelled out, because \s differs between regular expression engines (Python's also
+# counts \x1c-\x1f and \x85, Rust's not \ufeff), and the document and the check below must agree on every character.
+_BLANK = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_NOT_BLANK = re.compile(f"[^{_BLANK}]")
+
+
+def text_schema() -> dict[str, Any]:
+    """A text to speak: something besides blanks, no NUL, at most MAX_TEXT_CHARS (read when the document is made,
+    from the farm's settings; a longer text is a 413)."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": get_settings().MAX_TEXT_CHARS,
+        "pattern": f"^[^\\x00]*[^\\x00{_BLANK}][^\\x00]*$",
+    }
+
+
+def not_blank(value: str, name: str) -> str:
+    """`value`, unless it is only blanks (as text_schema's pattern defines them)."""
+    if not _NOT_BLANK.search(value):
+        raise ValueError(f"{name} is empty")
+    return value
 
 
 FORMATS_DESCRIPTION = (
@@ -59,6 +92,24 @@ FORMATS_DESCRIPTION = (
     + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
     + (". A /jobs job's audio format is chosen when it is fetched (GET /jobs/{id}/audio?response_format=...).")
 )
+
+
+def event_schema(events: dict[str, str], with_id: str | None = None) -> dict[str, Any]:
+    """One Server-Sent Event of a text/event-stream response, as OpenAPI 3.1 tools read its `schema` (an object of
+    the event's fields: its `event` name, `message` when it has none, `data`, and `id`); `events`: name -> what its
+    data holds (compact JSON)."""
+    properties: dict[str, Any] = {
+        "event": {"type": "string", "enum": list(events)},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    }
+    if with_id is not None:
+        properties["id"] = {"type": "string", "pattern": with_id, "description": "The last event id so far"}
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": properties,
+        "description": "; ".join(f"`{name}`: {what}" for name, what in events.items()),
+    }
 
 
 def audio_response(what: str) -> dict[str, Any]:
@@ -70,8 +121,26 @@ def audio_response(what: str) -> dict[str, Any]:
     }
 
 
-class InlineLatents(BaseModel):
-    """Conditioning latents as /clone_speaker returns them (squeezed or not)."""
+class CloneAnswerEcho(BaseModel):
+    """What /clone_speaker answers besides the latents, which clients send back with them (the official server's
+    test client sends the whole answer): accepted and ignored."""
+
+    content_hash: str | None = Field(
+        None, max_length=128, pattern=NO_NUL, description="Accepted and ignored (from /clone_speaker)."
+    )
+    reused: bool | None = Field(None, strict=True, description="Accepted and ignored (from /clone_speaker).")
+    reference_seconds: float | None = Field(
+        None, strict=True, description="Accepted and ignored (from /clone_speaker)."
+    )
+
+
+CLONE_ECHO = tuple(CloneAnswerEcho.model_fields)
+
+
+class InlineLatents(CloneAnswerEcho):
+    """Conditioning latents as /clone_speaker returns them (squeezed or not; the rest of its answer may come along)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     gpt_cond_latent: list[Any] = Field(
         ...,

@@ -8,19 +8,32 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.encoding import AudioFormat
-from api.schemas.common import FORMATS_DESCRIPTION, as_utc, documented_as
+from api.schemas.common import FORMATS_DESCRIPTION, NO_NUL, as_utc, documented_as, event_schema
 from voices_store.ids import split_voice_key
 
 if TYPE_CHECKING:
     from shared.models import Job, JobSegment
 
 
+CURSOR_PATTERN = r"^[0-9]{1,9}-[0-9]{1,9}$"
+JOB_EVENT_SCHEMA = event_schema(
+    {
+        "audio": "one audio chunk, {segment, seq, samples, pcm_s16le_base64} (16-bit PCM), its id `<segment>-<seq>`",
+        "end": "the audio is complete, {state}",
+        "error": "the stream broke off, {error: {status, code, message, details}} (the error contract's body)",
+    },
+    with_id=CURSOR_PATTERN,
+)
+
+
 class JobPath(BaseModel):
-    job_id: str = Field(..., max_length=64, description="Job id (also the session id).")
+    job_id: str = Field(..., max_length=64, pattern=NO_NUL, description="Job id (also the session id).")
 
 
 class SessionPath(BaseModel):
-    session_id: str = Field(..., max_length=64, description="Session id (the X-Session-Id header of /tts_stream).")
+    session_id: str = Field(
+        ..., max_length=64, pattern=NO_NUL, description="Session id (the X-Session-Id header of /tts_stream)."
+    )
 
 
 class AudioQuery(BaseModel):
@@ -35,7 +48,7 @@ class StreamQuery(BaseModel):
     cursor: str | None = Field(
         None,
         description="Resume after this event id ('<segment>-<seq>'); the Last-Event-ID header works too.",
-        json_schema_extra=documented_as({"type": "string", "pattern": r"^[0-9]{1,9}-[0-9]{1,9}$"}),
+        json_schema_extra=documented_as({"type": "string", "pattern": CURSOR_PATTERN}),
     )
 
 

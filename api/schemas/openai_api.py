@@ -7,7 +7,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.encoding import AudioFormat
-from api.schemas.common import documented_as
+from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, documented_as, event_schema, not_blank, text_schema
 from api.schemas.synthesis import TtsRequest
 
 # xtts-v2 as OpenAI-style ids are spelled, xtts_v2 as XTTS_MODEL and coqui spell it; then OpenAI's ids as aliases.
@@ -15,12 +15,20 @@ OpenAIModel = Literal["xtts-v2", "xtts_v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tt
 OPENAI_MODELS: tuple[str, ...] = get_args(OpenAIModel)
 
 
+SPEECH_EVENT_SCHEMA = event_schema(
+    {
+        "message": "OpenAI's speech events, no event name: {type: speech.audio.delta, audio} (base64 audio in "
+        "response_format) for each piece, then {type: speech.audio.done, usage, audio_bytes}"
+    }
+)
+
+
 class VoiceRef(BaseModel):
     """A custom voice as the `openai` client sends it: `{"id": "my-voice"}`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(..., min_length=1, max_length=200)
+    id: str = Field(..., min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class SpeechRequest(BaseModel):
@@ -39,14 +47,19 @@ class SpeechRequest(BaseModel):
     input: str = Field(
         ...,
         description="The text to speak (at most MAX_TEXT_CHARS characters; long texts are split into segments).",
-        json_schema_extra=documented_as({"type": "string", "minLength": 1, "pattern": r"\S"}),
+        json_schema_extra=documented_as(text_schema),
     )
     voice: str | VoiceRef = Field(
         ...,
         description="A saved voice id of the caller's tenant, or a built-in speaker name (see GET /v1/audio/voices); "
         'also as {"id": ...}',
         json_schema_extra=documented_as(
-            {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 200}, VoiceRef.model_json_schema()]}
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL},
+                    VoiceRef.model_json_schema(),
+                ]
+            }
         ),
     )
     response_format: AudioFormat = Field("mp3", description="Audio format (default mp3, as OpenAI's)")
@@ -57,9 +70,16 @@ class SpeechRequest(BaseModel):
         "(base64 audio in response_format) then `speech.audio.done`",
     )
     instructions: str | None = Field(
-        None, max_length=4096, description="Accepted for compatibility and ignored: XTTS takes no style prompt."
+        None,
+        max_length=4096,
+        pattern=NO_NUL,
+        description="Accepted for compatibility and ignored: XTTS takes no style prompt.",
     )
-    language: str = Field("en", min_length=1, max_length=16, description="Extension: language code (default en).")
+    language: str = Field(
+        "en",
+        description="Extension: language code (default en), one of GET /languages.",
+        json_schema_extra=documented_as({**LANGUAGE_SCHEMA, "default": "en"}),
+    )
     min_new_tokens: int | None = Field(
         None, ge=1, le=605, description="Extension, advanced: lower bound on audio tokens per segment."
     )
@@ -70,9 +90,7 @@ class SpeechRequest(BaseModel):
     @field_validator("input")
     @classmethod
     def _input_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("input is empty")
-        return value
+        return not_blank(value, "input")
 
     @field_validator("voice")
     @classmethod

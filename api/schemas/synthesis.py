@@ -5,16 +5,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from api.encoding import AudioFormat
 from api.schemas.common import (
+    CLONE_ECHO,
     FORMATS_DESCRIPTION,
     GPT_LATENT_SCHEMA,
+    LANGUAGE_SCHEMA,
+    NO_NUL,
     SPEAKER_EMBEDDING_SCHEMA,
+    CloneAnswerEcho,
     InlineLatents,
     documented_as,
+    not_blank,
     nullable,
+    text_schema,
 )
 from shared.params import SynthesisParams
 
@@ -25,7 +31,7 @@ CHUNK_SIZE_STRING = r"^(?:[1-9][0-9]?|[1-3][0-9]{2}|400)$"
 OFFICIAL_LATENTS = ("gpt_cond_latent", "speaker_embedding")
 
 
-class OfficialServerShape(BaseModel):
+class OfficialServerShape(CloneAnswerEcho):
     """The request shape of coqui's official XTTS streaming server (coqui-ai/xtts-streaming-server), accepted beside
     the farm's own so that its clients work unchanged: the latents at the top level of the body, `stream_chunk_size`
     as a string, `add_wav_header`, and whatever the farm's /clone_speaker answered echoed back (its test client sends
@@ -49,12 +55,6 @@ class OfficialServerShape(BaseModel):
         True,
         strict=True,
         description="As the official server: false answers raw 16-bit little-endian PCM (24 kHz mono), no WAV header.",
-    )
-    # Echoed from /clone_speaker's answer by the official clients; accepted and ignored.
-    content_hash: str | None = Field(None, max_length=128, description="Accepted and ignored (from /clone_speaker).")
-    reused: bool | None = Field(None, strict=True, description="Accepted and ignored (from /clone_speaker).")
-    reference_seconds: float | None = Field(
-        None, strict=True, description="Accepted and ignored (from /clone_speaker)."
     )
 
     @property
@@ -108,6 +108,12 @@ def _tts_request_schema(schema: dict[str, Any]) -> None:
             {"gpt_cond_latent": {"type": "array"}, "speaker_embedding": {"type": "array"}},
         ),
     ]
+    # The official server's add_wav_header: false is raw PCM, so it goes only with response_format wav or pcm (what
+    # `_no_header_is_pcm` checks). Said with anyOf: the OpenAPI document keeps no if/then.
+    schema["anyOf"] = [
+        {"properties": {"add_wav_header": {"enum": [True]}}},
+        {"properties": {"response_format": {"enum": ["wav", "pcm"]}}},
+    ]
     chunk = schema["properties"]["stream_chunk_size"]
     number = {k: v for k, v in chunk.items() if k not in ("description", "title")}
     chunk.clear()
@@ -131,13 +137,18 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
         ...,
         description="Text to speak, with at least one letter or digit; long texts are split into segments at "
         "sentence boundaries.",
-        json_schema_extra=documented_as({"type": "string", "minLength": 1, "pattern": r"\S"}),
+        json_schema_extra=documented_as(text_schema),
     )
-    language: str = Field(..., description="Language code, one of GET /languages (e.g. en, de, zh-cn).")
+    language: str = Field(
+        ...,
+        description="Language code, one of GET /languages (e.g. en, de, zh-cn).",
+        json_schema_extra=documented_as(LANGUAGE_SCHEMA),
+    )
     speaker_id: str | None = Field(
         None,
         min_length=1,
         max_length=200,
+        pattern=NO_NUL,
         description="A saved voice id (see /saved_voices) or a built-in speaker name (see /available_speakers).",
     )
     speaker_latents: InlineLatents | None = Field(
@@ -148,14 +159,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
     @field_validator("text")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text is empty")
-        return value
-
-    @field_validator("language")
-    @classmethod
-    def _language_normalized(cls, value: str) -> str:
-        return value.strip().lower()
+        return not_blank(value, "text")
 
     @model_validator(mode="after")
     def _one_speaker(self) -> TtsRequest:
@@ -180,7 +184,9 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
     def identity(self) -> str:
         """The request as JSON, without how its audio is delivered (what an Idempotency-Key stands for)."""
         # The official server's fields only restate the speaker (copied into speaker_latents) or say how to deliver.
-        return self.model_dump_json(exclude={"response_format", *OfficialServerShape.model_fields})
+        # So does what comes along with inline latents from a clone answer.
+        restated: dict[str, Any] = dict.fromkeys(("response_format", *OfficialServerShape.model_fields), True)
+        return self.model_dump_json(exclude={**restated, "speaker_latents": set(CLONE_ECHO)})
 
     def synthesis_params(self) -> dict[str, Any]:
         return SynthesisParams.model_validate(self.model_dump(include=set(SynthesisParams.model_fields))).model_dump()

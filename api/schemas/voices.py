@@ -8,14 +8,23 @@ from typing import TYPE_CHECKING, Any, Literal
 from flask_openapi3 import FileStorage
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from api.schemas.common import VOICE_ID_SCHEMA, InlineLatents, as_utc, documented_as
+from api.schemas.common import NO_NUL, VOICE_ID_SCHEMA, InlineLatents, as_utc, documented_as
+from shared.settings import get_settings
 
 if TYPE_CHECKING:
     from voices_store.store import VoiceInfo
 
 
+def _save_needs_id_schema(schema: dict[str, Any]) -> None:
+    # What `_save_needs_id` checks: response_format json (or left out), or a save_id to save under.
+    schema["anyOf"] = [
+        {"properties": {"response_format": {"enum": ["json"]}}},
+        {"required": ["save_id"], "properties": {"save_id": VOICE_ID_SCHEMA}},
+    ]
+
+
 class CloneOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_save_needs_id_schema)
 
     response_format: Literal["json", "save"] = Field(
         "json", description="json: return the latents; save: store them as a voice under save_id"
@@ -25,8 +34,8 @@ class CloneOptions(BaseModel):
         description="Voice id to save under (letters, digits, '-', '_')",
         json_schema_extra=documented_as({"anyOf": [VOICE_ID_SCHEMA, {"type": "null"}]}),
     )
-    name: str = Field("", max_length=200)
-    description: str = Field("", max_length=2000)
+    name: str = Field("", max_length=200, pattern=NO_NUL)
+    description: str = Field("", max_length=2000, pattern=NO_NUL)
     overwrite: bool = Field(False, description="Replace an existing voice with the same id")
 
     @model_validator(mode="after")
@@ -36,13 +45,19 @@ class CloneOptions(BaseModel):
         return self
 
 
+def _reference_files_schema() -> dict[str, Any]:
+    """1 to MAX_REFERENCE_PARTS files (read when the document is made, from the farm's settings; more is a 413)."""
+    most = get_settings().MAX_REFERENCE_PARTS
+    return {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": most}
+
+
 class CloneForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # its fields are all there is: an unknown form field is refused
+
     wav_file: list[FileStorage] = Field(
         ...,
         description="One or more reference recordings (WAV, MP3, FLAC, OGG/Opus, M4A), at most MAX_REFERENCE_PARTS",
-        json_schema_extra=documented_as(
-            {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1}
-        ),
+        json_schema_extra=documented_as(_reference_files_schema),
     )
     # flask-openapi3 decodes JSON form fields itself: a dict here, or the raw text if it was not JSON (which
     # `_options` in the route refuses). Documented as the JSON object it must be.
@@ -56,8 +71,8 @@ class CloneForm(BaseModel):
 class SaveVoiceBody(InlineLatents):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("", max_length=200)
-    description: str = Field("", max_length=2000)
+    name: str = Field("", max_length=200, pattern=NO_NUL)
+    description: str = Field("", max_length=2000, pattern=NO_NUL)
     overwrite: bool = False
 
 
