@@ -1,23 +1,20 @@
-"""Delivering a job's audio to HTTP clients: WAV framing, Server-Sent Events, and the waiting policy."""
+"""Delivering a job's audio to HTTP clients: reading its chunks as they come, the waiting policy, and its events
+(framed by api/framing.py)."""
 
 from __future__ import annotations
 
 import base64
-import io
-import json
 import logging
-import struct
 import time
-import wave
 from collections.abc import Generator, Iterator
-from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
 from api.client import ClientConnection
+from api.framing import sse_event
 from api.lifecycle import ServerLeaving, lifecycle
 from shared import jobs, streams
-from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from shared.audio import SAMPLE_WIDTH
 from shared.errors import AudioExpired, FarmError, InvalidCursor, JobCancelled, NotFound, SynthesisFailed
 from shared.models import ACTIVE_STATES, Job, JobState
 from shared.redis_client import get_redis
@@ -25,32 +22,6 @@ from shared.settings import get_settings
 from shared.streams import Cursor
 
 log = logging.getLogger(__name__)
-
-STREAMING_DATA_SIZE = 0xFFFFFFFF - 36  # "unknown length": players read until the connection ends
-
-
-def streaming_wav_header(sample_rate: int = SAMPLE_RATE) -> bytes:
-    """A 44-byte PCM WAV header for a stream whose length is not known yet."""
-    byte_rate = sample_rate * SAMPLE_WIDTH
-    return (
-        b"RIFF"
-        + struct.pack("<I", STREAMING_DATA_SIZE + 36)
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, byte_rate, SAMPLE_WIDTH, 16)
-        + b"data"
-        + struct.pack("<I", STREAMING_DATA_SIZE)
-    )
-
-
-def wav_file(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(SAMPLE_WIDTH)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm)
-    return buffer.getvalue()
 
 
 class _NothingMore(Exception):
@@ -204,28 +175,17 @@ def cancel(job_id: str) -> bool:
     return True
 
 
-def sse_event(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
-    lines = []
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.append(f"event: {event}")
-    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
-    return ("\n".join(lines) + "\n\n").encode()
-
-
 def sse_audio(cursor: Cursor, pcm: bytes) -> bytes:
-    return sse_event(
-        "audio",
-        {
-            "segment": cursor.segment,
-            "seq": cursor.seq,
-            "samples": len(pcm) // SAMPLE_WIDTH,
-            "pcm_s16le_base64": base64.b64encode(pcm).decode(),
-        },
-        event_id=str(cursor),
-    )
+    """The `audio` event of a job's stream: one chunk, its id the cursor a client resumes from."""
+    data = {
+        "segment": cursor.segment,
+        "seq": cursor.seq,
+        "samples": len(pcm) // SAMPLE_WIDTH,
+        "pcm_s16le_base64": base64.b64encode(pcm).decode(),
+    }
+    return sse_event(data, "audio", event_id=str(cursor))
 
 
 def sse_error(exc: FarmError) -> bytes:
     """The `error` event: the same body as an HTTP error response, `{"error": {status, code, message, details}}`."""
-    return sse_event("error", {"error": exc.body()})
+    return sse_event({"error": exc.body()}, "error")

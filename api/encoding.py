@@ -5,8 +5,13 @@ complete WAV (`encode_file`) has its true length. The compressed formats go thro
 through pipes, that sees the whole response as one continuous PCM stream (never one encoder per chunk: no clicks, no
 priming silence at each chunk, one valid container). How each known pitfall is avoided by construction:
 
+- a complete file whose header lacks what only its end knows (FLAC's total samples in STREAMINFO, MP3's Xing/LAME
+  frame count, encoder delay and padding: players show no duration, or cannot seek or play gaplessly): the whole
+  audio is known before a complete file is encoded (`encode_file`), so ffmpeg writes it to a seekable temporary
+  file and goes back to fill the header in;
 - streamed MP3 that players reject: no Xing/LAME header (`-write_xing 0`): on a pipe ffmpeg cannot go back to fill
-  it in, and a header announcing the wrong length (or none) makes players stop early or refuse to seek;
+  it in, and a header announcing the wrong length (or none) makes players stop early or refuse to seek (a streamed
+  FLAC likewise says "total samples unknown", 0, which is true);
 - Ogg Opus: the Ogg muxer writes its identification and comment pages first, then short pages (`page_duration`),
   so the stream is valid from its first bytes and leaves soon;
 - a lost last second: the end of the input is signalled by closing ffmpeg's stdin, and its output is read to EOF
@@ -29,9 +34,10 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Generator, Iterable, Iterator
+from pathlib import Path
 from typing import Final, Literal, get_args
 
-from api.delivery import streaming_wav_header, wav_file
+from api.framing import streaming_wav_header, wav_file
 from shared.audio import SAMPLE_RATE
 from shared.errors import FarmError
 
@@ -49,19 +55,21 @@ MEDIA_TYPES: Final[dict[str, str]] = {
 DESCRIPTIONS: Final[dict[str, str]] = {
     "wav": "WAV, 24 kHz mono 16-bit PCM (streamed: the header says 'unknown length')",
     "pcm": "raw 16-bit little-endian PCM, 24 kHz mono, no header",
-    "mp3": "MP3 (LAME, 128 kbit/s, no Xing header)",
+    "mp3": "MP3 (LAME, 128 kbit/s; a complete file has a Xing/LAME header with its length, a stream none)",
     "opus": "Opus in Ogg (64 kbit/s, 20 ms frames)",
     "aac": "AAC-LC in ADTS frames (96 kbit/s)",
-    "flac": "FLAC (lossless)",
+    "flac": "FLAC (lossless; a complete file's header states its length, a stream's says unknown)",
 }
 
 _INPUT: Final = ("-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-probesize", "32", "-analyzeduration", "0")
 _OUTPUT: Final[dict[str, tuple[str, ...]]] = {
-    "mp3": ("-c:a", "libmp3lame", "-b:a", "128k", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3"),
+    "mp3": ("-c:a", "libmp3lame", "-b:a", "128k", "-id3v2_version", "0", "-f", "mp3"),
     "opus": ("-c:a", "libopus", "-b:a", "64k", "-frame_duration", "20", "-page_duration", "20000", "-f", "ogg"),
     "aac": ("-c:a", "aac", "-b:a", "96k", "-f", "adts"),
     "flac": ("-c:a", "flac", "-f", "flac"),
 }
+# Only for streams: a header that cannot be filled in on a pipe is left out rather than written wrong.
+_STREAM_OUTPUT: Final[dict[str, tuple[str, ...]]] = {"mp3": ("-write_xing", "0")}
 READ_SIZE: Final = 65536
 # ffmpeg is killed at once when a response ends early; this only bounds the wait for a thread still inside its
 # chunk source (a Redis read blocks at most STREAM_READ_BLOCK_MS before the source checks for a client).
@@ -74,9 +82,17 @@ class EncoderFailed(FarmError):
     status, code = 500, "encoder_failed"
 
 
+_HEAD: Final = ("ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", *_INPUT, "-i", "pipe:0", "-vn")
+
+
 def ffmpeg_command(fmt: str) -> list[str]:
-    head = ("ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", *_INPUT, "-i", "pipe:0", "-vn")
-    return [*head, *_OUTPUT[fmt], "-flush_packets", "1", "pipe:1"]
+    """A stream: PCM in on stdin, each encoded packet out on stdout as soon as it exists."""
+    return [*_HEAD, *_OUTPUT[fmt], *_STREAM_OUTPUT.get(fmt, ()), "-flush_packets", "1", "pipe:1"]
+
+
+def ffmpeg_file_command(fmt: str, path: Path) -> list[str]:
+    """A complete file: PCM in on stdin, written to `path`, which ffmpeg can seek in to complete the header."""
+    return [*_HEAD, *_OUTPUT[fmt], "-y", str(path)]
 
 
 def encode(pcm_chunks: Iterable[bytes], fmt: str) -> Generator[bytes]:
@@ -91,12 +107,18 @@ def encode(pcm_chunks: Iterable[bytes], fmt: str) -> Generator[bytes]:
 
 
 def encode_file(pcm: bytes, fmt: str) -> bytes:
-    """A complete file in `fmt` (a WAV header with its true length)."""
+    """A complete file in `fmt`, its header stating its true length (WAV, FLAC, MP3's Xing/LAME header)."""
     if fmt == "wav":
         return wav_file(pcm)
     if fmt == "pcm":
         return pcm
-    return b"".join(_ffmpeg([pcm], fmt))
+    with tempfile.TemporaryDirectory(prefix="xtts-audio-") as folder:
+        path = Path(folder) / f"audio.{fmt}"
+        done = subprocess.run(ffmpeg_file_command(fmt, path), input=pcm, capture_output=True, check=False)
+        if done.returncode != 0:
+            why = done.stderr.decode(errors="replace").strip()[-500:]
+            raise EncoderFailed(f"ffmpeg could not encode {fmt} (exit {done.returncode}): {why}")
+        return path.read_bytes()
 
 
 class _Feeder:

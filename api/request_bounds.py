@@ -1,8 +1,8 @@
 """Bounds on what a request body may be, checked before any endpoint reads it.
 
 - Size: MAX_UPLOAD_MB is for `/clone_speaker`'s recordings. Every other endpoint takes a small JSON document (a text
-  of MAX_TEXT_CHARS, or latents of 32 x 1024 numbers: well under 2 MB), so its body is capped at
-  MAX_JSON_BODY_BYTES: a 20 MB array of numbers would otherwise become hundreds of MB of Python objects.
+  of MAX_TEXT_CHARS, latents of at most MAX_GPT_ROWS x 1024 numbers: under 3 MB at full precision), so its body is
+  capped at MAX_JSON_BODY_BYTES: a 20 MB array of numbers would otherwise become hundreds of MB of Python objects.
 - NUL characters: PostgreSQL cannot store them in text (psycopg raises DataError, which was a 500 there and not on
   SQLite), and no voice id, job id, text or name needs one: refused in the path, the query and every JSON string.
 - Shape: a body that claims to be JSON must parse to an object. JSON nested deeper than Python's recursion limit

@@ -1,4 +1,4 @@
-"""JSON responses built from the response models of `api/schemas.py`, so that the OpenAPI document and what an
+"""JSON responses built from the response models of api/schemas/, so that the OpenAPI document and what an
 endpoint returns cannot drift apart."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.admission import admit, check_request_size
 from api.errors import IdempotencyConflict
-from api.schemas import TtsRequest
+from api.schemas.synthesis import TtsRequest
 from shared import jobs, logs, registry, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import struct
 import subprocess
 import wave
@@ -15,6 +16,13 @@ import numpy as np
 import requests
 
 HEADER_BYTES = 44
+
+
+def xtts_samples(tokens: int) -> int:
+    """Samples XTTS's decoder makes of one segment of `tokens` audio tokens: x4 to mel frames, 22.05 -> 24 kHz, 256
+    per frame. What a request with min_new_tokens = max_new_tokens = `tokens` must deliver, counted independently of
+    the farm's own bookkeeping."""
+    return math.floor(tokens * 4 * 24000 / 22050) * 256
 
 
 def parse_stream_wav(data: bytes) -> tuple[dict, bytes]:
@@ -78,6 +86,46 @@ CODECS = {"wav": "pcm_s16le", "pcm": "pcm_s16le", "mp3": "mp3", "opus": "opus", 
 PRIMING = {"wav": 0, "pcm": 0, "mp3": 576 + 529, "aac": 1024, "opus": 0, "flac": 0}
 # One codec frame, in samples at 24 kHz: the most padding the last frame may add.
 FRAME = {"wav": 0, "pcm": 0, "mp3": 1152, "aac": 1024, "opus": 480, "flac": 4608}
+
+
+def flac_total_samples(data: bytes) -> int:
+    """The total samples a FLAC file's STREAMINFO states (0: unknown), read as the FLAC format lays it out: "fLaC",
+    a 4-byte block header, then 34 bytes whose bits 80 to 143 hold rate (20), channels (3), bits (5), total (36)."""
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, "STREAMINFO is not the first metadata block"
+    packed = int.from_bytes(data[8 + 10 : 8 + 18], "big")
+    return packed & (2**36 - 1)
+
+
+@dataclass(frozen=True)
+class Mp3Info:
+    """What the Xing/Info header of an MP3's first frame says, with its LAME tag's encoder delay and padding."""
+
+    frames: int  # audio frames after this one
+    samples_per_frame: int
+    delay: int
+    padding: int
+
+    @property
+    def samples(self) -> int:
+        """The audio the header announces: what a gapless decoder outputs."""
+        return self.frames * self.samples_per_frame - self.delay - self.padding
+
+
+def mp3_info(data: bytes) -> Mp3Info | None:
+    """The first frame's Xing/Info header and LAME tag, or None when it has none (read by hand: the frame header
+    gives the side information's size, which the Xing tag follows)."""
+    header = int.from_bytes(data[:4], "big")
+    assert header >> 21 == 0x7FF, "no MP3 frame at the start"
+    mpeg1, mono, crc = (header >> 19) & 3 == 3, (header >> 6) & 3 == 3, not (header >> 16) & 1
+    at = 4 + (2 if crc else 0) + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))
+    if data[at : at + 4] not in (b"Xing", b"Info"):
+        return None
+    flags = int.from_bytes(data[at + 4 : at + 8], "big")
+    assert flags & 1, "the Xing header has no frame count"
+    frames = int.from_bytes(data[at + 8 : at + 12], "big")
+    lame = at + 12 + (4 if flags & 2 else 0) + (100 if flags & 4 else 0) + (4 if flags & 8 else 0)
+    delay_padding = int.from_bytes(data[lame + 21 : lame + 24], "big")  # 12 bits each, after the encoder's name
+    return Mp3Info(frames, 1152 if mpeg1 else 576, delay_padding >> 12, delay_padding & 0xFFF)
 
 
 def codec_of(data: bytes, fmt: str) -> str:

@@ -234,7 +234,7 @@ def api_settings(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="session")
 def api_app(api_settings: Settings) -> Iterator:
-    from api import create_app
+    from api.app import create_app
 
     yield create_app(api_settings)
     configure(None)
@@ -261,7 +261,7 @@ def app_with(api_settings: Settings, tmp_path: Path) -> Iterator:
     changed, for tests of limits that must not see other tests' jobs: `client = app_with(MAX_JOBS_PER_TENANT=1)`."""
 
     def make(**overrides: object):  # type: ignore[no-untyped-def]
-        from api import create_app
+        from api.app import create_app
 
         url = f"sqlite:///{tmp_path / f'app-{uuid.uuid4().hex[:8]}.db'}"
         migrate(url)

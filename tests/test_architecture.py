@@ -61,10 +61,11 @@ def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
     assert layer_violations("shared", tmp_path) == ["shared/leak.py:2 imports voices_store"]
 
 
-def _loaded_by(code: str) -> list[str]:
+def _loaded_by(code: str, forbidden: tuple[str, ...] = (*MODEL_STACK, "workers")) -> list[str]:
+    """The modules of the `forbidden` top-level packages that running `code` in a fresh interpreter loads."""
     code += (
         "\nimport sys\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {(*MODEL_STACK, 'workers')!r})\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -72,9 +73,28 @@ def _loaded_by(code: str) -> list[str]:
 
 
 def test_the_api_never_loads_the_model_stack_even_transitively() -> None:
-    assert _loaded_by("from api import create_app\ncreate_app()\nfrom api import wsgi") == []
+    assert _loaded_by("from api.app import create_app\ncreate_app()\nfrom api import wsgi") == []
 
 
 def test_the_shared_layer_never_loads_the_model_stack() -> None:
     modules = sorted(p.stem for p in (ROOT / "shared").glob("*.py") if p.stem != "__init__")
     assert _loaded_by("\n".join(f"import shared.{m}" for m in modules)) == []
+
+
+# The request and response models and the wire framing are about shapes only: they must not drag in the services.
+SERVICES = ("redis", "sqlalchemy", "celery", "kombu")
+LIGHT_API_MODULES = (
+    "api.framing",
+    *sorted(f"api.schemas.{p.stem}" for p in (ROOT / "api" / "schemas").glob("*.py") if p.stem != "__init__"),
+)
+
+
+def test_the_models_and_the_framing_load_no_redis_nor_sql_even_transitively() -> None:
+    assert len(LIGHT_API_MODULES) >= 8  # framing, common and one module per capability
+    assert _loaded_by("\n".join(f"import {module}" for module in LIGHT_API_MODULES), SERVICES) == []
+
+
+def test_the_light_module_check_sees_what_the_delivery_loads() -> None:
+    """Not vacuous: the delivery machinery does load Redis and SQL, and the check reports it."""
+    loaded = _loaded_by("import api.delivery", SERVICES)
+    assert "redis" in loaded and "sqlalchemy" in loaded

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from api.keys import create_key, revoke_key
+from tools.localfarm import ROOT, migrate
 
 REMOTE = {"REMOTE_ADDR": "203.0.113.7"}  # a client on another machine
 
@@ -38,3 +43,17 @@ def test_false_serves_everyone_as_the_operator(app_with) -> None:
     assert _status(client, remote=True) == 200
     health = client.get("/health", environ_base=REMOTE).get_json()
     assert health["workers"] == [] and health["requests"]["limit"] == 10
+
+
+def test_the_documented_key_command_writes_the_key_and_nothing_on_stderr(tmp_path: Path) -> None:
+    """`python -m api.keys create` as README.md and docs/security.md show it: the key on stdout, and no warning
+    (importing the `api` package once ran the app's imports, api.keys among them, and runpy warned about it)."""
+    database_url = f"sqlite:///{tmp_path / 'keys.db'}"
+    migrate(database_url)
+    env = {"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    for command in (["create", "--name", "alice", "--admin"], ["list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "api.keys", *command], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
+        assert (done.returncode, done.stderr) == (0, ""), command
+        assert "alice" in done.stdout

@@ -20,7 +20,8 @@ from xtts_client.resume import AudioEvent, Dropped, EndEvent, RetryPolicy, follo
 from xtts_client.sse import SSEParser
 from xtts_client.wav import WavReader, wav_header
 
-from api.delivery import sse_audio, sse_error, sse_event
+from api.delivery import sse_audio, sse_error
+from api.framing import sse_event
 from shared.errors import AudioExpired
 from shared.streams import Cursor
 from tools.localfarm import free_port
@@ -34,7 +35,7 @@ def farm_stream(cursor: str | None, end: bytes | None = None) -> bytes:
     """What GET /jobs/{id}/stream sends from `cursor` on (the farm's own encoder)."""
     after = Cursor.parse(cursor)
     body = b"".join(sse_audio(c, pcm) for c, pcm in CHUNKS if (c.segment, c.seq) > (after.segment, after.seq))
-    return body + (end if end is not None else sse_event("end", {"state": "succeeded"}))
+    return body + (end if end is not None else sse_event({"state": "succeeded"}, "end"))
 
 
 def pieces(data: bytes, size: int) -> Iterator[bytes]:

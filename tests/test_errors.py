@@ -6,6 +6,7 @@ the real Redis and a real database); only the check of built-in speakers needs l
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -112,6 +113,21 @@ def test_unknown_job_and_session_are_404(client) -> None:
 def test_unknown_route_and_method(client) -> None:
     _error(client.get("/no/such/route"), 404, "not_found")
     _error(client.get("/tts_stream"), 405, "method_not_allowed")
+
+
+def test_every_405_lists_the_methods_of_its_route_in_allow(client) -> None:
+    """RFC 9110: a 405 carries Allow with the methods the resource supports: those the OpenAPI document lists for
+    the path, with HEAD beside GET and OPTIONS, which Flask answers for every route."""
+    spec = client.get("/openapi/openapi.json").get_json()
+    assert len(spec["paths"]) >= 18
+    for path, operations in spec["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        for method in {"PATCH", "PUT", "TRACE", "POST", "DELETE"} - {m.upper() for m in operations}:
+            response = client.open(url, method=method)
+            _error(response, 405, "method_not_allowed")
+            allowed = {m.strip() for m in response.headers.get("Allow", "").split(",")}
+            documented = {m.upper() for m in operations} | {"OPTIONS"} | ({"HEAD"} if "get" in operations else set())
+            assert allowed == documented, f"{method} {path}"
 
 
 def test_the_openapi_document_declares_the_error_contract(client) -> None:

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from api.encoding import FORMATS, MEDIA_TYPES, encode, encode_file
-from tests.audio import PRIMING, assert_duration_matches, decode
+from tests.audio import PRIMING, assert_duration_matches, decode, flac_total_samples, mp3_info, xtts_samples
 from tools.localfarm import Farm, tts_body
 
 # Formats, the OpenAI API and the official server's shapes sit above the database layer: the SQLite farm suffices.
@@ -80,6 +80,20 @@ def test_a_complete_file_decodes_to_every_sample(fmt: str) -> None:
     samples = RATE + 333
     data = encode_file(_tone(samples), fmt)
     assert_duration_matches(data, fmt, samples)
+
+
+@pytest.mark.parametrize("samples", [RATE + 333, 5 * RATE])
+def test_a_complete_flac_or_mp3_states_its_length_in_its_header_and_a_stream_none(samples: int) -> None:
+    """Players read a complete file's duration from its header: FLAC's STREAMINFO total samples, MP3's Xing/Info
+    frame count (with the LAME tag's encoder delay and padding, which make it gapless). A stream cannot know its
+    length when its header leaves: it says 'unknown' (FLAC: 0) or has no such header (MP3), never a wrong one."""
+    pcm = _tone(samples)
+    assert flac_total_samples(encode_file(pcm, "flac")) == samples
+    info = mp3_info(encode_file(pcm, "mp3"))
+    assert info is not None and info.samples_per_frame == 576  # 24 kHz is MPEG-2 Layer III
+    assert info.samples == samples and 0 < info.delay < 2 * info.samples_per_frame
+    assert flac_total_samples(b"".join(encode(_chunks(pcm), "flac"))) == 0
+    assert mp3_info(b"".join(encode(_chunks(pcm), "mp3"))) is None
 
 
 def test_a_complete_wav_states_its_true_length_and_a_streamed_one_unknown() -> None:
@@ -205,6 +219,23 @@ def test_tts_in_every_format(farm: Farm, speaker: str, fmt: str) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == MEDIA_TYPES[fmt]
     assert_duration_matches(response.content, fmt, _job_samples(farm, response.headers["X-Session-Id"]))
+
+
+def test_complete_flac_and_mp3_from_the_farm_state_the_jobs_length(farm: Farm, speaker: str) -> None:
+    """/tts and GET /jobs/{id}/audio answer complete files: their headers hold the length of the audio the request
+    asked for (a pinned token count), so players show the duration."""
+    tokens = 40
+    flac = requests.post(farm.url("/tts"), json=_body(speaker, "flac", tokens), timeout=120)
+    assert flac.status_code == 200, flac.text
+    assert flac_total_samples(flac.content) == xtts_samples(tokens)
+    created = requests.post(farm.url("/jobs"), json=_body(speaker, "wav", tokens), timeout=30).json()
+    assert _job_samples(farm, created["id"]) == xtts_samples(tokens)
+    audio = farm.url(f"/jobs/{created['id']}/audio")
+    flac = requests.get(audio, params={"response_format": "flac"}, timeout=60)
+    assert flac.status_code == 200 and flac_total_samples(flac.content) == xtts_samples(tokens)
+    mp3 = requests.get(audio, params={"response_format": "mp3"}, timeout=60)
+    info = mp3_info(mp3.content)
+    assert mp3.status_code == 200 and info is not None and info.samples == xtts_samples(tokens)
 
 
 def test_job_audio_in_the_format_asked_for(farm: Farm, speaker: str) -> None:

@@ -12,15 +12,18 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 import torch
 
-from api.schemas import TtsRequest
+from api.schemas.synthesis import TtsRequest
 from shared import registry, studio_speakers
 from shared.redis_client import get_redis
-from tests.audio import parse_stream_wav
+from tests.audio import parse_stream_wav, xtts_samples
 from tools.localfarm import Farm, wait_for
+from voices_store.errors import InvalidLatents
+from voices_store.latents import MAX_GPT_ROWS, MAX_GPT_WIDTH, parse_latents
 
 # Formats, the OpenAI API and the official server's shapes sit above the database layer: the SQLite farm suffices.
 pytestmark = pytest.mark.one_backend
@@ -92,6 +95,63 @@ def test_an_official_request_is_a_job_with_the_same_inline_voice_as_speaker_late
     assert speakers[0] == speakers[1] and speakers[0]["kind"] == "inline"
     for response in (official, own):
         client.delete(f"/jobs/{response.get_json()['id']}")
+
+
+# coqui's official client ships test/default_speaker.json: a gpt_cond_latent of 65 rows of 1024 (XTTS v1's cloning of
+# a 3 s reference), which its server reshapes whatever the row count.
+DEFAULT_SPEAKER_ROWS = 65
+
+
+def _rows(n: int, width: int) -> list[list[float]]:
+    return [[0.01 * ((i + j) % 7) for j in range(width)] for i in range(n)]
+
+
+def test_the_official_clients_default_speaker_shape_is_accepted_as_sent() -> None:
+    """The exact shape of default_speaker.json against an XTTS-v2-wide model (1024): kept row for row."""
+    gpt = _rows(DEFAULT_SPEAKER_ROWS, 1024)
+    request = TtsRequest.model_validate({**_official(), "gpt_cond_latent": gpt})
+    assert request.speaker_latents is not None
+    latents = parse_latents(request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding, 1024)
+    assert latents.gpt_cond_latent.shape == (1, DEFAULT_SPEAKER_ROWS, 1024)
+    assert latents.to_json()["gpt_cond_latent"] == np.float32(gpt).tolist()
+    assert parse_latents([gpt], EMBEDDING, 1024).gpt_cond_latent.shape == (1, DEFAULT_SPEAKER_ROWS, 1024)
+    for rows in (1, 32, MAX_GPT_ROWS):
+        assert parse_latents(_rows(rows, 8), EMBEDDING, 8).gpt_cond_latent.shape == (1, rows, 8)
+
+
+@pytest.mark.parametrize(
+    ("gpt", "why"),
+    [
+        (_rows(MAX_GPT_ROWS + 1, 8), f"with 1 to {MAX_GPT_ROWS} rows"),
+        ([], "with 1 to"),
+        ([[]], "with 1 to"),
+        ([_rows(2, 8), _rows(2, 8)], "[2, 2, 8]"),
+        (_rows(3, MAX_GPT_WIDTH + 1), f"at most {MAX_GPT_WIDTH} wide"),
+    ],
+)
+def test_latents_beyond_the_documented_bounds_are_refused(gpt: list[Any], why: str) -> None:
+    with pytest.raises(InvalidLatents) as refused:
+        parse_latents(gpt, EMBEDDING, None)
+    assert why in refused.value.message
+
+
+def test_the_official_stream_client_with_its_65_row_default_speaker_gets_all_its_audio(farm: Farm) -> None:
+    """/tts_stream in the official shape with a 65-row latent (as wide as the dev checkpoint's GPT): the whole audio
+    of the pinned token count, as raw PCM."""
+    tokens = 30
+    body = _official(
+        gpt_cond_latent=_rows(DEFAULT_SPEAKER_ROWS, WIDTH),
+        add_wav_header=False,
+        min_new_tokens=tokens,
+        max_new_tokens=tokens,
+    )
+    with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=180) as response:
+        assert response.status_code == 200, response.text
+        pcm = b"".join(response.iter_content(chunk_size=4096))
+        session_id = response.headers["X-Session-Id"]
+    assert len(pcm) == xtts_samples(tokens) * 2
+    job = farm.wait_for_state(session_id, ("succeeded",))
+    assert job["speaker"]["kind"] == "inline" and job["progress"]["segments_total"] == 1
 
 
 @pytest.mark.parametrize("endpoint", ["/tts_stream", "/tts"])

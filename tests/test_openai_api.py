@@ -125,8 +125,16 @@ def test_errors_come_through_the_client_with_the_farms_message(farm: Farm, speak
 
 def test_models_are_listed_as_openai_lists_them(farm: Farm) -> None:
     models = {m.id: m for m in _client(farm).models.list()}
-    assert {"xtts-v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"} <= set(models)
+    assert {"xtts-v2", "xtts_v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"} <= set(models)
     assert models["xtts-v2"].object == "model" and models["xtts-v2"].owned_by
+
+
+def test_the_model_as_xtts_model_spells_it_is_accepted(farm: Farm, speaker: str) -> None:
+    """XTTS_MODEL says xtts_v2, OpenAI-style ids say xtts-v2: both are the same model."""
+    speech = _client(farm).audio.speech.create(
+        model="xtts_v2", voice=speaker, input="Either spelling.", response_format="wav", extra_body=SHORT
+    )
+    assert_duration_matches(speech.content, "wav", _samples(farm, speech.response.headers["X-Session-Id"]))
 
 
 def test_voices_lists_built_in_speakers(farm: Farm, speaker: str) -> None:

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import uuid
 
+import numpy as np
 import pytest
 import requests
 from sqlalchemy import text
 
 from shared.db import make_engine
-from tests.audio import read_wav, sse_events
-from tools.localfarm import ROOT, Farm, wait_for
+from tests.audio import read_wav, sse_events, xtts_samples
+from tools.localfarm import ROOT, Farm, tts_body, wait_for
 
 WIDTH = 64  # GPT width of the dev checkpoint
 SENTENCE = (
@@ -259,6 +260,23 @@ def test_upload_errors(client, make_audio) -> None:
     assert "options.response_format" in _error(bad_format, 400, "invalid_input")
 
 
+def test_a_voice_of_65_gpt_rows_is_saved_kept_and_spoken(farm: Farm) -> None:
+    """Latents of another row count than cloning's 32 (65: coqui's official client's default speaker) are stored as
+    sent, given back row for row, and synthesize."""
+    rows = [[0.01 * ((i + j) % 5) for j in range(WIDTH)] for i in range(65)]
+    voice_id = _voice_id()
+    body = {"gpt_cond_latent": rows, "speaker_embedding": [0.03] * 512}
+    saved = requests.post(farm.url(f"/save_voice/{voice_id}"), json=body, timeout=10)
+    assert saved.status_code == 201, saved.text
+    kept = requests.get(farm.url(f"/saved_voices/{voice_id}"), params={"include_latents": "true"}, timeout=10).json()
+    assert kept["gpt_cond_latent"] == np.float32(rows).tolist()
+    job = requests.post(farm.url("/jobs"), json=tts_body("Sixty-five rows.", 12, speaker=voice_id), timeout=10).json()
+    status = farm.wait_for_state(job["id"], ("succeeded", "failed"))
+    assert status["state"] == "succeeded", status["error"]
+    audio = requests.get(farm.url(f"/jobs/{job['id']}/audio"), timeout=30).content
+    assert read_wav(audio)[1] == xtts_samples(12)
+
+
 # --- errors in saved voices (point 3) ----------------------------------------------------------------
 
 
@@ -289,7 +307,12 @@ def test_saved_voice_errors(farm: Farm, make_audio) -> None:
     message = _error(
         requests.post(farm.url(f"/save_voice/{_voice_id()}"), json=bad_shape, timeout=10), 400, "invalid_latents"
     )
-    assert "[32, 10]" in message and f"expected [1, 32, {WIDTH}]" in message
+    assert "[32, 10]" in message and f"expected [1, rows, {WIDTH}]" in message and "1 to 128 rows" in message
+    too_many = {**good, "gpt_cond_latent": latents["gpt_cond_latent"] * 4 + latents["gpt_cond_latent"][:1]}
+    message = _error(
+        requests.post(farm.url(f"/save_voice/{_voice_id()}"), json=too_many, timeout=10), 400, "invalid_latents"
+    )
+    assert f"[129, {WIDTH}]" in message
     ragged = {**good, "gpt_cond_latent": [[1.0, 2.0], [3.0]]}
     _error(requests.post(farm.url(f"/save_voice/{_voice_id()}"), json=ragged, timeout=10), 400, "invalid_latents")
     nan = {**good, "speaker_embedding": [float("nan")] * 512}

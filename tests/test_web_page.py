@@ -5,6 +5,7 @@ follows a job to its end or cancels it."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,7 @@ WAIT_MS = 180_000  # synthesis and cloning on two shared CPU cores
         ("/ui", "text/html; charset=utf-8"),
         ("/ui/app.js", "text/javascript; charset=utf-8"),
         ("/ui/style.css", "text/css; charset=utf-8"),
+        ("/ui/favicon.svg", "image/svg+xml"),
     ],
 )
 def test_the_page_and_its_files_are_served_with_their_types(client, path: str, content_type: str) -> None:
@@ -61,6 +63,16 @@ def test_the_page_refers_only_to_its_own_files(client) -> None:
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, path
     page = client.get("/ui").get_data(as_text=True)
     assert 'src="ui/app.js"' in page and 'href="ui/style.css"' in page
+
+
+def test_the_page_names_its_own_icon(client) -> None:
+    """Without an icon of its own, the browser asks for /favicon.ico on every load: a 404 in the console."""
+    page = client.get("/ui").get_data(as_text=True)
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', page)
+    assert icon is not None and icon.group(1) == "ui/favicon.svg"
+    served = client.get("/" + icon.group(1))
+    assert served.status_code == 200 and served.headers["Content-Type"] == "image/svg+xml"
+    assert served.get_data(as_text=True).startswith("<svg ")
 
 
 @pytest.mark.parametrize(
@@ -135,6 +147,29 @@ def _open_with_key(page: Page, farm: Farm, key: str) -> None:
     page.get_by_role("textbox", name="API key").fill(key)
     page.get_by_role("button", name="Use this key").click()
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+def test_a_load_with_a_key_logs_no_error_and_no_request_fails(browser: Browser, keyed_farm: Farm, web_key: str) -> None:
+    """Opened with its key already stored (as on every visit after the first), the page loads without a console
+    error or a failed request: its files, the farm's answers and the icon the browser asks for."""
+    context = browser.new_context()
+    context.add_init_script(f"localStorage.setItem('xtts-farm-api-key', {web_key!r})")
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on("requestfailed", lambda request: errors.append(f"{request.url}: {request.failure}"))
+    opened.on(
+        "response",
+        lambda response: errors.append(f"{response.url}: {response.status}") if response.status >= 400 else None,
+    )
+    try:
+        opened.goto(keyed_farm.url("/ui"))
+        expect(opened.locator("body")).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
+        opened.wait_for_load_state("networkidle")  # the icon is asked for after the load (and outside `response`)
+        assert errors == []
+    finally:
+        context.close()
 
 
 def test_the_page_asks_for_a_key_until_it_gets_a_valid_one(page: Page, keyed_farm: Farm, web_key: str) -> None:

@@ -1,8 +1,11 @@
 """Conditioning latents: shape checks, and serialization that never unpickles.
 
-XTTS conditions on `gpt_cond_latent` [1, 32, width] (width 1024 for XTTS-v2) and `speaker_embedding`
-[1, 512, 1]. Clients often send them squeezed, as the official XTTS server returns them ([32, width] and
-[512]); both forms are accepted and normalized here, so that the model never sees the seed's
+XTTS conditions on `gpt_cond_latent` [1, rows, width] (width 1024 for XTTS-v2) and `speaker_embedding`
+[1, 512, 1]. XTTS-v2's cloning makes 32 rows (its perceiver resampler); XTTS v1 made about 21.5 rows per second of
+reference (65 for its default 3 s: the `default_speaker.json` coqui's official client ships); the GPT takes a
+conditioning prefix of any length, and coqui's official server reshapes any number of rows. So any number from 1 to
+MAX_GPT_ROWS is accepted. Clients often send them squeezed, as the official XTTS server returns them ([rows, width]
+and [512]); both forms are accepted and normalized here, so that the model never sees the seed's
 "Tensors must have same number of dimensions: got 2 and 3".
 """
 
@@ -17,14 +20,20 @@ import numpy as np
 
 from voices_store.errors import InvalidLatents
 
-GPT_TOKENS = 32
+# Four times XTTS-v2's 32 rows, twice the official client's 65. Why no more: every request the bound admits must fit
+# the JSON body cap (api/request_bounds.py, 4 MB): 128 rows of 1024 numbers at full float32 precision take about
+# 2.8 MB (21.6 bytes a number, measured), leaving room for a text of MAX_TEXT_CHARS; 1024 rows would need 22 MB, and
+# a cap that size lets a body of short numbers ("0.0,") become about 280 MB of Python objects per request (measured).
+# The prefix also costs every batch-mate of the sequence as many KV-cache columns (left padding).
+MAX_GPT_ROWS = 128
+MAX_GPT_WIDTH = 1024  # XTTS's GPT (v1 and v2); the dev checkpoint's is narrower
 EMBEDDING_DIM = 512
 MAX_ABS_VALUE = 1e4
 
 
 @dataclass(frozen=True)
 class Latents:
-    gpt_cond_latent: np.ndarray  # float32 [1, 32, width]
+    gpt_cond_latent: np.ndarray  # float32 [1, rows, width]
     speaker_embedding: np.ndarray  # float32 [1, 512, 1]
 
     @property
@@ -37,7 +46,7 @@ class Latents:
     def to_json(self) -> dict[str, Any]:
         """The squeezed lists the official XTTS server's /clone_speaker returns."""
         return {
-            "gpt_cond_latent": self.gpt_cond_latent.reshape(GPT_TOKENS, self.width).tolist(),
+            "gpt_cond_latent": self.gpt_cond_latent.reshape(-1, self.width).tolist(),
             "speaker_embedding": self.speaker_embedding.reshape(EMBEDDING_DIM).tolist(),
         }
 
@@ -82,18 +91,21 @@ def _as_array(name: str, value: Any) -> np.ndarray:
 
 
 def parse_latents(gpt_cond_latent: Any, speaker_embedding: Any, width: int | None) -> Latents:
-    """Validate client-supplied latents against the model's GPT width (None: accept any width)."""
+    """Validate client-supplied latents against the model's GPT width (None: any width up to MAX_GPT_WIDTH)."""
     gpt = _as_array("gpt_cond_latent", gpt_cond_latent)
-    want_width = width if width else (gpt.shape[-1] if gpt.ndim else 0)
-    expected_gpt = f"[1, {GPT_TOKENS}, {width or 'width'}] (or [{GPT_TOKENS}, {width or 'width'}])"
     if gpt.ndim == 2:
         gpt = gpt[None]
-    if gpt.ndim != 3 or gpt.shape[:2] != (1, GPT_TOKENS) or gpt.shape[2] != want_width or want_width == 0:
+    want_width = width or (gpt.shape[-1] if gpt.ndim and 0 < gpt.shape[-1] <= MAX_GPT_WIDTH else 0)
+    rows_ok = gpt.ndim == 3 and gpt.shape[0] == 1 and 1 <= gpt.shape[1] <= MAX_GPT_ROWS
+    if not rows_ok or gpt.shape[2] != want_width or want_width == 0:
+        shown = width or "width"
         raise InvalidLatents(
-            f"gpt_cond_latent has shape {list(np.shape(gpt_cond_latent))}; expected {expected_gpt}",
+            f"gpt_cond_latent has shape {list(np.shape(gpt_cond_latent))}; expected [1, rows, {shown}] (or "
+            f"[rows, {shown}]) with 1 to {MAX_GPT_ROWS} rows" + ("" if width else f", at most {MAX_GPT_WIDTH} wide"),
             details={
                 "field": "gpt_cond_latent",
-                "expected": [1, GPT_TOKENS, width],
+                "expected": [1, "rows", width],
+                "rows": [1, MAX_GPT_ROWS],
                 "got": list(np.shape(gpt_cond_latent)),
             },
         )

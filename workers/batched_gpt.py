@@ -7,11 +7,13 @@ parameters and random generator; sequences join at any step and leave at any ste
 Design
 ------
 *Inputs, as `GPT2InferenceModel.forward` builds them.* coqui feeds the GPT-2 stack (`gpt.gpt`) embeddings,
-never token ids: the prompt is `[cond latents (1, 32, D), text_embedding(t) + text_pos_embedding(t) for
+never token ids: the prompt is `[cond latents (1, N, D), text_embedding(t) + text_pos_embedding(t) for
 t = [start_text] + text + [stop_text], mel_embedding(start_audio) + mel_pos_embedding[0]]`, and the audio token
 generated at position k (1-based; start_audio is position 0) is fed as `mel_embedding(token) +
 mel_pos_embedding[k]`. The GPT-2 stack's own position embeddings are null (zeros), so positions come only from
 these learned embeddings: left padding with an attention mask leaves every real position exactly as it was.
+The conditioning rows carry no position at all, so a prompt of N rows (32 from XTTS-v2's cloning, 65 in coqui's
+official client's default speaker) is only a longer or shorter prompt, batched like any other.
 A step's latent is `final_norm(last hidden state)` (what HiFi-GAN decodes) and its logits `mel_head(latent)`.
 
 *Prefill alone, the last input pending.* `add` runs one sequence's prompt through the GPT by itself (no
@@ -287,9 +289,10 @@ class BatchedGPT:
     ) -> Tensor:
         """Prefill one sequence alone and make it part of the batch from the next `step` on.
 
-        cond_latent [1, N, D] (N = 32 for XTTS-v2); text_tokens [1, T] or [T] (XTTS tokenizer ids, without the
-        start/stop text tokens). `replay`: audio tokens an earlier run of this segment already generated; they
-        are teacher-forced, and their latents [len(replay), D] are returned (empty when there is none).
+        cond_latent [1, N, D] (N rows: 32 from XTTS-v2's cloning, any count); text_tokens [1, T] or [T] (XTTS
+        tokenizer ids, without the start/stop text tokens). `replay`: audio tokens an earlier run of this segment
+        already generated; they are teacher-forced, and their latents [len(replay), D] are returned (empty when
+        there is none).
         """
         if key in self:
             raise KeyError(f"{key!r} is already decoding")

@@ -35,7 +35,8 @@ DEV_TOKENS_PER_CHAR = 1.5
 
 @dataclass(frozen=True)
 class VoiceLatents:
-    """What XTTS conditions on: GPT latents [1, 32, width] and a speaker embedding [1, 512, 1]."""
+    """What XTTS conditions on: GPT latents [1, rows, width] (32 rows from XTTS-v2's cloning) and a speaker
+    embedding [1, 512, 1]."""
 
     gpt_cond_latent: torch.Tensor
     speaker_embedding: torch.Tensor

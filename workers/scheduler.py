@@ -65,7 +65,7 @@ class Segment:
 
     key: Hashable
     parts: tuple[Part, ...]
-    cond_latent: torch.Tensor  # [1, 32, D]
+    cond_latent: torch.Tensor  # [1, N, D]: N conditioning rows (32 from XTTS-v2's cloning)
     speaker_embedding: torch.Tensor  # [1, 512, 1]
     chunk_tokens: int  # audio tokens in the first chunk
     length_scale: float = 1.0  # 1 / speed

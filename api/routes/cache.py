@@ -8,7 +8,7 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.responses import json_model
-from api.schemas import CacheCleared, CacheCounters, CacheStats, CacheTotals, WorkerCacheStats
+from api.schemas.cache import CacheCleared, CacheCounters, CacheStats, CacheTotals, WorkerCacheStats
 from shared import registry, voice_control
 from shared.redis_client import get_redis
 

@@ -13,7 +13,8 @@ from sqlalchemy import text
 from api.auth import caller
 from api.errors import StudioSpeakersNotReady
 from api.responses import json_model
-from api.schemas import ErrorResponse, HealthResponse, LanguagesResponse, RequestSlots, SpeakersResponse, StudioSpeakers
+from api.schemas.common import ErrorResponse
+from api.schemas.info import HealthResponse, LanguagesResponse, RequestSlots, SpeakersResponse, StudioSpeakers
 from api.submission import LiveWorkers
 from shared import registry, studio_speakers
 from shared.db import get_engine

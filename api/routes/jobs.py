@@ -22,22 +22,14 @@ from api.delivery import (
     job_pcm,
     sse_audio,
     sse_error,
-    sse_event,
 )
 from api.encoding import MEDIA_TYPES, encode_file
+from api.framing import sse_event
 from api.lifecycle import ServerLeaving
 from api.responses import json_model
-from api.schemas import (
-    AudioQuery,
-    ErrorResponse,
-    JobCreated,
-    JobPath,
-    JobStatus,
-    SessionPath,
-    StreamQuery,
-    TtsRequest,
-    audio_response,
-)
+from api.schemas.common import ErrorResponse, audio_response
+from api.schemas.jobs import JOB_EVENT_SCHEMA, AudioQuery, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery
+from api.schemas.synthesis import TtsRequest
 from api.submission import submit, submit_once
 from shared import jobs, streams
 from shared.errors import AudioExpired, FarmError, InvalidInput, JobNotReady, SynthesisFailed
@@ -49,7 +41,7 @@ log = logging.getLogger(__name__)
 AUDIO_FILE = audio_response("The job's complete audio")
 EVENT_STREAM = {
     "description": "Server-Sent Events: `audio` (id `<segment>-<seq>`), then `end` or `error`",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {"text/event-stream": {"schema": JOB_EVENT_SCHEMA}},
 }
 bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
 
@@ -147,7 +139,7 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
         try:
             for position, pcm in job_audio(job.id, job.segments_total, cursor, client=client):
                 yield sse_audio(position, pcm)
-            yield sse_event("end", {"state": _final_state(job.id)})
+            yield sse_event({"state": _final_state(job.id)}, "end")
         except ClientGone:
             return  # a /jobs job runs on without its listener; it can reconnect with its last event id
         except ServerLeaving:

@@ -6,7 +6,6 @@ add the fields OpenAI's clients read (`type`, `param`): api/errors.py does that 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,17 +16,18 @@ from pydantic import BaseModel, ValidationError
 from api.auth import caller
 from api.encoding import MEDIA_TYPES
 from api.errors import invalid_input_from
+from api.framing import sse_event
 from api.responses import json_model
 from api.routes.synthesis import stream_synthesis
-from api.schemas import (
+from api.schemas.common import ErrorResponse, audio_response
+from api.schemas.openai_api import (
     OPENAI_MODELS,
-    ErrorResponse,
+    SPEECH_EVENT_SCHEMA,
     ModelCard,
     ModelList,
     SpeechRequest,
     VoiceCard,
     VoiceList,
-    audio_response,
 )
 from api.submission import LiveWorkers
 from voices_store import store
@@ -42,7 +42,7 @@ _AUDIO = audio_response("stream_format audio: the audio, streamed as it is synth
 SPEECH_RESPONSE = {
     "description": _AUDIO["description"] + "; stream_format sse: `speech.audio.delta` events (base64 audio in "
     "response_format), then `speech.audio.done`",
-    "content": {**_AUDIO["content"], "text/event-stream": {"schema": {"type": "string"}}},
+    "content": {**_AUDIO["content"], "text/event-stream": {"schema": SPEECH_EVENT_SCHEMA}},
 }
 ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
     400: ErrorResponse,
@@ -52,19 +52,15 @@ ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
 SAVED_VOICES_PAGE = 500
 
 
-def _sse(data: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
 def sse_frames(audio: Iterator[bytes]) -> Iterator[bytes]:
     """OpenAI's speech events: each piece of encoded audio as it leaves the encoder, then the end."""
     size = 0
     for data in audio:
         size += len(data)
-        yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+        yield sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
     # OpenAI's clients expect usage; XTTS bills nothing, so it is all zeros, and the byte count is an extension.
     usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-    yield _sse({"type": "speech.audio.done", "usage": usage, "audio_bytes": size})
+    yield sse_event({"type": "speech.audio.done", "usage": usage, "audio_bytes": size})
 
 
 @bp.post("/audio/speech", responses={200: SPEECH_RESPONSE, **ERRORS})
@@ -83,7 +79,7 @@ def create_speech(body: SpeechRequest) -> Response:
 
 @bp.get("/models", responses={200: ModelList})
 def list_models() -> Response:
-    """The model ids /v1/audio/speech accepts: xtts-v2, and OpenAI's ids as aliases of it."""
+    """The model ids /v1/audio/speech accepts: xtts-v2 (and xtts_v2), and OpenAI's ids as aliases of it."""
     cards = [ModelCard(id=model, created=XTTS_V2_RELEASED, owned_by="xtts-farm") for model in OPENAI_MODELS]
     return json_model(ModelList(data=cards))
 

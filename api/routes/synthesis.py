@@ -21,7 +21,8 @@ from api.encoding import MEDIA_TYPES, encode, encode_file
 from api.errors import ClientLeft, ShuttingDown
 from api.lifecycle import ServerLeaving
 from api.limits import ConcurrencyLimit
-from api.schemas import ErrorResponse, TtsRequest, audio_response
+from api.schemas.common import ErrorResponse, audio_response
+from api.schemas.synthesis import TtsRequest
 from api.submission import submit
 from shared.errors import FarmError
 

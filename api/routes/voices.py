@@ -13,14 +13,14 @@ from pydantic import BaseModel, ValidationError
 from api.auth import caller
 from api.errors import CloneFailed, CloneTimeout, invalid_input_from
 from api.responses import json_model
-from api.schemas import (
+from api.schemas.common import ErrorResponse
+from api.schemas.voices import (
     ClonedLatents,
     ClonedVoice,
     CloneForm,
     CloneOptions,
     CloneResponse,
     DeletedVoice,
-    ErrorResponse,
     SavedVoice,
     SaveVoiceBody,
     VoicePath,

@@ -1,0 +1,47 @@
+"""What the farm offers and how it is: languages, built-in speakers, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, RootModel
+
+
+class LanguagesResponse(RootModel[list[str]]):
+    """The language codes, a bare list as coqui's official XTTS server answers (its clients and demo read it so).
+    The `X-Languages-Source` header says where the list comes from: `workers` (what the live workers' model speaks) or
+    `xtts_v2` (XTTS-v2's list, while no worker is up)."""
+
+
+class SpeakersResponse(BaseModel):
+    speakers: list[str]
+
+
+class StudioSpeaker(BaseModel):
+    speaker_embedding: list[float] = Field(..., description="[512]")
+    gpt_cond_latent: list[list[float]] = Field(..., description="[32, width] (width 1024 for XTTS-v2)")
+
+
+class StudioSpeakers(RootModel[dict[str, StudioSpeaker]]):
+    """Each built-in speaker's name and latents, in the official XTTS server's shape: send them back to /tts or
+    /tts_stream at the top level of the body."""
+
+
+class RequestSlots(BaseModel):
+    """MAX_CONCURRENT_REQUESTS in the API process that answered."""
+
+    limit: int
+    in_use: int = Field(..., description="Synthesis responses being served")
+    waiting: int = Field(..., description="Requests waiting for their turn")
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(..., description="ok, no_workers or unavailable")
+    api: str
+    redis: dict[str, Any]
+    database: dict[str, Any]
+    live_workers: int = Field(..., description="Synthesis worker processes alive")
+    workers: list[dict[str, Any]] | None = Field(
+        None, description="Each live worker, its model and what it is doing (operators only: an admin key)"
+    )
+    requests: RequestSlots | None = Field(None, description="This API process's slots (operators only)")

@@ -1,0 +1,162 @@
+"""Jobs and the seed's sessions: their paths, queries, and the status a client polls."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from api.encoding import AudioFormat
+from api.schemas.common import FORMATS_DESCRIPTION, NO_NUL, as_utc, documented_as, event_schema
+from voices_store.ids import split_voice_key
+
+if TYPE_CHECKING:
+    from shared.models import Job, JobSegment
+
+
+CURSOR_PATTERN = r"^[0-9]{1,9}-[0-9]{1,9}$"
+JOB_EVENT_SCHEMA = event_schema(
+    {
+        "audio": "one audio chunk, {segment, seq, samples, pcm_s16le_base64} (16-bit PCM), its id `<segment>-<seq>`",
+        "end": "the audio is complete, {state}",
+        "error": "the stream broke off, {error: {status, code, message, details}} (the error contract's body)",
+    },
+    with_id=CURSOR_PATTERN,
+)
+
+
+class JobPath(BaseModel):
+    job_id: str = Field(..., max_length=64, pattern=NO_NUL, description="Job id (also the session id).")
+
+
+class SessionPath(BaseModel):
+    session_id: str = Field(
+        ..., max_length=64, pattern=NO_NUL, description="Session id (the X-Session-Id header of /tts_stream)."
+    )
+
+
+class AudioQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
+
+
+class StreamQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cursor: str | None = Field(
+        None,
+        description="Resume after this event id ('<segment>-<seq>'); the Last-Event-ID header works too.",
+        json_schema_extra=documented_as({"type": "string", "pattern": CURSOR_PATTERN}),
+    )
+
+
+class JobCreated(BaseModel):
+    id: str
+    state: str
+    status_url: str
+    stream_url: str
+    audio_url: str
+
+
+class Progress(BaseModel):
+    segments_done: int = Field(..., description="Segments (pieces of the text) fully synthesized")
+    segments_total: int
+    chunks: int = Field(..., description="Audio chunks published so far")
+    audio_seconds: float
+    audio_samples: int
+
+
+class Timestamps(BaseModel):
+    queued: datetime | None
+    started: datetime | None
+    first_chunk: datetime | None = Field(..., description="When the first audio chunk was published")
+    finished: datetime | None
+
+    _as_utc = field_validator("queued", "started", "first_chunk", "finished")(as_utc)
+
+
+class SpeakerRef(BaseModel):
+    kind: str = Field(..., description="builtin, saved or inline")
+    id: str
+
+
+def _seconds(samples: int, sample_rate: int) -> float:
+    return round(samples / sample_rate, 3)
+
+
+class SegmentStatus(BaseModel):
+    index: int
+    state: str
+    attempts: int
+    worker: str | None
+    chunks: int = Field(..., description="Audio chunks this segment published")
+    audio_seconds: float
+    started: datetime | None
+    finished: datetime | None
+    error: str | None
+    characters: int
+
+    _as_utc = field_validator("started", "finished")(as_utc)
+
+    @classmethod
+    def from_segment(cls, segment: JobSegment, sample_rate: int) -> SegmentStatus:
+        return cls(
+            index=segment.index,
+            state=segment.state,
+            attempts=segment.attempts,
+            worker=segment.worker,
+            chunks=segment.chunks,
+            audio_seconds=_seconds(segment.samples, sample_rate),
+            started=segment.started_at,
+            finished=segment.finished_at,
+            error=segment.error,
+            characters=len(segment.text),
+        )
+
+
+class JobStatus(BaseModel):
+    """A job's public state (also the seed's session status)."""
+
+    id: str
+    session_id: str
+    state: str = Field(..., description="queued, running, succeeded, failed or cancelled")
+    origin: str
+    language: str
+    speaker: SpeakerRef
+    progress: Progress
+    timestamps: Timestamps
+    error: str | None
+    sample_rate: int
+    segments: list[SegmentStatus] | None = Field(None, description="Per segment (GET /jobs/{id} only)")
+
+    @classmethod
+    def from_job(cls, job: Job, *, with_segments: bool = False) -> JobStatus:
+        return cls(
+            id=job.id,
+            session_id=job.id,
+            state=job.state,
+            origin=job.origin,
+            language=job.language,
+            # A saved voice is named as its tenant knows it (the job holds its key, `tenant/id`).
+            speaker=SpeakerRef(
+                kind=job.speaker_kind,
+                id=split_voice_key(job.speaker_ref)[1] if job.speaker_kind == "saved" else job.speaker_ref,
+            ),
+            progress=Progress(
+                segments_done=job.segments_done,
+                segments_total=job.segments_total,
+                chunks=job.chunks_done,
+                audio_seconds=_seconds(job.audio_samples, job.sample_rate),
+                audio_samples=job.audio_samples,
+            ),
+            timestamps=Timestamps(
+                queued=job.created_at, started=job.started_at, first_chunk=job.first_chunk_at, finished=job.finished_at
+            ),
+            error=job.error,
+            sample_rate=job.sample_rate,
+            segments=[SegmentStatus.from_segment(seg, job.sample_rate) for seg in job.segments]
+            if with_segments
+            else None,
+        )

@@ -1,0 +1,135 @@
+"""The OpenAI-compatible speech API (/v1/*): the shapes OpenAI's clients send and parse."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from api.encoding import AudioFormat
+from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, documented_as, event_schema, not_blank, text_schema
+from api.schemas.synthesis import TtsRequest
+
+# xtts-v2 as OpenAI-style ids are spelled, xtts_v2 as XTTS_MODEL and coqui spell it; then OpenAI's ids as aliases.
+OpenAIModel = Literal["xtts-v2", "xtts_v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+OPENAI_MODELS: tuple[str, ...] = get_args(OpenAIModel)
+
+
+SPEECH_EVENT_SCHEMA = event_schema(
+    {
+        "message": "OpenAI's speech events, no event name: {type: speech.audio.delta, audio} (base64 audio in "
+        "response_format) for each piece, then {type: speech.audio.done, usage, audio_bytes}"
+    }
+)
+
+
+class VoiceRef(BaseModel):
+    """A custom voice as the `openai` client sends it: `{"id": "my-voice"}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=200, pattern=NO_NUL)
+
+
+class SpeechRequest(BaseModel):
+    """POST /v1/audio/speech, as OpenAI's `client.audio.speech.create` sends it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"model": "xtts-v2", "input": "Hello there.", "voice": "Claribel Dervla"}]},
+    )
+
+    model: OpenAIModel = Field(
+        ...,
+        description="xtts-v2 (or xtts_v2, as XTTS_MODEL spells it), or one of OpenAI's model ids (aliases: every one "
+        "is XTTS-v2 here)",
+    )
+    input: str = Field(
+        ...,
+        description="The text to speak (at most MAX_TEXT_CHARS characters; long texts are split into segments).",
+        json_schema_extra=documented_as(text_schema),
+    )
+    voice: str | VoiceRef = Field(
+        ...,
+        description="A saved voice id of the caller's tenant, or a built-in speaker name (see GET /v1/audio/voices); "
+        'also as {"id": ...}',
+        json_schema_extra=documented_as(
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL},
+                    VoiceRef.model_json_schema(),
+                ]
+            }
+        ),
+    )
+    response_format: AudioFormat = Field("mp3", description="Audio format (default mp3, as OpenAI's)")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; 1.0 is the model's own.")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio",
+        description="audio: the encoded bytes, streamed as made; sse: Server-Sent Events `speech.audio.delta` "
+        "(base64 audio in response_format) then `speech.audio.done`",
+    )
+    instructions: str | None = Field(
+        None,
+        max_length=4096,
+        pattern=NO_NUL,
+        description="Accepted for compatibility and ignored: XTTS takes no style prompt.",
+    )
+    language: str = Field(
+        "en",
+        description="Extension: language code (default en), one of GET /languages.",
+        json_schema_extra=documented_as({**LANGUAGE_SCHEMA, "default": "en"}),
+    )
+    min_new_tokens: int | None = Field(
+        None, ge=1, le=605, description="Extension, advanced: lower bound on audio tokens per segment."
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=605, description="Extension, advanced: upper bound on audio tokens per segment."
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _input_not_blank(cls, value: str) -> str:
+        return not_blank(value, "input")
+
+    @field_validator("voice")
+    @classmethod
+    def _voice_not_blank(cls, value: str | VoiceRef) -> str | VoiceRef:
+        if isinstance(value, str) and not 1 <= len(value) <= 200:
+            raise ValueError("voice must be 1 to 200 characters")
+        return value
+
+    def tts_request(self) -> TtsRequest:
+        voice = self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+        return TtsRequest(
+            text=self.input,
+            language=self.language,
+            speaker_id=voice,
+            speed=self.speed,
+            response_format=self.response_format,
+            min_new_tokens=self.min_new_tokens,
+            max_new_tokens=self.max_new_tokens,
+        )
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(..., description="Unix time")
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class VoiceCard(BaseModel):
+    id: str = Field(..., description="What `voice` takes")
+    name: str
+    type: Literal["builtin", "saved"]
+
+
+class VoiceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VoiceCard]
