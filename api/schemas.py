@@ -11,7 +11,7 @@ from flask_openapi3 import FileStorage
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from api.encoding import DESCRIPTIONS, MEDIA_TYPES, AudioFormat
-from shared.models import Job, JobSegment
+from shared.models import Job, JobSegment, VoiceKind
 from shared.params import SynthesisParams
 from voices_store.ids import VOICE_ID_PATTERN, split_voice_key
 from voices_store.latents import EMBEDDING_DIM, GPT_TOKENS, MAX_ABS_VALUE
@@ -157,21 +157,21 @@ class OfficialServerShape(BaseModel):
         return int(value)
 
 
-def _speaker_choice(required: list[str], given: dict[str, Any]) -> dict[str, Any]:
-    nulls = {name: {"type": "null"} for name in SPEAKER_FIELDS if name not in given}
+def _voice_choice(required: list[str], given: dict[str, Any]) -> dict[str, Any]:
+    nulls = {name: {"type": "null"} for name in VOICE_FIELDS if name not in given}
     return {"required": required, "properties": {**given, **nulls}}
 
 
-SPEAKER_FIELDS = ("speaker_id", "speaker_latents", "gpt_cond_latent", "speaker_embedding")
+VOICE_FIELDS = ("speaker_id", "speaker_latents", "gpt_cond_latent", "speaker_embedding")
 
 
 def _tts_request_schema(schema: dict[str, Any]) -> None:
     schema["examples"] = [{"text": "Text to synthesize", "language": "en", "speaker_id": "Claribel Dervla"}]
-    # Exactly one way to give the speaker, and not null (what `_one_speaker` checks).
+    # Exactly one way to give the speaker, and not null (what `_one_voice` checks).
     schema["oneOf"] = [
-        _speaker_choice(["speaker_id"], {"speaker_id": {"type": "string"}}),
-        _speaker_choice(["speaker_latents"], {"speaker_latents": {"type": "object"}}),
-        _speaker_choice(
+        _voice_choice(["speaker_id"], {"speaker_id": {"type": "string"}}),
+        _voice_choice(["speaker_latents"], {"speaker_latents": {"type": "object"}}),
+        _voice_choice(
             ["gpt_cond_latent", "speaker_embedding"],
             {"gpt_cond_latent": {"type": "array"}, "speaker_embedding": {"type": "array"}},
         ),
@@ -226,7 +226,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
         return value.strip().lower()
 
     @model_validator(mode="after")
-    def _one_speaker(self) -> TtsRequest:
+    def _one_voice(self) -> TtsRequest:
         if (self.speaker_id is None) == (self.speaker_latents is None):
             raise ValueError(
                 "give exactly one of speaker_id (a saved voice or built-in speaker), speaker_latents, and "
@@ -255,11 +255,15 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
 
 
 class JobPath(BaseModel):
-    job_id: str = Field(..., max_length=64, description="Job id (also the session id).")
+    job_id: str = Field(
+        ..., max_length=64, description="Job id (a streamed request's X-Session-Id header gives it too)."
+    )
 
 
-class SessionPath(BaseModel):
-    session_id: str = Field(..., max_length=64, description="Session id (the X-Session-Id header of /tts_stream).")
+class StreamJobPath(BaseModel):
+    session_id: str = Field(
+        ..., max_length=64, description="The job's id, as the X-Session-Id header of /tts_stream gives it."
+    )
 
 
 class AudioQuery(BaseModel):
@@ -389,8 +393,8 @@ class JobStatus(BaseModel):
             language=job.language,
             # A saved voice is named as its tenant knows it (the job holds its key, `tenant/id`).
             speaker=SpeakerRef(
-                kind=job.speaker_kind,
-                id=split_voice_key(job.speaker_ref)[1] if job.speaker_kind == "saved" else job.speaker_ref,
+                kind=job.voice_kind,
+                id=split_voice_key(job.voice_ref)[1] if job.voice_kind == VoiceKind.SAVED else job.voice_ref,
             ),
             progress=Progress(
                 segments_done=job.segments_done,

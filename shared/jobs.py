@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from shared.audio import SAMPLE_RATE
 from shared.db import rows_changed, session_scope
 from shared.errors import NotFound
-from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
+from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, VoiceKind, utcnow
 from shared.tenants import DEFAULT_TENANT
 
 REDIS_LOST = (
@@ -44,8 +44,8 @@ def create_job(
     origin: str,
     text: str,
     language: str,
-    speaker_kind: str,
-    speaker_ref: str,
+    voice_kind: VoiceKind,
+    voice_ref: str,
     params: dict[str, Any],
     segments: list[str],
     epoch: str,
@@ -64,8 +64,8 @@ def create_job(
         state=JobState.QUEUED.value,
         text=text,
         language=language,
-        speaker_kind=speaker_kind,
-        speaker_ref=speaker_ref,
+        voice_kind=voice_kind,
+        voice_ref=voice_ref,
         params=params,
         segments_total=len(segments),
         segments_dispatched=0,
@@ -134,8 +134,8 @@ class SegmentWork:
     run: str  # the lease owner: every write of this run is fenced by it
     text: str
     language: str
-    speaker_kind: str
-    speaker_ref: str
+    voice_kind: VoiceKind
+    voice_ref: str
     params: dict[str, Any]
     attempts: int
     redis_epoch: str
@@ -204,8 +204,8 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             run,
             segment.text,
             job.language,
-            job.speaker_kind,
-            job.speaker_ref,
+            VoiceKind(job.voice_kind),
+            job.voice_ref,
             dict(job.params),
             segment.attempts,
             job.redis_epoch,

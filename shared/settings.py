@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     MAX_QUEUED_SEGMENTS: int = Field(10_000, ge=1)
     # Audio tokens (about 46 ms each) in a segment's first streamed chunk when a request does not say.
     DEFAULT_STREAM_CHUNK_SIZE: int = Field(20, ge=1, le=400)
-    # HiFi-GAN frames of context the streaming decoder re-decodes on each side of a window (its margin).
+    # HiFi-GAN frames of context the streaming decoder re-decodes on each side of a span it decodes (its margin).
     # 12 reproduces one-shot decoding to float rounding (135 dB SNR); 8 gives 118 dB, 4 gives 80 dB.
     STREAM_DECODE_CONTEXT: int = Field(12, ge=1, le=64)
 

@@ -19,7 +19,7 @@ import torch
 from shared.audio import SAMPLE_RATE
 from shared.params import SynthesisParams
 from shared.settings import Settings
-from shared.streams import Progress
+from shared.streams import Delivered
 from workers.batched_gpt import Sampling
 from workers.errors import SynthesisError
 from workers.model_source import ModelSource, resolve
@@ -151,7 +151,7 @@ class XttsEngine:
         voice: VoiceLatents,
         params: SynthesisParams,
         seed: int,
-        resume: Progress | None = None,
+        resume: Delivered | None = None,
     ) -> Segment:
         """What the scheduler needs to synthesize one segment; `resume`: what an earlier run delivered."""
         parts = []
@@ -203,13 +203,13 @@ class XttsEngine:
             )
         return [part for half in halves for part in self._token_parts(half, language)]
 
-    def stream(
+    def synthesize_chunks(
         self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int = 0
     ) -> Iterator[torch.Tensor]:
         """Float audio chunks (24 kHz mono) of one segment, synthesized alone by a scheduler this call drives
         (the same code path a worker's batch runs)."""
         scheduler = self.new_scheduler(max_batch=1)
-        handle = scheduler.submit(self.segment("stream", text, language, voice, params, seed), synchronous=True)
+        handle = scheduler.submit(self.segment("alone", text, language, voice, params, seed), synchronous=True)
         for chunk in handle.events():
             if chunk.audio.numel():
                 yield chunk.audio
@@ -218,5 +218,5 @@ class XttsEngine:
         self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int = 0
     ) -> np.ndarray:
         """A whole segment as one array (the same path as streaming, joined)."""
-        chunks = list(self.stream(text, language, voice, params, seed))
+        chunks = list(self.synthesize_chunks(text, language, voice, params, seed))
         return torch.cat(chunks).cpu().numpy() if chunks else np.zeros(0, dtype=np.float32)

@@ -33,7 +33,7 @@ from api.schemas import (
     JobCreated,
     JobPath,
     JobStatus,
-    SessionPath,
+    StreamJobPath,
     StreamQuery,
     TtsRequest,
     audio_response,
@@ -51,7 +51,11 @@ EVENT_STREAM = {
     "description": "Server-Sent Events: `audio` (id `<segment>-<seq>`), then `end` or `error`",
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
 }
-bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
+bp = APIBlueprint(
+    "jobs",
+    __name__,
+    abp_tags=[Tag(name="jobs", description="Jobs, polling, and the status and cancel of streamed requests")],
+)
 
 
 # Printable ASCII, as in the IETF draft "The Idempotency-Key HTTP Header Field" (UUIDs fit easily).
@@ -179,7 +183,7 @@ def _final_state(job_id: str) -> str:
 def _cancel(job_id: str) -> Response:
     job = current_job(job_id, tenant=caller().tenant)
     if cancel(job.id):
-        log.info("session %s cancelled", job.id)
+        log.info("job %s cancelled", job.id)
     return json_model(JobStatus.from_job(jobs.get_job(job.id)))
 
 
@@ -190,12 +194,12 @@ def cancel_job(path: JobPath) -> Response:
 
 
 @bp.get("/stream_status/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
-def stream_status(path: SessionPath) -> Response:
+def stream_status(path: StreamJobPath) -> Response:
     """The seed's session status (the same sessions as /jobs)."""
     return json_model(JobStatus.from_job(current_job(path.session_id, tenant=caller().tenant)))
 
 
 @bp.delete("/stream_cancel/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
-def stream_cancel(path: SessionPath) -> Response:
+def stream_cancel(path: StreamJobPath) -> Response:
     """The seed's session cancel: stops a running synthesis within one audio chunk."""
     return _cancel(path.session_id)
