@@ -10,6 +10,7 @@ client/        the Python client and CLI: HTTP only, imports no module of the fa
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,83 @@ def test_the_api_never_loads_the_model_stack_even_transitively() -> None:
 def test_the_shared_layer_never_loads_the_model_stack() -> None:
     modules = sorted(p.stem for p in (ROOT / "shared").glob("*.py") if p.stem != "__init__")
     assert _loaded_by("\n".join(f"import shared.{m}" for m in modules)) == []
+
+
+# --- import cycles ---------------------------------------------------------------------------------------------
+# Every module of the project, by its import name. The client is a package of its own (`xtts_client`, in client/).
+SOURCE_ROOTS: dict[str, tuple[str, ...]] = {
+    "": ("api", "workers", "shared", "voices_store", "tools", "benchmarks", "celery_config.py"),
+    "client": ("xtts_client",),
+}
+
+
+def project_modules(root: Path = ROOT) -> dict[str, Path]:
+    """{dotted module name: file} for every module of the project (a package is its __init__.py)."""
+    modules: dict[str, Path] = {}
+    for base, entries in SOURCE_ROOTS.items():
+        top = root / base if base else root
+        for entry in entries:
+            path = top / entry
+            files = [path] if path.suffix == ".py" else sorted(path.rglob("*.py"))
+            for file in files:
+                if not file.exists():
+                    continue
+                parts = list(file.relative_to(top).with_suffix("").parts)
+                if parts[-1] == "__init__":
+                    parts.pop()
+                modules[".".join(parts)] = file
+    return modules
+
+
+def _imported_names(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
+    """The dotted names an import statement may load: `from a import b` loads a.b if that is a module, else a."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    package = module if is_package else module.rpartition(".")[0]
+    for _ in range(node.level - 1):
+        package = package.rpartition(".")[0]
+    base = ".".join(p for p in (package if node.level else "", node.module or "") if p)
+    return [base, *(f"{base}.{alias.name}" for alias in node.names)]
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """{module: the project modules it imports}, from every import statement wherever it stands (in functions too:
+    a function-level import only postpones a cycle to the first call). Importing a submodule does not count as
+    importing its package: Python has the package in sys.modules by then."""
+    modules = project_modules(root)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = _imported_names(node, name, path.name == "__init__.py")
+                if isinstance(node, ast.ImportFrom) and any(n in modules for n in names[1:]):
+                    names = names[1:]  # `from package import submodule`: the submodules, not the package
+                graph[name] |= {n for n in names if n in modules and n != name}
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph (its modules in import order, the first repeated at the end), or None."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        return list(reversed(exc.args[1]))
+    return None
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    cycle = import_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_check_catches_a_cycle_through_a_function_level_import(tmp_path: Path) -> None:
+    """Not vacuous: two modules of a tree that import each other, one of them inside a function, are reported."""
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "workers" / "__init__.py").write_text("")
+    (tmp_path / "workers" / "a.py").write_text("from workers.b import size\n")
+    (tmp_path / "workers" / "b.py").write_text("def size():\n    from . import a\n    return 1\n")
+    (tmp_path / "workers" / "c.py").write_text("from workers import a, b\n")
+    graph = import_graph(tmp_path)
+    assert graph["workers.c"] == {"workers.a", "workers.b"}
+    cycle = import_cycle(graph)
+    assert cycle is not None and set(cycle) == {"workers.a", "workers.b"} and cycle[0] == cycle[-1]

@@ -123,7 +123,7 @@ def test_custom_model_path_use_cpu_and_num_threads_reach_the_worker(configured: 
 
 def test_use_cpu_keeps_a_gpu_machine_on_the_cpu() -> None:
     """The choice a worker makes on a machine with a GPU (this one has none, so it is shown on the function)."""
-    from workers.celery_app import CPU_MAX_BATCH, GPU_MAX_BATCH, max_batch
+    from workers.batch_size import CPU_MAX_BATCH, GPU_MAX_BATCH, max_batch
     from workers.engine import choose_device
 
     assert choose_device(Settings(), cuda_available=True) == "cuda"

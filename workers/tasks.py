@@ -81,7 +81,7 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
     key = f"{job_id}:{index}:{self.request.id}"
     runtime.working_on(key, job_id, index)
     try:
-        runtime.sync_voice_cache()
+        runtime.voices.sync()
         result = run_segment(runtime.workshop(), get_redis(), job_id, index)
         runtime.metrics.segments.labels(result.outcome.value).inc()  # before working_on publishes the figures
     finally:
