@@ -19,9 +19,13 @@ from workers.loops import quietly
 
 
 class LeaseBook:
-    """The runs whose leases this worker renews, and those that lost theirs (another run took over)."""
+    """The runs whose leases this worker renews, and those that lost theirs (another run took over).
 
-    def __init__(self) -> None:
+    `renew_leases(runs, seconds)` extends the leases in SQL and returns the runs that still hold theirs
+    (`shared.jobs.renew_leases`; a unit test may give its own)."""
+
+    def __init__(self, renew_leases: Callable[[list[str], float], set[str]] = jobs.renew_leases) -> None:
+        self._renew_leases = renew_leases
         self._held: set[str] = set()
         self._lost: set[str] = set()
         self._lock = threading.Lock()
@@ -45,9 +49,11 @@ class LeaseBook:
 
     def renew(self, lease_seconds: float) -> None:
         runs = self.held()
-        still = jobs.renew_leases(runs, lease_seconds)
+        still = self._renew_leases(runs, lease_seconds)  # outside the lock: runs start and end meanwhile
         with self._lock:
-            self._lost |= set(runs) - still
+            # A run released during the renewal finished (its lease is gone from SQL for that reason): it did not
+            # lose its segment, and marking it now would keep it in `_lost` forever.
+            self._lost |= (set(runs) - still) & self._held
 
 
 class Heartbeat:
