@@ -74,7 +74,9 @@ class XttsEngine:
 
     # --- loading ---------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, settings: Settings) -> XttsEngine:
+    def load(cls, settings: Settings, source: ModelSource | None = None) -> XttsEngine:
+        """Load the checkpoint `source` names (resolved from the settings when not given: a worker resolves it
+        once, before it loads, to stop early with a clear reason when there is none)."""
         from transformers.utils import logging as transformers_logging
         from TTS.tts.configs.xtts_config import XttsConfig
         from TTS.tts.models.xtts import Xtts
@@ -84,7 +86,7 @@ class XttsEngine:
         transformers_logging.enable_propagation()
 
         torch.set_num_threads(max(1, settings.NUM_THREADS))
-        source = resolve(settings)
+        source = source or resolve(settings)
         device = choose_device(settings, torch.cuda.is_available())
         started = time.perf_counter()
         config = XttsConfig()

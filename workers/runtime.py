@@ -31,6 +31,7 @@ from workers.batch_size import max_batch
 from workers.engine import XttsEngine
 from workers.leases import Heartbeat, LeaseBook
 from workers.metrics import WorkerMetrics
+from workers.model_source import ModelSource
 from workers.reaper import Reaper
 from workers.scheduler import BatchScheduler
 from workers.studio import StudioSpeakers
@@ -66,9 +67,11 @@ class WorkerRuntime:
         return f"{self.node_name}/{os.getpid()}"
 
     # --- lifecycle -------------------------------------------------------------------------------------
-    def start(self, celery: Celery) -> None:
+    def start(self, celery: Celery, source: ModelSource) -> None:
+        """Load the model from `source` (already resolved: `workers.tasks` does it once, first) and start the
+        scheduler and the background threads."""
         settings = get_settings()
-        self.engine = XttsEngine.load(settings)
+        self.engine = XttsEngine.load(settings, source)
         self.scheduler = self.engine.new_scheduler(max_batch(settings, self.engine.device.startswith("cuda")))
         studio = self.studio = StudioSpeakers.of(self.engine)
         reaper = self.reaper = Reaper(celery, self.name)

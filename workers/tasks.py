@@ -31,11 +31,11 @@ def _load_model(**_: Any) -> None:
     one-line reason), load the model once, start the batch scheduler and the background loops. The threads
     pool never forks, so CUDA is initialised in the process that uses it."""
     try:
-        model_source.resolve(get_settings())
+        source = model_source.resolve(get_settings())
     except ModelUnavailable as exc:
         log.critical("worker cannot start: %s", exc)
         raise SystemExit(1) from None
-    runtime.start(celery_app)
+    runtime.start(celery_app, source)
     lost = jobs.fail_lost_jobs(streams.current_epoch(get_redis()))
     if lost:
         log.warning("marked %d jobs failed: they were queued before Redis lost its data", lost)
