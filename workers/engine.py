@@ -135,15 +135,8 @@ class XttsEngine:
         }
 
     # --- synthesis -------------------------------------------------------------------------------------
-    def new_scheduler(self, max_batch: int, *, batch_decode: bool = True) -> BatchScheduler:
-        return BatchScheduler(
-            self.model,
-            self.device,
-            max_batch,
-            fp16=self.fp16,
-            decode_context=self.decode_context,
-            batch_decode=batch_decode,
-        )
+    def new_scheduler(self, max_batch: int) -> BatchScheduler:
+        return BatchScheduler(self.model, self.device, max_batch, fp16=self.fp16, decode_context=self.decode_context)
 
     def segment(
         self,

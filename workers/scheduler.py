@@ -197,14 +197,12 @@ class BatchScheduler:
         *,
         fp16: bool = False,
         decode_context: int = 12,
-        batch_decode: bool = True,
     ) -> None:
         self.model = model
         self.device = device
         self.max_batch = max(1, max_batch)
         self.fp16 = fp16 and device.startswith("cuda")
         self.decode_context = decode_context
-        self.batch_decode = batch_decode
         self.gpt = BatchedGPT(model.gpt, device, autocast_fp16=self.fp16)
         self.sample_rate = int(model.hifigan_decoder.output_sample_rate)
         self._waiting: queue.SimpleQueue[Handle] = queue.SimpleQueue()
@@ -330,11 +328,9 @@ class BatchScheduler:
 
     def _decode_groups(self, ready: list[_Member]) -> list[list[_Member]]:
         """First chunks one by one (each listener hears its first audio as soon as it is decoded), then every
-        later chunk together (batched in `_decode` when batching is on)."""
+        later chunk together (batched in `_decode`)."""
         firsts = [[s] for s in ready if s.first_chunk_at is None]
         later = [s for s in ready if s.first_chunk_at is not None]
-        if not self.batch_decode:
-            return firsts + [[s] for s in later]
         return firsts + ([later] if later else [])
 
     def _decode(self, group: list[_Member]) -> None:
