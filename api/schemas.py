@@ -369,7 +369,7 @@ class SegmentStatus(BaseModel):
 
 
 class JobStatus(BaseModel):
-    """A job's public state (also the seed's session status)."""
+    """A job's public state (also what /stream_status answers)."""
 
     id: str
     session_id: str

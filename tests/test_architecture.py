@@ -1,4 +1,4 @@
-"""The layers the design card asks for, checked on every import in the code and on what the API really loads.
+"""The project's layers, checked on every import in the code and on what the API really loads; and no import cycle.
 
 api/           HTTP only: imports shared/ and voices_store/, never workers/ nor the model stack
 workers/       Celery tasks and the model: imports shared/ and voices_store/, never api/

@@ -1,7 +1,7 @@
-"""Every setting the seed names takes effect, set the way an operator sets it (in the environment of the farm's real
-processes), and a bad value stops start-up with one line naming the variable.
+"""Every setting of the single-server XTTS API this farm replaces takes effect, set the way an operator sets it
+(in the environment of the farm's real processes), and a bad value stops start-up with one line naming the variable.
 
-One farm of its own (gunicorn API + one Celery worker) runs with every seed variable set away from its default:
+One farm of its own (gunicorn API + one Celery worker) runs with every one of them set away from its default:
 
 | variable | set to | shown by |
 |---|---|---|
@@ -243,7 +243,7 @@ def test_a_bad_value_stops_start_up_with_one_line_naming_it(program: str, variab
 
 
 @pytest.mark.parametrize(("variable", "bad", "why"), BAD)
-def test_each_seed_variable_is_checked(variable: str, bad: str, why: str) -> None:
+def test_each_variable_refuses_a_bad_value(variable: str, bad: str, why: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from shared.settings import get_settings; get_settings()"],
         cwd=ROOT,

@@ -62,10 +62,10 @@ def test_first_audio_reaches_the_client_before_synthesis_ends(farm: Farm, speake
     assert status["progress"]["chunks"] > 1
 
 
-def test_seed_curl_example_works_as_written(farm: Farm) -> None:
+def test_the_readme_tts_stream_example_works_as_written(farm: Farm) -> None:
     readme = (ROOT / "README.md").read_text()
     match = re.search(r"```bash\n(curl -X POST \"http://localhost:8000/tts_stream\".*?)\n```", readme, re.S)
-    assert match, "the README must show the seed's /tts_stream curl example"
+    assert match, "the README must show the single-server API's /tts_stream curl example"
     command = match.group(1).replace("http://localhost:8000", farm.base_url)
     assert "Claribel Dervla" in command  # the example uses a built-in speaker
     out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120, check=True).stdout

@@ -2,8 +2,8 @@
 
 XTTS conditions on `gpt_cond_latent` [1, 32, width] (width 1024 for XTTS-v2) and `speaker_embedding`
 [1, 512, 1]. Clients often send them squeezed, as the official XTTS server returns them ([32, width] and
-[512]); both forms are accepted and normalized here, so that the model never sees the seed's
-"Tensors must have same number of dimensions: got 2 and 3".
+[512]); both forms are accepted and normalized here, so that the model never fails as the single-server
+API did with squeezed latents ("Tensors must have same number of dimensions: got 2 and 3").
 """
 
 from __future__ import annotations

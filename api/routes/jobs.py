@@ -1,4 +1,5 @@
-"""Jobs with polling and resumable pulls, and the seed's session status and cancel endpoints."""
+"""Jobs with polling and resumable pulls, and the status and cancel endpoints of the single-server XTTS API
+(/stream_status, /stream_cancel), which take the X-Session-Id of a /tts_stream response, or any job id."""
 
 from __future__ import annotations
 
@@ -195,11 +196,12 @@ def cancel_job(path: JobPath) -> Response:
 
 @bp.get("/stream_status/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
 def stream_status(path: StreamJobPath) -> Response:
-    """The seed's session status (the same sessions as /jobs)."""
+    """A job's status, by the id a /tts_stream response gave in its X-Session-Id header (any job id works)."""
     return json_model(JobStatus.from_job(current_job(path.session_id, tenant=caller().tenant)))
 
 
 @bp.delete("/stream_cancel/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
 def stream_cancel(path: StreamJobPath) -> Response:
-    """The seed's session cancel: stops a running synthesis within one audio chunk."""
+    """Cancel a job, by the id a /tts_stream response gave in its X-Session-Id header (any job id works): a running
+    synthesis stops within one audio chunk."""
     return _cancel(path.session_id)

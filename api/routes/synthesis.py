@@ -1,4 +1,4 @@
-"""The seed's synthesis endpoints: POST /tts_stream (WAV streamed as it is produced) and POST /tts."""
+"""The single-server API's synthesis endpoints: POST /tts_stream (WAV streamed as it is produced) and POST /tts."""
 
 from __future__ import annotations
 
