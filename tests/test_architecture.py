@@ -5,6 +5,10 @@ workers/       Celery tasks and the model: imports shared/ and voices_store/, ne
 voices_store/  voices: imports shared/ only
 shared/        settings, database, streams, text: imports no other layer of the project
 client/        the Python client and CLI: HTTP only, imports no module of the farm
+celery_config  the Celery settings the API and the workers share: imports shared/ only
+tools/         runs and drives farms from the outside (tests, load tests): never the farm's code nor the model
+benchmarks/    measures any layer, with the tools; never the tests
+No production layer imports tools/, benchmarks/ or tests/.
 """
 
 from __future__ import annotations
@@ -19,14 +23,18 @@ import pytest
 
 from tools.localfarm import ROOT
 
-PROJECT_LAYERS = ("api", "workers", "voices_store", "shared", "client")
+PROJECT_LAYERS = ("api", "workers", "voices_store", "shared", "client", "celery_config", "tools", "benchmarks")
 MODEL_STACK = ("torch", "torchaudio", "TTS", "transformers")
+NOT_PRODUCTION = ("tools", "benchmarks", "tests")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "shared": ("api", "workers", "voices_store", *MODEL_STACK),
-    "voices_store": ("api", "workers", *MODEL_STACK),
-    "workers": ("api",),
-    "api": ("workers", *MODEL_STACK),
-    "client": ("api", "workers", "voices_store", "shared", "tools", *MODEL_STACK),
+    "shared": ("api", "workers", "voices_store", "celery_config", *NOT_PRODUCTION, *MODEL_STACK),
+    "voices_store": ("api", "workers", *NOT_PRODUCTION, *MODEL_STACK),
+    "workers": ("api", *NOT_PRODUCTION),
+    "api": ("workers", *NOT_PRODUCTION, *MODEL_STACK),
+    "client": ("api", "workers", "voices_store", "shared", "celery_config", *NOT_PRODUCTION, *MODEL_STACK),
+    "celery_config": ("api", "workers", "voices_store", *NOT_PRODUCTION, *MODEL_STACK),
+    "tools": ("api", "workers", "voices_store", "benchmarks", "tests", *MODEL_STACK),
+    "benchmarks": ("tests",),
 }
 
 
@@ -41,10 +49,16 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+def layer_files(layer: str, root: Path = ROOT) -> list[Path]:
+    """A layer's files: a package's modules, or a single module (celery_config.py)."""
+    module = root / f"{layer}.py"
+    return [module] if module.is_file() else sorted((root / layer).rglob("*.py"))
+
+
 def layer_violations(layer: str, root: Path = ROOT) -> list[str]:
     return [
         f"{path.relative_to(root)}:{line} imports {module}"
-        for path in sorted((root / layer).rglob("*.py"))
+        for path in layer_files(layer, root)
         for line, module in imported_modules(path)
         if module in FORBIDDEN[layer]
     ]
@@ -60,6 +74,8 @@ def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "leak.py").write_text("def f():\n    from voices_store.latents import Latents\n")
     assert layer_violations("shared", tmp_path) == ["shared/leak.py:2 imports voices_store"]
+    (tmp_path / "celery_config.py").write_text("import tools.localfarm\n")  # a one-module layer too
+    assert layer_violations("celery_config", tmp_path) == ["celery_config.py:1 imports tools"]
 
 
 def _loaded_by(code: str) -> list[str]:
