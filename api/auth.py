@@ -52,11 +52,10 @@ class AdminRequired(FarmError):
 class Caller:
     tenant: str
     admin: bool
-    key_name: str | None  # None when no key was used (keys off, or a local caller of a farm without keys)
 
 
-OPERATOR = Caller(DEFAULT_TENANT, admin=True, key_name=None)
-ANONYMOUS = Caller(DEFAULT_TENANT, admin=False, key_name=None)
+OPERATOR = Caller(DEFAULT_TENANT, admin=True)
+ANONYMOUS = Caller(DEFAULT_TENANT, admin=False)
 
 
 class KeysState:
@@ -117,7 +116,7 @@ def _identify(state: KeysState, *, public: bool) -> Caller:
     presented = _presented_key()
     found = keys.find_key(presented) if presented else None
     if found is not None:
-        return Caller(found.tenant, found.admin, found.name)
+        return Caller(found.tenant, found.admin)
     if public:
         return ANONYMOUS
     if presented is None:

@@ -162,7 +162,7 @@ class ClientDeadlines:
     """WSGI middleware bounding how long a request's thread waits on its client, under gunicorn (whose threads
     otherwise wait on a socket for ever): the whole request body must arrive within `seconds` (else 408), and
     every write of the response must be taken within `seconds` (else the connection is dropped, which closes the
-    response: its slot is freed and, for /tts_stream, its session cancelled). Reading and writing bytes is all it
+    response: its slot is freed and, for /tts_stream, its job cancelled). Reading and writing bytes is all it
     bounds; waiting for audio is bounded by STREAM_IDLE_TIMEOUT_SECONDS and the client checks above."""
 
     def __init__(self, app: Any, seconds: float) -> None:

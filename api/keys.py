@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from shared.db import session_scope
 from shared.errors import InvalidInput
 from shared.models import ApiKey, utcnow
-from shared.tenants import TENANT_ID
+from shared.tenants import is_tenant_id
 
 KEY_PREFIX = "xtts_"
 NAME_MAX = 100
@@ -52,7 +52,7 @@ def create_key(name: str, tenant: str | None = None, *, admin: bool = False) -> 
     tenant = tenant or name.lower()
     if not name.strip() or len(name) > NAME_MAX:
         raise InvalidInput(f"a key's name must be 1 to {NAME_MAX} characters")
-    if not TENANT_ID.match(tenant):
+    if not is_tenant_id(tenant):
         raise InvalidInput(
             f"tenant {tenant!r} is not valid: 1 to 64 lowercase letters, digits, '-' or '_' (give --tenant)"
         )

@@ -21,7 +21,7 @@ from shared.errors import (
     NoWorkers,
     TextTooLong,
     UnknownLanguage,
-    UnknownSpeaker,
+    UnknownVoice,
 )
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.models import Job
@@ -29,6 +29,7 @@ from shared.params import SynthesisParams
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.text import split_text
+from shared.voice_kind import VoiceKind
 from voices_store import store
 from voices_store.ids import is_voice_id, voice_key
 from voices_store.latents import parse_latents
@@ -79,31 +80,31 @@ def check_language(farm: LiveWorkers, language: str) -> None:
 
 
 @dataclass(frozen=True)
-class Speaker:
-    kind: str  # saved, builtin, inline
+class VoiceChoice:
+    kind: VoiceKind
     ref: str
     inline_voice: bytes | None = None
 
 
-def resolve_speaker(farm: LiveWorkers, request: TtsRequest, tenant: str) -> Speaker:
+def choose_voice(farm: LiveWorkers, request: TtsRequest, tenant: str) -> VoiceChoice:
     """A saved voice of the tenant (checked in SQL), a built-in speaker of the live workers' model (shared by every
     tenant), or inline latents. Another tenant's voice is unknown here, like any voice that does not exist."""
     if request.speaker_latents is not None:
         latents = parse_latents(
             request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding, farm.gpt_width
         )
-        return Speaker("inline", latents.digest(), latents.to_npz())
+        return VoiceChoice(VoiceKind.INLINE, latents.digest(), latents.to_npz())
     speaker_id = request.speaker_id or ""
     if is_voice_id(speaker_id) and store.voice_exists(tenant, speaker_id):
-        return Speaker("saved", voice_key(tenant, speaker_id))
+        return VoiceChoice(VoiceKind.SAVED, voice_key(tenant, speaker_id))
     catalog = farm.catalog
     if catalog is None:
         raise NoWorkers(
             "no synthesis worker is running, so built-in speakers cannot be checked; start a worker and retry"
         )
     if speaker_id in catalog[1]:
-        return Speaker("builtin", speaker_id)
-    raise UnknownSpeaker(
+        return VoiceChoice(VoiceKind.BUILTIN, speaker_id)
+    raise UnknownVoice(
         f"speaker {speaker_id!r} is neither a saved voice nor a built-in speaker (see GET /available_speakers)",
         details={"builtin_speakers": catalog[1]},
     )
@@ -158,7 +159,7 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
         )
     farm = LiveWorkers.now()
     check_language(farm, request.language)
-    speaker = resolve_speaker(farm, request, tenant)
+    voice = choose_voice(farm, request, tenant)
     segments = split_text(request.text, request.language)
     params = request.synthesis_params()
     check_request_size(segments, SynthesisParams.model_validate(params))
@@ -172,12 +173,12 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
                 request_digest=request_digest(request) if idempotency_key else None,
                 text=request.text,
                 language=request.language,
-                speaker_kind=speaker.kind,
-                speaker_ref=speaker.ref,
+                voice_kind=voice.kind,
+                voice_ref=voice.ref,
                 params=params,
                 segments=segments,
                 epoch=streams.current_epoch(get_redis()),
-                inline_voice=speaker.inline_voice,
+                inline_voice=voice.inline_voice,
             )
     except IntegrityError as exc:
         if idempotency_key is not None:

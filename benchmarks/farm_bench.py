@@ -67,9 +67,9 @@ def stream(farm: Farm, body: dict[str, Any]) -> dict[str, Any]:
             size += len(piece)
             if first is None and size > 44:
                 first = time.perf_counter() - started
-        session = response.headers["X-Session-Id"]
+        job_id = response.headers["X-Session-Id"]
     return {
-        "session": session,
+        "job_id": job_id,
         "first_audio_s": first,
         "total_s": time.perf_counter() - started,
         "audio_s": (size - 44) / 2 / 24000,
@@ -84,7 +84,7 @@ def pipeline(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
         stream(farm, body)  # warm-up
         for _ in range(runs):
             result = stream(farm, body)
-            job = farm.job(result["session"])
+            job = farm.job(result["job_id"])
             stamps = job["timestamps"]
             worker_first = _ts(stamps["first_chunk"]) - _ts(stamps["started"])
             samples.append(

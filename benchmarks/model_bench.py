@@ -34,7 +34,7 @@ def _timed_stream(engine: XttsEngine, voice: Any, tokens: int) -> tuple[float, f
     params = SynthesisParams(min_new_tokens=tokens, max_new_tokens=tokens, stream_chunk_size=CHUNK)
     started = time.perf_counter()
     first = None
-    for _chunk in engine.stream(TEXT, "en", voice, params, seed=1):
+    for _chunk in engine.synthesize_chunks(TEXT, "en", voice, params, seed=1):
         first = first or time.perf_counter() - started
         if engine.device == "cuda":
             torch.cuda.synchronize()
@@ -100,7 +100,7 @@ def _stream_fidelity(engine: XttsEngine, voice: Any, tokens: int) -> dict[str, f
         start, size = end, min(size * 2, CHUNK * MAX_CHUNK_GROWTH)
     streamed = torch.cat(pieces)
     joins = torch.cumsum(torch.tensor([len(p) for p in pieces[:-1]]), 0)
-    window = (
+    near_joins = (
         torch.cat([torch.arange(j - 64, j + 64) for j in joins.tolist()])
         if len(joins)
         else torch.tensor([], dtype=torch.long)
@@ -109,7 +109,9 @@ def _stream_fidelity(engine: XttsEngine, voice: Any, tokens: int) -> dict[str, f
         "samples_equal": int(len(streamed) == len(reference)),
         "snr_db": round(snr_db(reference, streamed), 1),
         "max_abs_diff": float((reference - streamed).abs().max()),
-        "max_abs_diff_at_joins": float((reference[window] - streamed[window]).abs().max()) if len(window) else 0.0,
+        "max_abs_diff_at_joins": float((reference[near_joins] - streamed[near_joins]).abs().max())
+        if len(near_joins)
+        else 0.0,
         "joins": len(joins),
     }
 

@@ -45,7 +45,9 @@ class UnknownLanguage(FarmError):
     status, code = 400, "unknown_language"
 
 
-class UnknownSpeaker(FarmError):
+class UnknownVoice(FarmError):
+    """Neither a saved voice of the caller's tenant nor a built-in speaker (the code keeps the public name)."""
+
     status, code = 400, "unknown_speaker"
 
 

@@ -21,6 +21,7 @@ from shared.db import rows_changed, session_scope
 from shared.errors import NotFound
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
 from shared.tenants import DEFAULT_TENANT
+from shared.voice_kind import VoiceKind
 
 REDIS_LOST = (
     "lost: Redis restarted without its data, taking this job's queue entries and audio with it; submit it again"
@@ -44,8 +45,8 @@ def create_job(
     origin: str,
     text: str,
     language: str,
-    speaker_kind: str,
-    speaker_ref: str,
+    voice_kind: VoiceKind,
+    voice_ref: str,
     params: dict[str, Any],
     segments: list[str],
     epoch: str,
@@ -64,8 +65,8 @@ def create_job(
         state=JobState.QUEUED.value,
         text=text,
         language=language,
-        speaker_kind=speaker_kind,
-        speaker_ref=speaker_ref,
+        voice_kind=voice_kind,
+        voice_ref=voice_ref,
         params=params,
         segments_total=len(segments),
         segments_dispatched=0,
@@ -134,8 +135,8 @@ class SegmentWork:
     run: str  # the lease owner: every write of this run is fenced by it
     text: str
     language: str
-    speaker_kind: str
-    speaker_ref: str
+    voice_kind: VoiceKind
+    voice_ref: str
     params: dict[str, Any]
     attempts: int
     redis_epoch: str
@@ -204,8 +205,8 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             run,
             segment.text,
             job.language,
-            job.speaker_kind,
-            job.speaker_ref,
+            VoiceKind(job.voice_kind),
+            job.voice_ref,
             dict(job.params),
             segment.attempts,
             job.redis_epoch,

@@ -1,4 +1,4 @@
-"""Database models. The job row is the source of truth for a synthesis session's state."""
+"""Database models. The job row is the source of truth for a synthesis job's state."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ ACTIVE_STATES = tuple(s.value for s in JobState if not s.terminal)
 
 
 class Job(Base):
-    """One synthesis session: a text split into segments, each synthesized by some worker."""
+    """One synthesis job: a text split into segments, each synthesized by some worker."""
 
     __tablename__ = "jobs"
     # Admission control counts a tenant's active jobs on every submission.
@@ -70,11 +70,12 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16), index=True, default=JobState.QUEUED.value)
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(16))
-    # "builtin" (a checkpoint speaker), "saved" (a stored voice) or "inline" (latents sent with the request).
-    speaker_kind: Mapped[str] = mapped_column(String(16))
-    speaker_ref: Mapped[str] = mapped_column(String(200))
+    # A VoiceKind and the voice's name within it. The columns keep the names they were created with (speaker_*):
+    # renaming them would make the API and workers of a rolling upgrade disagree about the table for no gain.
+    voice_kind: Mapped[str] = mapped_column("speaker_kind", String(16))
+    voice_ref: Mapped[str] = mapped_column("speaker_ref", String(200))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # Latents sent inline with the request (speaker_kind "inline"), as an .npz without pickles.
+    # Latents sent inline with the request (VoiceKind.INLINE), as an .npz without pickles.
     inline_voice: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
     segments_total: Mapped[int] = mapped_column(Integer)

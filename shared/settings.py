@@ -1,6 +1,7 @@
 """The farm's one settings object, read from the environment in this one place.
 
-Variable names follow the seed document (PORT, DEBUG, NUM_THREADS, CUSTOM_MODEL_PATH, ...);
+Variable names keep those of the single-server XTTS API this farm replaces (PORT, DEBUG, NUM_THREADS,
+CUSTOM_MODEL_PATH, ...);
 the farm adds what a distributed deployment needs (REDIS_URL, DATABASE_URL, XTTS_MODEL, ...).
 """
 
@@ -20,7 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
 
-    # --- seed settings -------------------------------------------------------------------------
+    # --- the single-server API's settings --------------------------------------------------------
     PORT: int = Field(8000, ge=1, le=65535)
     # Debug logging, in the API and the workers (never Flask's debugger: it runs code for whoever can reach it).
     DEBUG: bool = False
@@ -83,7 +84,7 @@ class Settings(BaseSettings):
     MAX_QUEUED_SEGMENTS: int = Field(10_000, ge=1)
     # Audio tokens (about 46 ms each) in a segment's first streamed chunk when a request does not say.
     DEFAULT_STREAM_CHUNK_SIZE: int = Field(20, ge=1, le=400)
-    # HiFi-GAN frames of context the streaming decoder re-decodes on each side of a window (its margin).
+    # HiFi-GAN frames of context the streaming decoder re-decodes on each side of a span it decodes (its margin).
     # 12 reproduces one-shot decoding to float rounding (135 dB SNR); 8 gives 118 dB, 4 gives 80 dB.
     STREAM_DECODE_CONTEXT: int = Field(12, ge=1, le=64)
 

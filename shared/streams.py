@@ -117,7 +117,7 @@ def decode_tokens(data: bytes) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Progress:
+class Delivered:
     """What a segment's stream already holds: everything a new run needs to resume it exactly.
 
     `tokens[p]`: the audio tokens of part p whose audio is in the stream (replayed, not sampled, on resume);
@@ -139,13 +139,13 @@ class StreamWriter:
         self.ttl = ttl
         self._script = r.register_script(_OWNED_XADD)
 
-    def claim(self) -> Progress:
+    def claim(self) -> Delivered:
         """Become the segment's only writer, then read what earlier runs delivered (in that order: an earlier
         run's write that lands after the claim is refused, one that landed before is read)."""
         self.r.set(self.owner_key, self.run, ex=self.ttl)
-        return self.progress()
+        return self.delivered()
 
-    def progress(self) -> Progress:
+    def delivered(self) -> Delivered:
         entries = cast(list[Entry], self.r.xrange(self.key))
         last_seq = samples = 0
         tokens: dict[int, list[int]] = {}
@@ -161,7 +161,7 @@ class StreamWriter:
             tokens.setdefault(part, []).extend(decode_tokens(fields.get(b"tokens", b"")))
             if fields.get(b"part_end") == b"1":
                 ended_parts.add(part)
-        return Progress(last_seq, samples, tokens, frozenset(ended_parts), ended)
+        return Delivered(last_seq, samples, tokens, frozenset(ended_parts), ended)
 
     def _add(self, seq: int, fields: dict[str, bytes | str | int]) -> None:
         flat: list[bytes | str | int] = [item for pair in fields.items() for item in pair]
@@ -194,9 +194,9 @@ class StreamWriter:
 
     def ensure_end(self) -> None:
         """Close the stream unless an end or error entry already does (the segment is done in SQL)."""
-        progress = self.claim()
-        if not progress.ended:
-            self.end(progress.last_seq + 1)
+        delivered = self.claim()
+        if not delivered.ended:
+            self.end(delivered.last_seq + 1)
 
 
 def last_seq(r: redis.Redis, job_id: str, index: int) -> int:

@@ -65,13 +65,13 @@ def _split_piece(piece: str, limit: int, levels: tuple[re.Pattern[str], ...]) ->
 
 def _pack(pieces: Iterable[str], limit: int) -> list[str]:
     """Greedily join consecutive pieces while the result stays within the limit."""
-    chunks: list[str] = []
+    packed: list[str] = []
     for piece in pieces:
-        if chunks and _fits(chunks[-1] + piece, limit):
-            chunks[-1] += piece
+        if packed and _fits(packed[-1] + piece, limit):
+            packed[-1] += piece
         else:
-            chunks.append(piece)
-    return chunks
+            packed.append(piece)
+    return packed
 
 
 def split_text(text: str, language: str, limit: int | None = None) -> list[str]:

@@ -70,8 +70,8 @@ def _stream(farm: Farm, body: dict[str, Any]) -> dict[str, Any]:
             data += piece
             if first is None and len(data) > 44:
                 first = time.time()
-        session = response.headers["X-Session-Id"]
-    return {"session": session, "started": started, "first_audio": first, "wav": data}
+        job_id = response.headers["X-Session-Id"]
+    return {"job_id": job_id, "started": started, "first_audio": first, "wav": data}
 
 
 def test_four_concurrent_streams_share_one_worker_process(isolated_farm) -> None:
@@ -79,7 +79,7 @@ def test_four_concurrent_streams_share_one_worker_process(isolated_farm) -> None
     tokens = (60, 80, 40, 70)
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda i: _stream(farm, _body(TEXTS[i], tokens[i])), range(4)))
-    jobs = [farm.wait_for_state(r["session"], ("succeeded",)) for r in results]
+    jobs = [farm.wait_for_state(r["job_id"], ("succeeded",)) for r in results]
     for result, job, n in zip(results, jobs, tokens, strict=True):
         fmt, pcm = parse_stream_wav(result["wav"])
         assert fmt["rate"] == 24000 and fmt["channels"] == 1
@@ -99,7 +99,7 @@ def test_a_segment_in_a_batch_sounds_as_it_does_alone(isolated_farm) -> None:
     others = [_body(TEXTS[i], 80, top_k=1) for i in (0, 2, 3)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         together = list(pool.map(lambda b: _stream(farm, b), [*others[:2], probe, others[2]]))[2]
-    assert _tokens(farm, together["session"]) == _tokens(farm, alone["session"])
+    assert _tokens(farm, together["job_id"]) == _tokens(farm, alone["job_id"])
     a, b = parse_stream_wav(alone["wav"])[1], parse_stream_wav(together["wav"])[1]
     assert len(a) == len(b) == 2 * _samples(60)
     snr = _snr_db(a, b)
@@ -167,7 +167,7 @@ def test_cancelling_one_stream_leaves_its_batch_mates_untouched(isolated_farm) -
     assert cancelled["state"] == "cancelled"
     for solo, mate in zip(alone, mates, strict=True):
         farm.wait_for_state(mate["id"], ("succeeded",))
-        assert _tokens(farm, mate["id"]) == _tokens(farm, solo["session"])
+        assert _tokens(farm, mate["id"]) == _tokens(farm, solo["job_id"])
         whole = read_wav(requests.get(farm.url(f"/jobs/{mate['id']}/audio"), timeout=30).content)[2]
         assert _snr_db(parse_stream_wav(solo["wav"])[1], whole) > 60.0
     wait_for(lambda: not farm.workers_on(doomed["id"]), 30, "the worker to drop the cancelled segment")

@@ -57,8 +57,8 @@ def ok(result: subprocess.CompletedProcess[bytes]) -> str:
     return err
 
 
-def session_of(stderr: str) -> str:
-    match = re.search(r"session ([0-9a-f-]+)", stderr)
+def job_of(stderr: str) -> str:
+    match = re.search(r"job ([0-9a-f-]+)", stderr)
     assert match, stderr
     return match.group(1)
 
@@ -76,7 +76,7 @@ def test_say_to_a_wav_file_of_the_exact_length(farm: Farm, speaker: str, xtts: P
             xtts, farm.base_url, "say", "Hello from the command line.", "--speaker", speaker, "-o", str(out), *SHORT
         )
     )
-    status = farm.job(session_of(err))
+    status = farm.job(job_of(err))
     assert status["state"] == "succeeded"
     rate, frames, pcm = read_wav(out.read_bytes())  # the header states the real length
     assert rate == status["sample_rate"] and frames == status["progress"]["audio_samples"] > 0
@@ -88,16 +88,16 @@ def test_say_to_stdout_as_wav_and_as_raw_pcm(farm: Farm, speaker: str, xtts: Pat
     wav = run_xtts(xtts, farm.base_url, "say", "Straight to standard output.", "--speaker", speaker, *SHORT)
     fmt, pcm = parse_stream_wav(wav.stdout)
     assert (fmt["format"], fmt["channels"], fmt["rate"], fmt["bits"]) == (1, 1, 24000, 16)
-    assert pcm == job_pcm(farm, session_of(ok(wav)))
+    assert pcm == job_pcm(farm, job_of(ok(wav)))
 
     raw = run_xtts(
         xtts, farm.base_url, "say", "Raw samples, no header.", "--speaker", speaker, "-f", "pcm", "-o", "-", *SHORT
     )
-    assert raw.stdout == job_pcm(farm, session_of(ok(raw)))
+    assert raw.stdout == job_pcm(farm, job_of(ok(raw)))
     by_name = run_xtts(
         xtts, farm.base_url, "say", "Told by the name.", "--speaker", speaker, "-o", str(tmp_path / "a.pcm"), *SHORT
     )
-    assert (tmp_path / "a.pcm").read_bytes() == job_pcm(farm, session_of(ok(by_name)))
+    assert (tmp_path / "a.pcm").read_bytes() == job_pcm(farm, job_of(ok(by_name)))
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac"])
@@ -107,7 +107,7 @@ def test_say_in_a_compressed_format_chosen_by_the_file_name(
     out = tmp_path / f"hello.{fmt}"
     said = run_xtts(xtts, farm.base_url, "say", "Compressed on the farm.", "--speaker", speaker, "-o", str(out), *SHORT)
     err = ok(said)
-    status = farm.job(session_of(err))
+    status = farm.job(job_of(err))
     assert_duration_matches(out.read_bytes(), fmt, status["progress"]["audio_samples"])
     # Job audio too: `xtts job` fetches the finished job in the file's format.
     book = tmp_path / "book.txt"
@@ -133,7 +133,7 @@ def test_voices_clone_list_use_and_delete(farm: Farm, xtts: Path, make_audio, tm
     spoken = run_xtts(
         xtts, farm.base_url, "say", "In the cloned voice.", "--voice", voice, "-o", str(tmp_path / "v.wav"), *SHORT
     )
-    assert farm.job(session_of(ok(spoken)))["speaker"] == {"kind": "saved", "id": voice}
+    assert farm.job(job_of(ok(spoken)))["speaker"] == {"kind": "saved", "id": voice}
 
     ok(run_xtts(xtts, farm.base_url, "voices", "delete", voice))
     assert voice not in run_xtts(xtts, farm.base_url, "voices", "list").stdout.decode()

@@ -103,7 +103,7 @@ def test_bad_cursor(client) -> None:
         assert "cursor" in _error(response, 400, "invalid_cursor")["message"]
 
 
-def test_unknown_job_and_session_are_404(client) -> None:
+def test_an_unknown_job_is_404_on_every_job_endpoint(client) -> None:
     for path in ("/jobs/nope", "/jobs/nope/audio", "/jobs/nope/stream", "/stream_status/nope"):
         _error(client.get(path), 404, "not_found")
     _error(client.delete("/stream_cancel/nope"), 404, "not_found")

@@ -209,8 +209,8 @@ def test_tts_stream_in_every_format(farm: Farm, speaker: str, fmt: str) -> None:
         assert response.status_code == 200, response.text
         assert response.headers["Content-Type"] == MEDIA_TYPES[fmt]
         data = b"".join(response.iter_content(chunk_size=None))
-        session = response.headers["X-Session-Id"]
-    assert_duration_matches(data, fmt, _job_samples(farm, session))
+        job_id = response.headers["X-Session-Id"]
+    assert_duration_matches(data, fmt, _job_samples(farm, job_id))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

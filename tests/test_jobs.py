@@ -1,4 +1,4 @@
-"""Jobs with polling (POST /jobs, GET /jobs/{id}, /audio), whole-file /tts, resumable pulls, sessions, cancel."""
+"""Jobs with polling (POST /jobs, GET /jobs/{id}, /audio), whole-file /tts, resumable pulls, stream status, cancel."""
 
 from __future__ import annotations
 
@@ -103,34 +103,34 @@ def test_stream_resumes_from_a_cursor_without_gap_or_duplicate(farm: Farm, speak
     assert [e.id for e in tail] == ids[-1:]
 
 
-def test_stream_status_and_cancel_of_a_running_session(farm: Farm, speaker: str) -> None:
-    body = _body(speaker, 400, "A long session that will be cancelled.", chunk=5)
+def test_stream_status_and_cancel_of_a_running_stream_job(farm: Farm, speaker: str) -> None:
+    body = _body(speaker, 400, "A long job that will be cancelled.", chunk=5)
     with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=120) as response:
-        session_id = response.headers["X-Session-Id"]
+        job_id = response.headers["X-Session-Id"]
         pieces = response.iter_content(chunk_size=None)
         received = next(pieces)
         while len(received) <= 44:  # wait for the first audio
             received += next(pieces)
-        status = requests.get(farm.url(f"/stream_status/{session_id}"), timeout=10).json()
+        status = requests.get(farm.url(f"/stream_status/{job_id}"), timeout=10).json()
         assert status["state"] == "running"
 
-        cancelled = requests.delete(farm.url(f"/stream_cancel/{session_id}"), timeout=10)
+        cancelled = requests.delete(farm.url(f"/stream_cancel/{job_id}"), timeout=10)
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
         chunks_at_cancel = cancelled.json()["progress"]["chunks"]
         for piece in pieces:  # the stream ends soon after the cancel
             received += piece
 
     def worker_stopped() -> bool:
-        return not farm.workers_on(session_id)
+        return not farm.workers_on(job_id)
 
-    wait_for(worker_stopped, 60, "the worker to drop the cancelled session")
-    final = requests.get(farm.url(f"/stream_status/{session_id}"), timeout=10).json()
+    wait_for(worker_stopped, 60, "the worker to drop the cancelled job")
+    final = requests.get(farm.url(f"/stream_status/{job_id}"), timeout=10).json()
     assert final["state"] == "cancelled" and final["timestamps"]["finished"]
     # The worker stops within one chunk of the cancel, far before the 400 tokens the request asked for.
     assert final["progress"]["chunks"] <= chunks_at_cancel + 1
     assert final["progress"]["audio_seconds"] < 400 * 1024 / 22050 / 2
 
-    again = requests.delete(farm.url(f"/stream_cancel/{session_id}"), timeout=10)
+    again = requests.delete(farm.url(f"/stream_cancel/{job_id}"), timeout=10)
     assert again.status_code == 200 and again.json()["state"] == "cancelled"
 
 

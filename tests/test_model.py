@@ -38,12 +38,17 @@ def test_dev_checkpoint_has_the_xtts_v2_layout(dev_model_dir: Path) -> None:
         assert voice["speaker_embedding"].shape == (1, 512, 1)
 
 
-def test_dev_checkpoint_loads_with_the_real_xtts_code_and_speaks_noise(dev_model_dir: Path) -> None:
+def test_dev_checkpoint_loads_with_the_real_xtts_code_and_speaks_noise(
+    dev_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shared.params import SynthesisParams
     from workers.engine import XttsEngine
 
     settings = Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=1, STREAM_DECODE_CONTEXT=10)
-    engine = XttsEngine.load(settings)
+    source = resolve(settings)
+    # A worker resolves the checkpoint once, before it loads (a download or a generation must not run twice).
+    monkeypatch.setattr("workers.engine.resolve", lambda _: pytest.fail("the model source was resolved again"))
+    engine = XttsEngine.load(settings, source)
     assert type(engine.model).__module__ == "TTS.tts.models.xtts"
     assert engine.decode_context == 10  # the streaming decoder's margin comes from the settings
     assert engine.source.dev and "Claribel Dervla" in engine.speaker_names

@@ -148,9 +148,9 @@ def test_the_official_stream_client_with_its_65_row_default_speaker_gets_all_its
     with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=180) as response:
         assert response.status_code == 200, response.text
         pcm = b"".join(response.iter_content(chunk_size=4096))
-        session_id = response.headers["X-Session-Id"]
+        job_id = response.headers["X-Session-Id"]
     assert len(pcm) == xtts_samples(tokens) * 2
-    job = farm.wait_for_state(session_id, ("succeeded",))
+    job = farm.wait_for_state(job_id, ("succeeded",))
     assert job["speaker"]["kind"] == "inline" and job["progress"]["segments_total"] == 1
 
 
@@ -229,9 +229,9 @@ def _stream(farm: Farm, speaker: dict[str, Any], add_wav_header: bool | None) ->
     with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=180) as response:
         assert response.status_code == 200, response.text
         audio = b"".join(response.iter_content(chunk_size=512))
-        session_id = response.headers["X-Session-Id"]
+        job_id = response.headers["X-Session-Id"]
         content_type = response.headers["Content-Type"]
-    job = farm.wait_for_state(session_id, ("succeeded",))
+    job = farm.wait_for_state(job_id, ("succeeded",))
     assert job["speaker"]["kind"] == "inline"
     return audio, {"content_type": content_type, "samples": job["progress"]["audio_samples"]}
 

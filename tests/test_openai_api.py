@@ -31,16 +31,16 @@ def _client(farm: Farm, key: str | None = None) -> openai.OpenAI:
     return openai.OpenAI(base_url=farm.url("/v1"), api_key=key or "no-key-needed", max_retries=0, timeout=120)
 
 
-def _samples(farm: Farm, session: str, key: str | None = None) -> int:
-    """The exact audio of the session's job, once it has succeeded (asked with the tenant's own key: another
+def _samples(farm: Farm, job_id: str, key: str | None = None) -> int:
+    """The exact audio of the job, once it has succeeded (asked with the tenant's own key: another
     tenant, even an admin, gets a 404)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     def succeeded() -> dict[str, Any] | None:
-        status: dict[str, Any] = requests.get(farm.url(f"/jobs/{session}"), headers=headers, timeout=10).json()
+        status: dict[str, Any] = requests.get(farm.url(f"/jobs/{job_id}"), headers=headers, timeout=10).json()
         return status if status["state"] == "succeeded" else None
 
-    samples: int = wait_for(succeeded, 120, f"job {session} to succeed")["progress"]["audio_samples"]
+    samples: int = wait_for(succeeded, 120, f"job {job_id} to succeed")["progress"]["audio_samples"]
     assert samples > 0
     return samples
 
@@ -58,8 +58,8 @@ def test_speech_in_every_format_plain_and_with_the_streaming_helper(farm: Farm, 
         model="xtts-v2", voice=speaker, input="Streamed to the client.", response_format=fmt, extra_body=SHORT
     ) as streamed:
         data = b"".join(streamed.iter_bytes())
-        session = streamed.headers["X-Session-Id"]
-    assert_duration_matches(data, fmt, _samples(farm, session))
+        job_id = streamed.headers["X-Session-Id"]
+    assert_duration_matches(data, fmt, _samples(farm, job_id))
 
 
 def test_default_format_is_mp3_and_extras_are_accepted(farm: Farm, speaker: str) -> None:
@@ -85,7 +85,7 @@ def test_sse_stream_format_sends_audio_deltas_then_done(farm: Farm, speaker: str
         extra_body=SHORT,
     ) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        session = response.headers["X-Session-Id"]
+        job_id = response.headers["X-Session-Id"]
         events = [
             json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line.startswith("data: ")
         ]
@@ -93,7 +93,7 @@ def test_sse_stream_format_sends_audio_deltas_then_done(farm: Farm, speaker: str
     assert events[-1]["type"] == "speech.audio.done" and set(events[-1]["usage"]) >= {"input_tokens", "total_tokens"}
     audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
     assert events[-1]["audio_bytes"] == len(audio)
-    assert_duration_matches(audio, "opus", _samples(farm, session))
+    assert_duration_matches(audio, "opus", _samples(farm, job_id))
 
 
 def test_errors_come_through_the_client_with_the_farms_message(farm: Farm, speaker: str) -> None:

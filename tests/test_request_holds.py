@@ -1,5 +1,5 @@
 """No request holds a MAX_CONCURRENT_REQUESTS slot or a thread past a bounded time, whatever its method; a client
-that leaves /tts_stream or /tts cancels its session. Against the running farm (gunicorn, workers)."""
+that leaves /tts_stream or /tts cancels its job. Against the running farm (gunicorn, workers)."""
 
 from __future__ import annotations
 
@@ -100,27 +100,27 @@ def _job_id_by_text(farm: Farm, marker: str) -> str | None:
 
 
 # Several segments of 400 tokens each: far more work than the seconds the API may take to notice a departed client,
-# so a session that ends "succeeded" means the departure was missed, not that the dev model outran it.
+# so a job that ends "succeeded" means the departure was missed, not that the dev model outran it.
 LONG_TEXT = " ".join(f"Sentence number {i} of a long text that nobody will stay to hear." for i in range(16))
 
 
-def test_a_client_leaving_tts_stream_cancels_its_session(farm: Farm, speaker: str) -> None:
+def test_a_client_leaving_tts_stream_cancels_its_job(farm: Farm, speaker: str) -> None:
     body = _body(speaker, 400, LONG_TEXT)
     with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=60) as response:
-        session_id = response.headers["X-Session-Id"]
+        job_id = response.headers["X-Session-Id"]
         pieces = response.iter_content(chunk_size=None)
         received = next(pieces)
         while len(received) <= 44:  # the header, then the first audio
             received += next(pieces)
     left = time.perf_counter()
-    # The client is gone (connection closed mid-stream): the session is cancelled, its worker freed.
-    status = farm.wait_for_state(session_id, ("cancelled", "succeeded"), timeout=30)
+    # The client is gone (connection closed mid-stream): the job is cancelled, its worker freed.
+    status = farm.wait_for_state(job_id, ("cancelled", "succeeded"), timeout=30)
     assert status["state"] == "cancelled", status
-    print(f"/tts_stream client left: its session was cancelled {time.perf_counter() - left:.2f} s later")
+    print(f"/tts_stream client left: its job was cancelled {time.perf_counter() - left:.2f} s later")
     wait_for(lambda: _slots(farm)["in_use"] == 0, 10, "the stream's slot to be free")
 
 
-def test_a_client_leaving_tts_while_it_waits_cancels_its_session(farm: Farm, speaker: str) -> None:
+def test_a_client_leaving_tts_while_it_waits_cancels_its_job(farm: Farm, speaker: str) -> None:
     """/tts writes nothing until the WAV is complete; the API notices the closed connection while it waits."""
     marker = f"A whole-file request that is abandoned {time.time_ns()}. {LONG_TEXT}"
     body = json.dumps(_body(speaker, 400, marker)).encode()
@@ -136,7 +136,7 @@ def test_a_client_leaving_tts_while_it_waits_cancels_its_session(farm: Farm, spe
     left = time.perf_counter()
     status = farm.wait_for_state(job_id, ("cancelled", "succeeded"), timeout=30)
     assert status["state"] == "cancelled", status
-    print(f"/tts client left: its session was cancelled {time.perf_counter() - left:.2f} s later")
+    print(f"/tts client left: its job was cancelled {time.perf_counter() - left:.2f} s later")
     wait_for(lambda: _slots(farm)["in_use"] == 0, 10, "the request's slot to be free")
 
 

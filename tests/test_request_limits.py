@@ -88,7 +88,7 @@ def test_a_429_over_http_carries_retry_after_and_a_closed_stream_frees_its_slot(
     assert 0.2 <= time.monotonic() - started < 2  # it waited its turn, then gave up
     assert refused.status_code == 429 and refused.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
     assert refused.get_json()["error"]["code"] == "too_many_requests"
-    stream.close()  # what the WSGI server does when the client leaves: the slot is freed, the session cancelled
+    stream.close()  # what the WSGI server does when the client leaves: the slot is freed, the job cancelled
     assert client.get(f"/jobs/{job_id}").get_json()["state"] == "cancelled"
     for _ in range(5):  # HEAD never iterates the body; closing it (as a server does) must release its slot
         head = client.head(f"/jobs/{job_id}/stream")

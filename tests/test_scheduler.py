@@ -13,7 +13,7 @@ import torch
 
 from shared.params import SynthesisParams
 from shared.settings import Settings
-from shared.streams import Progress
+from shared.streams import Delivered
 from workers.engine import XttsEngine
 from workers.scheduler import BatchScheduler, Cancelled, Chunk, Handle
 from workers.stream_decoder import snr_db
@@ -125,10 +125,10 @@ def test_a_resumed_segment_continues_its_utterance_exactly(engine: XttsEngine) -
     full = _solo(engine, TEXTS[1], 70)
     for delivered in (1, 3):
         done = full[:delivered]
-        progress = Progress(last_seq=delivered, tokens={0: _tokens(done)})
+        so_far = Delivered(last_seq=delivered, tokens={0: _tokens(done)})
         scheduler = engine.new_scheduler(max_batch=2)
         resumed = scheduler.submit(
-            engine.segment("again", TEXTS[1], "en", _voice(engine), _params(70), seed=99, resume=progress)
+            engine.segment("again", TEXTS[1], "en", _voice(engine), _params(70), seed=99, resume=so_far)
         )
         rest = _drive(scheduler, [resumed])[0]
         assert _tokens(done) + _tokens(rest) == _tokens(full)  # top_k=1: the same utterance, whatever the seed
@@ -140,7 +140,7 @@ def test_a_resumed_segment_continues_its_utterance_exactly(engine: XttsEngine) -
 
 
 def test_finished_parts_are_skipped_when_resuming(engine: XttsEngine) -> None:
-    progress = Progress(last_seq=3, tokens={0: [5] * 10}, parts_ended=frozenset({0}))
-    segment = engine.segment("done", "Short.", "en", _voice(engine), _params(10), seed=1, resume=progress)
+    so_far = Delivered(last_seq=3, tokens={0: [5] * 10}, parts_ended=frozenset({0}))
+    segment = engine.segment("done", "Short.", "en", _voice(engine), _params(10), seed=1, resume=so_far)
     scheduler = engine.new_scheduler(max_batch=1)
     assert _drive(scheduler, [scheduler.submit(segment)])[0] == []  # its only part was delivered already

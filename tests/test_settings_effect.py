@@ -1,7 +1,7 @@
-"""Every setting the seed names takes effect, set the way an operator sets it (in the environment of the farm's real
-processes), and a bad value stops start-up with one line naming the variable.
+"""Every setting of the single-server XTTS API this farm replaces takes effect, set the way an operator sets it
+(in the environment of the farm's real processes), and a bad value stops start-up with one line naming the variable.
 
-One farm of its own (gunicorn API + one Celery worker) runs with every seed variable set away from its default:
+One farm of its own (gunicorn API + one Celery worker) runs with every one of them set away from its default:
 
 | variable | set to | shown by |
 |---|---|---|
@@ -123,7 +123,7 @@ def test_custom_model_path_use_cpu_and_num_threads_reach_the_worker(configured: 
 
 def test_use_cpu_keeps_a_gpu_machine_on_the_cpu() -> None:
     """The choice a worker makes on a machine with a GPU (this one has none, so it is shown on the function)."""
-    from workers.celery_app import CPU_MAX_BATCH, GPU_MAX_BATCH, max_batch
+    from workers.batch_size import CPU_MAX_BATCH, GPU_MAX_BATCH, max_batch
     from workers.engine import choose_device
 
     assert choose_device(Settings(), cuda_available=True) == "cuda"
@@ -243,7 +243,7 @@ def test_a_bad_value_stops_start_up_with_one_line_naming_it(program: str, variab
 
 
 @pytest.mark.parametrize(("variable", "bad", "why"), BAD)
-def test_each_seed_variable_is_checked(variable: str, bad: str, why: str) -> None:
+def test_each_variable_refuses_a_bad_value(variable: str, bad: str, why: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from shared.settings import get_settings; get_settings()"],
         cwd=ROOT,

@@ -226,10 +226,12 @@ def test_jobs_belong_to_their_tenant(keyed_farm: Farm, alice: Client, bob: Clien
     assert alice("DELETE", f"/jobs/{running['id']}").json()["state"] == "cancelled"
 
 
-def test_a_session_of_one_tenant_cannot_be_cancelled_by_another(keyed_farm: Farm, alice: Client, bob: Client) -> None:
+def test_a_stream_job_of_one_tenant_cannot_be_cancelled_by_another(
+    keyed_farm: Farm, alice: Client, bob: Client
+) -> None:
     body = _job_body("Streamed to alice.", speaker_id=SPEAKER, min_new_tokens=200, max_new_tokens=200)
     with alice("POST", "/tts_stream", json=body, stream=True) as stream:
-        session = stream.headers["X-Session-Id"]
-        assert _code(bob("DELETE", f"/stream_cancel/{session}")) == (404, "not_found")
-        assert alice("GET", f"/stream_status/{session}").json()["state"] in ("queued", "running")
-        assert alice("DELETE", f"/stream_cancel/{session}").json()["state"] == "cancelled"
+        job_id = stream.headers["X-Session-Id"]
+        assert _code(bob("DELETE", f"/stream_cancel/{job_id}")) == (404, "not_found")
+        assert alice("GET", f"/stream_status/{job_id}").json()["state"] in ("queued", "running")
+        assert alice("DELETE", f"/stream_cancel/{job_id}").json()["state"] == "cancelled"

@@ -1,4 +1,4 @@
-"""Splitting long texts into chunks XTTS can speak: nothing lost or reordered, every chunk within its limit."""
+"""Splitting long texts into segments XTTS can speak: nothing lost or reordered, every segment within its limit."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ TEXTS = st.lists(st.tuples(WORDS, PUNCT), min_size=0, max_size=300).map(lambda p
 
 
 def _check(text: str, language: str, limit: int | None = None) -> list[str]:
-    chunks = split_text(text, language, limit)
-    assert "".join(chunks) == normalize_text(text), "characters lost, added or reordered"
+    segments = split_text(text, language, limit)
+    assert "".join(segments) == normalize_text(text), "characters lost, added or reordered"
     bound = limit or char_limit(language)
-    assert all(0 < len(c.rstrip()) <= bound for c in chunks), [len(c) for c in chunks]
-    return chunks
+    assert all(0 < len(c.rstrip()) <= bound for c in segments), [len(c) for c in segments]
+    return segments
 
 
 @settings(max_examples=300, deadline=None)
@@ -40,16 +40,16 @@ def test_tiny_limits_still_hold(text: str, limit: int) -> None:
 
 def test_sentences_are_not_cut_when_they_fit() -> None:
     text = "The first sentence is short. The second one is short too! And a third? " * 20
-    for chunk in _check(text, "en"):
-        assert chunk.rstrip()[-1] in ".!?"
+    for segment in _check(text, "en"):
+        assert segment.rstrip()[-1] in ".!?"
 
 
 def test_a_sentence_over_the_limit_is_cut_at_clauses_then_words() -> None:
     clause = "this clause has quite a few words in it"
     sentence = ", ".join([clause] * 12) + "."
-    chunks = _check(sentence, "en")
-    assert len(chunks) > 1
-    assert all(c.rstrip().endswith((",", ".")) for c in chunks)
+    segments = _check(sentence, "en")
+    assert len(segments) > 1
+    assert all(c.rstrip().endswith((",", ".")) for c in segments)
     no_clauses = " ".join(["word"] * 200) + "."
     assert all(c.split(" ")[0] == "word" or c.startswith("word") for c in _check(no_clauses, "en"))
 
@@ -61,8 +61,8 @@ def test_text_without_punctuation_or_spaces() -> None:
 
 def test_numbers_stay_whole() -> None:
     text = "In 2024 the farm served 1,234,567 requests at 99.9% uptime. " * 10
-    for chunk in _check(text, "en"):
-        assert "1,234,567" in chunk and "99.9%" in chunk
+    for segment in _check(text, "en"):
+        assert "1,234,567" in segment and "99.9%" in segment
 
 
 @pytest.mark.parametrize("language", ["zh-cn", "ja", "ko"])
@@ -72,9 +72,9 @@ def test_cjk(language: str) -> None:
         "ja": "今日はとても良い天気ですね。散歩に行きましょう！",
         "ko": "오늘은 날씨가 정말 좋네요. 공원에 산책하러 갑시다!",
     }[language]
-    chunks = _check(sentences * 30, language)
-    assert len(chunks) > 1
-    assert all(c.rstrip()[-1] in "。！？.!" for c in chunks)
+    segments = _check(sentences * 30, language)
+    assert len(segments) > 1
+    assert all(c.rstrip()[-1] in "。！？.!" for c in segments)
     assert len(_check("字" * 500, language)) == -(-500 // char_limit(language))
 
 
@@ -85,8 +85,8 @@ def test_a_book_chapter() -> None:
     )
     chapter = "\n\n".join([paragraph * 5] * 40)  # 200 sentences, about 35,000 characters
     assert len(chapter) > 30_000
-    chunks = _check(chapter, "en")
-    assert len(chunks) == 200  # one sentence of 174 characters per chunk: two would pass the 250 limit
+    segments = _check(chapter, "en")
+    assert len(segments) == 200  # one sentence of 174 characters per segment: two would pass the 250 limit
 
 
 def test_limits_are_xttss() -> None:

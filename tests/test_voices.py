@@ -410,10 +410,10 @@ def test_a_segment_that_keeps_failing_is_retried_then_fails_its_job(farm: Farm, 
     assert failed[0]["error"] and "ValueError" in failed[0]["error"]
 
 
-def test_seed_clone_example_works_as_written(farm: Farm, make_audio, tmp_path) -> None:
+def test_the_readme_clone_example_works_as_written(farm: Farm, make_audio, tmp_path) -> None:
     readme = (ROOT / "README.md").read_text()
     match = re.search(r"```bash\n(curl -X POST \"http://localhost:8000/clone_speaker\".*?)\n```", readme, re.S)
-    assert match, "the README must show the seed's /clone_speaker curl example"
+    assert match, "the README must show the single-server API's /clone_speaker curl example"
     sample = tmp_path / "voice-sample.wav"
     sample.write_bytes(make_audio("wav", freq=311))
     command = (

@@ -213,9 +213,9 @@ def test_speech_plays_while_it_streams_and_every_sample_is_played(page: Page, ke
     expect(player).to_have_attribute("data-state", "played")
     scheduled = int(player.get_attribute("data-scheduled-samples") or 0)
     played = float(player.get_attribute("data-played-seconds") or 0)
-    session = player.get_attribute("data-session") or ""
+    job_id = player.get_attribute("data-job") or ""
     # Every sample the farm produced was scheduled (no byte lost at a read boundary), and played to its end.
-    job = _api(keyed_farm, web_key, "GET", f"/stream_status/{session}").json()
+    job = _api(keyed_farm, web_key, "GET", f"/stream_status/{job_id}").json()
     assert job["state"] == "succeeded"
     assert scheduled == job["progress"]["audio_samples"] > SAMPLE_RATE // 2
     assert played == pytest.approx(scheduled / SAMPLE_RATE, abs=0.002)
@@ -224,7 +224,7 @@ def test_speech_plays_while_it_streams_and_every_sample_is_played(page: Page, ke
     expect(page.locator("#elapsed")).to_have_text(f"{scheduled / SAMPLE_RATE:.1f} s")
 
 
-def test_stopping_the_player_cancels_the_farm_session(page: Page, keyed_farm: Farm, web_key: str) -> None:
+def test_stopping_the_player_cancels_the_job(page: Page, keyed_farm: Farm, web_key: str) -> None:
     _open_with_key(page, keyed_farm, web_key)
     page.get_by_label("Text", exact=True).fill(" ".join([LONG_SENTENCE] * 12))
     page.get_by_role("button", name="Speak now").click()
@@ -232,13 +232,13 @@ def test_stopping_the_player_cancels_the_farm_session(page: Page, keyed_farm: Fa
     expect(player).to_have_attribute("data-state", "playing")
     page.get_by_role("button", name="Stop").click()
     expect(player).to_have_attribute("data-state", "stopped")
-    session = player.get_attribute("data-session") or ""
+    job_id = player.get_attribute("data-job") or ""
 
-    # The page let go of the stream: the farm sees its client leave and cancels the session.
+    # The page let go of the stream: the farm sees its client leave and cancels the job.
     wait_for(
-        lambda: _api(keyed_farm, web_key, "GET", f"/stream_status/{session}").json()["state"] == "cancelled",
+        lambda: _api(keyed_farm, web_key, "GET", f"/stream_status/{job_id}").json()["state"] == "cancelled",
         60,
-        "the session to be cancelled",
+        "the job to be cancelled",
         0.2,
     )
 

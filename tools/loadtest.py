@@ -73,7 +73,7 @@ class Client:
         return self.base_url + path
 
     def stream(self) -> Outcome:
-        """POST /tts_stream; one client in ten leaves after the header (its session is cancelled)."""
+        """POST /tts_stream; one client in ten leaves after the header (its job is cancelled)."""
         leave = self.rng.random() < 0.1
         with requests.post(
             self.url("/tts_stream"), json=self.body(), headers=self.headers, stream=True, timeout=300

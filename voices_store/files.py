@@ -1,7 +1,7 @@
-"""VOICES_DIR: saved voices as plain files, the seed's "directory for storing saved voices".
+"""VOICES_DIR: saved voices as plain files, the single-server XTTS API's "directory for storing saved voices".
 
 The farm's voice store is the SQL database (every worker on every machine reads it; no shared disk).
-VOICES_DIR keeps the seed's meaning as the place voices live on disk: `import` loads every `<id>.json`
+VOICES_DIR keeps that meaning as the place voices live on disk: `import` loads every `<id>.json`
 there into the store (run by `make run` at start), `export` writes every stored voice there. The files
 hold the JSON /clone_speaker returns (`gpt_cond_latent`, `speaker_embedding`, optional `name`,
 `description`): plain numbers, never pickles.

@@ -5,8 +5,8 @@ XTTS conditions on `gpt_cond_latent` [1, rows, width] (width 1024 for XTTS-v2) a
 reference (65 for its default 3 s: the `default_speaker.json` coqui's official client ships); the GPT takes a
 conditioning prefix of any length, and coqui's official server reshapes any number of rows. So any number from 1 to
 MAX_GPT_ROWS is accepted. Clients often send them squeezed, as the official XTTS server returns them ([rows, width]
-and [512]); both forms are accepted and normalized here, so that the model never sees the seed's
-"Tensors must have same number of dimensions: got 2 and 3".
+and [512]); both forms are accepted and normalized here, so that the model never fails as the single-server
+API did with squeezed latents ("Tensors must have same number of dimensions: got 2 and 3").
 """
 
 from __future__ import annotations

@@ -45,9 +45,9 @@ CLONE_SAMPLE_RATE = 22050
 # XTTS refuses references under 0.33 s; under half a second of actual sound a voice cannot be learned.
 MIN_SOUND_SECONDS = 0.5
 SILENCE_THRESHOLD_DBFS = -50.0
-# Loudness is measured over 10 ms windows; pauses shorter than 100 ms between sounds count as sound, as with pydub's
+# Loudness is measured over 10 ms blocks; pauses shorter than 100 ms between sounds count as sound, as with pydub's
 # detect_nonsilent(min_silence_len=100) that this replaces: speech is full of such short gaps.
-SILENCE_WINDOW_SECONDS = 0.01
+LOUDNESS_BLOCK_SECONDS = 0.01
 SILENCE_BRIDGE_SECONDS = 0.1
 # Lossy codecs pad their last frame (AAC adds about 20 ms, MP3 without a gapless header up to 50 ms), so a recording
 # cut at exactly the limit must not be refused for its padding.
@@ -367,19 +367,19 @@ def _decode_pcm(filename: str, data: bytes, demuxer: str, *, max_seconds: float,
 
 
 def sound_seconds(samples: np.ndarray, rate: int = CLONE_SAMPLE_RATE) -> float:
-    """Seconds of sound: 10 ms windows louder than SILENCE_THRESHOLD_DBFS, plus the short pauses between them."""
-    window = max(1, round(rate * SILENCE_WINDOW_SECONDS))
-    windows = len(samples) // window
-    if windows == 0:
+    """Seconds of sound: 10 ms blocks louder than SILENCE_THRESHOLD_DBFS, plus the short pauses between them."""
+    block = max(1, round(rate * LOUDNESS_BLOCK_SECONDS))
+    count = len(samples) // block
+    if count == 0:
         return 0.0
-    blocks = samples[: windows * window].reshape(windows, window)  # a view: no copy of the audio
-    mean_square = np.einsum("ij,ij->i", blocks, blocks) / window
+    blocks = samples[: count * block].reshape(count, block)  # a view: no copy of the audio
+    mean_square = np.einsum("ij,ij->i", blocks, blocks) / block
     loud = np.flatnonzero(mean_square > 10 ** (SILENCE_THRESHOLD_DBFS / 10))  # rms above the threshold, squared
     if loud.size == 0:
         return 0.0
     gaps = np.diff(loud) - 1
-    bridged = int(gaps[(gaps > 0) & (gaps < round(SILENCE_BRIDGE_SECONDS / SILENCE_WINDOW_SECONDS))].sum())
-    return (loud.size + bridged) * window / rate
+    bridged = int(gaps[(gaps > 0) & (gaps < round(SILENCE_BRIDGE_SECONDS / LOUDNESS_BLOCK_SECONDS))].sum())
+    return (loud.size + bridged) * block / rate
 
 
 def _check_sound(filename: str, samples: np.ndarray) -> float:

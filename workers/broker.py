@@ -9,6 +9,12 @@ an acknowledgement on a closed channel is dropped (the message stays unacknowled
 visibility timeout). The farm does not depend on either: a segment's state is in SQL, a run that stopped lets
 its lease lapse and the reaper hands the segment on, and a redelivered message finds its segment done or held
 and leaves without doing anything.
+
+kombu has no supported hook for either behaviour, so this overrides its Redis channel, written for and pinned to
+kombu KOMBU_VERSION (requirements-api.txt). tests/test_broker_transport.py checks that version, the signatures
+of the overridden methods, and, against a real Redis, the kombu behaviour relied on: a channel's `do_restore` is
+what keeps its close from putting unacknowledged messages back, and acknowledging goes through the channel's
+QoS. After a kombu upgrade that test says what to re-check.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
+
+KOMBU_VERSION = "5.7.0"
 
 
 class Channel(kombu_redis.Channel):

@@ -16,9 +16,8 @@ from celery.signals import celeryd_init, setup_logging
 
 from celery_config import celery_config
 from shared import logs
-from shared.settings import Settings, get_settings
-
-CPU_MAX_BATCH, GPU_MAX_BATCH = 4, 32
+from shared.settings import get_settings
+from workers.batch_size import max_batch
 
 celery_app = Celery("xtts_farm", include=["workers.tasks"])
 celery_app.conf.update(
@@ -27,13 +26,6 @@ celery_app.conf.update(
     broker_transport="workers.broker:Transport",  # see workers/broker.py
 )
 app = celery_app  # the name `celery -A workers.celery_app` looks for
-
-
-def max_batch(settings: Settings, cuda: bool) -> int:
-    """WORKER_MAX_BATCH, or the measured default for the device (see docs/performance.md)."""
-    if settings.WORKER_MAX_BATCH:
-        return settings.WORKER_MAX_BATCH
-    return GPU_MAX_BATCH if cuda and not settings.USE_CPU else CPU_MAX_BATCH
 
 
 class ReceivedTaskFilter(logging.Filter):

@@ -19,7 +19,7 @@ import torch
 from shared.audio import SAMPLE_RATE
 from shared.params import SynthesisParams
 from shared.settings import Settings
-from shared.streams import Progress
+from shared.streams import Delivered
 from workers.batched_gpt import Sampling
 from workers.errors import SynthesisError
 from workers.model_source import ModelSource, resolve
@@ -75,7 +75,9 @@ class XttsEngine:
 
     # --- loading ---------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, settings: Settings) -> XttsEngine:
+    def load(cls, settings: Settings, source: ModelSource | None = None) -> XttsEngine:
+        """Load the checkpoint `source` names (resolved from the settings when not given: a worker resolves it
+        once, before it loads, to stop early with a clear reason when there is none)."""
         from transformers.utils import logging as transformers_logging
         from TTS.tts.configs.xtts_config import XttsConfig
         from TTS.tts.models.xtts import Xtts
@@ -85,7 +87,7 @@ class XttsEngine:
         transformers_logging.enable_propagation()
 
         torch.set_num_threads(max(1, settings.NUM_THREADS))
-        source = resolve(settings)
+        source = source or resolve(settings)
         device = choose_device(settings, torch.cuda.is_available())
         started = time.perf_counter()
         config = XttsConfig()
@@ -134,15 +136,8 @@ class XttsEngine:
         }
 
     # --- synthesis -------------------------------------------------------------------------------------
-    def new_scheduler(self, max_batch: int, *, batch_decode: bool = True) -> BatchScheduler:
-        return BatchScheduler(
-            self.model,
-            self.device,
-            max_batch,
-            fp16=self.fp16,
-            decode_context=self.decode_context,
-            batch_decode=batch_decode,
-        )
+    def new_scheduler(self, max_batch: int) -> BatchScheduler:
+        return BatchScheduler(self.model, self.device, max_batch, fp16=self.fp16, decode_context=self.decode_context)
 
     def segment(
         self,
@@ -152,7 +147,7 @@ class XttsEngine:
         voice: VoiceLatents,
         params: SynthesisParams,
         seed: int,
-        resume: Progress | None = None,
+        resume: Delivered | None = None,
     ) -> Segment:
         """What the scheduler needs to synthesize one segment; `resume`: what an earlier run delivered."""
         parts = []
@@ -204,13 +199,13 @@ class XttsEngine:
             )
         return [part for half in halves for part in self._token_parts(half, language)]
 
-    def stream(
+    def synthesize_chunks(
         self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int = 0
     ) -> Iterator[torch.Tensor]:
         """Float audio chunks (24 kHz mono) of one segment, synthesized alone by a scheduler this call drives
         (the same code path a worker's batch runs)."""
         scheduler = self.new_scheduler(max_batch=1)
-        handle = scheduler.submit(self.segment("stream", text, language, voice, params, seed), synchronous=True)
+        handle = scheduler.submit(self.segment("alone", text, language, voice, params, seed), synchronous=True)
         for chunk in handle.events():
             if chunk.audio.numel():
                 yield chunk.audio
@@ -219,5 +214,5 @@ class XttsEngine:
         self, text: str, language: str, voice: VoiceLatents, params: SynthesisParams, seed: int = 0
     ) -> np.ndarray:
         """A whole segment as one array (the same path as streaming, joined)."""
-        chunks = list(self.stream(text, language, voice, params, seed))
+        chunks = list(self.synthesize_chunks(text, language, voice, params, seed))
         return torch.cat(chunks).cpu().numpy() if chunks else np.zeros(0, dtype=np.float32)

@@ -1,23 +1,23 @@
 """The continuous-batching scheduler of a worker process: one model, many segments synthesized at once.
 
-Every segment a worker runs becomes a *stream* here. One loop (`BatchScheduler.run`, on its own thread in a
-worker; or driven step by step by `XttsEngine.stream`) repeats:
+Every segment a worker runs becomes a *member* of the batch here. One loop (`BatchScheduler.run`, on its own
+thread in a worker; or driven step by step by `XttsEngine.synthesize_chunks`) repeats:
 
-1. **admit** new streams, up to `max_batch` at once: each one's prompt is prefilled alone and joins the
+1. **admit** new members, up to `max_batch` at once: each one's prompt is prefilled alone and joins the
    running batch of `BatchedGPT` at the next step, without waiting for the others to finish;
-2. **step**: one batched GPT forward pass advances every active stream by one audio token (each with its own
+2. **step**: one batched GPT forward pass advances every member by one audio token (each with its own
    KV cache row, sampling parameters and random generator);
-3. **decode**: streams that have enough new latents for their next audio chunk (or that finished) get their
-   HiFi-GAN window decoded, batched with other streams' windows where that is faster, and the chunk goes out
-   at once to the stream's consumer (the Celery task thread that publishes it to Redis).
+3. **decode**: members that have enough new latents for their next audio chunk (or that finished) get their
+   span of HiFi-GAN frames decoded, batched with other members' spans where that is faster, and the chunk goes
+   out at once to the member's consumer (the Celery task thread that publishes it to Redis).
 
-Which streams decode first is decided by the listeners: a stream that has not sent its first chunk yet is
+Which members decode first is decided by the listeners: a member that has not sent its first chunk yet is
 the most urgent (first audio is what a listener waits for); the others go by how much audio their listener
 has buffered (earliest deadline first). While a newcomer is still generating its first chunk, established
-streams with enough audio buffered postpone their decodes, so a new request's first audio does not wait
-behind other streams' long windows.
+members with enough audio buffered postpone their decodes, so a new request's first audio does not wait
+behind other members' long spans.
 
-A stream is a *segment*, whose text XTTS may take in several *parts* (when its cleaned text is too long for the
+A member is a *segment*, whose text XTTS may take in several *parts* (when its cleaned text is too long for the
 GPT): parts run one after another, each with its own GPT sequence and decoder. Every chunk reports the audio
 tokens generated since the previous chunk, so a segment interrupted anywhere can be resumed exactly by
 replaying them (see `Segment.replay`).
@@ -36,14 +36,14 @@ from typing import Any
 import torch
 
 from workers.batched_gpt import BatchedGPT, Sampling
-from workers.stream_decoder import StreamingDecoder, Window, decode_windows
+from workers.stream_decoder import FrameSpan, StreamingDecoder, decode_spans
 
 log = logging.getLogger(__name__)
 
-# Later chunks of a stream grow (doubling) up to this many times its first chunk: each decode re-runs the
-# decoder's context margin, so fewer, larger windows cost less once the listener has audio buffered.
+# Later chunks of a member grow (doubling) up to this many times its first chunk: each decode re-runs the
+# decoder's context margin, so fewer, larger spans cost less once the listener has audio buffered.
 MAX_CHUNK_GROWTH = 4
-# An established stream postpones its decode for a newcomer's first chunk only while its listener has at
+# An established member postpones its decode for a newcomer's first chunk only while its listener has at
 # least this much audio in hand beyond what the decode will take.
 LOW_WATER_SECONDS = 1.0
 
@@ -61,7 +61,7 @@ class Part:
 
 @dataclass(frozen=True)
 class Segment:
-    """A synthesis request: what the scheduler needs to stream one segment's audio."""
+    """A synthesis request: what the scheduler needs to synthesize one segment's audio."""
 
     key: Hashable
     parts: tuple[Part, ...]
@@ -152,8 +152,8 @@ class Handle:
 
 
 @dataclass
-class _Stream:
-    """Scheduler-side state of one segment."""
+class _Member:
+    """A segment admitted to the batch: the scheduler's state of it."""
 
     handle: Handle
     arrived: float
@@ -187,7 +187,7 @@ class _Stream:
 
 class BatchScheduler:
     """Runs segments through one model in a continuous batch. `submit` from any thread; `run` on one thread
-    (or call `step` yourself, as `XttsEngine.stream` does)."""
+    (or call `step` yourself, as `XttsEngine.synthesize_chunks` does)."""
 
     def __init__(
         self,
@@ -197,18 +197,16 @@ class BatchScheduler:
         *,
         fp16: bool = False,
         decode_context: int = 12,
-        batch_decode: bool = True,
     ) -> None:
         self.model = model
         self.device = device
         self.max_batch = max(1, max_batch)
         self.fp16 = fp16 and device.startswith("cuda")
         self.decode_context = decode_context
-        self.batch_decode = batch_decode
         self.gpt = BatchedGPT(model.gpt, device, autocast_fp16=self.fp16)
         self.sample_rate = int(model.hifigan_decoder.output_sample_rate)
         self._waiting: queue.SimpleQueue[Handle] = queue.SimpleQueue()
-        self._streams: dict[Hashable, _Stream] = {}
+        self._members: dict[Hashable, _Member] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.lock = threading.Lock()  # held while the model runs a step (cloning takes it between steps)
@@ -226,7 +224,7 @@ class BatchScheduler:
     @property
     def active(self) -> int:
         """Segments being synthesized now (the batch's occupancy)."""
-        return len(self._streams)
+        return len(self._members)
 
     def stop(self) -> None:
         self._stop.set()
@@ -235,14 +233,14 @@ class BatchScheduler:
     def run(self) -> None:
         """The loop of a worker's scheduler thread."""
         while not self._stop.is_set():
-            if not self._streams and self._waiting.empty():
+            if not self._members and self._waiting.empty():
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 continue
             try:
                 self.step()
             except Exception as exc:  # a broken step must not kill the worker: fail what was running
-                log.exception("scheduler step failed; failing its %d segments", len(self._streams))
+                log.exception("scheduler step failed; failing its %d segments", len(self._members))
                 self._fail_all(exc)
 
     # --- one iteration -------------------------------------------------------------------------------
@@ -256,148 +254,148 @@ class BatchScheduler:
             self._decode_ready()
 
     def _drop_cancelled(self) -> None:
-        for stream in [s for s in self._streams.values() if s.handle.cancelled]:
-            self._leave(stream)
-            stream.handle.put(Failed(Cancelled(f"{stream.key!r} was cancelled")))
+        for member in [s for s in self._members.values() if s.handle.cancelled]:
+            self._leave(member)
+            member.handle.put(Failed(Cancelled(f"{member.key!r} was cancelled")))
 
     def _admit(self) -> None:
-        while len(self._streams) < self.max_batch and not self._waiting.empty():
+        while len(self._members) < self.max_batch and not self._waiting.empty():
             handle = self._waiting.get()
             if handle.cancelled:
                 handle.put(Failed(Cancelled(f"{handle.segment.key!r} was cancelled")))
                 continue
-            stream = _Stream(handle, arrived=time.monotonic())
-            self._streams[stream.key] = stream
+            member = _Member(handle, arrived=time.monotonic())
+            self._members[member.key] = member
             try:
-                self._start_next_part(stream)
+                self._start_next_part(member)
             except Exception as exc:
-                self._leave(stream)
+                self._leave(member)
                 handle.put(Failed(exc))
 
-    def _start_next_part(self, stream: _Stream) -> None:
-        """Move the stream to its next part that still has audio to deliver, or finish it."""
-        segment = stream.segment
-        stream.part_index += 1
-        while stream.part_index < len(segment.parts) and segment.parts[stream.part_index].done:
-            stream.part_index += 1
-        if stream.part_index >= len(segment.parts):
-            self._leave(stream)
-            stream.handle.put(Finished())
+    def _start_next_part(self, member: _Member) -> None:
+        """Move the member to its next part that still has audio to deliver, or finish it."""
+        segment = member.segment
+        member.part_index += 1
+        while member.part_index < len(segment.parts) and segment.parts[member.part_index].done:
+            member.part_index += 1
+        if member.part_index >= len(segment.parts):
+            self._leave(member)
+            member.handle.put(Finished())
             return
-        part = segment.parts[stream.part_index]
+        part = segment.parts[member.part_index]
         generator = torch.Generator(device=self.device).manual_seed(part.seed)
-        stream.decoder = StreamingDecoder(
+        member.decoder = StreamingDecoder(
             self.model.hifigan_decoder,
             segment.speaker_embedding,
             length_scale=segment.length_scale,
             margin=self.decode_context,
         )
-        stream.pending, stream.tokens, stream.part_finished = [], [], False
-        stream.target = segment.chunk_tokens
+        member.pending, member.tokens, member.part_finished = [], [], False
+        member.target = segment.chunk_tokens
         replayed = self.gpt.add(
-            stream.key, segment.cond_latent, part.text_tokens, part.sampling, generator, replay=part.replay
+            member.key, segment.cond_latent, part.text_tokens, part.sampling, generator, replay=part.replay
         )
         if len(replayed):
             # Their audio was delivered already: advance the decoder's state without decoding it again.
-            stream.decoder.skip(replayed.float())
+            member.decoder.skip(replayed.float())
 
     def _generate(self) -> None:
         outputs = self.gpt.step()
         self.steps += 1
         self.sequence_steps += len(outputs)
         for key, out in outputs.items():
-            stream = self._streams[key]
-            stream.pending.append(out.latent.float())
-            stream.tokens.append(out.token)
-            stream.part_finished = out.finished
+            member = self._members[key]
+            member.pending.append(out.latent.float())
+            member.tokens.append(out.token)
+            member.part_finished = out.finished
 
     def _decode_ready(self) -> None:
         now = time.monotonic()
-        ready = [s for s in self._streams.values() if s.ready()]
+        ready = [s for s in self._members.values() if s.ready()]
         if not ready:
             return
-        newcomers_generating = any(s.first_chunk_at is None and not s.ready() for s in self._streams.values())
+        newcomers_generating = any(s.first_chunk_at is None and not s.ready() for s in self._members.values())
         if newcomers_generating:
-            # Keep GPT steps flowing for the newcomer: established streams with audio in hand wait a step.
+            # Keep GPT steps flowing for the newcomer: established members with audio in hand wait a step.
             ready = [s for s in ready if s.first_chunk_at is None or s.slack(now) < self._postpone_margin(s)]
         # First chunks first (in order of arrival), then the listeners with the least audio in hand.
         ready.sort(key=lambda s: (s.first_chunk_at is not None, s.slack(now), s.arrived))
         for group in self._decode_groups(ready):
             self._decode(group)
 
-    def _postpone_margin(self, stream: _Stream) -> float:
-        return LOW_WATER_SECONDS + stream.expected_decode_seconds
+    def _postpone_margin(self, member: _Member) -> float:
+        return LOW_WATER_SECONDS + member.expected_decode_seconds
 
-    def _decode_groups(self, ready: list[_Stream]) -> list[list[_Stream]]:
+    def _decode_groups(self, ready: list[_Member]) -> list[list[_Member]]:
         """First chunks one by one (each listener hears its first audio as soon as it is decoded), then every
-        later chunk together (batched in `_decode` when batching is on)."""
+        later chunk together (batched in `_decode`)."""
         firsts = [[s] for s in ready if s.first_chunk_at is None]
         later = [s for s in ready if s.first_chunk_at is not None]
-        if not self.batch_decode:
-            return firsts + [[s] for s in later]
         return firsts + ([later] if later else [])
 
-    def _decode(self, group: list[_Stream]) -> None:
-        windows: list[tuple[_Stream, Window]] = []
-        for stream in group:
-            assert stream.decoder is not None
-            latents = torch.stack(stream.pending) if stream.pending else self._no_latents(stream)
-            stream.decoder.feed(latents, final=stream.part_finished)
-            stream.pending = []
-            window = stream.decoder.window()
-            if window is None:
-                self._emit(stream, torch.zeros(0))
+    def _decode(self, group: list[_Member]) -> None:
+        spans: list[tuple[_Member, FrameSpan]] = []
+        for member in group:
+            assert member.decoder is not None
+            latents = torch.stack(member.pending) if member.pending else self._no_latents(member)
+            member.decoder.feed(latents, final=member.part_finished)
+            member.pending = []
+            span = member.decoder.next_span()
+            if span is None:
+                self._emit(member, torch.zeros(0))
             else:
-                windows.append((stream, window))
+                spans.append((member, span))
         started = time.perf_counter()
-        for batch in _batches(windows):
-            audio = decode_windows(
-                self.model.hifigan_decoder, [w for _, w in batch], [s.segment.speaker_embedding for s, _ in batch]
+        for batch in _batches(spans):
+            audio = decode_spans(
+                self.model.hifigan_decoder,
+                [span for _, span in batch],
+                [member.segment.speaker_embedding for member, _ in batch],
             )
-            for (stream, window), wav in zip(batch, audio, strict=True):
-                assert stream.decoder is not None
-                self._emit(stream, stream.decoder.accept(window, wav).float().cpu())
-        frames = sum(w.length for _, w in windows)
+            for (member, span), wav in zip(batch, audio, strict=True):
+                assert member.decoder is not None
+                self._emit(member, member.decoder.accept(span, wav).float().cpu())
+        frames = sum(span.length for _, span in spans)
         if frames:
             self._decode_seconds_per_frame = (time.perf_counter() - started) / frames
 
-    def _no_latents(self, stream: _Stream) -> torch.Tensor:
-        width = stream.segment.cond_latent.shape[-1]
+    def _no_latents(self, member: _Member) -> torch.Tensor:
+        width = member.segment.cond_latent.shape[-1]
         return torch.zeros(0, width, device=self.device)
 
-    def _emit(self, stream: _Stream, audio: torch.Tensor) -> None:
+    def _emit(self, member: _Member, audio: torch.Tensor) -> None:
         now = time.monotonic()
-        part_end = stream.part_finished
+        part_end = member.part_finished
         if audio.numel() == 0 and not part_end:
             return  # nothing new to say yet: the tokens stay with the next chunk
-        stream.handle.put(Chunk(audio, tuple(stream.tokens), stream.part_index, part_end))
-        stream.tokens = []
-        if stream.first_chunk_at is None and audio.numel():
-            stream.first_chunk_at = now
-        stream.emitted_seconds += audio.numel() / self.sample_rate
-        stream.target = min(stream.target * 2, stream.segment.chunk_tokens * MAX_CHUNK_GROWTH)
-        window_frames = stream.target * 5  # ~4.35 frames per token at 24 kHz, plus context
-        stream.expected_decode_seconds = self._decode_seconds_per_frame * window_frames
+        member.handle.put(Chunk(audio, tuple(member.tokens), member.part_index, part_end))
+        member.tokens = []
+        if member.first_chunk_at is None and audio.numel():
+            member.first_chunk_at = now
+        member.emitted_seconds += audio.numel() / self.sample_rate
+        member.target = min(member.target * 2, member.segment.chunk_tokens * MAX_CHUNK_GROWTH)
+        span_frames = member.target * 5  # ~4.35 frames per token at 24 kHz, plus context
+        member.expected_decode_seconds = self._decode_seconds_per_frame * span_frames
         if part_end:
-            self._start_next_part(stream)
+            self._start_next_part(member)
 
-    def _leave(self, stream: _Stream) -> None:
-        self._streams.pop(stream.key, None)
-        if stream.key in self.gpt:
-            self.gpt.remove(stream.key)
+    def _leave(self, member: _Member) -> None:
+        self._members.pop(member.key, None)
+        if member.key in self.gpt:
+            self.gpt.remove(member.key)
 
     def _fail_all(self, exc: BaseException) -> None:
-        for stream in list(self._streams.values()):
-            self._leave(stream)
-            stream.handle.put(Failed(exc))
+        for member in list(self._members.values()):
+            self._leave(member)
+            member.handle.put(Failed(exc))
 
 
-def _batches(windows: list[tuple[_Stream, Window]]) -> list[list[tuple[_Stream, Window]]]:
-    """Windows that can share one HiFi-GAN call: all non-final ones (right padding is harmless for them), and
+def _batches(spans: list[tuple[_Member, FrameSpan]]) -> list[list[tuple[_Member, FrameSpan]]]:
+    """Spans that can share one HiFi-GAN call: all non-final ones (right padding is harmless for them), and
     final ones of equal length."""
-    middles = [pair for pair in windows if not pair[1].final]
-    finals: dict[int, list[tuple[_Stream, Window]]] = {}
-    for pair in windows:
+    middles = [pair for pair in spans if not pair[1].final]
+    finals: dict[int, list[tuple[_Member, FrameSpan]]] = {}
+    for pair in spans:
         if pair[1].final:
             finals.setdefault(pair[1].length, []).append(pair)
     return ([middles] if middles else []) + list(finals.values())

@@ -8,7 +8,7 @@ frame rate, 22.05 -> 24 kHz) and (2) a convolutional HiFi-GAN whose receptive fi
 * computes the interpolations incrementally with the exact index arithmetic of `F.interpolate(mode="linear",
   align_corners=False, scale_factor=...)` over the *whole* sequence, emitting a frame only once both of its
   source frames are known, and
-* runs HiFi-GAN on a window: the frames not yet emitted, plus `margin` frames of context on each side that
+* runs HiFi-GAN on a span: the frames not yet emitted, plus `margin` frames of context on each side that
   are decoded again but thrown away. Frames within `margin` of the newest latent are held back until the
   next call, because their right context does not exist yet.
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 # HiFi-GAN frames are 256 samples (upsample rates 8*8*2*2).
 HOP = 256
-# Context on each side of a decoded window, in HiFi-GAN frames. Measured: 12 frames reproduce one-shot
+# Context on each side of a decoded span, in HiFi-GAN frames. Measured: 12 frames reproduce one-shot
 # decoding to float rounding (135 dB SNR); 8 frames give 118 dB, 4 frames 80 dB.
 DEFAULT_MARGIN = 12
 
@@ -93,11 +93,11 @@ class LinearResampler:
 
 
 @dataclass(frozen=True)
-class Window:
+class FrameSpan:
     """HiFi-GAN input frames to decode next, [C, stop - start], of which frames [emit_from, end) become audio.
 
-    `final`: the window reaches the last frame of the segment, so it has no right margin and must be decoded
-    exactly as it is; a non-final window may be right-padded (with anything) when decoded in a batch, because
+    `final`: the span reaches the last frame of the segment, so it has no right margin and must be decoded
+    exactly as it is; a non-final span may be right-padded (with anything) when decoded in a batch, because
     its last `margin` frames, at least the receptive field, are context whose audio is thrown away.
     """
 
@@ -115,8 +115,8 @@ class Window:
 class StreamingDecoder:
     """Decode XTTS GPT latents to 24 kHz audio chunk by chunk at a total cost close to one-shot decoding.
 
-    `push` does it in one call. The scheduler uses the parts: `feed` latents, take the `window()` to decode,
-    run HiFi-GAN on it (possibly batched with other streams' windows, see `decode_windows`), `accept` its audio.
+    `push` does it in one call. The scheduler uses the parts: `feed` latents, take the `next_span()` to
+    decode, run HiFi-GAN on it (possibly batched with other segments' spans, see `decode_spans`), `accept` its audio.
     """
 
     def __init__(
@@ -152,7 +152,7 @@ class StreamingDecoder:
         self._total += x.shape[1]
         self._final = self._final or final
 
-    def window(self) -> Window | None:
+    def next_span(self) -> FrameSpan | None:
         """The frames to decode for the audio that is now fully determined (None: nothing new yet)."""
         if self._frames is None:
             return None
@@ -162,22 +162,22 @@ class StreamingDecoder:
         start = max(self._base, self._emitted - self.margin)
         stop = self._total if self._final else min(self._total, end + self.margin)
         frames = self._frames[:, start - self._base : stop - self._base]
-        return Window(frames, start, self._emitted, end, self._final)
+        return FrameSpan(frames, start, self._emitted, end, self._final)
 
-    def accept(self, window: Window, wav: torch.Tensor) -> torch.Tensor:
-        """The new audio out of HiFi-GAN's output for `window` (1-D, starting at its first frame)."""
-        audio = wav[(window.emit_from - window.start) * HOP : (window.end - window.start) * HOP]
-        self._advance(window.end)
+    def accept(self, span: FrameSpan, wav: torch.Tensor) -> torch.Tensor:
+        """The new audio out of HiFi-GAN's output for `span` (1-D, starting at its first frame)."""
+        audio = wav[(span.emit_from - span.start) * HOP : (span.end - span.start) * HOP]
+        self._advance(span.end)
         return audio
 
     @torch.inference_mode()
     def push(self, latents: torch.Tensor, final: bool = False) -> torch.Tensor:
         """Add GPT latents [T, C]; return the new audio samples (1-D float tensor, possibly empty)."""
         self.feed(latents, final)
-        window = self.window()
-        if window is None:
+        span = self.next_span()
+        if span is None:
             return latents.new_zeros(0)
-        return self.accept(window, decode_windows(self.decoder, [window], [self.g])[0])
+        return self.accept(span, decode_spans(self.decoder, [span], [self.g])[0])
 
     @torch.inference_mode()
     def skip(self, latents: torch.Tensor) -> int:
@@ -194,7 +194,7 @@ class StreamingDecoder:
 
     def _advance(self, end: int) -> None:
         self._emitted = end
-        # Keep only the left context the next window needs.
+        # Keep only the left context the next span needs.
         assert self._frames is not None
         keep_from = max(self._base, self._emitted - self.margin)
         self._frames = self._frames[:, keep_from - self._base :]
@@ -202,20 +202,21 @@ class StreamingDecoder:
 
 
 @torch.inference_mode()
-def decode_windows(hifigan_decoder: Any, windows: list[Window], speakers: list[torch.Tensor]) -> list[torch.Tensor]:
-    """HiFi-GAN over several windows in one batched call: non-final windows are right-padded with zeros to the
-    longest (harmless: their right margin absorbs it); windows are batched only with windows of the same kind
-    and, for final ones, the same length. Returns each window's audio (1-D, from its first frame)."""
-    if len(windows) == 1:
-        wav: torch.Tensor = hifigan_decoder.waveform_decoder(windows[0].frames.unsqueeze(0), g=speakers[0])
+def decode_spans(hifigan_decoder: Any, spans: list[FrameSpan], embeddings: list[torch.Tensor]) -> list[torch.Tensor]:
+    """HiFi-GAN over several spans (each with its speaker embedding) in one batched call: non-final spans are
+    right-padded with zeros to the longest (harmless: their right margin absorbs it); spans are batched only with
+    spans of the same kind and, for final ones, the same length. Returns each span's audio (1-D, from its first
+    frame)."""
+    if len(spans) == 1:
+        wav: torch.Tensor = hifigan_decoder.waveform_decoder(spans[0].frames.unsqueeze(0), g=embeddings[0])
         return [wav.reshape(-1)]
-    length = max(w.length for w in windows)
-    if any(w.final and w.length != length for w in windows):
-        raise ValueError("a final window can only be batched with windows of its own length")
-    frames = torch.stack([F.pad(w.frames, (0, length - w.length)) for w in windows])
-    g = torch.cat([s.reshape(1, -1, 1) for s in speakers])
+    length = max(span.length for span in spans)
+    if any(span.final and span.length != length for span in spans):
+        raise ValueError("a final span can only be batched with spans of its own length")
+    frames = torch.stack([F.pad(span.frames, (0, length - span.length)) for span in spans])
+    g = torch.cat([s.reshape(1, -1, 1) for s in embeddings])
     out: torch.Tensor = hifigan_decoder.waveform_decoder(frames, g=g)
-    return [out[i].reshape(-1)[: w.length * HOP] for i, w in enumerate(windows)]
+    return [out[i].reshape(-1)[: span.length * HOP] for i, span in enumerate(spans)]
 
 
 def one_shot(

@@ -127,14 +127,14 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
     settings = shop.settings
     started = time.monotonic()
     params = SynthesisParams.model_validate(work.params)
-    progress = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
-    jobs.reconcile_progress(work.job_id, work.index, work.run, progress.last_seq, progress.samples)
+    delivered = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
+    jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
     voice = resolve_voice(shop.engine, shop.cache, work)
     segment = shop.engine.segment(
-        work.run, work.text, work.language, voice, params, jobs.segment_seed(work.job_id, work.index), progress
+        work.run, work.text, work.language, voice, params, jobs.segment_seed(work.job_id, work.index), delivered
     )
     handle = shop.scheduler.submit(segment)
-    seq = first_seq = progress.last_seq
+    seq = first_seq = delivered.last_seq
     samples = 0
     log.debug(
         "segment %s/%d: run %s starts (attempt %d, %d characters, resuming after chunk %d)",

@@ -17,7 +17,6 @@ from voices_store import staging, store
 from voices_store.uploads import CLONE_SAMPLE_RATE
 from workers import cloning, model_source
 from workers.celery_app import celery_app
-from workers.engine import XttsEngine
 from workers.errors import ModelUnavailable
 from workers.runtime import runtime
 from workers.synthesis import Outcome, run_segment
@@ -31,11 +30,11 @@ def _load_model(**_: Any) -> None:
     one-line reason), load the model once, start the batch scheduler and the background loops. The threads
     pool never forks, so CUDA is initialised in the process that uses it."""
     try:
-        model_source.resolve(get_settings())
+        source = model_source.resolve(get_settings())
     except ModelUnavailable as exc:
         log.critical("worker cannot start: %s", exc)
         raise SystemExit(1) from None
-    runtime.start(celery_app)
+    runtime.start(celery_app, source)
     lost = jobs.fail_lost_jobs(streams.current_epoch(get_redis()))
     if lost:
         log.warning("marked %d jobs failed: they were queued before Redis lost its data", lost)
@@ -66,22 +65,12 @@ def _clear_log_context(**_: Any) -> None:
     logs.clear()
 
 
-class EngineTask(Task):
-    """Base for tasks that need the model: it is injected from the process's runtime, loaded once."""
-
-    abstract = True
-
-    @property
-    def engine(self) -> XttsEngine:
-        return runtime.workshop().engine
-
-
-@celery_app.task(bind=True, base=EngineTask, name=SYNTHESIZE_SEGMENT)
-def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
+@celery_app.task(bind=True, name=SYNTHESIZE_SEGMENT)
+def synthesize_segment(self: Task, job_id: str, index: int) -> str:
     key = f"{job_id}:{index}:{self.request.id}"
     runtime.working_on(key, job_id, index)
     try:
-        runtime.sync_voice_cache()
+        runtime.voices.sync()
         result = run_segment(runtime.workshop(), get_redis(), job_id, index)
         runtime.metrics.segments.labels(result.outcome.value).inc()  # before working_on publishes the figures
     finally:
@@ -98,8 +87,8 @@ def synthesize_segment(self: EngineTask, job_id: str, index: int) -> str:
     return str(result.outcome.value)
 
 
-@celery_app.task(bind=True, base=EngineTask, name=CLONE_VOICE, ignore_result=False)
-def clone_voice(self: EngineTask, content_hash: str) -> dict[str, Any]:
+@celery_app.task(bind=True, name=CLONE_VOICE, ignore_result=False)
+def clone_voice(self: Task, content_hash: str) -> dict[str, Any]:
     """Clone the reference audio the API left in Redis under `content_hash`; store the result in SQL."""
     key = f"clone:{self.request.id}"
     runtime.working_on(key, f"clone:{content_hash[:12]}")

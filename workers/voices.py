@@ -1,4 +1,4 @@
-"""Turning a job's speaker reference into the latents XTTS conditions on, through the worker's cache."""
+"""Turning a job's voice into the latents XTTS conditions on, through the worker's cache."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from shared import jobs
 from shared.errors import NotFound
 from shared.jobs import SegmentWork
+from shared.voice_kind import VoiceKind
 from voices_store import store
 from voices_store.cache import VoiceCache
 from voices_store.latents import Latents
@@ -47,26 +48,26 @@ def saved_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], voice_id: s
             raise SynthesisError(f"saved voice {voice_id!r} no longer exists (deleted)") from exc
         return _checked(engine, latents, f"saved voice {voice_id!r}")
 
-    return cache.get_or_load(("saved", voice_id, revision), load)
+    return cache.get_or_load((VoiceKind.SAVED, voice_id, revision), load)
 
 
 def resolve_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], work: SegmentWork) -> VoiceLatents:
-    if work.speaker_kind == "builtin":
-        voice = engine.builtin_voice(work.speaker_ref)
+    if work.voice_kind is VoiceKind.BUILTIN:
+        voice = engine.builtin_voice(work.voice_ref)
         if voice is None:
-            raise SynthesisError(f"this worker's model has no built-in speaker {work.speaker_ref!r}")
+            raise SynthesisError(f"this worker's model has no built-in speaker {work.voice_ref!r}")
         return voice
-    if work.speaker_kind == "saved":
-        return saved_voice(engine, cache, work.speaker_ref)
-    if work.speaker_kind == "inline":
+    if work.voice_kind is VoiceKind.SAVED:
+        return saved_voice(engine, cache, work.voice_ref)
+    if work.voice_kind is VoiceKind.INLINE:
 
         def load() -> VoiceLatents:
             return _checked(engine, Latents.from_npz(jobs.inline_voice(work.job_id)), "the request's inline latents")
 
-        return cache.get_or_load(("inline", work.speaker_ref), load)
-    raise SynthesisError(f"unsupported speaker kind {work.speaker_kind!r}")
+        return cache.get_or_load((VoiceKind.INLINE, work.voice_ref), load)
+    raise SynthesisError(f"unsupported voice kind {work.voice_kind!r}")
 
 
 def is_voice(voice_id: str) -> Callable[[Hashable], bool]:
     """Matches the cache keys of every revision of a saved voice."""
-    return lambda key: isinstance(key, tuple) and key[:2] == ("saved", voice_id)
+    return lambda key: isinstance(key, tuple) and key[:2] == (VoiceKind.SAVED, voice_id)

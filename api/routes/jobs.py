@@ -1,4 +1,5 @@
-"""Jobs with polling and resumable pulls, and the seed's session status and cancel endpoints."""
+"""Jobs with polling and resumable pulls, and the status and cancel endpoints of the single-server XTTS API
+(/stream_status, /stream_cancel), which take the X-Session-Id of a /tts_stream response, or any job id."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from api.framing import sse_event
 from api.lifecycle import ServerLeaving
 from api.responses import json_model
 from api.schemas.common import ErrorResponse, audio_response
-from api.schemas.jobs import JOB_EVENT_SCHEMA, AudioQuery, JobCreated, JobPath, JobStatus, SessionPath, StreamQuery
+from api.schemas.jobs import JOB_EVENT_SCHEMA, AudioQuery, JobCreated, JobPath, JobStatus, StreamJobPath, StreamQuery
 from api.schemas.synthesis import TtsRequest
 from api.submission import submit, submit_once
 from shared import jobs, streams
@@ -43,7 +44,11 @@ EVENT_STREAM = {
     "description": "Server-Sent Events: `audio` (id `<segment>-<seq>`), then `end` or `error`",
     "content": {"text/event-stream": {"schema": JOB_EVENT_SCHEMA}},
 }
-bp = APIBlueprint("jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs, polling and sessions")])
+bp = APIBlueprint(
+    "jobs",
+    __name__,
+    abp_tags=[Tag(name="jobs", description="Jobs, polling, and the status and cancel of streamed requests")],
+)
 
 
 # Printable ASCII, as in the IETF draft "The Idempotency-Key HTTP Header Field" (UUIDs fit easily).
@@ -171,7 +176,7 @@ def _final_state(job_id: str) -> str:
 def _cancel(job_id: str) -> Response:
     job = current_job(job_id, tenant=caller().tenant)
     if cancel(job.id):
-        log.info("session %s cancelled", job.id)
+        log.info("job %s cancelled", job.id)
     return json_model(JobStatus.from_job(jobs.get_job(job.id)))
 
 
@@ -182,12 +187,13 @@ def cancel_job(path: JobPath) -> Response:
 
 
 @bp.get("/stream_status/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
-def stream_status(path: SessionPath) -> Response:
-    """The seed's session status (the same sessions as /jobs)."""
+def stream_status(path: StreamJobPath) -> Response:
+    """A job's status, by the id a /tts_stream response gave in its X-Session-Id header (any job id works)."""
     return json_model(JobStatus.from_job(current_job(path.session_id, tenant=caller().tenant)))
 
 
 @bp.delete("/stream_cancel/<session_id>", responses={200: JobStatus, 404: ErrorResponse})
-def stream_cancel(path: SessionPath) -> Response:
-    """The seed's session cancel: stops a running synthesis within one audio chunk."""
+def stream_cancel(path: StreamJobPath) -> Response:
+    """Cancel a job, by the id a /tts_stream response gave in its X-Session-Id header (any job id works): a running
+    synthesis stops within one audio chunk."""
     return _cancel(path.session_id)

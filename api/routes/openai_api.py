@@ -1,6 +1,6 @@
 """OpenAI-compatible speech API under /v1: what apps written for OpenAI's TTS (and the `openai` package, pointed at
 the farm's base URL) call. Synthesis goes through the same submission and delivery as /tts_stream: one slot per
-response, audio streamed as made, a client that leaves cancels its session. Errors keep the farm's one contract and
+response, audio streamed as made, a client that leaves cancels its job. Errors keep the farm's one contract and
 add the fields OpenAI's clients read (`type`, `param`): api/errors.py does that for every path under /v1/."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The seed's synthesis endpoints: POST /tts_stream (WAV streamed as it is produced) and POST /tts."""
+"""The single-server API's synthesis endpoints: POST /tts_stream (WAV streamed as it is produced) and POST /tts."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _celery() -> Celery:
 
 def _cancel_abandoned(job_id: str) -> None:
     if cancel(job_id):
-        log.info("session %s cancelled: its client left before the audio was complete", job_id)
+        log.info("job %s cancelled: its client left before the audio was complete", job_id)
 
 
 def stream_synthesis(
@@ -70,7 +70,7 @@ def stream_synthesis(
 ) -> Response:
     """A streamed synthesis response: the request holds a slot while it is served, its audio is encoded in
     `body.response_format` as it arrives (and framed by `frame`, e.g. as Server-Sent Events), and a client that
-    leaves before the end cancels the session. /tts_stream and /v1/audio/speech both answer with it."""
+    leaves before the end cancels the job. /tts_stream and /v1/audio/speech both answer with it."""
     slot = _limit().acquire()
     try:
         job = submit(_celery(), body, origin="stream", tenant=caller().tenant)
@@ -89,11 +89,11 @@ def stream_synthesis(
         except ClientGone:
             return
         except ServerLeaving:
-            # This process is stopping, not the client leaving: the session runs on (its audio stays available
+            # This process is stopping, not the client leaving: the job runs on (its audio stays available
             # from /jobs/{id}/audio and /jobs/{id}/stream), so it is not cancelled.
-            log.info("stream of session %s ended: the API process is shutting down", job.id)
+            log.info("stream of job %s ended: the API process is shutting down", job.id)
         except (FarmError, redis.RedisError) as exc:
-            log.info("stream of session %s ended early: %s", job.id, exc)
+            log.info("stream of job %s ended early: %s", job.id, exc)
         finished = True
 
     response = Response(
@@ -114,9 +114,9 @@ def tts_stream(body: TtsRequest) -> Response:
     the workers produce it; compressed formats leave as soon as their encoder emits each packet). The official XTTS
     server's `add_wav_header: false` is the same as `response_format: pcm`.
 
-    The session id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
+    The job's id is in the `X-Session-Id` header: poll GET /stream_status/{id}, cancel with
     DELETE /stream_cancel/{id}. If synthesis fails mid-way, the stream simply ends; the status says why.
-    A client that disconnects before the end cancels the session.
+    A client that disconnects before the end cancels the job.
     """
     return stream_synthesis(body, MEDIA_TYPES[body.response_format])
 
@@ -126,7 +126,7 @@ def tts_stream(body: TtsRequest) -> Response:
     responses={
         200: TTS_AUDIO,
         409: ErrorResponse,
-        # The client closed its connection while it waited (nginx's code): its session is cancelled, nobody reads this.
+        # The client closed its connection while it waited (nginx's code): its job is cancelled, nobody reads this.
         499: ErrorResponse,
         502: ErrorResponse,
         **ERRORS,
@@ -134,8 +134,8 @@ def tts_stream(body: TtsRequest) -> Response:
 )
 def tts(body: TtsRequest) -> Response:
     """Synthesize the whole text and answer with one complete file in `response_format` (default wav; 409 if the
-    session is cancelled meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the
-    session.
+    job is cancelled meanwhile, 502 if synthesis fails). A client that disconnects while it waits cancels the
+    job.
 
     A request in the official XTTS server's shape (the latents at the top level) is answered as that server does:
     the audio base64-encoded, as a JSON string."""
@@ -147,12 +147,10 @@ def tts(body: TtsRequest) -> Response:
             pcm = b"".join(job_pcm(job.id, job.segments_total, client=client))
         except ClientGone:
             _cancel_abandoned(job.id)
-            raise ClientLeft(
-                f"the client of session {job.id} closed its connection; the session is cancelled"
-            ) from None
+            raise ClientLeft(f"the client of job {job.id} closed its connection; the job is cancelled") from None
         except ServerLeaving:
             raise ShuttingDown(
-                f"this API process is shutting down; session {job.id} runs on: fetch its audio from "
+                f"this API process is shutting down; job {job.id} runs on: fetch its audio from "
                 f"/jobs/{job.id}/audio once it has succeeded"
             ) from None
     finally:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.encoding import AudioFormat
 from api.schemas.common import FORMATS_DESCRIPTION, NO_NUL, as_utc, documented_as, event_schema
+from shared.voice_kind import VoiceKind
 from voices_store.ids import split_voice_key
 
 if TYPE_CHECKING:
@@ -27,12 +28,20 @@ JOB_EVENT_SCHEMA = event_schema(
 
 
 class JobPath(BaseModel):
-    job_id: str = Field(..., max_length=64, pattern=NO_NUL, description="Job id (also the session id).")
+    job_id: str = Field(
+        ...,
+        max_length=64,
+        pattern=NO_NUL,
+        description="Job id (a streamed request's X-Session-Id header gives it too).",
+    )
 
 
-class SessionPath(BaseModel):
+class StreamJobPath(BaseModel):
     session_id: str = Field(
-        ..., max_length=64, pattern=NO_NUL, description="Session id (the X-Session-Id header of /tts_stream)."
+        ...,
+        max_length=64,
+        pattern=NO_NUL,
+        description="The job's id, as the X-Session-Id header of /tts_stream gives it.",
     )
 
 
@@ -117,7 +126,7 @@ class SegmentStatus(BaseModel):
 
 
 class JobStatus(BaseModel):
-    """A job's public state (also the seed's session status)."""
+    """A job's public state (also what /stream_status answers)."""
 
     id: str
     session_id: str
@@ -141,8 +150,8 @@ class JobStatus(BaseModel):
             language=job.language,
             # A saved voice is named as its tenant knows it (the job holds its key, `tenant/id`).
             speaker=SpeakerRef(
-                kind=job.speaker_kind,
-                id=split_voice_key(job.speaker_ref)[1] if job.speaker_kind == "saved" else job.speaker_ref,
+                kind=job.voice_kind,
+                id=split_voice_key(job.voice_ref)[1] if job.voice_kind == VoiceKind.SAVED else job.voice_ref,
             ),
             progress=Progress(
                 segments_done=job.segments_done,

@@ -89,21 +89,21 @@ class OfficialServerShape(CloneAnswerEcho):
         return int(value)
 
 
-def _speaker_choice(required: list[str], given: dict[str, Any]) -> dict[str, Any]:
-    nulls = {name: {"type": "null"} for name in SPEAKER_FIELDS if name not in given}
+def _voice_choice(required: list[str], given: dict[str, Any]) -> dict[str, Any]:
+    nulls = {name: {"type": "null"} for name in VOICE_FIELDS if name not in given}
     return {"required": required, "properties": {**given, **nulls}}
 
 
-SPEAKER_FIELDS = ("speaker_id", "speaker_latents", "gpt_cond_latent", "speaker_embedding")
+VOICE_FIELDS = ("speaker_id", "speaker_latents", "gpt_cond_latent", "speaker_embedding")
 
 
 def _tts_request_schema(schema: dict[str, Any]) -> None:
     schema["examples"] = [{"text": "Text to synthesize", "language": "en", "speaker_id": "Claribel Dervla"}]
-    # Exactly one way to give the speaker, and not null (what `_one_speaker` checks).
+    # Exactly one way to give the speaker, and not null (what `_one_voice` checks).
     schema["oneOf"] = [
-        _speaker_choice(["speaker_id"], {"speaker_id": {"type": "string"}}),
-        _speaker_choice(["speaker_latents"], {"speaker_latents": {"type": "object"}}),
-        _speaker_choice(
+        _voice_choice(["speaker_id"], {"speaker_id": {"type": "string"}}),
+        _voice_choice(["speaker_latents"], {"speaker_latents": {"type": "object"}}),
+        _voice_choice(
             ["gpt_cond_latent", "speaker_embedding"],
             {"gpt_cond_latent": {"type": "array"}, "speaker_embedding": {"type": "array"}},
         ),
@@ -162,7 +162,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
         return not_blank(value, "text")
 
     @model_validator(mode="after")
-    def _one_speaker(self) -> TtsRequest:
+    def _one_voice(self) -> TtsRequest:
         if (self.speaker_id is None) == (self.speaker_latents is None):
             raise ValueError(
                 "give exactly one of speaker_id (a saved voice or built-in speaker), speaker_latents, and "

@@ -215,7 +215,7 @@ function showPlayerTime() {
 
 function stopPlayback() {
   if (!playback) return;
-  playback.abort.abort(); // the farm sees the client leave and cancels the session
+  playback.abort.abort(); // the farm sees the client leave and cancels the job
   if (playback.player) playback.player.close();
   if (playback.done) playback.done.close();
   playback = null;
@@ -242,7 +242,7 @@ async function speak(event) {
     endedSamples: "0",
     playedSeconds: "0",
     blocks: "0",
-    session: "",
+    job: "",
   });
   $("stop").disabled = false;
   setPlayerState("waiting");
@@ -254,8 +254,8 @@ async function speak(event) {
       body: JSON.stringify(speechRequest()),
       signal: abort.signal,
     });
-    $("session").textContent = `session ${response.headers.get("X-Session-Id") || ""}`;
-    $("player").dataset.session = response.headers.get("X-Session-Id") || "";
+    $("stream-job").textContent = `job ${response.headers.get("X-Session-Id") || ""}`;
+    $("player").dataset.job = response.headers.get("X-Session-Id") || "";
     const reader = response.body.getReader();
     const pcm = new PcmAssembler();
     for (;;) {

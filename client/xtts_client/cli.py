@@ -42,7 +42,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _speaker(client: XTTSClient, args: argparse.Namespace) -> str:
+def _voice(client: XTTSClient, args: argparse.Namespace) -> str:
     if args.voice or args.speaker:
         return str(args.voice or args.speaker)
     speakers = client.speakers()
@@ -62,8 +62,8 @@ def _format(args: argparse.Namespace) -> str:
 def cmd_say(client: XTTSClient, args: argparse.Namespace) -> int:
     fmt = _format(args)
     text = args.text if args.text != "-" else sys.stdin.read()
-    speaker = _speaker(client, args)
-    with client.stream(text, language=args.language, speaker=speaker, response_format=fmt, **_params(args)) as audio:
+    voice = _voice(client, args)
+    with client.stream(text, language=args.language, speaker=voice, response_format=fmt, **_params(args)) as audio:
         output = AudioOutput(args.output, fmt)
         try:
             if fmt in CLIENT_SIDE:
@@ -79,7 +79,7 @@ def cmd_say(client: XTTSClient, args: argparse.Namespace) -> int:
         output.finish(rate)
     seconds = f"{output.pcm_bytes / 2 / rate:.1f} s of audio, " if fmt in CLIENT_SIDE else ""
     where = f"wrote {args.output}: " if args.output not in (None, "-") else ""
-    print(f"xtts: {where}{seconds}session {audio.session_id}", file=sys.stderr)
+    print(f"xtts: {where}{seconds}job {audio.session_id}", file=sys.stderr)
     return 0
 
 
@@ -87,8 +87,8 @@ def cmd_say(client: XTTSClient, args: argparse.Namespace) -> int:
 def cmd_job(client: XTTSClient, args: argparse.Namespace) -> int:
     fmt = _format(args)
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-    speaker = _speaker(client, args)
-    job = client.submit_job(text, language=args.language, speaker=speaker, **_params(args))
+    voice = _voice(client, args)
+    job = client.submit_job(text, language=args.language, speaker=voice, **_params(args))
     print(f"xtts: job {job['id']} queued", file=sys.stderr, flush=True)
     if args.no_follow:
         print(job["id"])

@@ -59,7 +59,7 @@ class JobUpdate:
 
 class AudioStream:
     """The audio of a /tts_stream response in the requested format, iterated as it arrives. `session_id` names
-    the session (GET /jobs/{id} tells its state). Close it (or use `with`) to stop early: the farm then cancels
+    its job (GET /jobs/{id} tells its state). Close it (or use `with`) to stop early: the farm then cancels
     the synthesis."""
 
     def __init__(self, client: XTTSClient, response: requests.Response, response_format: str) -> None:
@@ -96,7 +96,7 @@ class AudioStream:
             ) from None
         finally:
             self._response.close()
-        # The stream simply ends when synthesis fails mid-way: the session's status says whether all came.
+        # The stream simply ends when synthesis fails mid-way: the job's status says whether all came.
         status = self._client.job(self.session_id)
         if status["state"] != "succeeded":
             raise JobFailed(status)

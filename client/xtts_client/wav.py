@@ -7,7 +7,6 @@ import struct
 from typing import BinaryIO
 
 SAMPLE_WIDTH = 2
-HEADER_BYTES = 44
 UNKNOWN_SIZE = 0xFFFFFFFF  # what a streamed header says before the length is known; players read to the end
 
 
@@ -72,7 +71,3 @@ class WavReader:
                 self.sample_rate = rate
             offset += 8 + size + (size & 1)  # chunks are padded to an even size
         return b""
-
-    @property
-    def complete_header(self) -> bool:
-        return self._in_data

@@ -1,4 +1,4 @@
-"""Jobs and their segments: the synthesis sessions the farm runs.
+"""Jobs and their segments: the synthesis jobs the farm runs.
 
 Revision ID: 0001_jobs
 Revises:
