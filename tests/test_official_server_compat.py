@@ -22,9 +22,6 @@ from shared.redis_client import get_redis
 from tests.audio import parse_stream_wav
 from tools.localfarm import Farm, wait_for
 
-# Formats, the OpenAI API and the official server's shapes sit above the database layer: the SQLite farm suffices.
-pytestmark = pytest.mark.one_backend
-
 WIDTH = 64  # GPT width of the dev checkpoint
 GPT = [[0.01 * (i % 7)] * WIDTH for i in range(32)]
 EMBEDDING = [0.02] * 512

@@ -6,6 +6,8 @@ import math
 
 import requests
 
+from tests.farms import LONG_LEASE
+
 
 def _expected_samples(tokens: int) -> int:
     """Samples XTTS's decoder makes of `tokens` audio tokens: x4 to mel frames, 22.05 -> 24 kHz, 256 per frame."""
@@ -23,8 +25,10 @@ def _job(speaker: str, tokens: int, chunk: int = 5) -> dict:
     }
 
 
-def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(isolated_farm) -> None:
-    farm, redis_server = isolated_farm()
+def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(farm_with) -> None:
+    farm = farm_with(**LONG_LEASE)  # one worker, Redis without persistence
+    redis_server = farm.redis_server
+    assert not redis_server.persistent
     job = requests.post(farm.url("/jobs"), json=_job("Claribel Dervla", 400), timeout=30).json()
     farm.wait_for_state(job["id"], ("running",), 60)
 
