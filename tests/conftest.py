@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 # The fixtures that start processes of a farm (Celery workers, the API, Flower); every fixture that depends on one,
 # however indirectly, does too.
 FARM_ROOTS = frozenset({"farm_pool", "flower"})
+FARM_EVENTS = pytest.StashKey[Counter[str]]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,9 +51,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.fast)
 
 
+class _FarmOrder:
+    """Runs every test on SQLite before any on PostgreSQL, each part in the files' order: a farm serves one stretch
+    of tests and is rarely stopped for room and started again (tests/farms.py keeps a few running)."""
+
+    @pytest.hookimpl(trylast=True)  # after pytest's own reordering, which would put parametrized tests first
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        def key(item: pytest.Item) -> tuple[bool, str, int]:
+            callspec = getattr(item, "callspec", None)
+            path, line, _ = item.location
+            return (bool(callspec) and callspec.params.get("backend") == "postgresql", path, line or 0)
+
+        items.sort(key=key)  # stable: a function's parametrizations keep their order
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_FarmOrder(), "farm-order")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    events = config.stash.get(FARM_EVENTS, None)
+    if events:
+        terminalreporter.write_line("shared farms: " + ", ".join(f"{n} {what}" for what, n in sorted(events.items())))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """`@pytest.mark.backends(...)` runs a test once per database backend named (the `backend` fixture). Session
-    scope: pytest runs every test of one backend before those of the next, so each farm runs through one stretch."""
+    """`@pytest.mark.backends(...)` runs a test once per database backend named (the `backend` fixture)."""
     marker = metafunc.definition.get_closest_marker("backends")
     if marker and "backend" in metafunc.fixturenames:
         unknown = set(marker.args) - set(BACKENDS)
@@ -168,9 +193,13 @@ def backend() -> str:
 
 @pytest.fixture(scope="session")
 def farm_pool(
-    dev_model_dir: Path, database_factory: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    dev_model_dir: Path,
+    database_factory: Callable[[str], str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FarmPool]:
     pool = FarmPool(dev_model_dir, database_factory, tmp_path_factory.mktemp)
+    request.config.stash[FARM_EVENTS] = pool.events
     try:
         yield pool
     finally:

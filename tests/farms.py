@@ -18,6 +18,7 @@ farm.
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ class SharedFarm(Farm):
         model_dir: Path,
         log_dir: Path,
         api_keys: dict[str, str],
+        events: Counter[str],
     ) -> None:
         proxied = database_url
         if database_proxy is not None:
@@ -155,6 +157,7 @@ class SharedFarm(Farm):
         self.redis_server = redis_server
         self.database_proxy = database_proxy
         self.api_keys = api_keys
+        self.events = events  # what the pool did, for the session's summary
         self._db = make_engine(database_url)
         meta = MetaData()
         meta.reflect(self._db)
@@ -173,6 +176,7 @@ class SharedFarm(Farm):
         if api_env != self.api_env:
             self.api_env = dict(api_env)
             self.restart_api()
+            self.events["API restarted with other settings"] += 1
         self.clear()
         self._wait_until_idle()
         self.clear()  # what a run that was stopping wrote meanwhile
@@ -181,16 +185,20 @@ class SharedFarm(Farm):
     def _repair(self) -> None:
         if not self.redis_server.running:
             self.redis_server.start()
+            self.events["Redis servers restarted"] += 1
         if self.database_proxy is not None and self.database_proxy.is_cut:
             self.database_proxy.restore()
         if self.api is None or self.api.poll() is not None:
             self.start_api()
+            self.events["APIs restarted"] += 1
         for name in [n for n, proc in self.workers.items() if proc.poll() is not None]:
             del self.workers[name]  # killed or stopped by the test
         for name in list(self.workers)[self.n_workers :]:
             self.stop_worker(name)  # started by the test beyond the farm's number
+            self.events["workers a test added stopped"] += 1
         while len(self.workers) < self.n_workers:
             self.start_worker()
+            self.events["workers restarted"] += 1
         self.wait_for_api()
         self._forget_dead_workers()
         self.wait_for_workers(self.n_workers)
@@ -228,6 +236,7 @@ class SharedFarm(Farm):
             for name in [n for n, proc in self.workers.items() if proc.pid in busy]:
                 self.stop_worker(name)
                 self.start_worker()
+                self.events["workers restarted (still busy after a reset)"] += 1
             self._forget_dead_workers()
             self.wait_for_workers(self.n_workers)
 
@@ -250,21 +259,23 @@ class SharedFarm(Farm):
 
 
 class FarmPool:
-    """The session's farms, by spec. At most `max_workers` worker processes run at once (each holds a model): the
-    farm used least recently is stopped to make room, and started again if a later test asks for it."""
+    """The session's farms, by spec. At most `max_workers` worker processes run at once (each holds a model, and an
+    idle one still heartbeats): the farm used least recently is stopped to make room, and started again if a later
+    test asks for it (tests/conftest.py orders the tests so that this is rare)."""
 
     def __init__(
         self,
         model_dir: Path,
         make_database: Callable[[str], str],
         make_folder: Callable[[str], Path],
-        max_workers: int = 4,
+        max_workers: int = 6,
     ) -> None:
         self.model_dir = model_dir
         self.make_database = make_database
         self.make_folder = make_folder
         self.max_workers = max_workers
         self._farms: dict[FarmSpec, SharedFarm] = {}  # least recently used first
+        self.events: Counter[str] = Counter()
 
     def get(self, spec: FarmSpec, api_env: dict[str, str]) -> SharedFarm:
         farm = self._farms.pop(spec, None)
@@ -278,6 +289,7 @@ class FarmPool:
     def _make_room(self, workers: int) -> None:
         while self._farms and sum(f.n_workers for f in self._farms.values()) + workers > self.max_workers:
             self._farms.pop(next(iter(self._farms))).close()
+            self.events["farms stopped to make room"] += 1
 
     def _start(self, spec: FarmSpec, api_env: dict[str, str]) -> SharedFarm:
         database_url = self.make_database(spec.backend)
@@ -297,7 +309,9 @@ class FarmPool:
             model_dir=self.model_dir,
             log_dir=self.make_folder(f"farm-{spec.backend}-{len(self._farms)}"),
             api_keys=api_keys,
+            events=self.events,
         )
+        self.events["farms started"] += 1
         farm.api_env = dict(api_env)
         try:
             farm.start()
