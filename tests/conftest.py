@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from shared.settings import Settings, configure
-from tests.farms import BACKENDS, FarmInFastTest, FarmPool, SharedFarm, farm_spec
+from tests.farms import BACKENDS, TWO_WORKERS, FarmInFastTest, FarmPool, SharedFarm, farm_spec
 from tests.listeners import Listeners, running_listeners
 from tools.localfarm import (
     DEV_SPEAKER,
@@ -228,8 +228,8 @@ def farm_with(farm_pool: FarmPool, backend: str) -> Iterator[Callable[..., Share
 
 @pytest.fixture
 def farm(farm_with: Callable[..., SharedFarm]) -> SharedFarm:
-    """The common farm: two workers, default settings."""
-    return farm_with(workers=2)
+    """The common farm: two workers, default settings but a 60 s lease (tests/farms.py's TWO_WORKERS)."""
+    return farm_with(**TWO_WORKERS)
 
 
 @pytest.fixture

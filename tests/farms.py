@@ -3,8 +3,9 @@ handed from test to test, reset in between.
 
 A test asks for "a farm of configuration X" with the `farm_with` fixture (tests/conftest.py):
 
-    farm = farm_with(workers=1, **SHORT_LEASES)   # a farm of these settings, idle and empty
-    farm = farm                                    # the common farm: two workers, default settings
+    def test_x(farm): ...                                        # the common farm (TWO_WORKERS)
+    def test_y(keyed_farm): ...                                  # API keys required, keys of alice and bob
+    def test_z(farm_with): farm = farm_with(**SHORT_LEASES)      # a configuration below, idle and empty
 
 Before each test the farm gets back what the previous test stopped or killed, and only that (a Redis server, the
 database link, the API, a worker: one process, not the farm), loses every job, voice and stream of that test
@@ -37,6 +38,9 @@ from tools.localfarm import Farm, RedisServer, create_api_key, migrate, wait_for
 BACKENDS = ("sqlite", "postgresql")
 
 # --- the configurations the suite shares (each on every backend a test runs on) ---------------------------------
+# Two workers, default settings but a lease far too long to wait for (60 s): no test here waits for one to lapse,
+# and a test that stops a worker shows that the other continues at once, not after the lease. The `farm` fixture.
+TWO_WORKERS: dict[str, Any] = {"workers": 2, "SEGMENT_LEASE_SECONDS": "60"}
 # One worker whose leases lapse within seconds (a worker killed mid-segment, a broker refusal, the database or Redis
 # cut off), with a Redis that keeps its data over a restart and, on PostgreSQL, a database link a test can cut
 # (`farm.database_proxy.down()`). The batching tests run here too: nothing of theirs depends on the lease.
@@ -48,8 +52,6 @@ SHORT_LEASES: dict[str, Any] = {
     "REAPER_INTERVAL_SECONDS": "1",
     "WORKER_MAX_BATCH": "4",
 }
-# One worker whose lease is far too long to wait for: what happens within seconds is not the lease lapsing.
-LONG_LEASE: dict[str, Any] = {"workers": 1, "SEGMENT_LEASE_SECONDS": "60"}
 # One worker, audio kept in Redis for seconds only, one segment of a job at a time.
 SHORT_AUDIO_TTL: dict[str, Any] = {"workers": 1, "STREAM_TTL_SECONDS": "4", "JOB_MAX_INFLIGHT_SEGMENTS": "1"}
 

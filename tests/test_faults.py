@@ -29,7 +29,7 @@ from shared.settings import Settings, configure
 from shared.streams import current_epoch
 from shared.tasks import SYNTHESIZE_SEGMENT
 from tests.audio import Event, sse_events
-from tests.farms import LONG_LEASE, SHORT_AUDIO_TTL, SHORT_LEASES, SharedFarm
+from tests.farms import SHORT_AUDIO_TTL, SHORT_LEASES, SharedFarm
 from tools.localfarm import Farm, tts_body, wait_for
 
 SPEAKER = "Claribel Dervla"
@@ -230,21 +230,20 @@ def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
     assert status["progress"]["audio_samples"] == _samples(300)
 
 
-def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm_with) -> None:
-    farm = farm_with(**LONG_LEASE)  # a lease far too long to wait for
-    assert farm.env["SEGMENT_LEASE_SECONDS"] == "60"
-    (first,) = farm.workers.values()
+def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedFarm) -> None:
+    assert farm.env["SEGMENT_LEASE_SECONDS"] == "60"  # a lease far too long to wait for
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the SIGTERM")
-    second = farm.start_worker()
-    farm.wait_for_workers(2)
+    (holder,) = farm.workers_on(job["id"])
+    first = next(proc for proc in farm.workers.values() if proc.pid == holder["pid"])
+    (other,) = [name for name, proc in farm.workers.items() if proc is not first]
     os.kill(first.pid, signal.SIGTERM)
     stopped = time.monotonic()
     wait_for(
         lambda: (
             farm.job(job["id"])["segments"][0]["worker"] not in (None,)
-            and f"{second}@" in farm.job(job["id"])["segments"][0]["worker"]
+            and f"{other}@" in farm.job(job["id"])["segments"][0]["worker"]
         ),
         30,
         "the other worker to continue",
@@ -257,8 +256,7 @@ def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm_with) ->
     assert first.wait(30) == 0  # the worker exited cleanly
 
 
-def test_sigterm_to_the_api_mid_stream_loses_no_audio(farm_with) -> None:
-    farm = farm_with(**LONG_LEASE)
+def test_sigterm_to_the_api_mid_stream_loses_no_audio(farm: Farm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(120, sentences=2), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: listener.audio, 60, "audio before the SIGTERM")

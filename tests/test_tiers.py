@@ -33,8 +33,8 @@ def _collected(*args: str) -> set[str]:
 def test_the_fast_tier_leaves_out_the_tests_whose_fixtures_start_a_farm() -> None:
     """The farms the fast tier once started by mistake: the configured farm of test_settings_effect.py and the
     worker machine of test_worker_machines.py (fixtures that build on `farm_with`); and Flower."""
-    fast = _collected("-m", "not farm", "tests/test_settings_effect.py", "tests/test_worker_machines.py")
-    fast |= _collected("-m", "not farm", "tests/test_flower.py")
+    modules = ("settings_effect", "worker_machines", "flower")
+    fast = _collected("-m", "not farm", *(f"tests/test_{module}.py" for module in modules))
     assert "test_use_cpu_keeps_a_gpu_machine_on_the_cpu" in fast and "test_no_gpu_is_a_clear_refusal" in fast
     assert "test_compose_requires_keys_and_keeps_flower_local" in fast
     farm_tests = {
