@@ -24,7 +24,7 @@ TEXTS = (
 TOKENS = (36, 50, 24, 44)
 
 
-TORCH_THREADS = 1  # the session's engine (conftest.py) on one thread: other processes share the two cores
+TORCH_THREADS = 2  # the session's engine (conftest.py) on both cores
 
 
 def _params(tokens: int, **changes: float) -> SynthesisParams:

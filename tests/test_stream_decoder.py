@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from workers.engine import XttsEngine
 from workers.stream_decoder import LinearResampler, StreamingDecoder, one_shot, snr_db
 
-TORCH_THREADS = 1  # the session's engine (conftest.py) on one thread
+TORCH_THREADS = 2  # the session's engine (conftest.py) on both cores
 
 
 def _chunks(total: int, generator: torch.Generator) -> list[tuple[int, int]]:
