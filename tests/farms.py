@@ -203,15 +203,20 @@ class SharedFarm(Farm):
             self.events["workers restarted"] += 1
         self.wait_for_api()
         self._forget_dead_workers()
-        self.wait_for_workers(self.n_workers)
 
     def _forget_dead_workers(self) -> None:
-        """Registry entries of workers that are gone (they would stay listed until they expire)."""
+        """Registry entries (they would stay listed until they expire) and metrics (kept for a day) of workers that
+        are gone: a farm whose worker a test killed looks to the next test like a farm that never had that one."""
         r = redis.Redis.from_url(self.redis_url)
         pids = {proc.pid for proc in self.workers.values()}
         for worker in registry.live_workers(r):
             if worker.get("pid") not in pids:
                 registry.remove(r, worker["name"])
+        live = {worker["name"] for worker in self.wait_for_workers(self.n_workers)}
+        gone = [name for name in r.smembers(metrics.WORKER_NAMES) if name.decode() not in live]
+        if gone:
+            r.delete(*(metrics.WORKER_PREFIX.encode() + name for name in gone))
+            r.srem(metrics.WORKER_NAMES, *gone)
 
     def clear(self) -> None:
         """Deletes every job, voice, upload and stream: Redis keys but the farm's own (KEPT_KEYS), database rows
@@ -240,7 +245,6 @@ class SharedFarm(Farm):
                 self.start_worker()
                 self.events["workers restarted (still busy after a reset)"] += 1
             self._forget_dead_workers()
-            self.wait_for_workers(self.n_workers)
 
     def check_empty(self) -> None:
         rows = self._rows()
