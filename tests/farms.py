@@ -257,7 +257,7 @@ class SharedFarm(Farm):
         assert not [w["current"] for w in workers if w.get("current")], "a worker is still busy"
 
     def close(self) -> None:
-        self.stop()
+        self.kill()  # idle and of no further use: no need to wait for graceful shutdowns
         self.redis_server.cleanup()
         if self.database_proxy is not None:
             self.database_proxy.stop()
