@@ -217,6 +217,14 @@ class SharedFarm(Farm):
         if gone:
             r.delete(*(metrics.WORKER_PREFIX.encode() + name for name in gone))
             r.srem(metrics.WORKER_NAMES, *gone)
+        # Listed is not ready: a worker started (or whose Redis restarted) a moment ago may not listen yet for the
+        # API's voice-cache messages, and one it missed is never sent again.
+        wait_for(
+            lambda: r.pubsub_numsub(voice_control.CHANNEL)[0][1] >= self.n_workers,
+            30,
+            "every worker to listen for voice-cache messages",
+            interval=0.05,
+        )
 
     def clear(self) -> None:
         """Deletes every job, voice, upload and stream: Redis keys but the farm's own (KEPT_KEYS), database rows
