@@ -19,7 +19,7 @@ test:
 	$(MAKE) --no-print-directory lint
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
-# The fast subset: everything that needs no Celery worker (under a minute).
+# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API); about 75 s.
 test-fast:
 	scripts/test_env.sh
 	scripts/venv.sh

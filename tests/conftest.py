@@ -1,19 +1,29 @@
 """Fixtures: real Redis, real databases (SQLite and PostgreSQL), real Celery workers running the
-generated dev checkpoint, and the real API over HTTP."""
+generated dev checkpoint, and the real API over HTTP.
+
+Farms are shared (tests/farms.py): `farm` (two workers), `keyed_farm` (API keys required) or `farm_with(...)` for a
+configuration of tests/farms.py, each reset before every test. Their database is SQLite unless the test (or its
+module) is marked `@pytest.mark.backends("sqlite", "postgresql")`: then it runs once on each.
+A test is in the `farm` tier when its fixtures start farm processes (FARM_ROOTS, found through every fixture it
+depends on); the others are `fast`, and may start none: a fast test that starts a worker or an API fails."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from shared.settings import Settings, configure
+from tests.farms import BACKENDS, TWO_WORKERS, FarmInFastTest, FarmPool, SharedFarm, farm_spec
 from tests.listeners import Listeners, running_listeners
 from tools.localfarm import (
     DEV_SPEAKER,
@@ -21,7 +31,6 @@ from tools.localfarm import (
     Farm,
     PostgresCluster,
     RedisServer,
-    create_api_key,
     create_postgres_database,
     drop_postgres_database,
     migrate,
@@ -29,24 +38,73 @@ from tools.localfarm import (
 )
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-BACKENDS = ("sqlite", "postgresql")
-FARM_FIXTURES = {"farm", "isolated_farm", "keyed_farm", "speaker", "flower"}
+# The fixtures that start processes of a farm (Celery workers, the API, Flower); every fixture that depends on one,
+# however indirectly, does too.
+FARM_ROOTS = frozenset({"farm_pool", "flower"})
+FARM_EVENTS = pytest.StashKey[Counter[str]]()
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that need a farm of real processes are marked `farm`; the others form the fast subset. Tests marked
-    `one_backend` (features above the database layer: formats, the OpenAI API, the client, the web page) run
-    against the SQLite farm only; the pipeline's own tests run against both."""
-    other_backends = []
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests whose fixtures start farm processes are marked `farm`; the others form the fast tier."""
     for item in items:
-        needs_farm = FARM_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.farm if needs_farm else pytest.mark.fast)
-        callspec = getattr(item, "callspec", None)
-        if item.get_closest_marker("one_backend") and callspec and callspec.params.get("farm", "sqlite") != "sqlite":
-            other_backends.append(item)
-    if other_backends:
-        config.hook.pytest_deselected(items=other_backends)
-        items[:] = [item for item in items if item not in other_backends]
+        if FARM_ROOTS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.farm)
+        elif not item.get_closest_marker("farm"):
+            item.add_marker(pytest.mark.fast)
+
+
+class _FarmOrder:
+    """Runs every test on SQLite before any on PostgreSQL, each part in the files' order: a farm serves one stretch
+    of tests and is rarely stopped for room and started again (tests/farms.py keeps a few running)."""
+
+    @pytest.hookimpl(trylast=True)  # after pytest's own reordering, which would put parametrized tests first
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        def key(item: pytest.Item) -> tuple[bool, str, int]:
+            callspec = getattr(item, "callspec", None)
+            path, line, _ = item.location
+            return (bool(callspec) and callspec.params.get("backend") == "postgresql", path, line or 0)
+
+        items.sort(key=key)  # stable: a function's parametrizations keep their order
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_FarmOrder(), "farm-order")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    events = config.stash.get(FARM_EVENTS, None)
+    if events:
+        terminalreporter.write_line("shared farms: " + ", ".join(f"{n} {what}" for what, n in sorted(events.items())))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`@pytest.mark.backends(...)` runs a test once per database backend named (the `backend` fixture)."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker and "backend" in metafunc.fixturenames:
+        unknown = set(marker.args) - set(BACKENDS)
+        assert marker.args and not unknown, f"backends({marker.args}): choose among {BACKENDS}"
+        metafunc.parametrize("backend", marker.args, scope="session")
+
+
+def _refused(what: str) -> Callable[..., Any]:
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise FarmInFastTest(
+            f"a test of the fast tier tried to {what}: its fixtures must depend on one of {sorted(FARM_ROOTS)}"
+        )
+
+    return refuse
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """The fast tier's promise, kept at run time: while a fast test runs (its fixtures included), starting a
+    worker or an API raises FarmInFastTest."""
+    if item.get_closest_marker("farm"):
+        return (yield)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Farm, "start_worker", _refused("start a Celery worker"))
+        patch.setattr(Farm, "start_api", _refused("start the API"))
+        return (yield)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +113,37 @@ def dev_model_dir() -> Path:
     model_dir = ROOT / ".cache" / "test-models"
     subprocess.run([sys.executable, "-m", "workers.devmodel", "--out", str(model_dir / "dev")], cwd=ROOT, check=True)
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def engine(dev_model_dir: Path):  # type: ignore[no-untyped-def]
+    """The dev checkpoint loaded in this process, once for every unit test of the model code; they share it, so
+    they leave it as they found it. It runs on the torch threads of the module using it (TORCH_THREADS)."""
+    import torch
+
+    from workers.engine import XttsEngine
+
+    threads = torch.get_num_threads()
+    loaded = XttsEngine.load(Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=threads))
+    torch.set_num_threads(threads)
+    return loaded
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module that sets TORCH_THREADS runs its tests on that many torch threads (the count is restored after)."""
+    wanted = getattr(request.module, "TORCH_THREADS", None)
+    if wanted is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -97,55 +186,61 @@ def database_factory(tmp_path_factory: pytest.TempPathFactory, postgres_admin_ur
         drop_postgres_database(postgres_admin_url, url)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def farm(
+@pytest.fixture(scope="session")
+def backend() -> str:
+    """The database backend a test's farm (or database) uses: SQLite, unless the test is marked `backends(...)`,
+    which runs it once per backend named."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def farm_pool(
     request: pytest.FixtureRequest,
-    redis_server: RedisServer,
     dev_model_dir: Path,
-    database_factory,
+    database_factory: Callable[[str], str],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Farm]:
-    """The whole farm, two workers, on each database backend in turn."""
-    database_url = database_factory(request.param)
-    migrate(database_url)
-    logs = tmp_path_factory.mktemp(f"farm-{request.param}-logs")
-    # Each backend gets its own Redis database number, so the two farms never share queues or streams.
-    redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{BACKENDS.index(request.param) + 1}"
-    farm = Farm(redis_url=redis_url, database_url=database_url, model_dir=dev_model_dir, workers=2, log_dir=logs)
-    farm.backend = request.param
+) -> Iterator[FarmPool]:
+    pool = FarmPool(dev_model_dir, database_factory, tmp_path_factory.mktemp)
+    request.config.stash[FARM_EVENTS] = pool.events
     try:
-        yield farm.start()
+        yield pool
     finally:
-        farm.stop()
+        pool.close()
 
 
 @pytest.fixture
-def isolated_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator:
-    """A farm of its own (Redis, SQLite unless told otherwise, one worker) for tests that restart or kill its
-    parts."""
-    farms: list[tuple[Farm, RedisServer]] = []
+def farm_with(farm_pool: FarmPool, backend: str) -> Iterator[Callable[..., SharedFarm]]:
+    """`farm_with(workers=1, **options)`: a shared farm of that configuration on the test's backend, idle and empty
+    (tests/farms.py). Options: `persistent_redis`, `database_proxy`, `api_keys`, `prepare` (see FarmSpec) and
+    settings in upper case, as strings; tests share a configuration through the dictionaries in tests/farms.py
+    (`farm_with(**SHORT_LEASES)`). After the test, the farm's jobs are deleted at once, so none runs on while
+    other tests do."""
+    handed: list[SharedFarm] = []
 
-    def make(
-        workers: int = 1, database_url: str | None = None, persistent_redis: bool = False, **env: str
-    ) -> tuple[Farm, RedisServer]:
-        server = RedisServer(persistent=persistent_redis).start()
-        url = database_url or f"sqlite:///{tmp_path / f'farm{len(farms)}.db'}"
-        migrate(url)
-        farm = Farm(
-            redis_url=server.url,
-            database_url=url,
-            model_dir=dev_model_dir,
-            workers=workers,
-            log_dir=tmp_path,
-            extra_env=env,
-        )
-        farms.append((farm, server))
-        return farm.start(), server
+    def get(workers: int = 1, **options: Any) -> SharedFarm:
+        spec, api_env = farm_spec(backend, workers, options)
+        farm = farm_pool.get(spec, api_env)
+        handed.append(farm)
+        return farm
 
-    yield make
-    for farm, server in farms:
-        farm.stop()
-        server.cleanup()
+    yield get
+    for farm in handed:
+        with contextlib.suppress(redis.RedisError):  # a test that failed with its Redis stopped: ready() restarts it
+            farm.clear()
+
+
+@pytest.fixture
+def farm(farm_with: Callable[..., SharedFarm]) -> SharedFarm:
+    """The common farm: two workers, default settings but a 60 s lease (tests/farms.py's TWO_WORKERS)."""
+    return farm_with(**TWO_WORKERS)
+
+
+@pytest.fixture
+def keyed_farm(farm_with: Callable[..., SharedFarm]) -> SharedFarm:
+    """A farm with API keys required (as in docker-compose.yml): one worker, keys for tenants `alice` and `bob` in
+    `keyed_farm.api_keys`, and an admin key its helpers send. More keys: `tools.localfarm.create_api_key` on
+    `keyed_farm.database_url` (deleted at the next reset)."""
+    return farm_with(workers=1, api_keys=("alice", "bob"), API_KEYS_REQUIRED="true")
 
 
 @pytest.fixture
@@ -270,30 +365,3 @@ def app_with(api_settings: Settings, tmp_path: Path) -> Iterator:
 
     yield make
     configure(None)
-
-
-@pytest.fixture(scope="module")
-def keyed_farm(
-    redis_server: RedisServer, dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Farm]:
-    """A farm with API keys required (as in docker-compose.yml): one worker, SQLite, an admin key for its helpers.
-    `keyed_farm.database_url` lets a test make more keys with `tools.localfarm.create_api_key`."""
-    folder = tmp_path_factory.mktemp("keyed-farm")
-    url = f"sqlite:///{folder / 'farm.db'}"
-    migrate(url)
-    admin = create_api_key(url, "operator", "ops", admin=True)
-    redis_url = redis_server.url.rsplit("/", 1)[0] + "/4"
-    redis.Redis.from_url(redis_url).flushdb()  # another module's keyed farm may have used this database
-    farm = Farm(
-        redis_url=redis_url,
-        database_url=url,
-        model_dir=dev_model_dir,
-        workers=1,
-        log_dir=folder,
-        extra_env={"API_KEYS_REQUIRED": "true"},
-        api_key=admin,
-    )
-    try:
-        yield farm.start()
-    finally:
-        farm.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -18,7 +17,6 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from shared.settings import Settings
 from workers.batched_gpt import BatchedGPT, Sampling, SamplingTensors, StepOutput, process_scores
 from workers.engine import XttsEngine
 
@@ -36,14 +34,7 @@ LATENT_TOLERANCE = 1e-4
 Join = tuple[Hashable, torch.Tensor, Sampling, torch.Generator]  # key, text tokens, sampling, generator
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)  # a shared 2-core machine
-
-
-@pytest.fixture(scope="module")
-def engine(dev_model_dir: Path) -> XttsEngine:
-    return XttsEngine.load(Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=1))
+TORCH_THREADS = 1  # the session's engine (conftest.py) on one thread: a shared 2-core machine
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """Many listeners on one model: segments share each worker process's continuous batch, against real workers.
 
-Each test starts its own farm (`isolated_farm`) so it knows which worker process holds which streams.
+Each test has a farm of one worker process (shared by the tests of its configuration, reset in between), so it
+knows which worker process holds which streams. On both database backends: a batch's segments write to SQL at
+every chunk.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pytest
 import redis
 import requests
 
 from shared.streams import decode_tokens, segment_key
 from tests.audio import Event, parse_stream_wav, read_wav, sse_events
+from tests.farms import SHORT_LEASES
 from tools.localfarm import Farm, tts_body, wait_for
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 SPEAKER = "Claribel Dervla"
 TEXTS = (
@@ -74,8 +80,8 @@ def _stream(farm: Farm, body: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": job_id, "started": started, "first_audio": first, "wav": data}
 
 
-def test_four_concurrent_streams_share_one_worker_process(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1, WORKER_MAX_BATCH="4")
+def test_four_concurrent_streams_share_one_worker_process(farm_with) -> None:
+    farm = farm_with(**SHORT_LEASES)  # one worker, WORKER_MAX_BATCH=4
     tokens = (60, 80, 40, 70)
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda i: _stream(farm, _body(TEXTS[i], tokens[i])), range(4)))
@@ -90,10 +96,10 @@ def test_four_concurrent_streams_share_one_worker_process(isolated_farm) -> None
     assert last_first_audio < min(_ts(job["timestamps"]["finished"]) for job in jobs)
 
 
-def test_a_segment_in_a_batch_sounds_as_it_does_alone(isolated_farm) -> None:
+def test_a_segment_in_a_batch_sounds_as_it_does_alone(farm_with) -> None:
     """top_k=1 makes sampling deterministic: the same request alone and among three others gives the same
     audio tokens and the same audio, up to float rounding."""
-    farm, _ = isolated_farm(workers=1, WORKER_MAX_BATCH="4")
+    farm = farm_with(**SHORT_LEASES)
     probe = _body(TEXTS[1], 60, top_k=1)
     alone = _stream(farm, probe)
     others = [_body(TEXTS[i], 80, top_k=1) for i in (0, 2, 3)]
@@ -114,8 +120,8 @@ def _listen(farm: Farm, job_id: str, events: list[Event], started: threading.Eve
             started.set()
 
 
-def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1, WORKER_MAX_BATCH="4", SEGMENT_LEASE_SECONDS="6")
+def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(farm_with) -> None:
+    farm = farm_with(**SHORT_LEASES)
     tokens = 160
     jobs = [
         requests.post(farm.url("/jobs"), json=_body(TEXTS[i], tokens, chunk=8), timeout=30).json() for i in range(3)
@@ -131,7 +137,7 @@ def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(isolated_
         assert started.wait(120), "no audio before the kill"
     victim = farm.live_workers()[0]
     assert {c["job_id"] for c in victim["current"]} == {job["id"] for job in jobs}  # all three in its batch
-    farm.start_worker("w2")
+    farm.start_worker()
     farm.wait_for_workers(2)
     os.kill(victim["pid"], signal.SIGKILL)
     killed_at = time.monotonic()
@@ -141,7 +147,8 @@ def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(isolated_
 
     wait_for(taken_over, 30, "another worker to take the dead worker's segments over")
     takeover = time.monotonic() - killed_at
-    print(f"segments taken over {takeover:.1f} s after the kill (lease 6 s, reaper every 2 s)")
+    lease, reaper = farm.env["SEGMENT_LEASE_SECONDS"], farm.env["REAPER_INTERVAL_SECONDS"]
+    print(f"segments taken over {takeover:.1f} s after the kill (lease {lease} s, reaper every {reaper} s)")
     for _, _, _, thread in listeners:
         thread.join(240)
     for job, events, _, _ in listeners:
@@ -155,8 +162,8 @@ def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(isolated_
         assert segment["worker"] != victim["name"] and segment["attempts"] == 2
 
 
-def test_cancelling_one_stream_leaves_its_batch_mates_untouched(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1, WORKER_MAX_BATCH="4")
+def test_cancelling_one_stream_leaves_its_batch_mates_untouched(farm_with) -> None:
+    farm = farm_with(**SHORT_LEASES)
     bodies = [_body(TEXTS[0], 70, top_k=1), _body(TEXTS[1], 90, top_k=1)]
     alone = [_stream(farm, body) for body in bodies]
     doomed = requests.post(farm.url("/jobs"), json=_body(TEXTS[3], 400, chunk=5), timeout=30).json()

@@ -20,7 +20,7 @@ from tools.faults import TcpProxy
 from tools.localfarm import ROOT, Farm, create_api_key, free_port, wait_for
 
 # Every test here runs the installed CLI, which takes a virtualenv build: none belongs to the fast subset.
-pytestmark = [pytest.mark.farm, pytest.mark.one_backend]
+pytestmark = pytest.mark.farm
 
 SHORT = ["--param", "min_new_tokens=25", "--param", "max_new_tokens=25"]
 # About 280 characters: two segments.

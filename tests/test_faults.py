@@ -29,15 +29,16 @@ from shared.settings import Settings, configure
 from shared.streams import current_epoch
 from shared.tasks import SYNTHESIZE_SEGMENT
 from tests.audio import Event, sse_events
-from tools.faults import TcpProxy
-from tools.localfarm import Farm, create_postgres_database, tts_body, wait_for
+from tests.farms import SHORT_AUDIO_TTL, SHORT_LEASES, SharedFarm
+from tools.localfarm import Farm, tts_body, wait_for
 
 SPEAKER = "Claribel Dervla"
 SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
     "within the two hundred and fifty characters that XTTS accepts for English in one go."
 )
-FAST_LEASES = {"SEGMENT_LEASE_SECONDS": "4", "REAPER_INTERVAL_SECONDS": "1"}
+# Faults are about the database as much as the processes: every test here runs on both backends.
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 def _samples(tokens: int) -> int:
@@ -96,8 +97,7 @@ class Listener:
         assert sum(len(e.pcm) for e in self.audio) // 2 == segments * _samples(tokens), "audio missing"
 
 
-def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=2)
+def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(farm: Farm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(200), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 0, 60, "first audio")
@@ -106,6 +106,28 @@ def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(isolated_
     listener.complete(200)
     status = farm.wait_for_state(job["id"], ("succeeded",))
     assert status["segments"][0]["attempts"] == 1  # the duplicate used no attempt and wrote nothing
+
+
+def test_the_same_idempotency_key_makes_one_job(farm: Farm) -> None:
+    key = f"order-{time.time_ns()}"
+    body = _body(20)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(
+            pool.map(
+                lambda _: requests.post(farm.url("/jobs"), json=body, headers={"Idempotency-Key": key}, timeout=30),
+                range(4),
+            )
+        )
+    assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1  # one job, however many times (and at once) it was sent
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 3
+    job_id = answers[0].json()["id"]
+    status = farm.wait_for_state(job_id, ("succeeded",))
+    assert status["segments"][0]["attempts"] == 1  # enqueued once
+    other = requests.post(farm.url("/jobs"), json=_body(21), headers={"Idempotency-Key": key}, timeout=30)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    bad = requests.post(farm.url("/jobs"), json=body, headers={"Idempotency-Key": "has space"}, timeout=30)
+    assert bad.status_code == 400
 
 
 @contextlib.contextmanager
@@ -135,8 +157,8 @@ def _stored_job(farm: Farm, segments: int, tokens: int) -> str:
     return job.id
 
 
-def test_a_broker_refusal_after_the_claim_is_sent_by_the_reaper(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1, **FAST_LEASES)
+def test_a_broker_refusal_after_the_claim_is_sent_by_the_reaper(farm_with) -> None:
+    farm = farm_with(**SHORT_LEASES)
     with _as_the_farm(farm):
         job_id = _stored_job(farm, segments=1, tokens=30)
 
@@ -152,8 +174,8 @@ def test_a_broker_refusal_after_the_claim_is_sent_by_the_reaper(isolated_farm) -
     print(f"claimed-but-unsent segment synthesized {time.monotonic() - started:.1f} s later")
 
 
-def test_a_worker_that_died_between_success_and_dispatch_does_not_stall_its_job(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1, **FAST_LEASES)
+def test_a_worker_that_died_between_success_and_dispatch_does_not_stall_its_job(farm_with) -> None:
+    farm = farm_with(**SHORT_LEASES)
     with _as_the_farm(farm):
         job_id = _stored_job(farm, segments=2, tokens=20)
         # What a dying worker leaves: segment 0 claimed, taken and recorded done, segment 1 never dispatched.
@@ -170,36 +192,33 @@ def _redis(farm: Farm):  # type: ignore[no-untyped-def]
     return redis.Redis.from_url(farm.redis_url)
 
 
-def test_the_database_cut_mid_segment_then_back(isolated_farm) -> None:
+@pytest.mark.backends("postgresql")  # a database server to cut off (the suite's, through the farm's proxy)
+def test_the_database_cut_mid_segment_then_back(farm_with) -> None:
     """PostgreSQL unreachable for a few seconds (through a proxy the test cuts): the worker's writes fail, its
     lease lapses, the reaper resumes the segment once the database answers; the API answers 503 meanwhile."""
-    admin = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    real = create_postgres_database(admin)
-    proxy = TcpProxy("127.0.0.1", int(real.rsplit(":", 1)[1].split("/")[0])).start()
-    proxied = real.replace(real.rsplit("@", 1)[1].split("/")[0], f"127.0.0.1:{proxy.port}")
-    try:
-        farm, _ = isolated_farm(workers=1, database_url=proxied, **FAST_LEASES)
-        job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
-        listener = Listener(farm, job["id"])
-        wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the cut")
-        with proxy.down():
-            down = requests.post(farm.url("/jobs"), json=_body(10), timeout=30)
-            assert down.status_code == 503 and down.json()["error"]["code"] == "database_unavailable"
-            time.sleep(5)  # the fault lasts a few seconds: what is being tested is that duration
-        restored = time.monotonic()
-        listener.complete(300, timeout=120)
-        status = farm.wait_for_state(job["id"], ("succeeded",), 60)
-        print(f"job finished {time.monotonic() - restored:.1f} s after the database came back")
-        assert status["progress"]["audio_samples"] == _samples(300)
-        assert requests.post(farm.url("/jobs"), json=_body(10), timeout=30).status_code == 202
-    finally:
-        proxy.stop()
+    farm: SharedFarm = farm_with(**SHORT_LEASES)
+    assert farm.database_proxy is not None
+    job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
+    listener = Listener(farm, job["id"])
+    wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the cut")
+    with farm.database_proxy.down():
+        down = requests.post(farm.url("/jobs"), json=_body(10), timeout=30)
+        assert down.status_code == 503 and down.json()["error"]["code"] == "database_unavailable"
+        time.sleep(5)  # the fault lasts a few seconds: what is being tested is that duration
+    restored = time.monotonic()
+    listener.complete(300, timeout=120)
+    status = farm.wait_for_state(job["id"], ("succeeded",), 60)
+    print(f"job finished {time.monotonic() - restored:.1f} s after the database came back")
+    assert status["progress"]["audio_samples"] == _samples(300)
+    assert requests.post(farm.url("/jobs"), json=_body(10), timeout=30).status_code == 202
 
 
-def test_redis_down_mid_segment_with_persistence(isolated_farm) -> None:
+def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
     """Redis (with its append-only file) stopped for a few seconds mid-segment: the worker's write fails, the
     segment is queued again in SQL, and runs on from the audio already in the stream once Redis is back."""
-    farm, redis_server = isolated_farm(workers=1, persistent_redis=True, **FAST_LEASES)
+    farm: SharedFarm = farm_with(**SHORT_LEASES)
+    redis_server = farm.redis_server
+    assert redis_server.persistent
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the outage")
@@ -211,20 +230,20 @@ def test_redis_down_mid_segment_with_persistence(isolated_farm) -> None:
     assert status["progress"]["audio_samples"] == _samples(300)
 
 
-def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1, SEGMENT_LEASE_SECONDS="60")  # a lease far too long to wait for
+def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedFarm) -> None:
+    assert farm.env["SEGMENT_LEASE_SECONDS"] == "60"  # a lease far too long to wait for
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the SIGTERM")
-    farm.start_worker("w2")
-    farm.wait_for_workers(2)
-    first = farm.workers["w1"]
+    (holder,) = farm.workers_on(job["id"])
+    first = next(proc for proc in farm.workers.values() if proc.pid == holder["pid"])
+    (other,) = [name for name, proc in farm.workers.items() if proc is not first]
     os.kill(first.pid, signal.SIGTERM)
     stopped = time.monotonic()
     wait_for(
         lambda: (
             farm.job(job["id"])["segments"][0]["worker"] not in (None,)
-            and "w2@" in farm.job(job["id"])["segments"][0]["worker"]
+            and f"{other}@" in farm.job(job["id"])["segments"][0]["worker"]
         ),
         30,
         "the other worker to continue",
@@ -237,8 +256,7 @@ def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(isolated_farm
     assert first.wait(30) == 0  # the worker exited cleanly
 
 
-def test_sigterm_to_the_api_mid_stream_loses_no_audio(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1)
+def test_sigterm_to_the_api_mid_stream_loses_no_audio(farm: Farm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(120, sentences=2), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: listener.audio, 60, "audio before the SIGTERM")
@@ -249,15 +267,15 @@ def test_sigterm_to_the_api_mid_stream_loses_no_audio(isolated_farm) -> None:
     listener.complete(120, segments=2)
 
 
-def test_a_realtime_listener_gets_everything_though_synthesis_outlives_the_stream_ttl(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1, STREAM_TTL_SECONDS="4", JOB_MAX_INFLIGHT_SEGMENTS="1")
+def test_a_realtime_listener_gets_everything_though_synthesis_outlives_the_stream_ttl(farm_with) -> None:
+    farm = farm_with(**SHORT_AUDIO_TTL)  # STREAM_TTL_SECONDS=4, one segment at a time
     job = requests.post(farm.url("/jobs"), json=_body(60, sentences=3), timeout=30).json()
     listener = Listener(farm, job["id"], realtime=True)  # about 8 s of audio, read at the pace of playback
     listener.complete(60, segments=3, timeout=120)
 
 
-def test_expired_audio_says_so_instead_of_ending_short(isolated_farm) -> None:
-    farm, _ = isolated_farm(workers=1, STREAM_TTL_SECONDS="2")
+def test_expired_audio_says_so_instead_of_ending_short(farm_with) -> None:
+    farm = farm_with(**SHORT_AUDIO_TTL)  # STREAM_TTL_SECONDS=4
     job = requests.post(farm.url("/jobs"), json=_body(20, sentences=2), timeout=30).json()
     farm.wait_for_state(job["id"], ("succeeded",))
     wait_for(
@@ -271,25 +289,3 @@ def test_expired_audio_says_so_instead_of_ending_short(isolated_farm) -> None:
         requests.get(farm.url(f"/jobs/{job['id']}/stream"), params={"cursor": "1-0"}, timeout=10),
     ):
         assert response.status_code == 410 and response.json()["error"]["code"] == "audio_expired"
-
-
-def test_the_same_idempotency_key_makes_one_job(farm: Farm) -> None:
-    key = f"order-{time.time_ns()}"
-    body = _body(20)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        answers = list(
-            pool.map(
-                lambda _: requests.post(farm.url("/jobs"), json=body, headers={"Idempotency-Key": key}, timeout=30),
-                range(4),
-            )
-        )
-    assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
-    assert len({a.json()["id"] for a in answers}) == 1  # one job, however many times (and at once) it was sent
-    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 3
-    job_id = answers[0].json()["id"]
-    status = farm.wait_for_state(job_id, ("succeeded",))
-    assert status["segments"][0]["attempts"] == 1  # enqueued once
-    other = requests.post(farm.url("/jobs"), json=_body(21), headers={"Idempotency-Key": key}, timeout=30)
-    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
-    bad = requests.post(farm.url("/jobs"), json=body, headers={"Idempotency-Key": "has space"}, timeout=30)
-    assert bad.status_code == 400

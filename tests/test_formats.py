@@ -17,9 +17,6 @@ from api.encoding import FORMATS, MEDIA_TYPES, encode, encode_file
 from tests.audio import PRIMING, assert_duration_matches, decode, flac_total_samples, mp3_info, xtts_samples
 from tools.localfarm import Farm, tts_body
 
-# Formats, the OpenAI API and the official server's shapes sit above the database layer: the SQLite farm suffices.
-pytestmark = pytest.mark.one_backend
-
 RATE = 24000
 COMPRESSED = [f for f in FORMATS if f not in ("wav", "pcm")]
 

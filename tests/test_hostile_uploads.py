@@ -18,9 +18,6 @@ import requests
 from tests.listeners import Listeners
 from tools.localfarm import Farm
 
-# Uploads are decoded and refused in the API before any database is involved: the SQLite farm suffices.
-pytestmark = pytest.mark.one_backend
-
 MB = 2**20
 # The test farm's limits (tools/localfarm.py): 2 MB per request, 20 s per file, 50 s per request.
 MAX_SECONDS, MAX_TOTAL_SECONDS = 20, 50

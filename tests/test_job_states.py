@@ -21,9 +21,12 @@ from tools.localfarm import migrate
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (s.value for s in JobState)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, database_factory) -> Iterator[str]:
-    url = database_factory(request.param)
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="module")
+def database(backend: str, database_factory) -> Iterator[str]:
+    url = database_factory(backend)
     migrate(url)
     configure(Settings(DATABASE_URL=url))
     yield url

@@ -13,9 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tools.localfarm import ROOT, VENV_BIN, Farm, _terminate, free_port, wait_for
 
-# Metrics come from Redis and the processes, not the database's dialect: the SQLite farm suffices.
-pytestmark = pytest.mark.one_backend
-
 SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
     "within the two hundred and fifty characters that XTTS accepts for English in one go."

@@ -9,8 +9,9 @@ from shared.db import make_engine
 from shared.models import Base
 from tools.localfarm import migrate
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+
 def test_upgrade_downgrade_upgrade(database_factory, backend: str) -> None:
     url = database_factory(backend)
     engine = make_engine(url)
@@ -26,7 +27,6 @@ def test_upgrade_downgrade_upgrade(database_factory, backend: str) -> None:
         engine.dispose()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migrations_match_the_models(database_factory, backend: str) -> None:
     """Autogenerate finds nothing to add: the migrations create exactly what the models declare."""
     from alembic.autogenerate import compare_metadata
@@ -43,7 +43,6 @@ def test_migrations_match_the_models(database_factory, backend: str) -> None:
         engine.dispose()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_voices_and_jobs_made_before_tenants_belong_to_the_default_tenant(database_factory, backend: str) -> None:
     from sqlalchemy import text
 

@@ -25,9 +25,6 @@ from tools.localfarm import Farm, wait_for
 from voices_store.errors import InvalidLatents
 from voices_store.latents import MAX_GPT_ROWS, MAX_GPT_WIDTH, parse_latents
 
-# Formats, the OpenAI API and the official server's shapes sit above the database layer: the SQLite farm suffices.
-pytestmark = pytest.mark.one_backend
-
 WIDTH = 64  # GPT width of the dev checkpoint
 GPT = [[0.01 * (i % 7)] * WIDTH for i in range(32)]
 EMBEDDING = [0.02] * 512

@@ -17,9 +17,6 @@ from api.encoding import FORMATS, MEDIA_TYPES
 from tests.audio import assert_duration_matches
 from tools.localfarm import Farm, create_api_key, wait_for
 
-# Formats, the OpenAI API and the official server's shapes sit above the database layer: the SQLite farm suffices.
-pytestmark = pytest.mark.one_backend
-
 WIDTH = 64  # the dev checkpoint's GPT width
 LATENTS = {"gpt_cond_latent": [[0.02] * WIDTH] * 32, "speaker_embedding": [0.03] * 512}
 # The dev model's noise never stops by itself: extensions of the request pin its length (through extra_body).

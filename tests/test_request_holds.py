@@ -10,7 +10,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
 import requests
 from sqlalchemy import text
 
@@ -196,7 +195,6 @@ def test_a_client_that_stops_sending_its_body_is_answered_408(farm: Farm) -> Non
     wait_for(lambda: _slots(farm)["in_use"] == 0, 5, "no slot held")
 
 
-@pytest.mark.one_backend  # socket timing in the API; the database plays no part
 def test_a_request_may_work_longer_than_the_client_timeout_once_its_body_is_in(farm: Farm, speaker: str) -> None:
     """CLIENT_TIMEOUT_SECONDS (5 here) bounds receiving the body, not the work: a long /tts sharing the workers
     with two long jobs works well past it, and is neither cut off nor taken for a client that left."""

@@ -1,10 +1,15 @@
-"""A restarted Redis or a crashed worker leaves every job in a true, visible state."""
+"""A restarted Redis or a crashed worker leaves every job in a true, visible state (on both database backends)."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import requests
+
+from tests.farms import SharedFarm
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 def _expected_samples(tokens: int) -> int:
@@ -23,8 +28,9 @@ def _job(speaker: str, tokens: int, chunk: int = 5) -> dict:
     }
 
 
-def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(isolated_farm) -> None:
-    farm, redis_server = isolated_farm()
+def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(farm: SharedFarm) -> None:
+    redis_server = farm.redis_server
+    assert not redis_server.persistent
     job = requests.post(farm.url("/jobs"), json=_job("Claribel Dervla", 400), timeout=30).json()
     farm.wait_for_state(job["id"], ("running",), 60)
 
@@ -39,7 +45,7 @@ def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(isolated_fa
     assert status["state"] == "failed"
     assert "Redis restarted" in status["error"] and status["timestamps"]["finished"]
     # The farm itself recovers: the worker re-registers and new jobs run.
-    farm.wait_for_workers(1, timeout=60)
+    farm.wait_for_workers(farm.n_workers, timeout=60)
     again = requests.post(farm.url("/jobs"), json=_job("Claribel Dervla", 10), timeout=30).json()
     assert farm.wait_for_state(again["id"], ("succeeded",), 120)["state"] == "succeeded"
     assert farm.job(job["id"])["state"] == "failed"  # and the lost one stays failed

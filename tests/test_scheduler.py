@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import torch
 
 from shared.params import SynthesisParams
-from shared.settings import Settings
 from shared.streams import Delivered
 from workers.engine import XttsEngine
 from workers.scheduler import BatchScheduler, Cancelled, Chunk, Handle
@@ -27,10 +24,7 @@ TEXTS = (
 TOKENS = (36, 50, 24, 44)
 
 
-@pytest.fixture(scope="module")
-def engine(dev_model_dir: Path) -> XttsEngine:
-    torch.set_num_threads(2)
-    return XttsEngine.load(Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=2))
+TORCH_THREADS = 2  # the session's engine (conftest.py) on both cores
 
 
 def _params(tokens: int, **changes: float) -> SynthesisParams:

@@ -25,8 +25,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +34,7 @@ import requests
 
 from shared.settings import Settings
 from tests.test_flower import _listening_addresses
-from tools.localfarm import ROOT, VENV_BIN, Farm, RedisServer, migrate, wait_for
+from tools.localfarm import ROOT, VENV_BIN, Farm, wait_for
 
 WIDTH = 64  # GPT width of the dev checkpoint
 
@@ -51,24 +51,26 @@ def _voice_json(seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def configured(dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+def configured_options(dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """farm_with's options for the configured farm (the same object for every test here, so they share one)."""
     folder = tmp_path_factory.mktemp("configured-farm")
-    url = f"sqlite:///{folder / 'farm.db'}"
-    migrate(url)
     voices_dir = folder / "voices"
     voices_dir.mkdir()
     (voices_dir / "narrator.json").write_text(_voice_json(1))
     (voices_dir / "other.json").write_text(_voice_json(2))
-    # What `make run` does before it starts the farm: import the voices found in VOICES_DIR (no folder given).
-    subprocess.run(
-        [sys.executable, "-m", "voices_store.files", "import"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url, "VOICES_DIR": str(voices_dir)},
-        check=True,
-        capture_output=True,
-    )
-    server = RedisServer().start()
-    env = {
+
+    def import_voices(database_url: str) -> None:
+        """What `make run` does before it starts the farm: import the voices found in VOICES_DIR (no folder given)."""
+        subprocess.run(
+            [sys.executable, "-m", "voices_store.files", "import"],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": database_url, "VOICES_DIR": str(voices_dir)},
+            check=True,
+            capture_output=True,
+        )
+
+    return {
+        "prepare": import_voices,
         "XTTS_MODEL": "xtts_v2",  # not downloadable here (no licence accepted, no network): the custom path must win
         "CUSTOM_MODEL_PATH": str(dev_model_dir / "dev"),
         "MODEL_DIR": str(folder / "no-models"),
@@ -83,14 +85,13 @@ def configured(dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "MAX_CONCURRENT_REQUESTS": "1",
         "REQUEST_QUEUE_TIMEOUT_SECONDS": "0",
     }
-    farm = Farm(
-        redis_url=server.url, database_url=url, model_dir=dev_model_dir, workers=1, log_dir=folder, extra_env=env
-    )
-    try:
-        yield farm.start()
-    finally:
-        farm.stop()
-        server.cleanup()
+
+
+@pytest.fixture
+def configured(farm_with, configured_options: dict[str, Any]) -> Farm:
+    """One worker (and the API) with every seed variable set away from its default, shared by this module's tests
+    (its processes, and so its voice cache, live from the first of them to the last)."""
+    return farm_with(workers=1, **configured_options)
 
 
 def _worker(farm: Farm) -> dict:

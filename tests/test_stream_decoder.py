@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.settings import Settings
 from workers.engine import XttsEngine
 from workers.stream_decoder import LinearResampler, StreamingDecoder, one_shot, snr_db
 
-
-@pytest.fixture(scope="module")
-def engine(dev_model_dir: Path) -> XttsEngine:
-    return XttsEngine.load(Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=1))
+TORCH_THREADS = 2  # the session's engine (conftest.py) on both cores
 
 
 def _chunks(total: int, generator: torch.Generator) -> list[tuple[int, int]]:

@@ -2,7 +2,8 @@
 
 Two tenants, alice and bob, each with a key; a third key is the operator's (admin). For every voice and job
 endpoint: the owner can, the other tenant gets a 404 (never a 403: ids must not leak), and nothing of the owner's
-changes. Keys are made and revoked with the operator's command, `python -m api.keys`.
+changes. Keys are made and revoked with the operator's command, `python -m api.keys`. On both database backends:
+tenants are kept apart by the queries.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import requests
 from sqlalchemy import text
 
 from shared.db import make_engine
+from tests.farms import SharedFarm
 from tools.localfarm import ROOT, Farm, create_api_key, wait_for
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 WIDTH = 64  # the dev checkpoint's GPT width
 LATENTS = {"gpt_cond_latent": [[0.02] * WIDTH] * 32, "speaker_embedding": [0.03] * 512}
@@ -45,17 +49,17 @@ class Client:
         return wait_for(reached, 120, f"job {job_id} in {states}", 0.1)
 
 
-@pytest.fixture(scope="module")
-def alice(keyed_farm: Farm) -> Client:
-    return Client(keyed_farm, create_api_key(keyed_farm.database_url, "alice"))
+@pytest.fixture
+def alice(keyed_farm: SharedFarm) -> Client:
+    return Client(keyed_farm, keyed_farm.api_keys["alice"])
 
 
-@pytest.fixture(scope="module")
-def bob(keyed_farm: Farm) -> Client:
-    return Client(keyed_farm, create_api_key(keyed_farm.database_url, "bob"))
+@pytest.fixture
+def bob(keyed_farm: SharedFarm) -> Client:
+    return Client(keyed_farm, keyed_farm.api_keys["bob"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def operator(keyed_farm: Farm) -> Client:
     return Client(keyed_farm, keyed_farm.headers["Authorization"].removeprefix("Bearer "))
 

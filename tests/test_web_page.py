@@ -14,7 +14,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tools.localfarm import Farm, create_api_key, wait_for
+from tests.farms import SharedFarm
+from tools.localfarm import Farm, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -122,9 +123,9 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="module")
-def web_key(keyed_farm: Farm) -> str:
-    return create_api_key(keyed_farm.database_url, "web-page", "web-tenant")
+@pytest.fixture
+def web_key(keyed_farm: SharedFarm) -> str:
+    return keyed_farm.api_keys["alice"]
 
 
 @pytest.fixture

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
-from tools.localfarm import ROOT, Farm, RedisServer, free_port, migrate, wait_for
+from tools.localfarm import ROOT, Farm, free_port, wait_for
 
 SCRIPT = str(ROOT / "scripts" / "gpu_workers.sh")
 
@@ -59,17 +58,9 @@ def test_no_gpu_is_a_clear_refusal(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def worker_machine(dev_model_dir: Path, tmp_path: Path):
+def worker_machine(farm_with) -> Farm:
     """A farm (Redis, SQLite, the API) without workers: the script under test brings them."""
-    server = RedisServer().start()
-    url = f"sqlite:///{tmp_path / 'farm.db'}"
-    migrate(url)
-    farm = Farm(redis_url=server.url, database_url=url, model_dir=dev_model_dir, workers=0, log_dir=tmp_path)
-    farm.start_api()
-    wait_for(lambda: requests.get(farm.url("/health"), timeout=2).status_code == 200, 60, "the API")
-    yield farm
-    farm.stop()
-    server.cleanup()
+    return farm_with(workers=0)
 
 
 def test_the_gpu_workers_serve_answer_pings_and_stop_together(worker_machine: Farm, tmp_path: Path) -> None:

@@ -101,6 +101,10 @@ class TcpProxy:
         for pair in pairs:
             self._close(pair)
 
+    @property
+    def is_cut(self) -> bool:
+        return self._listener is None
+
     def restore(self) -> None:
         self._listen()
 

@@ -3,6 +3,7 @@ running the dev model, and the API under gunicorn, all wired to one database. No
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -49,7 +50,7 @@ def tts_body(text: str, tokens: int, chunk: int = 10, speaker: str = DEV_SPEAKER
     }
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -79,6 +80,10 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -261,18 +266,23 @@ class Farm:
             **(extra_env or {}),
         }
         self.n_workers = workers
+        # Settings for the API process alone, over `env` (see restart_api).
+        self.api_env: dict[str, str] = {}
         self.api: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}
         self._logs: list[Any] = []
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the process; closed in stop()
         self._logs.append(log)
-        return subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start_worker(self, name: str) -> None:
+    def start_worker(self, name: str | None = None) -> str:
+        """Starts a worker process (its Celery node is `{name}@host`); without a name, the first of w1, w2, ...
+        that no worker of this farm is running under. Returns the name."""
+        if name is None:
+            running = {n for n, proc in self.workers.items() if proc.poll() is None}
+            name = next(f"w{i}" for i in range(1, len(running) + 2) if f"w{i}" not in running)
         self.workers[name] = self._spawn(
             name,
             [
@@ -287,14 +297,34 @@ class Farm:
                 "-l",
                 "INFO",
             ],
+            self.env,
         )
+        return name
 
     def stop_worker(self, name: str) -> None:
         proc = self.workers.pop(name)
         _terminate(proc)
 
     def start_api(self) -> None:
-        self.api = self._spawn("api", [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "api.wsgi:app"])
+        self.api = self._spawn(
+            "api", [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "api.wsgi:app"], {**self.env, **self.api_env}
+        )
+
+    def wait_for_api(self, timeout: float = 60) -> None:
+        def answers() -> bool:
+            if self.api is None or self.api.poll() is not None:
+                raise RuntimeError(f"the API is not running; see {self.log_dir}/api.log")
+            return requests.get(f"{self.base_url}/health", headers=self.headers, timeout=5).status_code in (200, 503)
+
+        wait_for(answers, timeout, "the API to answer", interval=0.1)
+
+    def restart_api(self) -> None:
+        """Stops the API (as a service manager would: SIGTERM, then its grace period) and starts it again with
+        `api_env`; the workers keep running."""
+        if self.api:
+            _terminate(self.api)
+        self.start_api()
+        self.wait_for_api()
 
     def start(self) -> Farm:
         self.start_api()
@@ -316,20 +346,30 @@ class Farm:
         return workers
 
     def wait_for_workers(self, n: int, timeout: float = 180) -> list[dict[str, Any]]:
-        def ready() -> list[dict[str, Any]]:
+        def ready() -> tuple[list[dict[str, Any]]] | None:  # in a tuple: no live worker at all is an answer too
             for name, proc in self.workers.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker {name} exited with {proc.returncode}; see {self.log_dir}/{name}.log")
             workers = self.live_workers()
-            return workers if len(workers) == n else []
+            return (workers,) if len(workers) == n else None
 
-        return wait_for(ready, timeout, f"{n} live workers", interval=0.2)
+        return wait_for(ready, timeout, f"{n} live workers", interval=0.2)[0]
 
     def stop(self) -> None:
         for name in list(self.workers):
             self.stop_worker(name)
         if self.api:
             _terminate(self.api)
+        for log in self._logs:
+            log.close()
+
+    def kill(self) -> None:
+        """Stops every process at once (SIGKILL), for a farm whose jobs no longer matter: no grace periods."""
+        for proc in [*self.workers.values(), *([self.api] if self.api else [])]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        self.workers.clear()
         for log in self._logs:
             log.close()
 

@@ -337,6 +337,10 @@ async function queueJob() {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(speechRequest()),
     });
+    // Named before it is shown: its Cancel button may be pressed before the first poll answers.
+    $("job-id").textContent = created.id;
+    $("job-state").textContent = created.state;
+    $("job-cancel").disabled = false;
     $("job").hidden = false;
     watchedJob = created.id;
     await watchJob(created.id);
