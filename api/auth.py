@@ -28,7 +28,7 @@ from shared.tenants import DEFAULT_TENANT
 
 # Served to anyone: health (without worker details unless admin), the OpenAPI document, Swagger UI and the web page's
 # files (the page holds no data: it asks for a key when the API calls it makes need one).
-PUBLIC_ENDPOINTS = frozenset({"info.health", "info.index", "static"})
+PUBLIC_ENDPOINTS = frozenset({"info.health", "info.health_api", "info.index", "static"})
 PUBLIC_BLUEPRINTS = frozenset({"openapi", "swagger", "webpage"})
 ADMIN_ENDPOINTS = frozenset({"cache.cache_clear", "cache.cache_stats", "metrics.metrics"})
 

@@ -22,7 +22,8 @@ def test_auto_serves_only_local_clients_until_a_key_exists_then_requires_keys(ap
     assert _status(client) == 200  # `make run` on localhost, no key
     refused = client.get("/saved_voices", environ_base=REMOTE)
     assert refused.status_code == 401 and "python -m api.keys create" in refused.get_json()["error"]["message"]
-    assert _status(client, "/health", remote=True) == 200
+    assert _status(client, "/health", remote=True) == 503  # public: no worker here, said to anyone, no 401
+    assert _status(client, "/health/api", remote=True) == 200
     assert client.get("/health", environ_base=REMOTE).get_json()["workers"] is None  # no details for strangers
 
     key, _ = create_key("first")
@@ -35,7 +36,8 @@ def test_auto_serves_only_local_clients_until_a_key_exists_then_requires_keys(ap
 def test_true_requires_keys_even_of_local_clients(app_with) -> None:
     client = app_with(API_KEYS_REQUIRED=True)
     assert _status(client) == 401
-    assert _status(client, "/health") == 200 and _status(client, "/openapi/openapi.json") == 200
+    assert _status(client, "/health") == 503 and _status(client, "/health/api") == 200  # public, no worker here
+    assert _status(client, "/openapi/openapi.json") == 200
 
 
 def test_false_serves_everyone_as_the_operator(app_with) -> None:

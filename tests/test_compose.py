@@ -81,6 +81,8 @@ def test_every_service_is_checked_and_started_in_order() -> None:
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["worker"]["healthcheck"]["test"] == ["CMD", "python", "-m", "workers.healthcheck"]  # Celery ping
+    # The API container stays healthy while workers restart: /health is 503 without one, /health/api is not.
+    assert services["api"]["healthcheck"]["test"][-1].endswith("/health/api")
     assert services["api"]["command"][0] == "gunicorn"  # the production WSGI server
     redis = services["redis"]["command"]
     assert redis[redis.index("--appendonly") + 1] == "yes" and "--maxmemory" in redis

@@ -55,3 +55,15 @@ def test_swagger_ui_at_root_documents_every_endpoint(farm: Farm) -> None:
     for path, method in expected.items():
         assert method in paths.get(path, {}), f"{method.upper()} {path} is not documented"
         assert paths[path][method].get("summary") or paths[path][method].get("description")
+
+
+def test_health_without_a_worker_is_503_with_the_reason_and_the_api_health_200(client) -> None:
+    """No worker in this in-process API: the farm cannot synthesize (503, `no_workers`, in words why), while the API
+    itself, Redis and the database serve (a load balancer keeps the API in service)."""
+    health = client.get("/health")
+    assert health.status_code == 503
+    body = health.get_json()
+    assert body["status"] == "no_workers" and body["live_workers"] == 0
+    assert "no synthesis worker is running" in body["reason"]
+    api = client.get("/health/api")
+    assert api.status_code == 200 and api.get_json()["status"] == "no_workers"

@@ -241,10 +241,17 @@ class HealthProbe:
             except requests.RequestException as exc:
                 self.failures.append(repr(exc))
                 continue
-            if response.status_code != 200:
+            try:
+                body = response.json()
+            except ValueError:
+                self.failures.append(f"{response.status_code} {response.text}")
+                continue
+            # 200 with a worker; 503 saying why while there is none; anything else is the API failing.
+            expected = 200 if body.get("status") == "ok" else 503
+            if response.status_code != expected or body.get("status") not in ("ok", "no_workers"):
                 self.failures.append(f"{response.status_code} {response.text}")
             else:
-                self.answers.append(response.json())
+                self.answers.append(body)
 
     def stop(self) -> None:
         self._stop.set()
@@ -281,13 +288,16 @@ def test_a_killed_worker_comes_back_while_the_api_answers_and_its_listener_loses
     os.kill(killed, signal.SIGKILL)  # what the out-of-memory killer does
     killed_at = time.monotonic()
 
-    # Meanwhile the API answers every request: /health says there is no worker, a new request gets no_workers.
+    # Meanwhile the API answers every request: /health says there is no worker (503 with the reason), /health/api
+    # that the API itself serves, and a new request gets no_workers.
     wait_for(lambda: probe.answers and probe.answers[-1]["status"] == "no_workers", 30, "/health to say no worker")
+    assert "no synthesis worker" in probe.answers[-1]["reason"]
+    assert requests.get(farm.url("/health/api"), timeout=5).status_code == 200
     refused = requests.post(farm.url("/jobs"), json=tts_body(SENTENCE, 10), timeout=30)
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_workers", refused.text
 
     def restarted() -> bool:
-        return any(w["pid"] != killed for w in probe.answers[-1]["workers"])
+        return any(w["pid"] != killed for w in probe.answers[-1]["workers"] or [])
 
     wait_for(restarted, killed_at + 30 - time.monotonic(), "a new worker in /health")
     probe.stop()

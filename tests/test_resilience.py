@@ -39,6 +39,7 @@ def test_redis_restart_fails_lost_jobs_visibly_and_the_farm_recovers(farm: Share
     assert down.status_code == 503 and down.json()["error"]["code"] == "redis_unavailable"
     health = requests.get(farm.url("/health"), timeout=30)
     assert health.status_code == 503 and health.json()["redis"]["ok"] is False
+    assert health.json()["status"] == "unavailable" and "Redis not answering" in health.json()["reason"]
     redis_server.start()  # empty: queue entries, streams and the epoch are gone
 
     status = farm.job(job["id"])

@@ -109,7 +109,11 @@ def test_the_gpu_workers_serve_answer_pings_and_stop_together(worker_machine: Fa
 
 def test_the_http_probe_of_the_containers(worker_machine: Farm) -> None:
     probe = [sys.executable, str(ROOT / "scripts" / "http_probe.py")]
-    assert subprocess.run([*probe, worker_machine.url("/health")], capture_output=True, check=False).returncode == 0
+    # What docker-compose.yml probes: the API serves though this machine has no worker yet...
+    assert subprocess.run([*probe, worker_machine.url("/health/api")], capture_output=True, check=False).returncode == 0
+    # ...while /health says the farm cannot synthesize.
+    no_worker = subprocess.run([*probe, worker_machine.url("/health")], capture_output=True, text=True, check=False)
+    assert no_worker.returncode == 1 and "HTTP 503" in no_worker.stderr
     refused = subprocess.run(
         [*probe, f"http://127.0.0.1:{free_port()}/health"], capture_output=True, text=True, check=False
     )

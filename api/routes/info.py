@@ -21,6 +21,11 @@ from shared.db import get_engine
 from shared.errors import NoWorkers
 from shared.redis_client import get_redis
 
+NO_WORKER_REASON = (
+    "no synthesis worker is running: new synthesis requests are refused (no_workers) and open streams wait for one "
+    "to start"
+)
+
 bp = APIBlueprint("info", __name__, abp_tags=[Tag(name="info", description="Languages, speakers, health")])
 
 
@@ -72,21 +77,29 @@ def _database_ping() -> None:
         conn.execute(text("SELECT 1"))
 
 
-@bp.get("/health", responses={200: HealthResponse, 503: HealthResponse})
-def health() -> Response:
-    """API, Redis, database and the number of live workers; with an admin key (or keys off), every live worker
-    with the model it has loaded and this API process's request slots. Needs no key."""
+def _unavailable_reason(redis_ok: bool, db_ok: bool) -> str:
+    down = [name for name, ok in (("Redis", redis_ok), ("the database", db_ok)) if not ok]
+    return f"{' and '.join(down)} not answering: the API can take no request until it answers again"
+
+
+def _health(workers_needed: bool) -> Response:
     redis_state = _probe(lambda: get_redis().ping())
     db_state = _probe(_database_ping)
     workers = registry.live_workers(get_redis()) if redis_state["ok"] else []
-    healthy = redis_state["ok"] and db_state["ok"]
-    status = ("ok" if workers else "no_workers") if healthy else "unavailable"
+    reason = None
+    if not (redis_state["ok"] and db_state["ok"]):
+        status, reason = "unavailable", _unavailable_reason(redis_state["ok"], db_state["ok"])
+    elif not workers:
+        status, reason = "no_workers", NO_WORKER_REASON
+    else:
+        status = "ok"
     slots = current_app.extensions["xtts_limit"].state()
     operator = caller().admin  # worker details name the jobs they run: not for every tenant's eyes
     if not operator:  # nor do the services' error messages (they name internal hosts and ports)
         redis_state, db_state = ({k: v for k, v in s.items() if k != "error"} for s in (redis_state, db_state))
     body = HealthResponse(
         status=status,
+        reason=reason,
         api="ok",
         redis=redis_state,
         database=db_state,
@@ -94,7 +107,24 @@ def health() -> Response:
         workers=workers if operator else None,
         requests=RequestSlots(limit=slots.limit, in_use=slots.in_use, waiting=slots.waiting) if operator else None,
     )
-    return json_model(body, 200 if healthy else 503)
+    serving = status == "ok" or (status == "no_workers" and not workers_needed)
+    return json_model(body, 200 if serving else 503)
+
+
+@bp.get("/health", responses={200: HealthResponse, 503: HealthResponse})
+def health() -> Response:
+    """Whether the farm can synthesize: 200 when the API, Redis, the database and at least one worker are up; 503
+    with `status` (`no_workers` or `unavailable`) and a `reason` otherwise. With an admin key (or keys off), every
+    live worker with the model it has loaded and this API process's request slots. Needs no key."""
+    return _health(workers_needed=True)
+
+
+@bp.get("/health/api", responses={200: HealthResponse, 503: HealthResponse})
+def health_api() -> Response:
+    """Whether this API process can take requests, workers or not: 200 when Redis and the database answer (the
+    body still says `no_workers` when none is up), 503 otherwise. For a load balancer or a container health check
+    that must not take the API out of service while workers restart. Needs no key."""
+    return _health(workers_needed=False)
 
 
 @bp.get("/", doc_ui=False)

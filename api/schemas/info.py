@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
@@ -36,7 +36,10 @@ class RequestSlots(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str = Field(..., description="ok, no_workers or unavailable")
+    status: Literal["ok", "no_workers", "unavailable"] = Field(
+        ..., description="ok; no_workers (the API, Redis and the database answer, no worker is up); unavailable"
+    )
+    reason: str | None = Field(None, description="Why the status is not ok, in words")
     api: str
     redis: dict[str, Any]
     database: dict[str, Any]
