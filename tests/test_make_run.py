@@ -10,7 +10,6 @@ within 30 s (its model loads again), a killed API serves again within 10 s.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import signal
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.audio import Event, sse_events
+from tests.audio import Event, sse_events, xtts_samples
 from tools.localfarm import ROOT, free_port, tts_body, wait_for
 
 SENTENCE = (
@@ -37,11 +36,6 @@ TOKENS = 60  # per segment: about 3.5 s of synthesis each with the dev model on 
 # The main process of each program, by its command line.
 PROGRAMS = {"worker1": r"celery -A workers\.celery_app worker", "api": r"gunicorn -c", "redis": r"redis-server"}
 MAKE_ENV_NOISE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "DATABASE_URL", "REDIS_URL", "WORKERS", "CUDA_VISIBLE_DEVICES")
-
-
-def samples_of(tokens: int) -> int:
-    """Samples the dev model makes of a segment of `tokens` audio tokens (pinned: min = max new tokens)."""
-    return math.floor(tokens * 4 * 24000 / 22050) * 256
 
 
 def processes() -> list[tuple[int, list[str], str]]:
@@ -220,7 +214,7 @@ class Listener:
         for segment in range(segments):
             seqs = [seq for seg, seq in ids if seg == segment]
             assert seqs == list(range(1, len(seqs) + 1)), f"a gap in segment {segment}"
-        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * samples_of(tokens), "audio missing"
+        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * xtts_samples(tokens), "audio missing"
 
 
 class HealthProbe:
@@ -296,7 +290,7 @@ def test_a_killed_worker_comes_back_while_the_api_answers_and_its_listener_loses
     listener.complete(segments=4, tokens=TOKENS)
     assert listener.cursors == [None], "the listener's stream broke off while the worker was down"
     status = farm.finished(job_id, 60)
-    assert status["state"] == "succeeded" and status["progress"]["audio_samples"] == 4 * samples_of(TOKENS)
+    assert status["state"] == "succeeded" and status["progress"]["audio_samples"] == 4 * xtts_samples(TOKENS)
     assert farm.logged(r"exited: worker1 \(terminated by SIGKILL") and farm.pid("worker1") != killed
 
 
@@ -331,9 +325,9 @@ def test_the_embedded_redis_keeps_queued_jobs_across_its_restart(make_run: MakeR
     for job_id in jobs:
         status = farm.finished(job_id, 180)
         assert status["state"] == "succeeded", status
-        assert status["progress"]["audio_samples"] == 2 * samples_of(TOKENS)
+        assert status["progress"]["audio_samples"] == 2 * xtts_samples(TOKENS)
     audio = requests.get(farm.url(f"/jobs/{jobs[0]}/audio"), params={"response_format": "pcm"}, timeout=30)
-    assert audio.status_code == 200 and len(audio.content) // 2 == 2 * samples_of(TOKENS)  # its audio kept too
+    assert audio.status_code == 200 and len(audio.content) // 2 == 2 * xtts_samples(TOKENS)  # its audio kept too
 
 
 @pytest.mark.farm
