@@ -9,7 +9,6 @@ that never reached the broker is sent within SEND_GRACE_SECONDS + REAPER_INTERVA
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading
@@ -21,14 +20,15 @@ from typing import Any
 import pytest
 import requests
 from celery import Celery
+from prometheus_client.parser import text_string_to_metric_families
 
+from celery_config import celery_config
 from shared import jobs
 from shared.db import session_scope
-from shared.dispatch import dispatch
+from shared.dispatch import dispatch, send_segment
 from shared.settings import Settings, configure
 from shared.streams import current_epoch
-from shared.tasks import SYNTHESIZE_SEGMENT
-from tests.audio import Event, sse_events
+from tests.audio import Event, sse_events, xtts_samples
 from tests.farms import SHORT_AUDIO_TTL, SHORT_LEASES, SharedFarm
 from tools.localfarm import Farm, tts_body, wait_for
 
@@ -39,10 +39,6 @@ SENTENCE = (
 )
 # Faults are about the database as much as the processes: every test here runs on both backends.
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
-
-
-def _samples(tokens: int) -> int:
-    return math.floor(tokens * 4 * 24000 / 22050) * 256
 
 
 def _body(tokens: int, sentences: int = 1, chunk: int = 8) -> dict[str, Any]:
@@ -94,18 +90,50 @@ class Listener:
         for segment in range(segments):
             seqs = [seq for seg, seq in ids if seg == segment]
             assert seqs == list(range(1, len(seqs) + 1)), f"a gap in segment {segment}"
-        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * _samples(tokens), "audio missing"
+        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * xtts_samples(tokens), "audio missing"
 
 
-def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(farm: Farm) -> None:
+def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(farm: SharedFarm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(200), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 0, 60, "first audio")
-    # The broker delivers the same task again (a connection loss, a visibility timeout) while the first runs.
-    Celery(broker=farm.redis_url).send_task(SYNTHESIZE_SEGMENT, args=[job["id"], 0])
+    skipped = _segment_runs(farm, "skipped")
+    # The broker delivers the same task again (a connection loss, a visibility timeout) while the first runs: the
+    # very message the farm sends, to the queue the workers consume, through the farm's own dispatch code.
+    with _as_the_farm(farm) as celery:
+        send_segment(celery, job["id"], 0)
+    # The worker took the duplicate, start_segment refused it (the first run's lease is live), and the task ended
+    # SKIPPED after the dispatch it makes then (nothing left to dispatch: the job has one segment).
+    wait_for(lambda: _segment_runs(farm, "skipped") > skipped, 60, "the duplicate to be skipped")
+    assert _worker_log_lines(farm, f"segment {job['id']}/0 skipped: held"), "the duplicate was not refused as held"
+    # Celery's own line for the duplicate's task: it returned (its dispatch included) rather than raising.
+    assert len(_worker_log_lines(farm, f": 'skipped' job={job['id']}")) == 1
     listener.complete(200)
     status = farm.wait_for_state(job["id"], ("succeeded",))
     assert status["segments"][0]["attempts"] == 1  # the duplicate used no attempt and wrote nothing
+    assert status["progress"]["audio_samples"] == xtts_samples(200)
+    assert _segment_runs(farm, "skipped") == skipped + 1  # delivered once more, skipped once
+
+
+def _segment_runs(farm: Farm, outcome: str) -> float:
+    """The farm's count of segment runs that ended with `outcome`, every worker's (GET /metrics)."""
+    text = requests.get(farm.url("/metrics"), headers=farm.headers, timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "xtts_segments_total" and sample.labels.get("outcome") == outcome
+    )
+
+
+def _worker_log_lines(farm: Farm, text: str) -> list[str]:
+    """The lines of the farm's worker logs that contain `text`."""
+    return [
+        line
+        for name in farm.workers
+        for line in (farm.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+        if text in line
+    ]
 
 
 def test_the_same_idempotency_key_makes_one_job(farm: Farm) -> None:
@@ -131,12 +159,17 @@ def test_the_same_idempotency_key_makes_one_job(farm: Farm) -> None:
 
 
 @contextlib.contextmanager
-def _as_the_farm(farm: Farm) -> Iterator[None]:
-    """This test process acting on the farm's database and Redis, as one of its own processes would."""
-    configure(Settings(DATABASE_URL=farm.database_url, REDIS_URL=farm.redis_url))
+def _as_the_farm(farm: Farm) -> Iterator[Celery]:
+    """This test process acting on the farm's database and Redis, as one of its own processes would; yields a
+    Celery client configured as the API's (the farm's queues and routes, from celery_config)."""
+    settings = Settings(DATABASE_URL=farm.database_url, REDIS_URL=farm.redis_url)
+    configure(settings)
+    celery = Celery("faults")
+    celery.conf.update(celery_config(settings))
     try:
-        yield
+        yield celery
     finally:
+        celery.close()
         configure(None)
 
 
@@ -209,7 +242,7 @@ def test_the_database_cut_mid_segment_then_back(farm_with) -> None:
     listener.complete(300, timeout=120)
     status = farm.wait_for_state(job["id"], ("succeeded",), 60)
     print(f"job finished {time.monotonic() - restored:.1f} s after the database came back")
-    assert status["progress"]["audio_samples"] == _samples(300)
+    assert status["progress"]["audio_samples"] == xtts_samples(300)
     assert requests.post(farm.url("/jobs"), json=_body(10), timeout=30).status_code == 202
 
 
@@ -227,7 +260,7 @@ def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
     redis_server.start()
     listener.complete(300, timeout=180)
     status = farm.wait_for_state(job["id"], ("succeeded",), 60)
-    assert status["progress"]["audio_samples"] == _samples(300)
+    assert status["progress"]["audio_samples"] == xtts_samples(300)
 
 
 def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedFarm) -> None:
