@@ -42,8 +42,10 @@ probability underflows to 0.
 its random stream does not depend on which other sequences share the batch or when they joined: a seeded
 sequence samples the same tokens alone or batched (up to float rounding of the batched matmuls). A single
 multinomial draw consumes one exponential variate per vocabulary entry, so a generator advances by the same
-amount at every step: a batch of one seeded like coqui's global RNG draws coqui's tokens, and a generator state
-saved with a segment's tokens lets a resumed segment continue the very same random stream.
+amount at every step: a batch of one seeded like coqui's global RNG draws coqui's tokens. No generator state is
+saved with a segment: the scheduler seeds a resumed segment's generator afresh (the part's seed), so after the
+replayed tokens a sampled segment draws different noise than the uninterrupted run would have (a different but
+equally valid continuation: about 36 dB SNR between the two on the dev model); with top_k=1 it is the same.
 
 *Replay.* A segment resumed after an interruption passes the audio tokens it had already generated: they are
 teacher-forced through the prefill (not sampled), their latents are returned, and decoding continues from the
