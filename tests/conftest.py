@@ -121,8 +121,9 @@ def engine(dev_model_dir: Path):  # type: ignore[no-untyped-def]
     they leave it as they found it. It runs on the torch threads of the module using it (TORCH_THREADS)."""
     import torch
 
-    from workers.engine import XttsEngine
+    from workers.engine import XttsEngine, exact_float32
 
+    exact_float32()  # the tests compare float32 results down to rounding: no TF32 on a GPU (see its docstring)
     threads = torch.get_num_threads()
     loaded = XttsEngine.load(Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=threads))
     torch.set_num_threads(threads)

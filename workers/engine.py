@@ -47,6 +47,20 @@ def pcm16(wav: torch.Tensor) -> bytes:
     return (wav.detach().float().clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).cpu().numpy().tobytes()
 
 
+def exact_float32() -> None:
+    """No TF32 anywhere in this process: float32 convolutions and matmuls in full float32 on a GPU.
+
+    Call it where float32 results are compared down to rounding (the tests' engine, the benchmark's fidelity
+    figures, the GPU check): TF32, which cuDNN uses for float32 convolutions by default on Ampere and later GPUs,
+    keeps 10 mantissa bits of the inputs, about 1e-3 relative error per product, which alone would take the SNR
+    between windowed and one-shot HiFi-GAN decoding (asserted above 120 dB) and the batched-versus-alone latents
+    (asserted within 1e-4) past their bounds on a GPU. Serving keeps torch's defaults (TF32 convolutions, float32
+    matmuls): that rounding is far below what a listener can hear, and float16 serving rounds more anyway.
+    On the CPU neither flag changes anything."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def choose_device(settings: Settings, cuda_available: bool) -> str:
     """A GPU when there is one, unless USE_CPU says to stay on the CPU."""
     return "cuda" if cuda_available and not settings.USE_CPU else "cpu"
