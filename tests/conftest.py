@@ -51,6 +51,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.farm)
         elif not item.get_closest_marker("farm"):
             item.add_marker(pytest.mark.fast)
+    cuda_tests = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda_tests and not _cuda_available():
+        for item in cuda_tests:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs it on one)"))
+
+
+def _cuda_available() -> bool:
+    import torch  # only when a collected test is marked `cuda`: torch takes seconds to import
+
+    return bool(torch.cuda.is_available())
 
 
 class _FarmOrder:

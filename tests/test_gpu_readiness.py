@@ -5,9 +5,29 @@ Tests marked `cuda` run only on a GPU (scripts/gpu_check.sh runs them there)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from workers.batched_gpt import Sampling, SamplingTensors, process_scores, sample_rows
 from workers.engine import XttsEngine
+
+VOCAB = 1026  # XTTS-v2's audio tokens
+
+
+def _probs(rows: int, seed: int) -> torch.Tensor:
+    """Sampling distributions as the batch makes them: real filters (top-k, top-p) leave many exact zeros."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, VOCAB, generator=g) * 4
+    samplings = [Sampling(0.75, 50, 0.85, 5.0), Sampling(1.0, 0, 1.0, 1.0), Sampling(0.5, 3, 0.9, 2.0)]
+    chosen = [samplings[i % len(samplings)] for i in range(rows)]
+    params = SamplingTensors.build(chosen, VOCAB, torch.device("cpu"))
+    seen = torch.rand(rows, VOCAB, generator=g) < 0.05
+    scores = process_scores(logits, params, seen, torch.zeros(rows, dtype=torch.bool), VOCAB - 1)
+    return scores.softmax(dim=-1)
+
+
+def _generators(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 # --- TF32 ----------------------------------------------------------------------------------------------
@@ -15,3 +35,66 @@ def test_the_tests_engine_runs_without_tf32(engine: XttsEngine) -> None:
     """Exactness is asserted on this engine (SNR > 120 dB, latents within 1e-4): TF32 would break that on a GPU."""
     assert not torch.backends.cudnn.allow_tf32
     assert not torch.backends.cuda.matmul.allow_tf32
+
+
+# --- sampling: one argmax for the batch, each row from its own generator ------------------------------------
+def test_batched_sampling_draws_what_torch_multinomial_draws_row_by_row() -> None:
+    """Token for token, and generator state for generator state, what coqui's sampler (`torch.multinomial`) gives:
+    over 40 steps of a batch of 8 seeded rows."""
+    seeds = [3, 1, 4, 1, 5, 9, 2, 6]
+    batched, reference = _generators(seeds), _generators(seeds)
+    for step in range(40):
+        probs = _probs(len(seeds), step)
+        tokens = sample_rows(probs, batched)
+        expected = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, reference, strict=True)])
+        assert tokens.tolist() == expected.tolist()
+        assert all(probs[i, t] > 0 for i, t in enumerate(tokens.tolist()))  # never a filtered-out token
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(batched, reference, strict=True))
+
+
+def test_a_seeded_row_draws_the_same_alone_and_in_a_batch() -> None:
+    seeds = [11, 12, 13, 14, 15]
+    in_batch = _generators(seeds)
+    alone = _generators(seeds)
+    for step in range(30):
+        probs = _probs(len(seeds), 100 + step)
+        batched = sample_rows(probs, in_batch).tolist()
+        assert batched == [int(sample_rows(probs[i : i + 1], [alone[i]])[0]) for i in range(len(seeds))]
+
+
+def test_batched_sampling_calls_no_per_row_multinomial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.multinomial checks its input with a `.item()`: one host sync per row per step on a GPU."""
+
+    def refuse(*_: object, **__: object) -> torch.Tensor:
+        raise AssertionError("torch.multinomial called: a host sync per row")
+
+    monkeypatch.setattr(torch, "multinomial", refuse)
+    monkeypatch.setattr(torch.Tensor, "multinomial", refuse)
+    tokens = sample_rows(_probs(4, 0), _generators([1, 2, 3, 4]))
+    assert tokens.shape == (4,)
+
+
+def test_sampling_follows_the_distribution() -> None:
+    """A check of the trick itself, independent of torch.multinomial: 20 000 draws from a known distribution."""
+    probs = torch.tensor([[0.5, 0.3, 0.2, 0.0]])
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(torch.cat([sample_rows(probs, [g]) for _ in range(20_000)]), minlength=4)
+    frequencies = counts.double() / counts.sum()
+    assert counts[3] == 0
+    assert torch.allclose(frequencies, probs[0].double(), atol=0.015)
+
+
+@pytest.mark.cuda
+def test_batched_sampling_on_a_gpu_waits_for_nothing() -> None:
+    """On a GPU: no host synchronisation at all while a batch of 32 rows is sampled (torch raises if one happens)."""
+    probs = _probs(32, 7).cuda()
+    generators = [torch.Generator(device="cuda").manual_seed(i) for i in range(32)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        tokens = sample_rows(probs, generators)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    reference = [torch.Generator(device="cuda").manual_seed(i) for i in range(32)]
+    expected = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, reference, strict=True)])
+    assert tokens.tolist() == expected.tolist()
