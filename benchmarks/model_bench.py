@@ -13,7 +13,7 @@ import torch
 from shared.params import SynthesisParams
 from shared.settings import Settings
 from workers import devmodel
-from workers.engine import XttsEngine
+from workers.engine import VoiceLatents, XttsEngine
 from workers.scheduler import MAX_CHUNK_GROWTH
 from workers.stream_decoder import StreamingDecoder, one_shot, snr_db
 
@@ -27,6 +27,18 @@ def _engine(full_size: bool = False, fp16: bool = False) -> XttsEngine:
     path = devmodel.ensure_checkpoint(MODELS / ("full" if full_size else "dev"), full_size=full_size)
     settings = Settings(CUSTOM_MODEL_PATH=str(path), NUM_THREADS=torch.get_num_threads(), USE_FP16=fp16)
     return XttsEngine.load(settings)
+
+
+def model_voice(engine: XttsEngine) -> VoiceLatents:
+    """The first built-in voice, on the engine's device (coqui's `inference` and the GPT take their inputs there)."""
+    found = engine.builtin_voice(engine.speaker_names[0])
+    assert found is not None
+    return found.to(engine.device)
+
+
+def text_tokens(engine: XttsEngine, text: str) -> torch.Tensor:
+    """XTTS text token ids [1, T] of an English text, on the engine's device."""
+    return torch.IntTensor(engine.model.tokenizer.encode(text.lower(), lang="en")).unsqueeze(0).to(engine.device)
 
 
 def _timed_stream(engine: XttsEngine, voice: Any, tokens: int) -> tuple[float, float]:
@@ -76,9 +88,8 @@ def _stream_fidelity(engine: XttsEngine, voice: Any, tokens: int) -> dict[str, f
     """Decode the same GPT latents streamed (as the engine does) and in one go; compare the audio."""
     torch.manual_seed(3)
     gpt = engine.model.gpt
-    text_tokens = torch.IntTensor(engine.model.tokenizer.encode(TEXT.lower(), lang="en")).unsqueeze(0)
     generator = gpt.get_generator(
-        fake_inputs=gpt.compute_embeddings(voice.gpt_cond_latent, text_tokens),
+        fake_inputs=gpt.compute_embeddings(voice.gpt_cond_latent, text_tokens(engine, TEXT)),
         do_sample=True,
         top_k=50,
         top_p=0.85,
@@ -118,7 +129,7 @@ def _stream_fidelity(engine: XttsEngine, voice: Any, tokens: int) -> dict[str, f
 
 def streaming(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     engine = _engine()
-    voice = engine.builtin_voice(engine.speaker_names[0])
+    voice = model_voice(engine)
     _timed_stream(engine, voice, 20)  # warm-up
     repeats = {100: 1 if quick else 3, 300: 1 if quick else 2, 600: 1}
     rows, fidelity = [], {}
@@ -162,7 +173,7 @@ def streaming(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
 
 def _gpu_run(fp16: bool, tokens: int, streams: int, repeats: int) -> dict[str, Any]:
     engine = _engine(full_size=True, fp16=fp16)
-    voice = engine.builtin_voice(engine.speaker_names[0])
+    voice = model_voice(engine)
     _timed_stream(engine, voice, 20)
     single = [_timed_stream(engine, voice, tokens) for _ in range(repeats)]
     audio_s = tokens * 1024 / 22050

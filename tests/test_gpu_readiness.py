@@ -37,6 +37,48 @@ def test_the_tests_engine_runs_without_tf32(engine: XttsEngine) -> None:
     assert not torch.backends.cuda.matmul.allow_tf32
 
 
+# --- devices: every tensor a test or benchmark feeds the model is on the engine's device ---------------------
+@pytest.fixture
+def engine_elsewhere(engine: XttsEngine, monkeypatch: pytest.MonkeyPatch) -> XttsEngine:
+    """The session's engine as if it ran on a device other than the CPU: `meta` (torch's shape-only device, always
+    there). Its voices stay on the CPU, as a loaded engine's do; a helper that builds a tensor on a fixed device
+    (or leaves a voice where it is) hands back a CPU tensor, which would reach a CUDA model as a device mismatch.
+    Nothing here runs the model."""
+    voice = engine.builtin_voice(engine.speaker_names[0])
+    assert voice is not None and voice.speaker_embedding.device.type == "cpu"
+    monkeypatch.setattr(engine, "device", "meta")
+    return engine
+
+
+def _devices(*tensors: torch.Tensor) -> set[str]:
+    return {t.device.type for t in tensors}
+
+
+def test_the_benchmarks_model_inputs_are_on_the_engines_device(engine_elsewhere: XttsEngine) -> None:
+    from benchmarks import model_bench
+
+    voice = model_bench.model_voice(engine_elsewhere)
+    tokens = model_bench.text_tokens(engine_elsewhere, "Hi.")
+    assert _devices(voice.gpt_cond_latent, voice.speaker_embedding, tokens) == {"meta"}
+
+
+def test_the_stream_decoder_tests_inputs_are_on_the_engines_device(engine_elsewhere: XttsEngine) -> None:
+    from tests.test_stream_decoder import decoder_inputs
+
+    latents, embedding = decoder_inputs(engine_elsewhere, 5, torch.Generator().manual_seed(0))
+    assert _devices(latents, embedding) == {"meta"}
+
+
+def test_a_segment_carries_its_voice_and_text_to_the_engines_device(engine_elsewhere: XttsEngine) -> None:
+    from shared.params import SynthesisParams
+
+    voice = engine_elsewhere.builtin_voice(engine_elsewhere.speaker_names[0])
+    assert voice is not None
+    segment = engine_elsewhere.segment("k", "Hi.", "en", voice, SynthesisParams(), seed=0)
+    tensors = [segment.cond_latent, segment.speaker_embedding, *(part.text_tokens for part in segment.parts)]
+    assert _devices(*tensors) == {"meta"}
+
+
 # --- sampling: one argmax for the batch, each row from its own generator ------------------------------------
 def test_batched_sampling_draws_what_torch_multinomial_draws_row_by_row() -> None:
     """Token for token, and generator state for generator state, what coqui's sampler (`torch.multinomial`) gives:

@@ -41,6 +41,10 @@ class VoiceLatents:
     gpt_cond_latent: torch.Tensor
     speaker_embedding: torch.Tensor
 
+    def to(self, device: str | torch.device) -> VoiceLatents:
+        """Both tensors on `device` (the engine's: the model takes its inputs there)."""
+        return VoiceLatents(self.gpt_cond_latent.to(device), self.speaker_embedding.to(device))
+
 
 def pcm16(wav: torch.Tensor) -> bytes:
     """Float audio in [-1, 1] to 16-bit little-endian PCM."""
@@ -169,11 +173,12 @@ class XttsEngine:
             done = resume is not None and number in resume.parts_ended
             replay = tuple(resume.tokens.get(number, ())) if resume is not None and not done else ()
             parts.append(Part(tokens, self._sampling(part_text, params), seed + number, replay, done))
+        voice = voice.to(self.device)
         return Segment(
             key,
             tuple(parts),
-            voice.gpt_cond_latent.to(self.device),
-            voice.speaker_embedding.to(self.device),
+            voice.gpt_cond_latent,
+            voice.speaker_embedding,
             chunk_tokens=params.stream_chunk_size,
             length_scale=1.0 / params.speed,
         )
