@@ -5,9 +5,14 @@ Tests marked `cuda` run only on a GPU (scripts/gpu_check.sh runs them there)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from tools.localfarm import ROOT
 from workers.batched_gpt import Sampling, SamplingTensors, process_scores, sample_rows
 from workers.engine import XttsEngine
 
@@ -140,3 +145,65 @@ def test_batched_sampling_on_a_gpu_waits_for_nothing() -> None:
     reference = [torch.Generator(device="cuda").manual_seed(i) for i in range(32)]
     expected = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, reference, strict=True)])
     assert tokens.tolist() == expected.tolist()
+
+
+# --- a GPU the host shows but torch cannot use -------------------------------------------------------------
+def _host_showing_a_gpu(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """A worker's environment on a host whose driver lists one GPU (a stand-in `nvidia-smi` first on PATH) while
+    torch reports no CUDA (this machine's torch sees none). No network, no Redis: the worker gets no further than
+    its start-up checks, the model's (no XTTS-v2 download possible) coming after the GPU's."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    smi = bin_dir / "nvidia-smi"
+    gpu = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-1111-2222-3333-444444444444)"
+    smi.write_text(f'#!/bin/sh\n[ "$1" = -L ] && echo "{gpu}"\n')
+    smi.chmod(0o755)
+    return {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "XTTS_MODEL": "xtts_v2",
+        "COQUI_TOS_AGREED": "1",
+        "MODEL_DIR": str(tmp_path / "models"),
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "HF_HUB_OFFLINE": "1",
+        **settings,
+    }
+
+
+def _start_worker(env: dict[str, str]) -> tuple[int, list[str]]:
+    result = subprocess.run(  # noqa: PLW1510 - both cases stop
+        [str(Path(sys.executable).parent / "celery"), "-A", "workers.celery_app", "worker", "--pool=solo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result.returncode, [line for line in (result.stdout + result.stderr).splitlines() if "cannot start" in line]
+
+
+def test_a_worker_refuses_a_gpu_it_cannot_use_with_one_line(tmp_path: Path) -> None:
+    assert not torch.cuda.is_available(), "this test simulates a GPU torch cannot use; here torch has one"
+    status, reason = _start_worker(_host_showing_a_gpu(tmp_path))
+    assert status != 0
+    assert len(reason) == 1, reason
+    assert "nvidia-smi lists 1 GPU(s) (GPU 0: NVIDIA H100" in reason[0] and "cannot use CUDA" in reason[0]
+    assert "USE_CPU=1" in reason[0]
+
+
+def test_with_use_cpu_the_worker_goes_past_the_gpu_check(tmp_path: Path) -> None:
+    status, reason = _start_worker(_host_showing_a_gpu(tmp_path, USE_CPU="1"))
+    assert status != 0  # it stops later, for the model it cannot download here
+    assert len(reason) == 1 and "cannot download XTTS-v2" in reason[0] and "nvidia-smi" not in reason[0]
+
+
+def test_gpus_hidden_on_purpose_are_no_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import Settings
+    from workers.devices import unusable_gpu
+
+    for name, value in _host_showing_a_gpu(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    assert unusable_gpu(Settings(), False, "2.11.0", "13.0") is not None
+    assert unusable_gpu(Settings(), True, "2.11.0", "13.0") is None
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert unusable_gpu(Settings(), False, "2.11.0", "13.0") is None
