@@ -14,8 +14,10 @@ machines are noisy. Sections (run all, or pick with --only):
               tokens with the dev model (first audio median and p95, aggregate and slowest-stream audio per
               wall second), a short request during a long text (idle vs busy), and the full-size checkpoint
               at 1 and 4 streams on the CPU
-  gpu         on a GPU only: the full-size random-weight model, float32 and float16, time to first audio and
-              real-time factor, single stream and concurrent streams
+  gpu         on a GPU only (GPU_BENCH_REHEARSE=1: on the CPU, dev model, tiny sizes): the full-size random-weight
+              model, float32 and float16, 1/8/16/32/64 streams submitted at once to one worker's scheduler: first
+              audio p50/p95, stall of a real-time listener (benchmarks/listener.py), aggregate real-time factor,
+              the most streams with zero stall
   formats     the response encoder alone (no farm): first encoded bytes after the first PCM chunk, per
               response_format, and encoding speed
 
