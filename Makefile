@@ -4,7 +4,7 @@ export XTTS_MODEL ?= xtts_v2
 export PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint setup bench devmodel migrate clean
+.PHONY: run test test-fast lint setup bench devmodel migrate clean gpu-wheels
 
 setup:
 	scripts/system_deps.sh
@@ -33,6 +33,11 @@ lint:
 
 bench: setup
 	.venv/bin/python -m benchmarks.run $(BENCH_ARGS)
+
+# The cp312 manylinux wheels a bare GPU machine lacks, into gpu-wheels/ (ignored; under 64 MiB): see README,
+# "On a GPU machine", and scripts/gpu_check.sh.
+gpu-wheels:
+	scripts/gpu_wheels.sh
 
 devmodel: setup
 	.venv/bin/python -m workers.devmodel --out models/dev

@@ -30,6 +30,11 @@ def _engine(full_size: bool = False, fp16: bool = False) -> XttsEngine:
     return XttsEngine.load(settings)
 
 
+def dev_engine() -> XttsEngine:
+    """The small random-weight checkpoint, loaded on the machine's device (a GPU when there is one)."""
+    return _engine()
+
+
 def model_voice(engine: XttsEngine) -> VoiceLatents:
     """The first built-in voice, on the engine's device (coqui's `inference` and the GPT take their inputs there)."""
     found = engine.builtin_voice(engine.speaker_names[0])

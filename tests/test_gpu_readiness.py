@@ -84,6 +84,16 @@ def test_a_segment_carries_its_voice_and_text_to_the_engines_device(engine_elsew
     assert _devices(*tensors) == {"meta"}
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("speed", [1.0, 1.3, 0.8])
+def test_streamed_audio_equals_one_shot_decoding_on_the_gpu(engine: XttsEngine, speed: float) -> None:
+    """tests/test_stream_decoder.py's equality (SNR > 120 dB, TF32 off) with the engine and its inputs on the GPU."""
+    from tests.test_stream_decoder import test_streamed_audio_equals_one_shot_decoding as streamed_equals_one_shot
+
+    assert engine.device == "cuda"
+    streamed_equals_one_shot(engine, speed)
+
+
 # --- sampling: one argmax for the batch, each row from its own generator ------------------------------------
 def test_batched_sampling_draws_what_torch_multinomial_draws_row_by_row() -> None:
     """Token for token, and generator state for generator state, what coqui's sampler (`torch.multinomial`) gives:
@@ -181,8 +191,8 @@ def _start_worker(env: dict[str, str]) -> tuple[int, list[str]]:
     return result.returncode, [line for line in (result.stdout + result.stderr).splitlines() if "cannot start" in line]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a GPU torch cannot use; here torch can")
 def test_a_worker_refuses_a_gpu_it_cannot_use_with_one_line(tmp_path: Path) -> None:
-    assert not torch.cuda.is_available(), "this test simulates a GPU torch cannot use; here torch has one"
     status, reason = _start_worker(_host_showing_a_gpu(tmp_path))
     assert status != 0
     assert len(reason) == 1, reason
