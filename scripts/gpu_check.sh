@@ -34,6 +34,8 @@ fi
 # Seconds per step on a GPU (together 8 minutes); a CPU rehearsal of tiny sizes on a shared machine gets 3 times more.
 scale=$((rehearse ? 3 : 1))
 export GPU_BENCH_REHEARSE=$rehearse PYTHONUNBUFFERED=1
+# Where scripts/gpu_install.py unpacks the wheels when the GPU machine's Python has no pip.
+export PYTHONPATH="$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}"
 
 steps_file="$results/steps.tsv"
 : >"$steps_file"
