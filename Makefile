@@ -19,7 +19,8 @@ test:
 	$(MAKE) --no-print-directory lint
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
-# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API); about 75 s.
+# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API); about 75 s, plus
+# about 2 minutes for the rehearsal of scripts/gpu_check.sh (tests/test_gpu_check.py).
 test-fast:
 	scripts/test_env.sh
 	scripts/venv.sh
