@@ -4,7 +4,7 @@ export XTTS_MODEL ?= xtts_v2
 export PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint setup bench devmodel migrate clean
+.PHONY: run test test-fast lint setup bench devmodel migrate clean gpu-wheels
 
 setup:
 	scripts/system_deps.sh
@@ -19,7 +19,8 @@ test:
 	$(MAKE) --no-print-directory lint
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
-# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API); about 75 s.
+# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API); about 75 s, plus
+# about 2 minutes for the rehearsal of scripts/gpu_check.sh (tests/test_gpu_check.py).
 test-fast:
 	scripts/test_env.sh
 	scripts/venv.sh
@@ -33,6 +34,11 @@ lint:
 
 bench: setup
 	.venv/bin/python -m benchmarks.run $(BENCH_ARGS)
+
+# The cp312 manylinux wheels a bare GPU machine lacks, into gpu-wheels/ (ignored; under 64 MiB): see README,
+# "On a GPU machine", and scripts/gpu_check.sh.
+gpu-wheels:
+	scripts/gpu_wheels.sh
 
 devmodel: setup
 	.venv/bin/python -m workers.devmodel --out models/dev

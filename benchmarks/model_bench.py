@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks import listener
 from shared.params import SynthesisParams
 from shared.settings import Settings
 from workers import devmodel
-from workers.engine import XttsEngine
-from workers.scheduler import MAX_CHUNK_GROWTH
+from workers.engine import VoiceLatents, XttsEngine, exact_float32
+from workers.scheduler import MAX_CHUNK_GROWTH, BatchScheduler
 from workers.stream_decoder import StreamingDecoder, one_shot, snr_db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,23 @@ def _engine(full_size: bool = False, fp16: bool = False) -> XttsEngine:
     path = devmodel.ensure_checkpoint(MODELS / ("full" if full_size else "dev"), full_size=full_size)
     settings = Settings(CUSTOM_MODEL_PATH=str(path), NUM_THREADS=torch.get_num_threads(), USE_FP16=fp16)
     return XttsEngine.load(settings)
+
+
+def dev_engine() -> XttsEngine:
+    """The small random-weight checkpoint, loaded on the machine's device (a GPU when there is one)."""
+    return _engine()
+
+
+def model_voice(engine: XttsEngine) -> VoiceLatents:
+    """The first built-in voice, on the engine's device (coqui's `inference` and the GPT take their inputs there)."""
+    found = engine.builtin_voice(engine.speaker_names[0])
+    assert found is not None
+    return found.to(engine.device)
+
+
+def text_tokens(engine: XttsEngine, text: str) -> torch.Tensor:
+    """XTTS text token ids [1, T] of an English text, on the engine's device."""
+    return torch.IntTensor(engine.model.tokenizer.encode(text.lower(), lang="en")).unsqueeze(0).to(engine.device)
 
 
 def _timed_stream(engine: XttsEngine, voice: Any, tokens: int) -> tuple[float, float]:
@@ -76,9 +94,8 @@ def _stream_fidelity(engine: XttsEngine, voice: Any, tokens: int) -> dict[str, f
     """Decode the same GPT latents streamed (as the engine does) and in one go; compare the audio."""
     torch.manual_seed(3)
     gpt = engine.model.gpt
-    text_tokens = torch.IntTensor(engine.model.tokenizer.encode(TEXT.lower(), lang="en")).unsqueeze(0)
     generator = gpt.get_generator(
-        fake_inputs=gpt.compute_embeddings(voice.gpt_cond_latent, text_tokens),
+        fake_inputs=gpt.compute_embeddings(voice.gpt_cond_latent, text_tokens(engine, TEXT)),
         do_sample=True,
         top_k=50,
         top_p=0.85,
@@ -117,8 +134,9 @@ def _stream_fidelity(engine: XttsEngine, voice: Any, tokens: int) -> dict[str, f
 
 
 def streaming(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    exact_float32()  # the fidelity figures compare float32 decodings down to rounding: no TF32 on a GPU
     engine = _engine()
-    voice = engine.builtin_voice(engine.speaker_names[0])
+    voice = model_voice(engine)
     _timed_stream(engine, voice, 20)  # warm-up
     repeats = {100: 1 if quick else 3, 300: 1 if quick else 2, 600: 1}
     rows, fidelity = [], {}
@@ -160,42 +178,67 @@ def streaming(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     return "Streaming cost: streamed total / one-shot total", rows, {"fidelity": fidelity, "notes": notes}
 
 
-def _gpu_run(fp16: bool, tokens: int, streams: int, repeats: int) -> dict[str, Any]:
-    engine = _engine(full_size=True, fp16=fp16)
-    voice = engine.builtin_voice(engine.speaker_names[0])
-    _timed_stream(engine, voice, 20)
-    single = [_timed_stream(engine, voice, tokens) for _ in range(repeats)]
-    audio_s = tokens * 1024 / 22050
-    results: list[tuple[float, float]] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(_timed_stream(engine, voice, tokens))) for _ in range(streams)
+# The `gpu` section: how many listeners one worker process serves on a GPU with the full-size checkpoint.
+GPU_STREAMS = (1, 8, 16, 32, 64)
+GPU_TOKENS = 150  # about 7 s of audio per stream
+# GPU_BENCH_REHEARSE=1 runs the same code on the CPU with the dev model and tiny sizes (scripts/gpu_check.sh
+# --rehearse), so the first GPU minutes are not spent finding this section's own bugs.
+REHEARSAL_STREAMS = (1, 2)
+REHEARSAL_TOKENS = 8
+
+
+def gpu_texts(count: int) -> list[str]:
+    return [f"Listener number {i} asked the farm to read this sentence aloud." for i in range(count)]
+
+
+def gpu_streams(
+    engine: XttsEngine, fp16: bool, streams: int, tokens: int, max_batch: int | None = None
+) -> dict[str, Any]:
+    """`streams` segments submitted at once to one scheduler (batch `max_batch`, default `streams`) on its own
+    thread: first audio, stall of a real-time listener, aggregate real-time factor."""
+    scheduler = BatchScheduler(
+        engine.model, engine.device, max_batch or streams, fp16=fp16, decode_context=engine.decode_context
+    )
+    params = SynthesisParams(min_new_tokens=tokens, max_new_tokens=tokens, stream_chunk_size=CHUNK)
+    segments = [
+        engine.segment(i, text, "en", model_voice(engine), params, seed=i) for i, text in enumerate(gpu_texts(streams))
     ]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    return {
-        "dtype": "float16" if fp16 else "float32",
-        "device": torch.cuda.get_device_name(0),
-        "first_audio_s": statistics.median(s[0] for s in single),
-        "rtf": statistics.median(s[1] for s in single) / audio_s,
-        "concurrent_streams": streams,
-        "concurrent_first_audio_s": statistics.median(r[0] for r in results),
-        "concurrent_rtf_aggregate": wall / (streams * audio_s),
-    }
+    records, wall = listener.run_streams(scheduler, segments)
+    return {"dtype": "float16" if fp16 else "float32", **listener.summary(records, wall)}
 
 
 def gpu(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    if not torch.cuda.is_available():
+    rehearsal = os.environ.get("GPU_BENCH_REHEARSE") == "1"
+    if not torch.cuda.is_available() and not rehearsal:
         return "GPU: full-size model", [], {"notes": ["no GPU on this machine: the GPU section was skipped"]}
-    tokens, streams = 200, 4
+    counts = REHEARSAL_STREAMS if rehearsal else GPU_STREAMS
+    tokens = REHEARSAL_TOKENS if rehearsal else GPU_TOKENS
+    engine = _engine(full_size=not rehearsal)
+    device = torch.cuda.get_device_name(0) if engine.device == "cuda" else "cpu (rehearsal)"
     rows = []
     for fp16 in (False, True):
-        rows.append(_gpu_run(fp16, tokens, streams, 1 if quick else 3))
-        torch.cuda.empty_cache()
+        gpu_streams(engine, fp16, 1, min(tokens, 20))  # warm-up (CUDA kernels, allocator)
+        for streams in counts:
+            if engine.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            row = {"device": device, **gpu_streams(engine, fp16, streams, tokens)}
+            if engine.device == "cuda":
+                row["peak_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+            rows.append(row)
+            if engine.device == "cuda":
+                torch.cuda.empty_cache()
+    most = {
+        dtype: max(
+            (r["streams"] for r in rows if r["dtype"] == dtype and r["streams_without_stall"] == r["streams"]),
+            default=0,
+        )
+        for dtype in ("float32", "float16")
+    }
     notes = [
-        f"{tokens} tokens ({tokens * 1024 / 22050:.1f} s of audio) per stream; RTF = synthesis seconds per audio second"
+        f"{'dev model, CPU rehearsal' if rehearsal else 'full-size random-weight checkpoint'}; {tokens} tokens "
+        f"({tokens * 1024 / 22050:.1f} s of audio) per stream, all submitted at once to one scheduler (batch = "
+        "streams) on its own thread; stall = a real-time listener's total wait after its first audio; aggregate RTF "
+        "= wall seconds per second of audio, all streams together",
+        "most streams with zero stall for every listener: " + ", ".join(f"{dtype} {n}" for dtype, n in most.items()),
     ]
-    return "GPU: full-size random-weight model", rows, {"notes": notes}
+    return "GPU: streams through one worker's scheduler", rows, {"most_streams_without_stall": most, "notes": notes}

@@ -14,10 +14,15 @@ machines are noisy. Sections (run all, or pick with --only):
               tokens with the dev model (first audio median and p95, aggregate and slowest-stream audio per
               wall second), a short request during a long text (idle vs busy), and the full-size checkpoint
               at 1 and 4 streams on the CPU
-  gpu         on a GPU only: the full-size random-weight model, float32 and float16, time to first audio and
-              real-time factor, single stream and concurrent streams
+  gpu         on a GPU only (GPU_BENCH_REHEARSE=1: on the CPU, dev model, tiny sizes): the full-size random-weight
+              model, float32 and float16, 1/8/16/32/64 streams submitted at once to one worker's scheduler: first
+              audio p50/p95, stall of a real-time listener (benchmarks/listener.py), aggregate real-time factor,
+              the most streams with zero stall
   formats     the response encoder alone (no farm): first encoded bytes after the first PCM chunk, per
               response_format, and encoding speed
+
+Sections run one after another, each isolated: one that fails is reported (a table row, and its error and
+traceback in the JSON) and the others still run; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import platform
 import statistics
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,48 +72,76 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def main() -> None:
+Section = Callable[..., tuple[str, list[dict[str, Any]], dict[str, Any]]]
+RUNNERS: dict[str, Section] = {
+    "streaming": model_bench.streaming,
+    "gpu": model_bench.gpu,
+    "pipeline": farm_bench.pipeline,
+    "throughput": farm_bench.throughput,
+    "longtext": farm_bench.longtext,
+    "concurrency": concurrency_bench.concurrency,
+    "formats": formats_bench.formats,
+}
+
+
+def run_section(name: str, quick: bool) -> tuple[dict[str, Any], str]:
+    """One section, isolated: what it raises is caught and reported (in its JSON entry and a table row), so one
+    failing section does not keep the others from running. Returns its JSON entry and its markdown."""
+    started = time.perf_counter()
+    try:
+        title, rows, extra = RUNNERS[name](quick=quick)
+    except Exception as exc:  # any failure of one section is that section's result
+        error = f"{type(exc).__name__}: {exc}"
+        entry = {"failed": True, "error": error, "traceback": traceback.format_exc()}
+        traceback.print_exc()
+        report = print_table(f"{name}: FAILED", [{"section": name, "error": error}])
+    else:
+        entry = {"failed": False, "rows": rows, **extra}
+        report = print_table(title, rows)
+        for note in extra.get("notes", []):
+            print(f"  {note}")
+            report += f"- {note}\n"
+    entry["seconds"] = round(time.perf_counter() - started, 1)
+    return entry, report
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument(
         "--quick", action="store_true", help="fewer repeats and no 600-token coqui run (minutes, not tens)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    ns = parser.parse_args()
+    ns = parser.parse_args(argv)
     ns.out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),
         "host": platform.node(),
         "python": sys.version.split()[0],
-        "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
+        "command": " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)]),
         "quick": ns.quick,
     }
     report = []
     started = time.perf_counter()
     for section in ns.only:
-        runner = {
-            "streaming": model_bench.streaming,
-            "gpu": model_bench.gpu,
-            "pipeline": farm_bench.pipeline,
-            "throughput": farm_bench.throughput,
-            "longtext": farm_bench.longtext,
-            "concurrency": concurrency_bench.concurrency,
-            "formats": formats_bench.formats,
-        }[section]
-        title, rows, extra = runner(quick=ns.quick)
-        results[section] = {"rows": rows, **extra}
-        report.append(print_table(title, rows))
-        for note in extra.get("notes", []):
-            print(f"  {note}")
-            report.append(f"- {note}\n")
+        results[section], markdown = run_section(section, ns.quick)
+        report.append(markdown)
+    failed = [section for section in ns.only if results[section]["failed"]]
+    results["failed_sections"] = failed
+    if failed:
+        report.append(print_table("Failed sections", [{"section": s, "error": results[s]["error"]} for s in failed]))
     results["seconds"] = round(time.perf_counter() - started, 1)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for name in (f"results-{stamp}.json", "latest.json"):
         (ns.out / name).write_text(json.dumps(results, indent=2))
     (ns.out / "latest.md").write_text("\n".join(report))
     print(f"\nwrote {ns.out / 'latest.json'} and {ns.out / 'latest.md'} ({results['seconds']} s)")
+    if failed:
+        print(f"FAILED sections: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -51,6 +51,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.farm)
         elif not item.get_closest_marker("farm"):
             item.add_marker(pytest.mark.fast)
+    cuda_tests = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda_tests and not _cuda_available():
+        for item in cuda_tests:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs it on one)"))
+
+
+def _cuda_available() -> bool:
+    import torch  # only when a collected test is marked `cuda`: torch takes seconds to import
+
+    return bool(torch.cuda.is_available())
 
 
 class _FarmOrder:
@@ -121,8 +131,9 @@ def engine(dev_model_dir: Path):  # type: ignore[no-untyped-def]
     they leave it as they found it. It runs on the torch threads of the module using it (TORCH_THREADS)."""
     import torch
 
-    from workers.engine import XttsEngine
+    from workers.engine import XttsEngine, exact_float32
 
+    exact_float32()  # the tests compare float32 results down to rounding: no TF32 on a GPU (see its docstring)
     threads = torch.get_num_threads()
     loaded = XttsEngine.load(Settings(XTTS_MODEL="dev", MODEL_DIR=str(dev_model_dir), NUM_THREADS=threads))
     torch.set_num_threads(threads)

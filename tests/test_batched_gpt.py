@@ -361,6 +361,7 @@ def test_fp16_autocast_is_ignored_on_cpu(engine: XttsEngine) -> None:
     assert not BatchedGPT(engine.model.gpt, "cpu", autocast_fp16=True).autocast_fp16
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fp16_autocast_on_cuda_follows_coqui_under_the_same_autocast(
     engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor], capsys: pytest.CaptureFixture[str]

@@ -36,11 +36,20 @@ def test_incremental_interpolation_is_pytorchs(scale: float) -> None:
         assert torch.allclose(streamed, reference, atol=1e-5)
 
 
+def decoder_inputs(engine: XttsEngine, frames: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random GPT latents [frames, width] and a voice's speaker embedding, on the engine's device (a CUDA HiFi-GAN
+    takes CUDA inputs; tests/test_gpu_readiness.py checks this with an engine on the meta device). The latents are
+    drawn on the CPU from `generator`, so they are the same on every device."""
+    latents = torch.randn(frames, engine.gpt_width, generator=generator).to(engine.device)
+    voice = engine.builtin_voice(engine.speaker_names[0])
+    assert voice is not None
+    return latents, voice.to(engine.device).speaker_embedding
+
+
 @pytest.mark.parametrize("speed", [1.0, 1.3, 0.8])
 def test_streamed_audio_equals_one_shot_decoding(engine: XttsEngine, speed: float) -> None:
     generator = torch.Generator().manual_seed(int(speed * 10))
-    latents = torch.randn(50, engine.gpt_width, generator=generator)
-    embedding = engine.builtin_voice(engine.speaker_names[0]).speaker_embedding
+    latents, embedding = decoder_inputs(engine, 50, generator)
     reference = one_shot(engine.model.hifigan_decoder, latents, embedding, length_scale=1 / speed)
     decoder = StreamingDecoder(engine.model.hifigan_decoder, embedding, length_scale=1 / speed)
     pieces = [decoder.push(latents[a:b], final=b == len(latents)) for a, b in _chunks(len(latents), generator)]

@@ -38,12 +38,15 @@ each row keeps a boolean "seen" vector instead of its ragged id list.
 `top_p=1.0` skips the top-p filter entirely, as Hugging Face does: applied, it would also drop tokens whose
 probability underflows to 0.
 
-*Per-row generators.* Each sequence draws with its own `torch.Generator`, one `torch.multinomial` per row, so
-its random stream does not depend on which other sequences share the batch or when they joined: a seeded
-sequence samples the same tokens alone or batched (up to float rounding of the batched matmuls). A single
-multinomial draw consumes one exponential variate per vocabulary entry, so a generator advances by the same
-amount at every step: a batch of one seeded like coqui's global RNG draws coqui's tokens, and a generator state
-saved with a segment's tokens lets a resumed segment continue the very same random stream.
+*Per-row generators.* Each sequence draws with its own `torch.Generator` (`sample_rows`: the Gumbel-max trick,
+the noise of each row from its generator, one argmax for the batch, no host sync per row), so its random stream
+does not depend on which other sequences share the batch or when they joined: a seeded sequence samples the same
+tokens alone or batched (up to float rounding of the batched matmuls). A draw consumes one exponential variate
+per vocabulary entry, exactly as `torch.multinomial` does for one sample, so a generator advances by the same
+amount at every step: a batch of one seeded like coqui's global RNG draws coqui's tokens. No generator state is
+saved with a segment: the scheduler seeds a resumed segment's generator afresh (the part's seed), so after the
+replayed tokens a sampled segment draws different noise than the uninterrupted run would have (a different but
+equally valid continuation: about 36 dB SNR between the two on the dev model); with top_k=1 it is the same.
 
 *Replay.* A segment resumed after an interruption passes the audio tokens it had already generated: they are
 teacher-forced through the prefill (not sampled), their latents are returned, and decoding continues from the
@@ -253,6 +256,24 @@ def process_scores(logits: Tensor, params: SamplingTensors, seen: Tensor, ban_st
     return scores
 
 
+def sample_rows(probs: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+    """One token per row of probs [B, V], row i drawn with generators[i]: [B] long, without a host sync.
+
+    The Gumbel-max trick in its exponential form: argmax(p / E) with E ~ Exp(1) per entry is a draw from p
+    (argmax(log p + G) with G = -log E Gumbel-distributed). It is exactly what `torch.multinomial(p, 1)` computes
+    for one sample (aten's fast path: an `exponential_` of p's shape from the generator, a division, an argmax),
+    so every row gets the very token, and its generator the very state, a per-row `torch.multinomial` would give:
+    a row's draws do not depend on its neighbours, and a batch of one seeded like coqui's global RNG draws
+    coqui's tokens. What it leaves out is `multinomial`'s check of p (a `.item()`, so one host sync per row per
+    step on a GPU); the noise is drawn row by row (each from its own generator, queued without waiting) and
+    one argmax serves the whole batch.
+    """
+    noise = torch.stack(
+        [torch.empty_like(row).exponential_(generator=g) for row, g in zip(probs, generators, strict=True)]
+    )
+    return (probs / noise).argmax(dim=-1)
+
+
 class BatchedGPT:
     """Continuous batching over XTTS's GPT: `add` sequences, call `step` until they finish, `remove` to cancel.
 
@@ -365,12 +386,7 @@ class BatchedGPT:
             self._params = SamplingTensors.build([s.sampling for s in self._seqs], self._vocab, self.device)
         ban_stop = torch.tensor([s.generated < s.min_new for s in self._seqs], device=self.device)
         scores = process_scores(logits, self._params, seen, ban_stop, int(self.gpt.stop_audio_token))
-        probs = scores.softmax(dim=-1)
-        # One draw per row from the row's own generator (for one sample, torch.multinomial consumes one
-        # exponential per vocabulary entry): a row's draws do not depend on its neighbours in the batch.
-        return torch.cat(
-            [torch.multinomial(p, 1, generator=s.generator) for p, s in zip(probs, self._seqs, strict=True)]
-        )
+        return sample_rows(scores.softmax(dim=-1), [s.generator for s in self._seqs])
 
     # --- leaving -------------------------------------------------------------------------------------
     @torch.inference_mode()

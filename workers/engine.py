@@ -41,10 +41,28 @@ class VoiceLatents:
     gpt_cond_latent: torch.Tensor
     speaker_embedding: torch.Tensor
 
+    def to(self, device: str | torch.device) -> VoiceLatents:
+        """Both tensors on `device` (the engine's: the model takes its inputs there)."""
+        return VoiceLatents(self.gpt_cond_latent.to(device), self.speaker_embedding.to(device))
+
 
 def pcm16(wav: torch.Tensor) -> bytes:
     """Float audio in [-1, 1] to 16-bit little-endian PCM."""
     return (wav.detach().float().clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).cpu().numpy().tobytes()
+
+
+def exact_float32() -> None:
+    """No TF32 anywhere in this process: float32 convolutions and matmuls in full float32 on a GPU.
+
+    Call it where float32 results are compared down to rounding (the tests' engine, the benchmark's fidelity
+    figures, the GPU check): TF32, which cuDNN uses for float32 convolutions by default on Ampere and later GPUs,
+    keeps 10 mantissa bits of the inputs, about 1e-3 relative error per product, which alone would take the SNR
+    between windowed and one-shot HiFi-GAN decoding (asserted above 120 dB) and the batched-versus-alone latents
+    (asserted within 1e-4) past their bounds on a GPU. Serving keeps torch's defaults (TF32 convolutions, float32
+    matmuls): that rounding is far below what a listener can hear, and float16 serving rounds more anyway.
+    On the CPU neither flag changes anything."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def choose_device(settings: Settings, cuda_available: bool) -> str:
@@ -155,11 +173,12 @@ class XttsEngine:
             done = resume is not None and number in resume.parts_ended
             replay = tuple(resume.tokens.get(number, ())) if resume is not None and not done else ()
             parts.append(Part(tokens, self._sampling(part_text, params), seed + number, replay, done))
+        voice = voice.to(self.device)
         return Segment(
             key,
             tuple(parts),
-            voice.gpt_cond_latent.to(self.device),
-            voice.speaker_embedding.to(self.device),
+            voice.gpt_cond_latent,
+            voice.speaker_embedding,
             chunk_tokens=params.stream_chunk_size,
             length_scale=1.0 / params.speed,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from celery import Task
 from celery.signals import task_postrun, task_prerun, worker_init, worker_shutdown, worker_shutting_down
 
@@ -15,7 +16,7 @@ from shared.settings import get_settings
 from shared.tasks import CLONE_VOICE, SYNTHESIZE_SEGMENT
 from voices_store import staging, store
 from voices_store.uploads import CLONE_SAMPLE_RATE
-from workers import cloning, model_source
+from workers import cloning, devices, model_source
 from workers.celery_app import celery_app
 from workers.errors import ModelUnavailable
 from workers.runtime import runtime
@@ -26,9 +27,14 @@ log = logging.getLogger(__name__)
 
 @worker_init.connect
 def _load_model(**_: Any) -> None:
-    """Before the worker consumes anything: get the checkpoint (download or generate it, or stop with a
-    one-line reason), load the model once, start the batch scheduler and the background loops. The threads
-    pool never forks, so CUDA is initialised in the process that uses it."""
+    """Before the worker consumes anything: refuse a GPU the host shows but torch cannot use (workers/devices.py),
+    get the checkpoint (download or generate it, or stop with a one-line reason), load the model once, start the
+    batch scheduler and the background loops. The threads pool never forks, so CUDA is initialised in the process
+    that uses it."""
+    refusal = devices.unusable_gpu(get_settings(), torch.cuda.is_available(), torch.__version__, torch.version.cuda)
+    if refusal:
+        log.critical("worker cannot start: %s", refusal)
+        raise SystemExit(1)
     try:
         source = model_source.resolve(get_settings())
     except ModelUnavailable as exc:

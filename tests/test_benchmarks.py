@@ -1,0 +1,57 @@
+"""The benchmark runner (`make bench`): a failing section is reported and the others still run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import run
+
+
+def test_a_failing_section_is_reported_and_the_others_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[str] = []
+
+    def broken(quick: bool) -> Any:
+        ran.append("streaming")
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    def working(quick: bool) -> Any:
+        ran.append("formats")
+        return "Formats", [{"format": "wav", "first_bytes_ms": 1.0}], {"notes": ["fine"]}
+
+    monkeypatch.setitem(run.RUNNERS, "streaming", broken)
+    monkeypatch.setitem(run.RUNNERS, "formats", working)
+    status = run.main(["--only", "streaming", "formats", "--out", str(tmp_path)])
+
+    assert status == 1
+    assert ran == ["streaming", "formats"]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["failed_sections"] == ["streaming"]
+    assert results["streaming"]["failed"] and "same device" in results["streaming"]["error"]
+    assert "RuntimeError" in results["streaming"]["traceback"]
+    assert not results["formats"]["failed"] and results["formats"]["rows"][0]["format"] == "wav"
+    report = (tmp_path / "latest.md").read_text()
+    assert "streaming: FAILED" in report and "| formats | " not in report and "### Formats" in report
+    assert "FAILED sections: streaming" in capsys.readouterr().err
+
+
+def test_all_sections_passing_exit_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(run.RUNNERS, "formats", lambda quick: ("Formats", [{"a": 1}], {}))
+    assert run.main(["--only", "formats", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "latest.json").read_text())["failed_sections"] == []
+
+
+def test_the_real_time_listener_stalls_only_when_its_audio_runs_out() -> None:
+    from benchmarks.listener import stall_seconds
+
+    # First audio at 1 s (2 s of it): playing until 3 s. Next at 2.5 s (in time, until 4 s), then at 5 s: 1 s stall.
+    assert stall_seconds([(1.0, 2.0), (2.5, 1.0), (5.0, 1.0), (5.5, 0.0)]) == 1.0
+    assert stall_seconds([(0.5, 1.0), (1.5, 1.0), (2.5, 1.0)]) == 0.0  # each chunk arrives as the last one ends
+    assert stall_seconds([(0.2, 0.0), (3.0, 1.0)]) == 0.0  # waiting for the first audio is not a stall
+    # After a stall, playback resumes as the late chunk arrives: 1 s of stall at 3 s, then 0.5 s at 4.5 s.
+    assert stall_seconds([(1.0, 1.0), (3.0, 1.0), (4.5, 1.0)]) == 1.5
