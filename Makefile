@@ -19,12 +19,12 @@ test:
 	$(MAKE) --no-print-directory lint
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
-# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API); about 75 s, plus
-# about 2 minutes for the rehearsal of scripts/gpu_check.sh (tests/test_gpu_check.py).
+# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API), less the `slow`
+# ones that run a whole program (the rehearsal of scripts/gpu_check.sh, a worker's start-up checks).
 test-fast:
 	scripts/test_env.sh
 	scripts/venv.sh
-	.venv/bin/python -m pytest -m "not farm" $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -m "not farm and not slow" $(PYTEST_ARGS)
 
 # ruff (lint and format) and mypy, configured in pyproject.toml.
 lint:

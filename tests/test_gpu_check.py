@@ -10,11 +10,14 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from tools.localfarm import ROOT
 
 STEPS = ["install", "device", "smoke", "tests", "bench"]
 
 
+@pytest.mark.slow
 def test_the_rehearsal_runs_every_step_and_writes_every_result(tmp_path: Path) -> None:
     results = tmp_path / "results"
     run = subprocess.run(

@@ -192,6 +192,7 @@ def _start_worker(env: dict[str, str]) -> tuple[int, list[str]]:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a GPU torch cannot use; here torch can")
+@pytest.mark.slow
 def test_a_worker_refuses_a_gpu_it_cannot_use_with_one_line(tmp_path: Path) -> None:
     status, reason = _start_worker(_host_showing_a_gpu(tmp_path))
     assert status != 0
@@ -200,6 +201,7 @@ def test_a_worker_refuses_a_gpu_it_cannot_use_with_one_line(tmp_path: Path) -> N
     assert "USE_CPU=1" in reason[0]
 
 
+@pytest.mark.slow
 def test_with_use_cpu_the_worker_goes_past_the_gpu_check(tmp_path: Path) -> None:
     status, reason = _start_worker(_host_showing_a_gpu(tmp_path, USE_CPU="1"))
     assert status != 0  # it stops later, for the model it cannot download here
