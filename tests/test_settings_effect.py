@@ -26,6 +26,7 @@ Settings of the farm's own, each shown where it acts (no farm where none is need
 | CLONE_TIMEOUT_SECONDS | 1: with a worker listed that takes no task, the clone request ends in a 504 naming it |
 | JOB_MAX_INFLIGHT_SEGMENTS | a job's segments sent to the broker at once: the setting, or one per live worker (0) |
 | SHUTDOWN_GRACE_SECONDS | when streams must end after SIGTERM (0: at once), and gunicorn's graceful_timeout |
+| STREAM_IDLE_TIMEOUT_SECONDS | 0: a reader of a job that does not progress gives up at its next look; 3600: waits on |
 | WORKER_HEARTBEAT_SECONDS | 1 on every farm: registry entries live 3 s and are renewed before they lapse |
 """
 
@@ -47,12 +48,15 @@ import redis
 import requests
 from celery import Celery
 
+from api.delivery import Watchdog
 from api.framing import wav_file
 from api.lifecycle import Lifecycle
 from celery_config import celery_config
-from shared import jobs, registry
+from shared import jobs, registry, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
+from shared.errors import SynthesisFailed
+from shared.redis_client import get_redis
 from shared.settings import Settings, configure
 from shared.tasks import SYNTHESIS_QUEUE, VOICES_QUEUE
 from tests.test_flower import _listening_addresses
@@ -337,18 +341,7 @@ def test_job_max_inflight_segments_bounds_what_one_job_has_dispatched(
     celery.conf.update(celery_config(settings))
     queue = redis.Redis.from_url(broker)
     try:
-        with session_scope() as s:
-            job_id = jobs.create_job(
-                s,
-                origin="job",
-                text="t",
-                language="en",
-                voice_kind="builtin",
-                voice_ref="x",
-                params={},
-                segments=[f"segment {i}." for i in range(6)],
-                epoch="e1",
-            ).id
+        job_id = _queued_job(6)
         assert dispatch(celery, job_id, live_workers) == list(range(sent))
         assert queue.llen(SYNTHESIS_QUEUE) == sent  # what the broker holds
         assert dispatch(celery, job_id, live_workers) == []  # the window is full
@@ -360,6 +353,44 @@ def test_job_max_inflight_segments_bounds_what_one_job_has_dispatched(
         queue.flushdb()
         celery.close()
         configure(None)
+
+
+def _queued_job(segments: int) -> str:
+    with session_scope() as s:
+        return jobs.create_job(
+            s,
+            origin="job",
+            text="t",
+            language="en",
+            voice_kind="builtin",
+            voice_ref="x",
+            params={},
+            segments=[f"segment {i}." for i in range(segments)],
+            epoch=streams.current_epoch(get_redis()),
+        ).id
+
+
+def test_stream_idle_timeout_seconds_is_how_long_a_reader_waits_for_a_job_that_does_not_progress(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A reader of a job's audio checks it after every empty wait (api/delivery.py's Watchdog): a job that has not
+    progressed for STREAM_IDLE_TIMEOUT_SECONDS ends the stream with an error; within it, the reader waits on."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    migrate(url)
+    own_redis = redis_server.url.rsplit("/", 1)[0] + "/11"
+    for idle_timeout, gives_up in ((0, True), (3600, False)):
+        configure(Settings(DATABASE_URL=url, REDIS_URL=own_redis, STREAM_IDLE_TIMEOUT_SECONDS=idle_timeout))
+        try:
+            watchdog = Watchdog(_queued_job(1))
+            watchdog(0)  # the first look: the job's progress noted
+            if gives_up:
+                with pytest.raises(SynthesisFailed, match="no audio for 0 s"):
+                    watchdog(0)
+            else:
+                watchdog(0)
+        finally:
+            get_redis().flushdb()
+            configure(None)
 
 
 def test_shutdown_grace_seconds_is_how_long_open_streams_go_on() -> None:
