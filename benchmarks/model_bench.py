@@ -1,4 +1,5 @@
-"""Benchmarks of the engine in this process: streaming cost against one-shot synthesis, and the GPU runs."""
+"""Benchmarks of the engine in this process: streaming cost against one-shot synthesis, the batched GPT's step time
+by batch size, and the GPU runs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from benchmarks import listener
 from shared.params import SynthesisParams
 from shared.settings import Settings
 from workers import devmodel
+from workers.batched_gpt import BatchedGPT, Sampling
 from workers.engine import VoiceLatents, XttsEngine, exact_float32
 from workers.scheduler import MAX_CHUNK_GROWTH, BatchScheduler
 from workers.stream_decoder import StreamingDecoder, one_shot, snr_db
@@ -176,6 +178,46 @@ def streaming(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
         f"stream_chunk_size {CHUNK}; ratio = streamed total / one-shot `Xtts.inference()` total, median of paired runs"
     )
     return "Streaming cost: streamed total / one-shot total", rows, {"fidelity": fidelity, "notes": notes}
+
+
+@torch.inference_mode()
+def _step_ms(engine: XttsEngine, size: int, steps: int) -> float:
+    """Median milliseconds of one step of the batched GPT (workers/batched_gpt.py) running `size` sequences."""
+    gpt = engine.model.gpt
+    voice = engine.builtin_voice(engine.speaker_names[0])
+    assert voice is not None
+    cond = voice.gpt_cond_latent.to(engine.device)
+    text = torch.IntTensor(engine.model.tokenizer.encode(TEXT.lower(), lang="en"))[None].to(engine.device)
+    batch = BatchedGPT(gpt, engine.device, autocast_fp16=engine.fp16)
+    long_enough = Sampling(min_new_tokens=steps + 10, max_new_tokens=steps + 10)
+    for i in range(size):
+        batch.add(i, cond, text, long_enough, torch.Generator(device=engine.device).manual_seed(i))
+    for _ in range(3):  # warm-up
+        batch.step()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        batch.step()
+        if engine.device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def batch_steps(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """One step of the batched GPT (one audio token for every sequence of the batch) by batch size: what batching
+    saves per token is the step's time divided by the sequences it serves."""
+    engine = _engine()
+    steps = 20 if quick else 60
+    rows = []
+    for size in (1, 2, 4, 8, 16):
+        ms = _step_ms(engine, size, steps)
+        rows.append({"batch": size, "ms_per_step": ms, "ms_per_token": ms / size})
+    notes = [
+        f"model: small random-weight XTTS-v2 layout, {engine.device}, {torch.get_num_threads()} threads; "
+        f"median of {steps} steps after 3 warm-up steps; ms_per_token = ms_per_step / batch"
+    ]
+    return "Batched GPT: step time by batch size", rows, {"notes": notes}
 
 
 # The `gpu` section: how many listeners one worker process serves on a GPU with the full-size checkpoint.

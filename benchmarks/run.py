@@ -5,6 +5,8 @@ machines are noisy. Sections (run all, or pick with --only):
 
   streaming   streamed total / one-shot total at 100, 300, 600 tokens: the farm's worker engine and coqui's
               `inference_stream`, side by side; and how close the streamed audio is to one-shot decoding (SNR)
+  steps       one step of the batched GPT (an audio token for each sequence) at batch sizes 1 to 16, dev model:
+              milliseconds per step and per token
   pipeline    time to first audio through API + broker + worker + Redis stream, against the worker's own
               time to its first chunk (same model, same text)
   throughput  audio seconds per wall-clock second with 1 and 2 workers under concurrent requests
@@ -42,7 +44,7 @@ from typing import Any
 from benchmarks import concurrency_bench, farm_bench, formats_bench, model_bench
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("streaming", "pipeline", "throughput", "longtext", "concurrency", "gpu", "formats")
+SECTIONS = ("streaming", "steps", "pipeline", "throughput", "longtext", "concurrency", "gpu", "formats")
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> str:
@@ -75,6 +77,7 @@ def median(values: list[float]) -> float:
 Section = Callable[..., tuple[str, list[dict[str, Any]], dict[str, Any]]]
 RUNNERS: dict[str, Section] = {
     "streaming": model_bench.streaming,
+    "steps": model_bench.batch_steps,
     "gpu": model_bench.gpu,
     "pipeline": farm_bench.pipeline,
     "throughput": farm_bench.throughput,

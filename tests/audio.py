@@ -239,3 +239,28 @@ def assert_duration_matches(data: bytes, fmt: str, samples: int) -> np.ndarray:
         f"{PRIMING[fmt] + FRAME[fmt]})"
     )
     return decoded
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How closely decoded audio matches the PCM the encoder was fed, once the codec's delay is taken out."""
+
+    lag: int  # samples of decoded audio before the reference's first sample (the encoder delay left in)
+    snr_db: float  # of the aligned decoded audio against the reference (inf: identical samples)
+
+
+def fidelity(decoded: np.ndarray, reference: np.ndarray, max_lag: int = 4096) -> Fidelity:
+    """Aligns `decoded` on `reference` by cross-correlation (the lag, 0 to `max_lag`, where they correlate best),
+    then measures the SNR of the overlapping part over the whole reference: missing samples count as noise, so
+    audio that is silent, shifted, cut short or of another signal scores low, whatever its length."""
+    ref = reference.astype(np.float64)
+    dec = decoded.astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(len(ref) + len(dec))))
+    correlation = np.fft.irfft(np.fft.rfft(dec, size) * np.conj(np.fft.rfft(ref, size)), size)
+    lag = int(np.argmax(correlation[: max_lag + 1]))
+    aligned = np.zeros_like(ref)
+    piece = dec[lag : lag + len(ref)]
+    aligned[: len(piece)] = piece
+    noise = float(np.sum((ref - aligned) ** 2))
+    signal = float(np.sum(ref**2))
+    return Fidelity(lag, math.inf if noise == 0 else 10 * math.log10(signal / noise))

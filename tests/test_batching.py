@@ -47,6 +47,12 @@ def _pcm(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.int16).astype(np.float64)
 
 
+# The same segment's 16-bit audio batched and alone: float rounding flips the last bit of a few samples. Measured
+# 101.3 to 108.7 dB (and 137 dB); asserted 11 dB under the least. One LSB off in every sample would be 67 dB (the
+# dev model's audio has an RMS near 2160), which the 60 dB asserted before let through.
+ROUNDING_SNR_DB = 90.0
+
+
 def _snr_db(reference: bytes, estimate: bytes) -> float:
     a, b = _pcm(reference), _pcm(estimate)
     noise = float(((a - b) ** 2).sum())
@@ -104,7 +110,7 @@ def test_a_segment_in_a_batch_sounds_as_it_does_alone(farm_with) -> None:
     assert len(a) == len(b) == 2 * xtts_samples(60)
     snr = _snr_db(a, b)
     print(f"the same segment alone and in a batch of 4: SNR {snr:.1f} dB (16-bit PCM)")
-    assert snr > 60.0
+    assert snr > ROUNDING_SNR_DB
 
 
 def _listen(farm: Farm, job_id: str, events: list[Event], started: threading.Event) -> None:
@@ -170,7 +176,9 @@ def test_cancelling_one_stream_leaves_its_batch_mates_untouched(farm_with) -> No
         farm.wait_for_state(mate["id"], ("succeeded",))
         assert _tokens(farm, mate["id"]) == _tokens(farm, solo["job_id"])
         whole = read_wav(requests.get(farm.url(f"/jobs/{mate['id']}/audio"), timeout=30).content)[2]
-        assert _snr_db(parse_stream_wav(solo["wav"])[1], whole) > 60.0
+        snr = _snr_db(parse_stream_wav(solo["wav"])[1], whole)
+        print(f"a batch-mate of a cancelled stream against alone: SNR {snr:.1f} dB (16-bit PCM)")
+        assert snr > ROUNDING_SNR_DB
     wait_for(lambda: not farm.workers_on(doomed["id"]), 30, "the worker to drop the cancelled segment")
     final = farm.job(doomed["id"])
     assert final["state"] == "cancelled" and final["progress"]["audio_seconds"] < 400 * 1024 / 22050 / 2

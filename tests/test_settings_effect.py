@@ -17,24 +17,50 @@ One farm of its own (gunicorn API + one Celery worker) runs with every one of th
 | VOICES_DIR | a folder | `voices_store.files import`/`export` read and write it when given no folder |
 
 It also runs with LOG_FORMAT=json: every line of the API's log is a JSON object, with the job id on a job's lines.
+
+Settings of the farm's own, each shown where it acts (no farm where none is needed):
+
+| variable | shown by |
+|---|---|
+| MAX_REFERENCE_PARTS | 2: a clone request of 3 files is refused on the count (413), one of 2 is not |
+| CLONE_TIMEOUT_SECONDS | 1: with a worker listed that takes no task, the clone request ends in a 504 naming it |
+| JOB_MAX_INFLIGHT_SEGMENTS | a job's segments sent to the broker at once: the setting, or one per live worker (0) |
+| SHUTDOWN_GRACE_SECONDS | when streams must end after SIGTERM (0: at once), and gunicorn's graceful_timeout |
+| STREAM_IDLE_TIMEOUT_SECONDS | 0: a reader of a job that does not progress gives up at its next look; 3600: waits on |
+| WORKER_HEARTBEAT_SECONDS | 1 on every farm: registry entries live 3 s and are renewed before they lapse |
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import redis
 import requests
+from celery import Celery
 
-from shared.settings import Settings
+from api.delivery import Watchdog
+from api.framing import wav_file
+from api.lifecycle import Lifecycle
+from celery_config import celery_config
+from shared import jobs, registry, streams
+from shared.db import session_scope
+from shared.dispatch import dispatch
+from shared.errors import SynthesisFailed
+from shared.redis_client import get_redis
+from shared.settings import Settings, configure
+from shared.tasks import SYNTHESIS_QUEUE, VOICES_QUEUE
 from tests.test_flower import _listening_addresses
-from tools.localfarm import ROOT, VENV_BIN, Farm, wait_for
+from tools.localfarm import ROOT, VENV_BIN, Farm, RedisServer, migrate, wait_for
 
 WIDTH = 64  # GPT width of the dev checkpoint
 
@@ -256,3 +282,144 @@ def test_each_variable_refuses_a_bad_value(variable: str, bad: str, why: str) ->
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"invalid setting {variable}={bad!r}: ") and why in line
+
+
+# --- the farm's own settings (not the official server's), shown where they act, without a farm where none is needed
+
+
+def _wav(seconds: float = 1.0) -> bytes:
+    t = np.arange(int(24000 * seconds)) / 24000
+    return wav_file((np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2").tobytes())
+
+
+def _clone(client: Any, parts: int) -> Any:
+    files = [(io.BytesIO(_wav()), f"part{i}.wav") for i in range(parts)]
+    return client.post("/clone_speaker", data={"wav_file": files}, content_type="multipart/form-data")
+
+
+def test_max_reference_parts_bounds_the_files_of_one_clone_request(app_with: Any) -> None:
+    client = app_with(MAX_REFERENCE_PARTS=2)
+    refused = _clone(client, 3)
+    assert refused.status_code == 413, refused.get_json()
+    # Refused on the count alone, before any file is read (the decoder's own check would say no count).
+    assert refused.get_json()["error"]["message"] == "too many reference files: 3; at most 2 per request"
+    # Two files pass the count (and go on to cloning, which finds no worker here: 503, not 413).
+    allowed = _clone(client, 2)
+    assert allowed.status_code == 503, allowed.get_json()
+    assert allowed.get_json()["error"]["code"] == "no_workers"
+
+
+@pytest.mark.timeout(60)  # the default CLONE_TIMEOUT_SECONDS (120 s) would end the test here
+def test_clone_timeout_seconds_is_how_long_the_api_waits_for_a_clone(app_with: Any, api_settings: Settings) -> None:
+    """A worker is listed (its registry entry) but takes no task, as a busy farm: the request gives up after
+    CLONE_TIMEOUT_SECONDS with a 504 naming it."""
+    client = app_with(CLONE_TIMEOUT_SECONDS=1)
+    r = redis.Redis.from_url(api_settings.REDIS_URL)
+    name = f"busy-{uuid.uuid4().hex[:8]}"
+    registry.publish(r, name, {"name": name, "model": {"name": "dev"}}, ttl=60)
+    try:
+        response = _clone(client, 1)
+    finally:
+        registry.remove(r, name)
+        r.delete(VOICES_QUEUE)  # the clone task nobody took
+    assert response.status_code == 504, response.get_json()
+    assert "CLONE_TIMEOUT_SECONDS=1" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("configured", "live_workers", "sent"), [(2, 4, 2), (3, 1, 3), (0, 4, 4), (0, 0, 1)])
+def test_job_max_inflight_segments_bounds_what_one_job_has_dispatched(
+    redis_server: RedisServer, tmp_path: Path, configured: int, live_workers: int, sent: int
+) -> None:
+    """A job of 6 segments gets JOB_MAX_INFLIGHT_SEGMENTS of them sent to the broker at once (0: one per live worker,
+    at least one); each finished segment lets one more go, never more than the window."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    migrate(url)
+    broker = redis_server.url.rsplit("/", 1)[0] + "/10"
+    settings = Settings(DATABASE_URL=url, REDIS_URL=broker, JOB_MAX_INFLIGHT_SEGMENTS=configured)
+    configure(settings)
+    celery = Celery("test")
+    celery.conf.update(celery_config(settings))
+    queue = redis.Redis.from_url(broker)
+    try:
+        job_id = _queued_job(6)
+        assert dispatch(celery, job_id, live_workers) == list(range(sent))
+        assert queue.llen(SYNTHESIS_QUEUE) == sent  # what the broker holds
+        assert dispatch(celery, job_id, live_workers) == []  # the window is full
+        work = jobs.start_segment(job_id, 0, "worker", "run", 30)
+        assert isinstance(work, jobs.SegmentWork)
+        jobs.finish_segment(job_id, 0, "run")
+        assert dispatch(celery, job_id, live_workers) == [sent]  # one done, one more
+    finally:
+        queue.flushdb()
+        celery.close()
+        configure(None)
+
+
+def _queued_job(segments: int) -> str:
+    with session_scope() as s:
+        return jobs.create_job(
+            s,
+            origin="job",
+            text="t",
+            language="en",
+            voice_kind="builtin",
+            voice_ref="x",
+            params={},
+            segments=[f"segment {i}." for i in range(segments)],
+            epoch=streams.current_epoch(get_redis()),
+        ).id
+
+
+def test_stream_idle_timeout_seconds_is_how_long_a_reader_waits_for_a_job_that_does_not_progress(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A reader of a job's audio checks it after every empty wait (api/delivery.py's Watchdog): a job that has not
+    progressed for STREAM_IDLE_TIMEOUT_SECONDS ends the stream with an error; within it, the reader waits on."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    migrate(url)
+    own_redis = redis_server.url.rsplit("/", 1)[0] + "/11"
+    for idle_timeout, gives_up in ((0, True), (3600, False)):
+        configure(Settings(DATABASE_URL=url, REDIS_URL=own_redis, STREAM_IDLE_TIMEOUT_SECONDS=idle_timeout))
+        try:
+            watchdog = Watchdog(_queued_job(1))
+            watchdog(0)  # the first look: the job's progress noted
+            if gives_up:
+                with pytest.raises(SynthesisFailed, match="no audio for 0 s"):
+                    watchdog(0)
+            else:
+                watchdog(0)
+        finally:
+            get_redis().flushdb()
+            configure(None)
+
+
+def test_shutdown_grace_seconds_is_how_long_open_streams_go_on() -> None:
+    """After SIGTERM, a stream ends at its next chunk once SHUTDOWN_GRACE_SECONDS are over (api/lifecycle.py), and
+    gunicorn waits 10 s more for it (gunicorn.conf.py)."""
+    for grace, ended in ((0.0, True), (3600.0, False)):
+        configure(Settings(SHUTDOWN_GRACE_SECONDS=grace))
+        try:
+            leaving = Lifecycle()
+            assert not leaving.streams_must_end()
+            leaving.begin_shutdown()
+            assert leaving.stopping and leaving.streams_must_end() is ended
+        finally:
+            configure(None)
+    read = "import runpy; print(runpy.run_path('gunicorn.conf.py')['graceful_timeout'])"
+    env = {**os.environ, "SHUTDOWN_GRACE_SECONDS": "7"}
+    done = subprocess.run([sys.executable, "-c", read], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == "17"
+
+
+def test_worker_heartbeat_seconds_paces_the_registry_entries(farm: Farm) -> None:
+    """The farm's workers run with WORKER_HEARTBEAT_SECONDS=1 (tools/localfarm.py): each registry entry lives 3
+    heartbeats (3 s, not the default's 15) and is published again before it lapses, so the workers stay listed."""
+    r = redis.Redis.from_url(farm.redis_url)
+    names = [w["name"] for w in farm.live_workers()]
+    assert len(names) == farm.n_workers
+    ttls = [r.ttl(registry.PREFIX + name) for name in names]
+    assert all(0 < ttl <= 3 for ttl in ttls), ttls
+    deadline = time.monotonic() + 7  # more than twice an entry's life: only a renewed entry is still there
+    while time.monotonic() < deadline:
+        assert all(r.exists(registry.PREFIX + name) for name in names), "a worker's entry lapsed"
+        time.sleep(0.2)  # sampling the entries, not waiting for something
