@@ -20,6 +20,7 @@ from shared.audio import SAMPLE_RATE
 from shared.db import rows_changed, session_scope
 from shared.errors import NotFound
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
+from shared.priority import Priority
 from shared.tenants import DEFAULT_TENANT
 from shared.voice_kind import VoiceKind
 
@@ -54,6 +55,7 @@ def create_job(
     tenant: str = DEFAULT_TENANT,
     idempotency_key: str | None = None,
     request_digest: str | None = None,
+    priority: Priority = Priority.LIVE,
 ) -> Job:
     """A new job, queued; nothing is dispatched until `shared.dispatch.dispatch` claims its first segments."""
     job = Job(
@@ -62,6 +64,7 @@ def create_job(
         idempotency_key=idempotency_key,
         request_digest=request_digest,
         origin=origin,
+        priority=priority.value,
         state=JobState.QUEUED.value,
         text=text,
         language=language,
@@ -116,6 +119,13 @@ def claim_next_segment(job_id: str, window: int, send_grace: float) -> int | Non
     return int(new_count) - 1
 
 
+def priority_of(job_id: str) -> Priority:
+    """The job's class of work (live if the job is gone: a send for it is refused by the worker anyway)."""
+    with session_scope() as s:
+        value = s.execute(select(Job.priority).where(Job.id == job_id)).scalar_one_or_none()
+    return Priority(value) if value else Priority.LIVE
+
+
 def mark_sent(job_id: str, index: int) -> None:
     """The segment's task reached the broker."""
     with session_scope() as s:
@@ -143,6 +153,7 @@ class SegmentWork:
     segments_total: int
     tenant: str = DEFAULT_TENANT
     queued_at: datetime | None = None  # when the API accepted the job (for the time to first audio)
+    priority: Priority = Priority.LIVE
 
 
 class Refused(enum.Enum):
@@ -213,6 +224,7 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             job.segments_total,
             job.tenant,
             job.created_at,
+            Priority(job.priority),
         )
 
 

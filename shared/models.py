@@ -67,6 +67,8 @@ class Job(Base):
     request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Which endpoint created it (stream, tts, job): informative only.
     origin: Mapped[str] = mapped_column(String(16))
+    # A Priority (shared/priority.py): which queue its segments go to and whether they yield to others in a batch.
+    priority: Mapped[str] = mapped_column(String(8), default="live", server_default="live")
     state: Mapped[str] = mapped_column(String(16), index=True, default=JobState.QUEUED.value)
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(16))

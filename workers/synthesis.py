@@ -21,6 +21,7 @@ import redis
 from shared import jobs, logs, streams
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.params import SynthesisParams
+from shared.priority import Priority
 from shared.settings import Settings
 from voices_store.cache import VoiceCache
 from workers.engine import VoiceLatents, XttsEngine, pcm16
@@ -130,9 +131,9 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
     delivered = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
     jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
     voice = resolve_voice(shop.engine, shop.cache, work)
-    segment = shop.engine.segment(
-        work.run, work.text, work.language, voice, params, jobs.segment_seed(work.job_id, work.index), delivered
-    )
+    seed = jobs.segment_seed(work.job_id, work.index)
+    live = work.priority is Priority.LIVE
+    segment = shop.engine.segment(work.run, work.text, work.language, voice, params, seed, delivered, live=live)
     handle = shop.scheduler.submit(segment)
     seq = first_seq = delivered.last_seq
     samples = 0

@@ -81,6 +81,7 @@ def create_job(body: TtsRequest) -> Response:
     created = JobCreated(
         id=job.id,
         state=job.state,
+        priority=job.priority,
         status_url=url_for("jobs.job_status", job_id=job.id),
         stream_url=url_for("jobs.job_stream", job_id=job.id),
         # The job's audio URL keeps the format its request asked for (None: the default, wav, needs no parameter).
