@@ -14,12 +14,11 @@ from typing import Any
 
 import requests
 
-from tools.localfarm import Farm, RedisServer, migrate, tts_body
+from tools.localfarm import DEV_SPEAKER, Farm, RedisServer, migrate, tts_body
 from workers import devmodel
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / ".cache" / "bench-models"
-SPEAKER = "Claribel Dervla"
 SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
     "within the two hundred and fifty characters that XTTS accepts for English in one go."
@@ -49,7 +48,7 @@ def local_farm(workers: int, threads_per_worker: int, extra_env: dict[str, str] 
 
 
 def _body(text: str, tokens: int, chunk: int = 20) -> dict[str, Any]:
-    return tts_body(text, tokens, chunk, SPEAKER)
+    return tts_body(text, tokens, chunk, DEV_SPEAKER)
 
 
 def _ts(value: str) -> float:

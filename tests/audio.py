@@ -8,9 +8,12 @@ import json
 import math
 import struct
 import subprocess
+import threading
+import time
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import requests
@@ -69,6 +72,70 @@ def sse_events(response: requests.Response) -> Iterator[Event]:
         if fields:
             yield Event(fields.get("event", "message"), fields.get("id"), json.loads(fields.get("data", "{}")))
             fields = {}
+
+
+class HasUrl(Protocol):
+    def url(self, path: str) -> str: ...
+
+
+@dataclass
+class ResumingListener:
+    """A client of GET /jobs/{id}/stream on its own thread that reconnects with its cursor (the last SSE id) whenever
+    the stream breaks off (an API restarting, Redis down), and can read at the pace of playback (`realtime`)."""
+
+    farm: HasUrl  # a tools.localfarm.Farm, or anything with `url(path)`
+    job_id: str
+    realtime: bool = False
+    audio: list[Event] = field(default_factory=list)
+    cursors: list[str | None] = field(default_factory=list)  # the cursor each connection resumed from
+    last: Event | None = None
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            cursor = self.audio[-1].id if self.audio else None
+            try:
+                with requests.get(
+                    self.farm.url(f"/jobs/{self.job_id}/stream"),
+                    params={"cursor": cursor} if cursor else {},
+                    stream=True,
+                    timeout=60,
+                ) as response:
+                    if response.status_code == 200:
+                        self.cursors.append(cursor)
+                        if self._read(response):
+                            return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)  # broken off or refused for now: reconnect with the cursor
+
+    def _read(self, response: requests.Response) -> bool:
+        """Take the stream's events; True once it has ended (`end` or `error`)."""
+        for event in sse_events(response):
+            self.last = event
+            if event.event == "audio":
+                self.audio.append(event)
+                if self.realtime:
+                    time.sleep(event.data["samples"] / 24000)
+            elif event.event in ("end", "error"):
+                return True
+        return False
+
+    def complete(self, tokens: int, segments: int = 1, timeout: float = 240) -> None:
+        """The stream ended with `end`, every chunk in order once, and all the audio of `segments` segments of
+        `tokens` audio tokens each arrived."""
+        self.thread.join(timeout)
+        assert self.last is not None and self.last.event == "end", self.last
+        ids = [tuple(map(int, (e.id or "").split("-"))) for e in self.audio]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids), "a chunk out of order or delivered twice"
+        for segment in range(segments):
+            seqs = [seq for seg, seq in ids if seg == segment]
+            assert seqs == list(range(1, len(seqs) + 1)), f"a gap in segment {segment}"
+        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * xtts_samples(tokens), "audio missing"
 
 
 # How ffmpeg is told what each response_format is (never left to guess: a short ADTS stream fails its probe).

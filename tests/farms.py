@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
 from sqlalchemy import MetaData, Table
 
 from shared import metrics, registry, studio_speakers, voice_control
@@ -207,7 +206,7 @@ class SharedFarm(Farm):
     def _forget_dead_workers(self) -> None:
         """Registry entries (they would stay listed until they expire) and metrics (kept for a day) of workers that
         are gone: a farm whose worker a test killed looks to the next test like a farm that never had that one."""
-        r = redis.Redis.from_url(self.redis_url)
+        r = self.redis()
         pids = {proc.pid for proc in self.workers.values()}
         for worker in registry.live_workers(r):
             if worker.get("pid") not in pids:
@@ -229,7 +228,7 @@ class SharedFarm(Farm):
     def clear(self) -> None:
         """Deletes every job, voice, upload and stream: Redis keys but the farm's own (KEPT_KEYS), database rows
         but those the farm started with. A segment still running stops at its next chunk: its job is gone."""
-        r = redis.Redis.from_url(self.redis_url)
+        r = self.redis()
         doomed = [key for key in r.scan_iter(count=1000) if not _kept(key)]
         if doomed:
             r.delete(*doomed)
@@ -258,7 +257,7 @@ class SharedFarm(Farm):
         rows = self._rows()
         left_rows = {t: len(r) for t, r in rows.items() if r != self._baseline[t]}
         assert not left_rows, f"rows of an earlier test left (table: rows now): {left_rows}"
-        left = [key for key in redis.Redis.from_url(self.redis_url).scan_iter(count=1000) if not _kept(key)]
+        left = [key for key in self.redis().scan_iter(count=1000) if not _kept(key)]
         assert not left, f"Redis keys of an earlier test left: {left[:10]}"
         workers = self.live_workers()
         assert sorted(w["pid"] for w in workers) == sorted(p.pid for p in self.workers.values()), workers

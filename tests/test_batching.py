@@ -18,17 +18,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 import requests
 
 from shared.streams import decode_tokens, segment_key
-from tests.audio import Event, parse_stream_wav, read_wav, sse_events
+from tests.audio import Event, parse_stream_wav, read_wav, sse_events, xtts_samples
 from tests.farms import SHORT_LEASES
-from tools.localfarm import Farm, tts_body, wait_for
+from tools.localfarm import DEV_SPEAKER, Farm, tts_body, wait_for
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
-SPEAKER = "Claribel Dervla"
 TEXTS = (
     "The first listener hears this sentence.",
     "A second listener, who asked for something a little longer than the first one did.",
@@ -38,11 +36,7 @@ TEXTS = (
 
 
 def _body(text: str, tokens: int, chunk: int = 10, **extra: Any) -> dict[str, Any]:
-    return tts_body(text, tokens, chunk, SPEAKER, **extra)
-
-
-def _samples(tokens: int) -> int:
-    return math.floor(tokens * 4 * 24000 / 22050) * 256
+    return tts_body(text, tokens, chunk, DEV_SPEAKER, **extra)
 
 
 def _ts(value: str) -> float:
@@ -61,7 +55,7 @@ def _snr_db(reference: bytes, estimate: bytes) -> float:
 
 def _tokens(farm: Farm, job_id: str, segment: int = 0) -> list[int]:
     """The audio tokens a segment's chunks were decoded from, as its stream records them."""
-    entries = redis.Redis.from_url(farm.redis_url).xrange(segment_key(job_id, segment))
+    entries = farm.redis().xrange(segment_key(job_id, segment))
     return [t for _, f in entries if f[b"type"] == b"audio" for t in decode_tokens(f[b"tokens"])]
 
 
@@ -89,7 +83,7 @@ def test_four_concurrent_streams_share_one_worker_process(farm_with) -> None:
     for result, job, n in zip(results, jobs, tokens, strict=True):
         fmt, pcm = parse_stream_wav(result["wav"])
         assert fmt["rate"] == 24000 and fmt["channels"] == 1
-        assert len(pcm) // 2 == job["progress"]["audio_samples"] == _samples(n)  # all the worker published
+        assert len(pcm) // 2 == job["progress"]["audio_samples"] == xtts_samples(n)  # all the worker published
     assert len({job["segments"][0]["worker"] for job in jobs}) == 1  # one worker process served all four
     # They ran together: every stream had its first audio before any of them finished.
     last_first_audio = max(r["first_audio"] for r in results)
@@ -107,7 +101,7 @@ def test_a_segment_in_a_batch_sounds_as_it_does_alone(farm_with) -> None:
         together = list(pool.map(lambda b: _stream(farm, b), [*others[:2], probe, others[2]]))[2]
     assert _tokens(farm, together["job_id"]) == _tokens(farm, alone["job_id"])
     a, b = parse_stream_wav(alone["wav"])[1], parse_stream_wav(together["wav"])[1]
-    assert len(a) == len(b) == 2 * _samples(60)
+    assert len(a) == len(b) == 2 * xtts_samples(60)
     snr = _snr_db(a, b)
     print(f"the same segment alone and in a batch of 4: SNR {snr:.1f} dB (16-bit PCM)")
     assert snr > 60.0
@@ -155,9 +149,9 @@ def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(farm_with
         assert events[-1].event == "end", events[-1]
         audio = [e for e in events if e.event == "audio"]
         assert [e.id for e in audio] == [f"0-{i}" for i in range(1, len(audio) + 1)], "gap or duplicate"
-        assert sum(len(e.pcm) for e in audio) // 2 == _samples(tokens)
+        assert sum(len(e.pcm) for e in audio) // 2 == xtts_samples(tokens)
         status = farm.job(job["id"])
-        assert status["state"] == "succeeded" and status["progress"]["audio_samples"] == _samples(tokens)
+        assert status["state"] == "succeeded" and status["progress"]["audio_samples"] == xtts_samples(tokens)
         segment = status["segments"][0]
         assert segment["worker"] != victim["name"] and segment["attempts"] == 2
 

@@ -4,9 +4,7 @@ stream from its cursor, WAV framing, formats, errors. The events are made by the
 
 from __future__ import annotations
 
-import io
 import json
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from api.delivery import sse_audio, sse_error
 from api.framing import sse_event
 from shared.errors import AudioExpired
 from shared.streams import Cursor
+from tests.audio import read_wav
 from tools.localfarm import free_port
 
 # Two segments of three chunks each, distinct bytes in every chunk.
@@ -216,9 +215,7 @@ def test_a_wav_file_states_its_exact_length_and_appears_only_when_complete(tmp_p
     output.write_pcm(b"\x02\x03" * 200, 24000)
     assert not path.exists()
     output.finish(24000)
-    with wave.open(io.BytesIO(path.read_bytes())) as w:
-        assert (w.getframerate(), w.getnframes()) == (24000, 500)
-        assert w.readframes(500) == b"\x00\x01" * 300 + b"\x02\x03" * 200
+    assert read_wav(path.read_bytes()) == (24000, 500, b"\x00\x01" * 300 + b"\x02\x03" * 200)
     failed = AudioOutput(str(tmp_path / "failed.wav"), "wav")
     failed.write_pcm(b"\x00\x00", 24000)
     failed.discard()

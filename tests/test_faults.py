@@ -3,32 +3,35 @@ listener receives all its audio with no gap and no duplicate.
 
 Bound (defaults; the tests shorten the lease): a segment whose run is interrupted is running again within
 SEGMENT_LEASE_SECONDS + REAPER_INTERVAL_SECONDS (12 s) once its dependencies answer again; a claimed segment
-that never reached the broker is sent within SEND_GRACE_SECONDS + REAPER_INTERVAL_SECONDS (7 s).
+that never reached the broker is sent within SEND_GRACE_SECONDS + REAPER_INTERVAL_SECONDS (7 s); a job whose next
+segment nobody dispatched is dispatched within REAPER_INTERVAL_SECONDS (2 s). The tests of the last two assert
+those bounds from the farm's own settings, plus MARGIN_SECONDS.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import requests
 from celery import Celery
+from prometheus_client.parser import text_string_to_metric_families
 
-from shared import jobs
+from celery_config import celery_config
+from shared import jobs, streams
 from shared.db import session_scope
-from shared.dispatch import dispatch
+from shared.dispatch import SEND_GRACE_SECONDS, dispatch, send_segment
 from shared.settings import Settings, configure
 from shared.streams import current_epoch
-from shared.tasks import SYNTHESIZE_SEGMENT
-from tests.audio import Event, sse_events
+from tests.audio import Event, read_wav, sse_events, xtts_samples
 from tests.farms import SHORT_AUDIO_TTL, SHORT_LEASES, SharedFarm
 from tools.localfarm import Farm, tts_body, wait_for
 
@@ -39,10 +42,6 @@ SENTENCE = (
 )
 # Faults are about the database as much as the processes: every test here runs on both backends.
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
-
-
-def _samples(tokens: int) -> int:
-    return math.floor(tokens * 4 * 24000 / 22050) * 256
 
 
 def _body(tokens: int, sentences: int = 1, chunk: int = 8) -> dict[str, Any]:
@@ -94,18 +93,50 @@ class Listener:
         for segment in range(segments):
             seqs = [seq for seg, seq in ids if seg == segment]
             assert seqs == list(range(1, len(seqs) + 1)), f"a gap in segment {segment}"
-        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * _samples(tokens), "audio missing"
+        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * xtts_samples(tokens), "audio missing"
 
 
-def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(farm: Farm) -> None:
+def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(farm: SharedFarm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(200), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 0, 60, "first audio")
-    # The broker delivers the same task again (a connection loss, a visibility timeout) while the first runs.
-    Celery(broker=farm.redis_url).send_task(SYNTHESIZE_SEGMENT, args=[job["id"], 0])
+    skipped = _segment_runs(farm, "skipped")
+    # The broker delivers the same task again (a connection loss, a visibility timeout) while the first runs: the
+    # very message the farm sends, to the queue the workers consume, through the farm's own dispatch code.
+    with _as_the_farm(farm) as celery:
+        send_segment(celery, job["id"], 0)
+    # The worker took the duplicate, start_segment refused it (the first run's lease is live), and the task ended
+    # SKIPPED after the dispatch it makes then (nothing left to dispatch: the job has one segment).
+    wait_for(lambda: _segment_runs(farm, "skipped") > skipped, 60, "the duplicate to be skipped")
+    assert _worker_log_lines(farm, f"segment {job['id']}/0 skipped: held"), "the duplicate was not refused as held"
+    # Celery's own line for the duplicate's task: it returned (its dispatch included) rather than raising.
+    assert len(_worker_log_lines(farm, f": 'skipped' job={job['id']}")) == 1
     listener.complete(200)
     status = farm.wait_for_state(job["id"], ("succeeded",))
     assert status["segments"][0]["attempts"] == 1  # the duplicate used no attempt and wrote nothing
+    assert status["progress"]["audio_samples"] == xtts_samples(200)
+    assert _segment_runs(farm, "skipped") == skipped + 1  # delivered once more, skipped once
+
+
+def _segment_runs(farm: Farm, outcome: str) -> float:
+    """The farm's count of segment runs that ended with `outcome`, every worker's (GET /metrics)."""
+    text = requests.get(farm.url("/metrics"), headers=farm.headers, timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "xtts_segments_total" and sample.labels.get("outcome") == outcome
+    )
+
+
+def _worker_log_lines(farm: Farm, text: str) -> list[str]:
+    """The lines of the farm's worker logs that contain `text`."""
+    return [
+        line
+        for name in farm.workers
+        for line in (farm.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+        if text in line
+    ]
 
 
 def test_the_same_idempotency_key_makes_one_job(farm: Farm) -> None:
@@ -131,12 +162,17 @@ def test_the_same_idempotency_key_makes_one_job(farm: Farm) -> None:
 
 
 @contextlib.contextmanager
-def _as_the_farm(farm: Farm) -> Iterator[None]:
-    """This test process acting on the farm's database and Redis, as one of its own processes would."""
-    configure(Settings(DATABASE_URL=farm.database_url, REDIS_URL=farm.redis_url))
+def _as_the_farm(farm: Farm) -> Iterator[Celery]:
+    """This test process acting on the farm's database and Redis, as one of its own processes would; yields a
+    Celery client configured as the API's (the farm's queues and routes, from celery_config)."""
+    settings = Settings(DATABASE_URL=farm.database_url, REDIS_URL=farm.redis_url)
+    configure(settings)
+    celery = Celery("faults")
+    celery.conf.update(celery_config(settings))
     try:
-        yield
+        yield celery
     finally:
+        celery.close()
         configure(None)
 
 
@@ -157,33 +193,84 @@ def _stored_job(farm: Farm, segments: int, tokens: int) -> str:
     return job.id
 
 
+# What the reaper's bounds below allow beyond the farm's settings: the reaper's pass itself, the broker's delivery
+# to the idle worker and the start of its run, on a loaded two-core CI machine.
+MARGIN_SECONDS = 3.0
+
+
+def _started_after(farm: Farm, job_id: str, index: int, fault: datetime) -> float:
+    """Seconds from `fault` to the first start of the segment's run (its `started`, stamped by the worker)."""
+    started = wait_for(lambda: farm.job(job_id)["segments"][index]["started"], 60, f"segment {index} to start")
+    return (datetime.fromisoformat(started) - fault).total_seconds()
+
+
+def _job_audio(farm: Farm, job_id: str) -> bytes:
+    """The PCM of GET /jobs/{id}/audio (a WAV file), once the job has succeeded."""
+    response = requests.get(farm.url(f"/jobs/{job_id}/audio"), timeout=30)
+    assert response.status_code == 200, response.text
+    rate, _frames, pcm = read_wav(response.content)
+    assert rate == 24000
+    return pcm
+
+
 def test_a_broker_refusal_after_the_claim_is_sent_by_the_reaper(farm_with) -> None:
     farm = farm_with(**SHORT_LEASES)
+    reaper_interval = float(farm.env["REAPER_INTERVAL_SECONDS"])
     with _as_the_farm(farm):
         job_id = _stored_job(farm, segments=1, tokens=30)
+        listener = Listener(farm, job_id)
 
         class RefusingBroker:
             def send_task(self, *_: Any, **__: Any) -> None:
                 raise ConnectionError("the broker refused the message")
 
+        fault = datetime.now(UTC)
         with pytest.raises(ConnectionError):
             dispatch(RefusingBroker(), job_id, live_workers=1)  # type: ignore[arg-type]
         assert jobs.get_job(job_id).segments_dispatched == 1  # claimed in SQL, never sent
-    started = time.monotonic()
-    farm.wait_for_state(job_id, ("succeeded",), 60)
-    print(f"claimed-but-unsent segment synthesized {time.monotonic() - started:.1f} s later")
+    took = _started_after(farm, job_id, 0, fault)
+    print(f"claimed-but-unsent segment started {took:.1f} s after the refusal")
+    # Sent by the reaper once SEND_GRACE_SECONDS overdue (not before: nothing else sends it), at its next pass.
+    bound = SEND_GRACE_SECONDS + reaper_interval + MARGIN_SECONDS
+    assert SEND_GRACE_SECONDS <= took <= bound, f"started {took:.1f} s after the refusal; bound {bound:g} s"
+    listener.complete(30)
+    status = farm.wait_for_state(job_id, ("succeeded",), 60)
+    assert status["segments"][0]["attempts"] == 1
+    assert b"".join(e.pcm for e in listener.audio) == _job_audio(farm, job_id)
 
 
 def test_a_worker_that_died_between_success_and_dispatch_does_not_stall_its_job(farm_with) -> None:
     farm = farm_with(**SHORT_LEASES)
+    reaper_interval = float(farm.env["REAPER_INTERVAL_SECONDS"])
+    ghost_audio = bytes(range(256)) * (xtts_samples(20) * 2 // 256)  # one segment's worth, recognizable
     with _as_the_farm(farm):
         job_id = _stored_job(farm, segments=2, tokens=20)
-        # What a dying worker leaves: segment 0 claimed, taken and recorded done, segment 1 never dispatched.
+        listener = Listener(farm, job_id)
+        # What a dying worker leaves: segment 0 claimed, taken, its audio streamed, recorded done and its stream
+        # ended (in the order a run does it: workers/synthesis.py), then nothing: segment 1 never dispatched.
         assert jobs.claim_next_segment(job_id, window=1, send_grace=3600) == 0
         assert isinstance(jobs.start_segment(job_id, 0, "ghost", "ghost-run", 60), jobs.SegmentWork)
+        writer = streams.StreamWriter(_redis(farm), job_id, 0, "ghost-run", 600)
+        writer.claim()
+        half = len(ghost_audio) // 2
+        for seq, pcm in enumerate((ghost_audio[:half], ghost_audio[half:]), start=1):
+            writer.audio(seq, pcm)
+            assert jobs.record_chunk(job_id, 0, "ghost-run", len(pcm) // 2)
         assert jobs.finish_segment(job_id, 0, "ghost-run") is False
+        writer.end(3)
+        fault = datetime.now(UTC)  # the worker dies here, before dispatching segment 1
+    took = _started_after(farm, job_id, 1, fault)
+    print(f"the stalled job's next segment started {took:.1f} s after its worker died")
+    # Dispatched (claimed and sent at once) by the reaper's next pass: stalled jobs need no grace.
+    bound = reaper_interval + MARGIN_SECONDS
+    assert took <= bound, f"started {took:.1f} s after the worker died; bound {bound:g} s"
+    listener.complete(20, segments=2)
     status = farm.wait_for_state(job_id, ("succeeded",), 60)
-    assert status["segments"][1]["state"] == "succeeded"
+    assert [s["state"] for s in status["segments"]] == ["succeeded", "succeeded"]
+    assert status["segments"][1]["attempts"] == 1
+    audio = _job_audio(farm, job_id)
+    assert audio[: len(ghost_audio)] == ghost_audio  # segment 0 as its worker delivered it, then segment 1
+    assert b"".join(e.pcm for e in listener.audio) == audio
 
 
 def _redis(farm: Farm):  # type: ignore[no-untyped-def]
@@ -209,7 +296,7 @@ def test_the_database_cut_mid_segment_then_back(farm_with) -> None:
     listener.complete(300, timeout=120)
     status = farm.wait_for_state(job["id"], ("succeeded",), 60)
     print(f"job finished {time.monotonic() - restored:.1f} s after the database came back")
-    assert status["progress"]["audio_samples"] == _samples(300)
+    assert status["progress"]["audio_samples"] == xtts_samples(300)
     assert requests.post(farm.url("/jobs"), json=_body(10), timeout=30).status_code == 202
 
 
@@ -227,7 +314,7 @@ def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
     redis_server.start()
     listener.complete(300, timeout=180)
     status = farm.wait_for_state(job["id"], ("succeeded",), 60)
-    assert status["progress"]["audio_samples"] == _samples(300)
+    assert status["progress"]["audio_samples"] == xtts_samples(300)
 
 
 def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedFarm) -> None:

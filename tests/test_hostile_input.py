@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-GOOD = {"text": "Hello.", "language": "en", "speaker_id": "Claribel Dervla"}
+from tools.localfarm import DEV_SPEAKER
+
+GOOD = {"text": "Hello.", "language": "en", "speaker_id": DEV_SPEAKER}
 ENDPOINTS = ("/tts_stream", "/tts", "/jobs")
 
 

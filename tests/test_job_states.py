@@ -33,18 +33,19 @@ def database(backend: str, database_factory) -> Iterator[str]:
     configure(None)
 
 
-def _job(segments: int = 3, epoch: str = "e1") -> str:
+def _job(segments: int = 3, epoch: str = "e1", inline_voice: bytes | None = None) -> str:
     with session_scope() as s:
         job = jobs.create_job(
             s,
             origin="job",
             text="t",
             language="en",
-            voice_kind="builtin",
-            voice_ref="x",
+            voice_kind="inline" if inline_voice else "builtin",
+            voice_ref="h" if inline_voice else "x",
             params={},
             segments=[f"segment {i}." for i in range(segments)],
             epoch=epoch,
+            inline_voice=inline_voice,
         )
     return job.id
 
@@ -269,17 +270,5 @@ def test_unknown_jobs_are_not_found(database: str) -> None:
 
 
 def test_inline_voices_are_kept_with_the_job(database: str) -> None:
-    with session_scope() as s:
-        job = jobs.create_job(
-            s,
-            origin="tts",
-            text="t",
-            language="en",
-            voice_kind="inline",
-            voice_ref="h",
-            params={},
-            segments=["a."],
-            epoch="e",
-            inline_voice=b"npz-bytes",
-        )
-    assert jobs.inline_voice(job.id) == b"npz-bytes"
+    job_id = _job(segments=1, inline_voice=b"npz-bytes")
+    assert jobs.inline_voice(job_id) == b"npz-bytes"

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 import requests
 
-from tests.audio import read_wav, sse_events
+from tests.audio import read_wav, sse_events, xtts_samples
 from tools.localfarm import Farm, tts_body, wait_for
 
 SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
     "within the two hundred and fifty characters that XTTS accepts for English in one go."
 )
-
-
-def _samples(tokens: int) -> int:
-    return math.floor(tokens * 4 * 24000 / 22050) * 256
 
 
 def _body(speaker: str, text: str, tokens: int, chunk: int = 10) -> dict:
@@ -42,12 +37,12 @@ def test_a_multi_segment_job_runs_on_both_workers_and_arrives_complete_and_in_or
         seqs = [seq for seg, seq in keys if seg == segment]
         assert seqs == list(range(1, len(seqs) + 1))
     pcm = b"".join(e.pcm for e in audio)
-    assert len(pcm) // 2 == n * _samples(tokens)
+    assert len(pcm) // 2 == n * xtts_samples(tokens)
 
     status = farm.job(job["id"])
     assert status["state"] == "succeeded"
     assert status["progress"]["segments_done"] == status["progress"]["segments_total"] == n
-    assert status["progress"]["audio_seconds"] == round(n * _samples(tokens) / 24000, 3)
+    assert status["progress"]["audio_seconds"] == round(n * xtts_samples(tokens) / 24000, 3)
     workers = {segment["worker"] for segment in status["segments"]}
     assert len(workers) == 2, f"the segments did not fan out over both workers: {workers}"
     whole = requests.get(farm.url(job["audio_url"]), timeout=30)
@@ -92,7 +87,7 @@ def test_a_segment_whose_numbers_expand_past_the_token_cap_still_speaks(farm: Fa
     job = requests.post(farm.url("/jobs"), json=_body(speaker, "Count: " + "9" * 200, 6), timeout=30).json()
     status = farm.wait_for_state(job["id"], ("succeeded", "failed"), 180)
     assert status["state"] == "succeeded", status["error"]
-    assert status["progress"]["audio_samples"] > _samples(6)  # several GPT passes, each 6 tokens long
+    assert status["progress"]["audio_samples"] > xtts_samples(6)  # several GPT passes, each 6 tokens long
 
 
 def test_cancel_stops_the_queued_and_running_segments(farm: Farm, speaker: str) -> None:

@@ -10,7 +10,6 @@ within 30 s (its model loads again), a killed API serves again within 10 s.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import signal
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.audio import Event, sse_events
+from tests.audio import ResumingListener, xtts_samples
 from tools.localfarm import ROOT, free_port, tts_body, wait_for
 
 SENTENCE = (
@@ -37,11 +36,6 @@ TOKENS = 60  # per segment: about 3.5 s of synthesis each with the dev model on 
 # The main process of each program, by its command line.
 PROGRAMS = {"worker1": r"celery -A workers\.celery_app worker", "api": r"gunicorn -c", "redis": r"redis-server"}
 MAKE_ENV_NOISE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "DATABASE_URL", "REDIS_URL", "WORKERS", "CUDA_VISIBLE_DEVICES")
-
-
-def samples_of(tokens: int) -> int:
-    """Samples the dev model makes of a segment of `tokens` audio tokens (pinned: min = max new tokens)."""
-    return math.floor(tokens * 4 * 24000 / 22050) * 256
 
 
 def processes() -> list[tuple[int, list[str], str]]:
@@ -177,52 +171,6 @@ class MakeRun:
             self.log.close()
 
 
-class Listener:
-    """A client of GET /jobs/{id}/stream that reconnects with its cursor (the last SSE id) when the stream breaks."""
-
-    def __init__(self, farm: MakeRun, job_id: str) -> None:
-        self.farm, self.job_id = farm, job_id
-        self.audio: list[Event] = []
-        self.cursors: list[str | None] = []  # the cursor of each connection
-        self.last: Event | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            cursor = self.audio[-1].id if self.audio else None
-            try:
-                with requests.get(
-                    self.farm.url(f"/jobs/{self.job_id}/stream"),
-                    params={"cursor": cursor} if cursor else {},
-                    stream=True,
-                    timeout=60,
-                ) as response:
-                    if response.status_code != 200:
-                        continue
-                    self.cursors.append(cursor)
-                    for event in sse_events(response):
-                        self.last = event
-                        if event.event == "audio":
-                            self.audio.append(event)
-                        elif event.event in ("end", "error"):
-                            return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)  # broken off (the API restarting): reconnect with the cursor
-
-    def complete(self, segments: int, tokens: int, timeout: float = 180) -> None:
-        self.thread.join(timeout)
-        assert self.last is not None and self.last.event == "end", self.last
-        ids = [tuple(map(int, (e.id or "").split("-"))) for e in self.audio]
-        assert ids == sorted(ids) and len(set(ids)) == len(ids), "a chunk out of order or delivered twice"
-        for segment in range(segments):
-            seqs = [seq for seg, seq in ids if seg == segment]
-            assert seqs == list(range(1, len(seqs) + 1)), f"a gap in segment {segment}"
-        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * samples_of(tokens), "audio missing"
-
-
 class HealthProbe:
     """GET /health five times a second until stopped, keeping every answer, and every request that got none."""
 
@@ -281,7 +229,7 @@ def make_run(dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 def test_a_killed_worker_comes_back_while_the_api_answers_and_its_listener_loses_nothing(make_run: MakeRun) -> None:
     farm = make_run
     job_id = submit(farm, segments=4)
-    listener = Listener(farm, job_id)
+    listener = ResumingListener(farm, job_id)
     wait_for(lambda: listener.audio, 60, "the job's first audio")
     probe = HealthProbe(farm)
     killed = farm.pid("worker1")
@@ -303,10 +251,10 @@ def test_a_killed_worker_comes_back_while_the_api_answers_and_its_listener_loses
     probe.stop()
     assert probe.failures == [], "the API stopped answering"
     print(f"worker back in /health {time.monotonic() - killed_at:.1f} s after its SIGKILL")
-    listener.complete(segments=4, tokens=TOKENS)
+    listener.complete(TOKENS, segments=4, timeout=180)
     assert listener.cursors == [None], "the listener's stream broke off while the worker was down"
     status = farm.finished(job_id, 60)
-    assert status["state"] == "succeeded" and status["progress"]["audio_samples"] == 4 * samples_of(TOKENS)
+    assert status["state"] == "succeeded" and status["progress"]["audio_samples"] == 4 * xtts_samples(TOKENS)
     assert farm.logged(r"exited: worker1 \(terminated by SIGKILL") and farm.pid("worker1") != killed
 
 
@@ -314,7 +262,7 @@ def test_a_killed_worker_comes_back_while_the_api_answers_and_its_listener_loses
 def test_a_killed_api_is_replaced_within_10_s_and_its_listener_resumes_from_its_cursor(make_run: MakeRun) -> None:
     farm = make_run
     job_id = submit(farm, segments=4)
-    listener = Listener(farm, job_id)
+    listener = ResumingListener(farm, job_id)
     wait_for(lambda: listener.audio, 60, "the job's first audio")
     killed = farm.pid("api")  # gunicorn's master: its worker goes with it
     os.kill(killed, signal.SIGKILL)
@@ -325,7 +273,7 @@ def test_a_killed_api_is_replaced_within_10_s_and_its_listener_resumes_from_its_
 
     wait_for(replaced, 10, "a new API process")
     print(f"a new API served {time.monotonic() - killed_at:.1f} s after the SIGKILL")
-    listener.complete(segments=4, tokens=TOKENS)
+    listener.complete(TOKENS, segments=4, timeout=180)
     assert len(listener.cursors) >= 2 and all(listener.cursors[1:]), "the listener did not resume with its cursor"
     assert farm.finished(job_id, 60)["state"] == "succeeded"
 
@@ -341,9 +289,9 @@ def test_the_embedded_redis_keeps_queued_jobs_across_its_restart(make_run: MakeR
     for job_id in jobs:
         status = farm.finished(job_id, 180)
         assert status["state"] == "succeeded", status
-        assert status["progress"]["audio_samples"] == 2 * samples_of(TOKENS)
+        assert status["progress"]["audio_samples"] == 2 * xtts_samples(TOKENS)
     audio = requests.get(farm.url(f"/jobs/{jobs[0]}/audio"), params={"response_format": "pcm"}, timeout=30)
-    assert audio.status_code == 200 and len(audio.content) // 2 == 2 * samples_of(TOKENS)  # its audio kept too
+    assert audio.status_code == 200 and len(audio.content) // 2 == 2 * xtts_samples(TOKENS)  # its audio kept too
 
 
 @pytest.mark.farm

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from typing import Any
 
 import openai
 import pytest
@@ -15,7 +14,7 @@ import requests
 
 from api.encoding import FORMATS, MEDIA_TYPES
 from tests.audio import assert_duration_matches
-from tools.localfarm import Farm, create_api_key, wait_for
+from tools.localfarm import Farm, create_api_key
 
 WIDTH = 64  # the dev checkpoint's GPT width
 LATENTS = {"gpt_cond_latent": [[0.02] * WIDTH] * 32, "speaker_embedding": [0.03] * 512}
@@ -32,12 +31,7 @@ def _samples(farm: Farm, job_id: str, key: str | None = None) -> int:
     """The exact audio of the job, once it has succeeded (asked with the tenant's own key: another
     tenant, even an admin, gets a 404)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-
-    def succeeded() -> dict[str, Any] | None:
-        status: dict[str, Any] = requests.get(farm.url(f"/jobs/{job_id}"), headers=headers, timeout=10).json()
-        return status if status["state"] == "succeeded" else None
-
-    samples: int = wait_for(succeeded, 120, f"job {job_id} to succeed")["progress"]["audio_samples"]
+    samples: int = farm.wait_for_state(job_id, ("succeeded",), headers=headers)["progress"]["audio_samples"]
     assert samples > 0
     return samples
 

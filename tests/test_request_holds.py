@@ -103,6 +103,15 @@ def _job_id_by_text(farm: Farm, marker: str) -> str | None:
 LONG_TEXT = " ".join(f"Sentence number {i} of a long text that nobody will stay to hear." for i in range(16))
 
 
+def _assert_cancelled_and_slot_freed(farm: Farm, job_id: str, endpoint: str) -> None:
+    """The client of `endpoint` has just left: its job ends cancelled (not run to the end), its slot is freed."""
+    left = time.perf_counter()
+    status = farm.wait_for_state(job_id, ("cancelled", "succeeded"), timeout=30)
+    assert status["state"] == "cancelled", status
+    print(f"{endpoint} client left: its job was cancelled {time.perf_counter() - left:.2f} s later")
+    wait_for(lambda: _slots(farm)["in_use"] == 0, 10, "the request's slot to be free")
+
+
 def test_a_client_leaving_tts_stream_cancels_its_job(farm: Farm, speaker: str) -> None:
     body = _body(speaker, 400, LONG_TEXT)
     with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=60) as response:
@@ -111,12 +120,8 @@ def test_a_client_leaving_tts_stream_cancels_its_job(farm: Farm, speaker: str) -
         received = next(pieces)
         while len(received) <= 44:  # the header, then the first audio
             received += next(pieces)
-    left = time.perf_counter()
     # The client is gone (connection closed mid-stream): the job is cancelled, its worker freed.
-    status = farm.wait_for_state(job_id, ("cancelled", "succeeded"), timeout=30)
-    assert status["state"] == "cancelled", status
-    print(f"/tts_stream client left: its job was cancelled {time.perf_counter() - left:.2f} s later")
-    wait_for(lambda: _slots(farm)["in_use"] == 0, 10, "the stream's slot to be free")
+    _assert_cancelled_and_slot_freed(farm, job_id, "/tts_stream")
 
 
 def test_a_client_leaving_tts_while_it_waits_cancels_its_job(farm: Farm, speaker: str) -> None:
@@ -132,11 +137,7 @@ def test_a_client_leaving_tts_while_it_waits_cancels_its_job(farm: Farm, speaker
     job_id = wait_for(lambda: _job_id_by_text(farm, marker), 30, "the /tts job to exist")
     farm.wait_for_state(job_id, ("running",), timeout=60)
     sock.close()
-    left = time.perf_counter()
-    status = farm.wait_for_state(job_id, ("cancelled", "succeeded"), timeout=30)
-    assert status["state"] == "cancelled", status
-    print(f"/tts client left: its job was cancelled {time.perf_counter() - left:.2f} s later")
-    wait_for(lambda: _slots(farm)["in_use"] == 0, 10, "the request's slot to be free")
+    _assert_cancelled_and_slot_freed(farm, job_id, "/tts")
 
 
 def test_a_jobs_job_runs_on_when_its_stream_listener_leaves(farm: Farm, speaker: str) -> None:

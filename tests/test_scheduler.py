@@ -4,13 +4,14 @@ segment continues its utterance exactly."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
 
 from shared.params import SynthesisParams
 from shared.streams import Delivered
+from tests.audio import xtts_samples
+from tools.localfarm import DEV_SPEAKER
 from workers.engine import XttsEngine
 from workers.scheduler import BatchScheduler, Cancelled, Chunk, Handle
 from workers.stream_decoder import snr_db
@@ -64,7 +65,7 @@ def _solo(engine: XttsEngine, text: str, tokens: int) -> list[Chunk]:
 
 
 def _voice(engine: XttsEngine):  # type: ignore[no-untyped-def]
-    voice = engine.builtin_voice("Claribel Dervla")
+    voice = engine.builtin_voice(DEV_SPEAKER)
     assert voice is not None
     return voice
 
@@ -75,10 +76,6 @@ def _audio(chunks: list[Chunk]) -> torch.Tensor:
 
 def _tokens(chunks: list[Chunk]) -> list[int]:
     return [t for c in chunks for t in c.tokens]
-
-
-def _expected_samples(tokens: int) -> int:
-    return math.floor(tokens * 4 * 24000 / 22050) * 256
 
 
 def test_a_segment_in_a_batch_of_four_sounds_as_it_does_alone(engine: XttsEngine) -> None:
@@ -92,7 +89,7 @@ def test_a_segment_in_a_batch_of_four_sounds_as_it_does_alone(engine: XttsEngine
     for solo, together, n in zip(alone, batched, TOKENS, strict=True):
         assert _tokens(together) == _tokens(solo) and len(_tokens(solo)) == n
         a, b = _audio(solo), _audio(together)
-        assert len(a) == len(b) == _expected_samples(n)
+        assert len(a) == len(b) == xtts_samples(n)
         snr = snr_db(a, b)
         print(f"batched vs alone, {n} tokens: SNR {snr:.1f} dB, max |diff| {float((a - b).abs().max()):.2e}")
         assert snr > 60.0  # equal up to float rounding of the batched matrix products
@@ -127,7 +124,7 @@ def test_a_resumed_segment_continues_its_utterance_exactly(engine: XttsEngine) -
         rest = _drive(scheduler, [resumed])[0]
         assert _tokens(done) + _tokens(rest) == _tokens(full)  # top_k=1: the same utterance, whatever the seed
         joined = torch.cat([_audio(done), _audio(rest)])
-        assert len(joined) == len(_audio(full)) == _expected_samples(70)
+        assert len(joined) == len(_audio(full)) == xtts_samples(70)
         snr = snr_db(_audio(full), joined)
         print(f"resumed after {delivered} chunks: SNR {snr:.1f} dB against the uninterrupted run")
         assert snr > 60.0

@@ -7,22 +7,14 @@ import subprocess
 import time
 from datetime import datetime
 
-import redis
 import requests
 
 from tests.audio import parse_stream_wav
-from tools.localfarm import ROOT, Farm
+from tools.localfarm import DEV_SPEAKER, ROOT, Farm, tts_body
 
 
 def test_stream_is_a_valid_wav_with_every_sample_the_worker_produced(farm: Farm, speaker: str) -> None:
-    body = {
-        "text": "Hello there. This is a streamed test.",
-        "language": "en",
-        "speaker_id": speaker,
-        "min_new_tokens": 40,
-        "max_new_tokens": 40,
-        "stream_chunk_size": 10,
-    }
+    body = tts_body("Hello there. This is a streamed test.", 40, 10, speaker)
     response = requests.post(farm.url("/tts_stream"), json=body, timeout=120)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("audio/wav")
@@ -36,14 +28,7 @@ def test_stream_is_a_valid_wav_with_every_sample_the_worker_produced(farm: Farm,
 
 
 def test_first_audio_reaches_the_client_before_synthesis_ends(farm: Farm, speaker: str) -> None:
-    body = {
-        "text": "A longer sentence, so that synthesis takes a while.",
-        "language": "en",
-        "speaker_id": speaker,
-        "min_new_tokens": 120,
-        "max_new_tokens": 120,
-        "stream_chunk_size": 8,
-    }
+    body = tts_body("A longer sentence, so that synthesis takes a while.", 120, 8, speaker)
     with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=120) as response:
         assert response.status_code == 200
         received = b""
@@ -67,24 +52,17 @@ def test_the_readme_tts_stream_example_works_as_written(farm: Farm) -> None:
     match = re.search(r"```bash\n(curl -X POST \"http://localhost:8000/tts_stream\".*?)\n```", readme, re.S)
     assert match, "the README must show the single-server API's /tts_stream curl example"
     command = match.group(1).replace("http://localhost:8000", farm.base_url)
-    assert "Claribel Dervla" in command  # the example uses a built-in speaker
+    assert DEV_SPEAKER in command  # the example uses a built-in speaker
     out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120, check=True).stdout
     fmt, pcm = parse_stream_wav(out)
     assert fmt["rate"] == 24000 and len(pcm) > 24000 // 2
 
 
 def test_stream_keys_are_bounded_and_expire(farm: Farm, speaker: str) -> None:
-    body = {
-        "text": "Keys expire.",
-        "language": "en",
-        "speaker_id": speaker,
-        "min_new_tokens": 20,
-        "max_new_tokens": 20,
-        "stream_chunk_size": 5,
-    }
+    body = tts_body("Keys expire.", 20, 5, speaker)
     response = requests.post(farm.url("/tts_stream"), json=body, timeout=120)
     job_id = response.headers["X-Session-Id"]
-    client = redis.Redis.from_url(farm.redis_url)
+    client = farm.redis()
     keys = list(client.scan_iter(match=f"xtts:job:{job_id}:*"))
     for key in keys:  # the segment's stream and its owner (the run that wrote it)
         assert 0 < client.ttl(key) <= 3600, f"{key!r} does not expire"

@@ -20,13 +20,12 @@ from sqlalchemy import text
 
 from shared.db import make_engine
 from tests.farms import SharedFarm
-from tools.localfarm import ROOT, Farm, create_api_key, wait_for
+from tools.localfarm import DEV_SPEAKER, ROOT, Farm, create_api_key
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 WIDTH = 64  # the dev checkpoint's GPT width
 LATENTS = {"gpt_cond_latent": [[0.02] * WIDTH] * 32, "speaker_embedding": [0.03] * 512}
-SPEAKER = "Claribel Dervla"
 
 
 class Client:
@@ -40,13 +39,8 @@ class Client:
         return requests.request(method, self.farm.url(path), headers=self.headers, timeout=60, **kwargs)
 
     def wait_for_state(self, job_id: str, states: tuple[str, ...]) -> dict[str, Any]:
-        """The job once in one of `states` (the farm's own helper uses the operator's key: another tenant)."""
-
-        def reached() -> dict[str, Any]:
-            job: dict[str, Any] = self("GET", f"/jobs/{job_id}").json()
-            return job if job["state"] in states else {}
-
-        return wait_for(reached, 120, f"job {job_id} in {states}", 0.1)
+        """The job once in one of `states`, asked with this tenant's key (the farm's own is another tenant's)."""
+        return self.farm.wait_for_state(job_id, states, headers=self.headers)
 
 
 @pytest.fixture
@@ -203,9 +197,9 @@ def test_a_cloned_voice_belongs_to_its_tenant_and_reuse_stays_within_it(
 
 
 def test_jobs_belong_to_their_tenant(keyed_farm: Farm, alice: Client, bob: Client) -> None:
-    done = alice("POST", "/jobs", json=_job_body(speaker_id=SPEAKER)).json()
+    done = alice("POST", "/jobs", json=_job_body(speaker_id=DEV_SPEAKER)).json()
     alice.wait_for_state(done["id"], ("succeeded",))
-    long_body = _job_body("A long one.", speaker_id=SPEAKER, min_new_tokens=400, max_new_tokens=400)
+    long_body = _job_body("A long one.", speaker_id=DEV_SPEAKER, min_new_tokens=400, max_new_tokens=400)
     running = alice("POST", "/jobs", json=long_body).json()
     for job in (done, running):
         for method, path in (
@@ -233,7 +227,7 @@ def test_jobs_belong_to_their_tenant(keyed_farm: Farm, alice: Client, bob: Clien
 def test_a_stream_job_of_one_tenant_cannot_be_cancelled_by_another(
     keyed_farm: Farm, alice: Client, bob: Client
 ) -> None:
-    body = _job_body("Streamed to alice.", speaker_id=SPEAKER, min_new_tokens=200, max_new_tokens=200)
+    body = _job_body("Streamed to alice.", speaker_id=DEV_SPEAKER, min_new_tokens=200, max_new_tokens=200)
     with alice("POST", "/tts_stream", json=body, stream=True) as stream:
         job_id = stream.headers["X-Session-Id"]
         assert _code(bob("DELETE", f"/stream_cancel/{job_id}")) == (404, "not_found")

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from shared.settings import Settings
@@ -82,7 +81,7 @@ def test_api_only_settings_are_read_by_the_api_alone() -> None:
 
 
 def _job_keys(farm: Farm, job_id: str) -> list[bytes]:
-    return list(redis.Redis.from_url(farm.redis_url).scan_iter(match=f"*{job_id}*"))
+    return list(farm.redis().scan_iter(match=f"*{job_id}*"))
 
 
 def test_a_reset_leaves_nothing_of_the_test_before(farm: SharedFarm) -> None:

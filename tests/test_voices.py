@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from shared.db import make_engine
 from tests.audio import read_wav, sse_events, xtts_samples
-from tools.localfarm import ROOT, Farm, tts_body, wait_for
+from tools.localfarm import DEV_SPEAKER, ROOT, Farm, tts_body, wait_for
 
 WIDTH = 64  # GPT width of the dev checkpoint
 SENTENCE = (
@@ -189,7 +189,7 @@ def test_a_voice_deleted_while_its_job_waits_is_never_used(farm: Farm, make_audi
             json={
                 "text": "Busy.",
                 "language": "en",
-                "speaker_id": "Claribel Dervla",
+                "speaker_id": DEV_SPEAKER,
                 "min_new_tokens": 40,
                 "max_new_tokens": 40,
             },

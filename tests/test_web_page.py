@@ -15,7 +15,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.farms import SharedFarm
-from tools.localfarm import Farm, wait_for
+from tools.localfarm import DEV_SPEAKER, Farm, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,7 +28,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SAMPLE_RATE = 24000
-SPEAKER = "Claribel Dervla"  # a built-in speaker of the dev checkpoint
 SENTENCE = "The farm speaks this sentence while its workers are still synthesizing the rest of it."
 LONG_SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
@@ -191,7 +190,7 @@ def test_the_page_asks_for_a_key_until_it_gets_a_valid_one(page: Page, keyed_far
     languages = page.locator("#language option").all_inner_texts()
     assert languages == _api(keyed_farm, web_key, "GET", "/languages").json()
     speakers = page.locator("#builtin-voices option").all_inner_texts()
-    assert SPEAKER in speakers
+    assert DEV_SPEAKER in speakers
     assert speakers == _api(keyed_farm, web_key, "GET", "/available_speakers").json()["speakers"]
     # Reloaded, the page uses the stored key without asking.
     page.reload()
@@ -202,7 +201,7 @@ def test_the_page_asks_for_a_key_until_it_gets_a_valid_one(page: Page, keyed_far
 def test_speech_plays_while_it_streams_and_every_sample_is_played(page: Page, keyed_farm: Farm, web_key: str) -> None:
     _open_with_key(page, keyed_farm, web_key)
     page.get_by_label("Text", exact=True).fill(f"{SENTENCE} {SENTENCE}")
-    page.get_by_label("Voice", exact=True).select_option(SPEAKER)
+    page.get_by_label("Voice", exact=True).select_option(DEV_SPEAKER)
     page.get_by_role("button", name="Speak now").click()
     player = page.locator("#player")
     # While audio is still arriving, the player's clock already runs (the AudioContext's, which advances in

@@ -377,18 +377,29 @@ class Farm:
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = requests.get(self.url(f"/jobs/{job_id}"), headers=self.headers, timeout=10)
+    def redis(self) -> redis.Redis:
+        """A client of the farm's Redis (binary replies, as the farm's own code reads them)."""
+        return redis.Redis.from_url(self.redis_url)
+
+    def job(self, job_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET /jobs/{id}, with the farm's key, or `headers` (another tenant's key)."""
+        response = requests.get(
+            self.url(f"/jobs/{job_id}"), headers=self.headers if headers is None else headers, timeout=10
+        )
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
 
-    def wait_for_state(self, job_id: str, states: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
+    def wait_for_state(
+        self, job_id: str, states: tuple[str, ...], timeout: float = 120, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The job once it is in one of `states` (asked with `headers` when given, as `job`)."""
+
         def reached() -> dict[str, Any]:
-            job = self.job(job_id)
+            job = self.job(job_id, headers)
             return job if job["state"] in states else {}
 
-        return wait_for(reached, timeout, f"job in {states}", 0.1)
+        return wait_for(reached, timeout, f"job {job_id} in {states}", 0.1)
 
 
 def _terminate(proc: subprocess.Popen) -> None:
