@@ -181,6 +181,7 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
                 epoch=streams.current_epoch(get_redis()),
                 inline_voice=voice.inline_voice,
                 priority=priority_for(origin, request.priority),
+                priority_stated=request.priority is not None,
             )
     except IntegrityError as exc:
         if idempotency_key is not None:

@@ -56,6 +56,7 @@ def create_job(
     idempotency_key: str | None = None,
     request_digest: str | None = None,
     priority: Priority = Priority.LIVE,
+    priority_stated: bool = False,
 ) -> Job:
     """A new job, queued; nothing is dispatched until `shared.dispatch.dispatch` claims its first segments."""
     job = Job(
@@ -65,6 +66,7 @@ def create_job(
         request_digest=request_digest,
         origin=origin,
         priority=priority.value,
+        priority_stated=priority_stated,
         state=JobState.QUEUED.value,
         text=text,
         language=language,
@@ -124,6 +126,23 @@ def priority_of(job_id: str) -> Priority:
     with session_scope() as s:
         value = s.execute(select(Job.priority).where(Job.id == job_id)).scalar_one_or_none()
     return Priority(value) if value else Priority.LIVE
+
+
+def make_live(job_id: str) -> bool:
+    """A reader attached to the job's stream: a bulk job whose request did not say `bulk` becomes live (its next
+    segments go to the live queue; those already queued or running keep their class). True if it changed."""
+    with session_scope() as s:
+        return 0 < rows_changed(
+            s,
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.priority == Priority.BULK.value,
+                Job.priority_stated.is_(False),
+                Job.state.in_(ACTIVE_STATES),
+            )
+            .values(priority=Priority.LIVE.value),
+        )
 
 
 def mark_sent(job_id: str, index: int) -> None:

@@ -140,6 +140,8 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     check_cursor(job, cursor)
     slot = current_app.extensions["xtts_limit"].acquire()
     client = ClientConnection.of(request.environ)
+    if jobs.make_live(job.id):  # someone listens now: its next segments are live work
+        log.info("job %s is live now: a reader attached to its stream", job.id)
 
     def events() -> Iterator[bytes]:
         try:
