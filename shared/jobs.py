@@ -132,16 +132,19 @@ def make_live(job_id: str) -> bool:
     """A reader attached to the job's stream: a bulk job whose request did not say `bulk` becomes live (its next
     segments go to the live queue; those already queued or running keep their class). True if it changed."""
     with session_scope() as s:
-        return 0 < rows_changed(
-            s,
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.priority == Priority.BULK.value,
-                Job.priority_stated.is_(False),
-                Job.state.in_(ACTIVE_STATES),
+        return (
+            rows_changed(
+                s,
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.priority == Priority.BULK.value,
+                    Job.priority_stated.is_(False),
+                    Job.state.in_(ACTIVE_STATES),
+                )
+                .values(priority=Priority.LIVE.value),
             )
-            .values(priority=Priority.LIVE.value),
+            > 0
         )
 
 
