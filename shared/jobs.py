@@ -176,6 +176,7 @@ class SegmentWork:
     tenant: str = DEFAULT_TENANT
     queued_at: datetime | None = None  # when the API accepted the job (for the time to first audio)
     priority: Priority = Priority.LIVE
+    sent_at: datetime | None = None  # when its task reached the broker (for the time it waited there)
 
 
 class Refused(enum.Enum):
@@ -247,6 +248,7 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             job.tenant,
             job.created_at,
             Priority(job.priority),
+            segment.sent_at,
         )
 
 

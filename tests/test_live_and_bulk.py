@@ -18,6 +18,7 @@ import torch
 from shared.params import SynthesisParams
 from tests.audio import xtts_samples
 from tests.farms import SHORT_LEASES, SharedFarm
+from tests.prometheus import scrape, value
 from tools.localfarm import tts_body, wait_for
 from workers.engine import XttsEngine
 from workers.scheduler import BatchScheduler, Chunk, Handle
@@ -158,8 +159,14 @@ def test_a_live_stream_overtakes_bulk_work_that_fills_the_worker(farm_with) -> N
     assert states == ["running"] * 4 + ["queued"], "the live stream waited for bulk work"
     assert len(pcm) // 2 == xtts_samples(LIVE_STREAM_TOKENS)
     assert wait_for(lambda: _batch(farm)["pauses"] >= 1, 30, "the worker to report the pause")
+    during = scrape(farm.base_url, farm.headers)
+    assert value(during, "xtts_batch_pauses_total") >= 1 and value(during, "xtts_batch_paused") <= 1
+    assert value(during, "xtts_segments_held", priority="bulk") == 4  # the fifth waits in the broker
 
     for job_id in bulk:
         assert farm.wait_for_state(job_id, ("succeeded", "failed"), 300)["state"] == "succeeded"
         audio = requests.get(farm.url(f"/jobs/{job_id}/audio"), params={"response_format": "pcm"}, timeout=30)
         assert len(audio.content) // 2 == xtts_samples(BULK_JOB_TOKENS), "a paused segment lost or repeated audio"
+    after = scrape(farm.base_url, farm.headers)
+    for priority, runs in (("live", 1), ("bulk", 5)):  # runs started, by class, with the time each waited
+        assert value(after, "xtts_queue_wait_seconds_count", priority=priority) >= runs, priority

@@ -49,6 +49,18 @@ class _State(Collector):
             "xtts_batch_slots", "WORKER_MAX_BATCH: segments it may run at once", value=batch.get("max", 0)
         )
         yield GaugeMetricFamily("xtts_batch_active", "Segments it synthesizes now", value=batch.get("active", 0))
+        yield GaugeMetricFamily(
+            "xtts_batch_paused", "Bulk segments paused for live ones now", value=batch.get("paused", 0)
+        )
+        yield CounterMetricFamily(
+            "xtts_batch_pauses", "Bulk segments paused for live ones, in all", value=batch.get("pauses", 0)
+        )
+        held = GaugeMetricFamily(
+            "xtts_segments_held", "Segment tasks the worker holds now, by class (live, bulk)", labels=["priority"]
+        )
+        for priority, count in (state.get("held") or {}).items():
+            held.add_metric([priority], count)
+        yield held
 
 
 class WorkerMetrics:
@@ -76,6 +88,13 @@ class WorkerMetrics:
             "xtts_audio_seconds", "Seconds of audio of the segment runs that completed", registry=self.registry
         )
         self.clones = Counter("xtts_voice_clones", "Voices cloned", registry=self.registry)
+        self.queue_wait = Histogram(
+            "xtts_queue_wait_seconds",
+            "Seconds a segment's task waited from reaching the broker to its run's start, by class (live, bulk)",
+            ["priority"],
+            buckets=FIRST_AUDIO_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_State(read_state))
 
     def snapshot(self) -> list[dict[str, Any]]:

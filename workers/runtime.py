@@ -24,6 +24,7 @@ from typing import Any
 from celery import Celery
 
 from shared import metrics, registry
+from shared.priority import Priority
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from voices_store.cache import VoiceCache
@@ -172,6 +173,7 @@ class WorkerRuntime:
             if scheduler
             else None,
             "cache": {**self.voices.cache.snapshot(), "generation": self.voices.generation},
+            "held": {priority.value: self.intake.held(priority) for priority in Priority},
         }
 
     def publish(self) -> None:

@@ -85,6 +85,7 @@ def run_segment(shop: Workshop, r: redis.Redis, job_id: str, index: int) -> Segm
         log.info("segment %s/%d skipped: %s", job_id, index, work.value)
         return SegmentResult(Outcome.SKIPPED)
     shop.leases.hold(run)
+    _observe_queue_wait(shop.metrics, work)
     try:
         return _run(shop, r, work)
     finally:
@@ -188,6 +189,15 @@ def _observe_first_audio(metrics: WorkerMetrics | None, work: jobs.SegmentWork) 
     queued = work.queued_at if work.queued_at.tzinfo else work.queued_at.replace(tzinfo=UTC)  # SQLite: naive UTC
     # Clocks of the API's and this worker's machines: a skew shows here (keep them on NTP).
     metrics.first_audio.observe(max(0.0, (datetime.now(UTC) - queued).total_seconds()))
+
+
+def _observe_queue_wait(metrics: WorkerMetrics | None, work: jobs.SegmentWork) -> None:
+    """How long the segment's task waited in the broker (and in this worker before its turn), by class of work."""
+    if metrics is None or work.sent_at is None:
+        return
+    sent = work.sent_at if work.sent_at.tzinfo else work.sent_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+    waited = max(0.0, (datetime.now(UTC) - sent).total_seconds())
+    metrics.queue_wait.labels(work.priority.value).observe(waited)
 
 
 def _observe_run(metrics: WorkerMetrics | None, seconds: float, samples: int) -> None:
