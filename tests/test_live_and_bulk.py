@@ -162,6 +162,11 @@ def test_a_live_stream_overtakes_bulk_work_that_fills_the_worker(farm_with) -> N
     during = scrape(farm.base_url, farm.headers)
     assert value(during, "xtts_batch_pauses_total") >= 1 and value(during, "xtts_batch_paused") <= 1
     assert value(during, "xtts_segments_held", priority="bulk") == 4  # the fifth waits in the broker
+    # The worker measured its real-time capacity as it ran (1 at least, at most its 4 slots), and says it.
+    capacity = value(during, "xtts_live_capacity")
+    health = requests.get(farm.url("/health"), timeout=10).json()
+    assert 1 <= capacity <= 4 and 1 <= health["live_capacity"] <= 4  # (read apart: it may have moved between)
+    assert value(during, "xtts_stream_speed", batch="4") > 0
 
     for job_id in bulk:
         assert farm.wait_for_state(job_id, ("succeeded", "failed"), 300)["state"] == "succeeded"

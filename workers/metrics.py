@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shared import metrics
+from workers.capacity import REALTIME_MARGIN
 
 # Seconds from a job's acceptance by the API to the first chunk of its first segment (what its listener waits).
 FIRST_AUDIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -55,6 +56,21 @@ class _State(Collector):
         yield CounterMetricFamily(
             "xtts_batch_pauses", "Bulk segments paused for live ones, in all", value=batch.get("pauses", 0)
         )
+        if batch.get("live_capacity") is not None:
+            yield GaugeMetricFamily(
+                "xtts_live_capacity",
+                f"Live streams the worker carries at {REALTIME_MARGIN:g}x real time or faster, from its measured "
+                "step and decode times",
+                value=batch["live_capacity"],
+            )
+        speed = GaugeMetricFamily(
+            "xtts_stream_speed",
+            "Seconds of audio each stream gets per wall second at each batch size (measured or estimated)",
+            labels=["batch"],
+        )
+        for size, value in (batch.get("stream_speed") or {}).items():
+            speed.add_metric([size], value)
+        yield speed
         held = GaugeMetricFamily(
             "xtts_segments_held", "Segment tasks the worker holds now, by class (live, bulk)", labels=["priority"]
         )

@@ -167,6 +167,7 @@ class WorkerRuntime:
                 "active": scheduler.active,
                 "paused": scheduler.paused,
                 "pauses": scheduler.pauses,
+                **scheduler.capacity.snapshot(),
                 "steps": scheduler.steps,
                 "sequence_steps": scheduler.sequence_steps,
             }

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from workers.batched_gpt import BatchedGPT, Sampling
+from workers.capacity import Capacity
 from workers.stream_decoder import FrameSpan, StreamingDecoder, decode_spans
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,7 @@ class BatchScheduler:
         self._members: dict[Hashable, _Member] = {}
         self._paused: list[_Member] = []  # bulk members that yielded their slot, oldest first
         self.pauses = 0  # bulk members paused for live ones, since the start
+        self.capacity = Capacity(self.max_batch)  # its real-time capacity, measured as it runs
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.lock = threading.Lock()  # held while the model runs a step (cloning takes it between steps)
@@ -371,7 +373,9 @@ class BatchScheduler:
             member.decoder.skip(replayed.float())
 
     def _generate(self) -> None:
+        started = time.perf_counter()
         outputs = self.gpt.step()
+        self.capacity.observe_step(len(outputs), time.perf_counter() - started)
         self.steps += 1
         self.sequence_steps += len(outputs)
         for key, out in outputs.items():
@@ -406,6 +410,7 @@ class BatchScheduler:
         return firsts + ([later] if later else [])
 
     def _decode(self, group: list[_Member]) -> None:
+        began, tokens = time.perf_counter(), sum(len(member.pending) for member in group)
         spans: list[tuple[_Member, FrameSpan]] = []
         for member in group:
             assert member.decoder is not None
@@ -430,6 +435,7 @@ class BatchScheduler:
         frames = sum(span.length for _, span in spans)
         if frames:
             self._decode_seconds_per_frame = (time.perf_counter() - started) / frames
+        self.capacity.observe_decode(tokens, time.perf_counter() - began)
 
     def _no_latents(self, member: _Member) -> torch.Tensor:
         width = member.segment.cond_latent.shape[-1]
