@@ -8,7 +8,7 @@ from typing import Any
 from kombu import Queue
 
 from shared.settings import Settings
-from shared.tasks import CLONE_VOICE, SYNTHESIS_QUEUE, VOICES_QUEUE
+from shared.tasks import BULK_QUEUE, CLONE_VOICE, SYNTHESIS_QUEUE, VOICES_QUEUE
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -18,7 +18,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         # A task whose message Redis still holds is redelivered after this long if its worker vanished without
         # acknowledging it (a killed machine); a crashed worker *process* is noticed at once (reject_on_worker_lost).
-        "broker_transport_options": {"visibility_timeout": 3600},
+        # Queues are emptied in the order of task_queues ("priority": kombu's Redis transport BRPOPs them in that
+        # order), not alternately: clone requests first (short, a user waits), then live synthesis, then bulk.
+        "broker_transport_options": {"visibility_timeout": 3600, "queue_order_strategy": "priority"},
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -31,10 +33,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Each worker process holds one task at a time: a long job's waiting segments stay in the shared queue,
         # where any idle worker (or a short job's segment queued ahead of them) gets the next turn.
         "worker_prefetch_multiplier": 1,
-        # Workers consume both queues (kombu alternates between them), so a clone request is not stuck behind
-        # a long backlog of synthesis segments.
+        # Workers consume the three queues in this order, so a clone request is not stuck behind a backlog of
+        # synthesis segments, nor a live segment behind bulk ones (shared/priority.py).
         "task_default_queue": SYNTHESIS_QUEUE,
-        "task_queues": (Queue(VOICES_QUEUE), Queue(SYNTHESIS_QUEUE)),
+        "task_queues": (Queue(VOICES_QUEUE), Queue(SYNTHESIS_QUEUE), Queue(BULK_QUEUE)),
         "task_routes": {CLONE_VOICE: {"queue": VOICES_QUEUE}},
         # A worker that loses the broker stops its running tasks (their leases lapse and the reaper hands the
         # segments to a worker that can still acknowledge them) instead of finishing work it cannot acknowledge.

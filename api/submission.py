@@ -26,6 +26,7 @@ from shared.errors import (
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.models import Job
 from shared.params import SynthesisParams
+from shared.priority import priority_for
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.text import split_text
@@ -179,6 +180,8 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
                 segments=segments,
                 epoch=streams.current_epoch(get_redis()),
                 inline_voice=voice.inline_voice,
+                priority=priority_for(origin, request.priority),
+                priority_stated=request.priority is not None,
             )
     except IntegrityError as exc:
         if idempotency_key is not None:

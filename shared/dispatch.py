@@ -1,7 +1,8 @@
 """Enqueueing a job's segments: the one path by which segments reach the broker, used by the API for a new
 job's first window, by the workers for each job's next segments, and by the reaper for work that fell through.
 
-How the farm schedules: one FIFO queue and a bounded window per job. A job may have at most
+How the farm schedules: a FIFO queue per class of work (live before bulk: shared/priority.py) and a bounded window
+per job. A job may have at most
 `JOB_MAX_INFLIGHT_SEGMENTS` segments queued or running at once (default: one per live worker); each finished
 segment enqueues its job's next one, at the back of the queue. So a long job can use the whole farm yet never
 floods the queue, and a job submitted later waits for at most one segment per worker.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from celery import Celery
 
 from shared import jobs
+from shared.priority import Priority
 from shared.settings import get_settings
 from shared.tasks import SYNTHESIZE_SEGMENT
 
@@ -28,10 +30,12 @@ def inflight_window(live_workers: int) -> int:
     return configured if configured > 0 else max(1, live_workers)
 
 
-def send_segment(celery: Celery, job_id: str, index: int) -> None:
-    """Hand one queued segment's task to the broker and record that it got there."""
+def send_segment(celery: Celery, job_id: str, index: int, priority: Priority | None = None) -> None:
+    """Hand one queued segment's task to the broker (the queue of its job's class: looked up when not given) and
+    record that it got there."""
+    queue = (priority or jobs.priority_of(job_id)).queue
     # Keyword arguments: Flower and the workers' logs show them by name (ids only; the text stays in SQL).
-    celery.send_task(SYNTHESIZE_SEGMENT, kwargs={"job_id": job_id, "index": index})
+    celery.send_task(SYNTHESIZE_SEGMENT, kwargs={"job_id": job_id, "index": index}, queue=queue)
     jobs.mark_sent(job_id, index)
 
 
@@ -39,7 +43,9 @@ def dispatch(celery: Celery, job_id: str, live_workers: int) -> list[int]:
     """Claim and enqueue the job's next segments while its window has room; returns the indexes sent."""
     window = inflight_window(live_workers)
     sent: list[int] = []
+    priority: Priority | None = None
     while (index := jobs.claim_next_segment(job_id, window, SEND_GRACE_SECONDS)) is not None:
-        send_segment(celery, job_id, index)
+        priority = priority or jobs.priority_of(job_id)
+        send_segment(celery, job_id, index, priority)
         sent.append(index)
     return sent

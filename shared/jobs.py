@@ -20,6 +20,7 @@ from shared.audio import SAMPLE_RATE
 from shared.db import rows_changed, session_scope
 from shared.errors import NotFound
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
+from shared.priority import Priority
 from shared.tenants import DEFAULT_TENANT
 from shared.voice_kind import VoiceKind
 
@@ -54,6 +55,8 @@ def create_job(
     tenant: str = DEFAULT_TENANT,
     idempotency_key: str | None = None,
     request_digest: str | None = None,
+    priority: Priority = Priority.LIVE,
+    priority_stated: bool = False,
 ) -> Job:
     """A new job, queued; nothing is dispatched until `shared.dispatch.dispatch` claims its first segments."""
     job = Job(
@@ -62,6 +65,8 @@ def create_job(
         idempotency_key=idempotency_key,
         request_digest=request_digest,
         origin=origin,
+        priority=priority.value,
+        priority_stated=priority_stated,
         state=JobState.QUEUED.value,
         text=text,
         language=language,
@@ -116,6 +121,33 @@ def claim_next_segment(job_id: str, window: int, send_grace: float) -> int | Non
     return int(new_count) - 1
 
 
+def priority_of(job_id: str) -> Priority:
+    """The job's class of work (live if the job is gone: a send for it is refused by the worker anyway)."""
+    with session_scope() as s:
+        value = s.execute(select(Job.priority).where(Job.id == job_id)).scalar_one_or_none()
+    return Priority(value) if value else Priority.LIVE
+
+
+def make_live(job_id: str) -> bool:
+    """A reader attached to the job's stream: a bulk job whose request did not say `bulk` becomes live (its next
+    segments go to the live queue; those already queued or running keep their class). True if it changed."""
+    with session_scope() as s:
+        return (
+            rows_changed(
+                s,
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.priority == Priority.BULK.value,
+                    Job.priority_stated.is_(False),
+                    Job.state.in_(ACTIVE_STATES),
+                )
+                .values(priority=Priority.LIVE.value),
+            )
+            > 0
+        )
+
+
 def mark_sent(job_id: str, index: int) -> None:
     """The segment's task reached the broker."""
     with session_scope() as s:
@@ -143,6 +175,8 @@ class SegmentWork:
     segments_total: int
     tenant: str = DEFAULT_TENANT
     queued_at: datetime | None = None  # when the API accepted the job (for the time to first audio)
+    priority: Priority = Priority.LIVE
+    sent_at: datetime | None = None  # when its task reached the broker (for the time it waited there)
 
 
 class Refused(enum.Enum):
@@ -213,6 +247,8 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             job.segments_total,
             job.tenant,
             job.created_at,
+            Priority(job.priority),
+            segment.sent_at,
         )
 
 

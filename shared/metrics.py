@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from shared import registry
 from shared.db import session_scope
 from shared.models import Job, JobState
-from shared.tasks import SYNTHESIS_QUEUE, VOICES_QUEUE
+from shared.tasks import BULK_QUEUE, SYNTHESIS_QUEUE, VOICES_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ WORKER_PREFIX = "xtts:metrics:worker:"
 WORKER_NAMES = "xtts:metrics:workers"
 # How long a stopped worker's counters stay in the totals after its last heartbeat.
 RETENTION_SECONDS = 24 * 3600
-QUEUES = (SYNTHESIS_QUEUE, VOICES_QUEUE)
+QUEUES = (SYNTHESIS_QUEUE, BULK_QUEUE, VOICES_QUEUE)
 # kombu's Redis transport keeps a queue's messages of priority p > 0 in a list of its own ("<queue>\x06\x16<p>").
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 # Families whose value is "now" rather than "so far": shown for live workers only.

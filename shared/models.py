@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -67,6 +68,10 @@ class Job(Base):
     request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Which endpoint created it (stream, tts, job): informative only.
     origin: Mapped[str] = mapped_column(String(16))
+    # A Priority (shared/priority.py): which queue its segments go to and whether they yield to others in a batch.
+    priority: Mapped[str] = mapped_column(String(8), default="live", server_default="live")
+    # The request named its priority: a reader attaching to its stream does not make a bulk job live.
+    priority_stated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     state: Mapped[str] = mapped_column(String(16), index=True, default=JobState.QUEUED.value)
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(16))

@@ -6,5 +6,7 @@ from __future__ import annotations
 SYNTHESIZE_SEGMENT = "xtts.synthesize_segment"
 CLONE_VOICE = "xtts.clone_voice"
 
-SYNTHESIS_QUEUE = "synthesis"
 VOICES_QUEUE = "voices"
+# Synthesis has two queues, one per class of work (shared/priority.py); a worker empties them in this order.
+SYNTHESIS_QUEUE = "synthesis"  # live work: a listener is waiting
+BULK_QUEUE = "synthesis.bulk"  # bulk work: nobody listens in real time

@@ -14,8 +14,10 @@ from sqlalchemy import update
 from shared import jobs
 from shared.db import session_scope
 from shared.errors import NotFound
-from shared.models import JobSegment, JobState, utcnow
+from shared.models import Job, JobSegment, JobState, utcnow
+from shared.priority import Priority
 from shared.settings import Settings, configure
+from shared.tasks import BULK_QUEUE, SYNTHESIS_QUEUE
 from tools.localfarm import migrate
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (s.value for s in JobState)
@@ -272,3 +274,21 @@ def test_unknown_jobs_are_not_found(database: str) -> None:
 def test_inline_voices_are_kept_with_the_job(database: str) -> None:
     job_id = _job(segments=1, inline_voice=b"npz-bytes")
     assert jobs.inline_voice(job_id) == b"npz-bytes"
+
+
+def test_a_reader_makes_a_bulk_job_live_unless_its_request_said_bulk(database: str) -> None:
+    """POST /jobs is bulk by default; a reader attaching to its stream (jobs.make_live) makes it live, and its next
+    segments go to the live queue. A job whose request said `bulk`, or one that ended, stays as it is."""
+    default, stated, ended = _job(), _job(), _job()
+    with session_scope() as s:
+        for job_id, is_stated in ((default, False), (stated, True), (ended, False)):
+            s.execute(
+                update(Job).where(Job.id == job_id).values(priority=Priority.BULK.value, priority_stated=is_stated)
+            )
+    jobs.cancel_job(ended)
+    assert jobs.priority_of(default) is Priority.BULK and Priority.BULK.queue == BULK_QUEUE
+    assert jobs.make_live(default) and jobs.priority_of(default) is Priority.LIVE
+    assert Priority.LIVE.queue == SYNTHESIS_QUEUE
+    assert not jobs.make_live(default)  # once is enough
+    assert not jobs.make_live(stated) and jobs.priority_of(stated) is Priority.BULK
+    assert not jobs.make_live(ended) and jobs.priority_of(ended) is Priority.BULK

@@ -9,33 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.prometheus import Samples, scrape, value
 from tools.localfarm import ROOT, VENV_BIN, Farm, _terminate, free_port, wait_for
 
 SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
     "within the two hundred and fifty characters that XTTS accepts for English in one go."
 )
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(base_url: str, headers: dict[str, str] | None = None) -> Samples:
-    response = requests.get(f"{base_url}/metrics", headers=headers or {}, timeout=30)
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("text/plain; version=")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels` (0 when there is none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, found), v in samples.items() if n == name and wanted <= set(found))
 
 
 def per_worker(samples: Samples, name: str) -> dict[str, float]:
@@ -91,7 +72,11 @@ def test_a_job_moves_the_farm_metrics_with_figures_from_both_workers(farm: Farm,
         dict(labels)["state"] for (n, labels) in after if n == "xtts_jobs"
     }
     assert value(after, "xtts_workers_live") == 2
-    assert {dict(labels)["queue"] for (n, labels) in after if n == "xtts_queue_depth"} == {"synthesis", "voices"}
+    assert {dict(labels)["queue"] for (n, labels) in after if n == "xtts_queue_depth"} == {
+        "synthesis",
+        "synthesis.bulk",
+        "voices",
+    }
 
     # Worker figures, each under its worker's name: every worker that ran a segment counted it.
     for name in ("xtts_real_time_factor_count", "xtts_segments_total", "xtts_audio_seconds_total"):

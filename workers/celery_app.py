@@ -1,8 +1,9 @@
 """The workers' Celery application: `celery -A workers.celery_app worker`.
 
-A worker process is one model with one batch scheduler, so it runs Celery's threads pool with one thread per
-batch slot: it takes a task only when it has a free slot (prefetch multiplier 1, late acknowledgement), and no
-worker holds work it cannot start. Run one such process per GPU. (This module stays light: Flower loads it too.)
+A worker process is one model with one batch scheduler, so it runs Celery's threads pool with two threads per
+batch slot (one set for live segments, one for bulk ones, which yield their slots to live ones: workers/intake.py
+decides which queues it consumes), prefetch multiplier 1 and late acknowledgement: no worker holds work it cannot
+start. Run one such process per GPU. (This module stays light: Flower loads it too.)
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _farm_logging(**_: Any) -> None:
 @celeryd_init.connect
 def _size_the_worker(sender: str | None = None, conf: Any = None, instance: Any = None, **_: Any) -> None:
     """In a worker (not in Flower or the API): the farm's logging from the start (the model loads before Celery
-    would set up its own), one Celery thread per batch slot; remember the node name."""
+    would set up its own), two Celery threads per batch slot (live and bulk); remember the node name."""
     _farm_logging()
     if instance is not None and get_settings().LOG_FORMAT == "json":
         instance.quiet = True  # no banner: a log collector reading JSON lines gets nothing but JSON lines
@@ -62,6 +63,6 @@ def _size_the_worker(sender: str | None = None, conf: Any = None, instance: Any 
     from workers.runtime import runtime
 
     if conf is not None:
-        conf.worker_concurrency = max_batch(get_settings(), torch.cuda.is_available())
+        conf.worker_concurrency = 2 * max_batch(get_settings(), torch.cuda.is_available())
     if sender:
         runtime.node_name = sender

@@ -166,8 +166,11 @@ class XttsEngine:
         params: SynthesisParams,
         seed: int,
         resume: Delivered | None = None,
+        *,
+        live: bool = True,
     ) -> Segment:
-        """What the scheduler needs to synthesize one segment; `resume`: what an earlier run delivered."""
+        """What the scheduler needs to synthesize one segment; `resume`: what an earlier run delivered; `live`: a
+        listener waits for it (else it yields its batch slot to live segments)."""
         parts = []
         for number, (part_text, tokens) in enumerate(self._token_parts(text, language)):
             done = resume is not None and number in resume.parts_ended
@@ -181,6 +184,7 @@ class XttsEngine:
             voice.speaker_embedding,
             chunk_tokens=params.stream_chunk_size,
             length_scale=1.0 / params.speed,
+            live=live,
         )
 
     def _sampling(self, text: str, params: SynthesisParams) -> Sampling:

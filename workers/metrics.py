@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shared import metrics
+from workers.capacity import REALTIME_MARGIN
 
 # Seconds from a job's acceptance by the API to the first chunk of its first segment (what its listener waits).
 FIRST_AUDIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -49,6 +50,33 @@ class _State(Collector):
             "xtts_batch_slots", "WORKER_MAX_BATCH: segments it may run at once", value=batch.get("max", 0)
         )
         yield GaugeMetricFamily("xtts_batch_active", "Segments it synthesizes now", value=batch.get("active", 0))
+        yield GaugeMetricFamily(
+            "xtts_batch_paused", "Bulk segments paused for live ones now", value=batch.get("paused", 0)
+        )
+        yield CounterMetricFamily(
+            "xtts_batch_pauses", "Bulk segments paused for live ones, in all", value=batch.get("pauses", 0)
+        )
+        if batch.get("live_capacity") is not None:
+            yield GaugeMetricFamily(
+                "xtts_live_capacity",
+                f"Live streams the worker carries at {REALTIME_MARGIN:g}x real time or faster, from its measured "
+                "step and decode times",
+                value=batch["live_capacity"],
+            )
+        speed = GaugeMetricFamily(
+            "xtts_stream_speed",
+            "Seconds of audio each stream gets per wall second at each batch size (measured or estimated)",
+            labels=["batch"],
+        )
+        for size, value in (batch.get("stream_speed") or {}).items():
+            speed.add_metric([size], value)
+        yield speed
+        held = GaugeMetricFamily(
+            "xtts_segments_held", "Segment tasks the worker holds now, by class (live, bulk)", labels=["priority"]
+        )
+        for priority, count in (state.get("held") or {}).items():
+            held.add_metric([priority], count)
+        yield held
 
 
 class WorkerMetrics:
@@ -76,6 +104,13 @@ class WorkerMetrics:
             "xtts_audio_seconds", "Seconds of audio of the segment runs that completed", registry=self.registry
         )
         self.clones = Counter("xtts_voice_clones", "Voices cloned", registry=self.registry)
+        self.queue_wait = Histogram(
+            "xtts_queue_wait_seconds",
+            "Seconds a segment's task waited from reaching the broker to its run's start, by class (live, bulk)",
+            ["priority"],
+            buckets=FIRST_AUDIO_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_State(read_state))
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -24,11 +24,13 @@ from typing import Any
 from celery import Celery
 
 from shared import metrics, registry
+from shared.priority import Priority
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from voices_store.cache import VoiceCache
 from workers.batch_size import max_batch
 from workers.engine import XttsEngine
+from workers.intake import Intake
 from workers.leases import Heartbeat, LeaseBook
 from workers.metrics import WorkerMetrics
 from workers.model_source import ModelSource
@@ -54,6 +56,7 @@ class WorkerRuntime:
             VoiceCache(settings.SPEAKER_CACHE_MAX_SIZE, settings.SPEAKER_CACHE_TTL), self.publish_quietly
         )
         self.leases = LeaseBook()
+        self.intake = Intake(max_batch(settings, cuda=False))  # sized again once the model's device is known
         self.heartbeat = Heartbeat(self.leases, self.publish_quietly, settings)
         self.metrics = WorkerMetrics(self.info)
         self.started_at = time.time()
@@ -73,6 +76,7 @@ class WorkerRuntime:
         settings = get_settings()
         self.engine = XttsEngine.load(settings, source)
         self.scheduler = self.engine.new_scheduler(max_batch(settings, self.engine.device.startswith("cuda")))
+        self.intake.max_batch = self.scheduler.max_batch
         studio = self.studio = StudioSpeakers.of(self.engine)
         reaper = self.reaper = Reaper(celery, self.name)
         self.started_at = time.time()
@@ -161,12 +165,16 @@ class WorkerRuntime:
             "batch": {
                 "max": scheduler.max_batch,
                 "active": scheduler.active,
+                "paused": scheduler.paused,
+                "pauses": scheduler.pauses,
+                **scheduler.capacity.snapshot(),
                 "steps": scheduler.steps,
                 "sequence_steps": scheduler.sequence_steps,
             }
             if scheduler
             else None,
             "cache": {**self.voices.cache.snapshot(), "generation": self.voices.generation},
+            "held": {priority.value: self.intake.held(priority) for priority in Priority},
         }
 
     def publish(self) -> None:

@@ -17,6 +17,12 @@ has buffered (earliest deadline first). While a newcomer is still generating its
 members with enough audio buffered postpone their decodes, so a new request's first audio does not wait
 behind other members' long spans.
 
+Live members come before bulk ones (shared/priority.py): a live segment that finds the batch full takes the slot of
+a bulk member, which is *paused*: it leaves the GPT batch but keeps its decoder, its random generator and the tokens
+of its current part, and when a slot is free again (before any new bulk segment is admitted) it rejoins by
+replaying those tokens (teacher-forced, as a resumed segment does), then samples on from the same generator: its
+listener gets the same audio as if it had never paused, only later.
+
 A member is a *segment*, whose text XTTS may take in several *parts* (when its cleaned text is too long for the
 GPT): parts run one after another, each with its own GPT sequence and decoder. Every chunk reports the audio
 tokens generated since the previous chunk, so a segment interrupted anywhere can be resumed exactly by
@@ -36,6 +42,7 @@ from typing import Any
 import torch
 
 from workers.batched_gpt import BatchedGPT, Sampling
+from workers.capacity import Capacity
 from workers.stream_decoder import FrameSpan, StreamingDecoder, decode_spans
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,7 @@ class Segment:
     speaker_embedding: torch.Tensor  # [1, 512, 1]
     chunk_tokens: int  # audio tokens in the first chunk
     length_scale: float = 1.0  # 1 / speed
+    live: bool = True  # a listener waits for it (shared/priority.py): a bulk segment yields its slot to a live one
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,7 @@ class Handle:
         return None
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (it holds tensors)
 class _Member:
     """A segment admitted to the batch: the scheduler's state of it."""
 
@@ -159,6 +167,8 @@ class _Member:
     arrived: float
     part_index: int = -1
     decoder: StreamingDecoder | None = None
+    generator: torch.Generator | None = None  # the current part's random stream (kept across a pause)
+    part_tokens: list[int] = field(default_factory=list)  # every token of the current part (replayed on resume)
     pending: list[torch.Tensor] = field(default_factory=list)  # latents not fed to the decoder yet
     tokens: list[int] = field(default_factory=list)  # tokens generated since the last chunk
     target: int = 0  # latents to gather before the next decode
@@ -206,7 +216,11 @@ class BatchScheduler:
         self.gpt = BatchedGPT(model.gpt, device, autocast_fp16=self.fp16)
         self.sample_rate = int(model.hifigan_decoder.output_sample_rate)
         self._waiting: queue.SimpleQueue[Handle] = queue.SimpleQueue()
+        self._queued: list[Handle] = []  # taken from _waiting, not admitted yet (the batch was full)
         self._members: dict[Hashable, _Member] = {}
+        self._paused: list[_Member] = []  # bulk members that yielded their slot, oldest first
+        self.pauses = 0  # bulk members paused for live ones, since the start
+        self.capacity = Capacity(self.max_batch)  # its real-time capacity, measured as it runs
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.lock = threading.Lock()  # held while the model runs a step (cloning takes it between steps)
@@ -226,6 +240,11 @@ class BatchScheduler:
         """Segments being synthesized now (the batch's occupancy)."""
         return len(self._members)
 
+    @property
+    def paused(self) -> int:
+        """Bulk segments paused for live ones."""
+        return len(self._paused)
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -233,7 +252,7 @@ class BatchScheduler:
     def run(self) -> None:
         """The loop of a worker's scheduler thread."""
         while not self._stop.is_set():
-            if not self._members and self._waiting.empty():
+            if not self._members and not self._queued and not self._paused and self._waiting.empty():
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 continue
@@ -254,23 +273,76 @@ class BatchScheduler:
             self._decode_ready()
 
     def _drop_cancelled(self) -> None:
-        for member in [s for s in self._members.values() if s.handle.cancelled]:
+        for member in [s for s in [*self._members.values(), *self._paused] if s.handle.cancelled]:
             self._leave(member)
             member.handle.put(Failed(Cancelled(f"{member.key!r} was cancelled")))
+        for handle in [h for h in self._queued if h.cancelled]:
+            self._queued.remove(handle)
+            handle.put(Failed(Cancelled(f"{handle.segment.key!r} was cancelled")))
 
     def _admit(self) -> None:
-        while len(self._members) < self.max_batch and not self._waiting.empty():
-            handle = self._waiting.get()
-            if handle.cancelled:
-                handle.put(Failed(Cancelled(f"{handle.segment.key!r} was cancelled")))
-                continue
-            member = _Member(handle, arrived=time.monotonic())
-            self._members[member.key] = member
-            try:
-                self._start_next_part(member)
-            except Exception as exc:
-                self._leave(member)
-                handle.put(Failed(exc))
+        while not self._waiting.empty():
+            self._queued.append(self._waiting.get())
+        # Live first (in order of arrival), then the paused bulk members, then new bulk ones.
+        self._queued.sort(key=lambda h: not h.segment.live)
+        while self._queued and self._queued[0].segment.live and len(self._members) >= self.max_batch:
+            victim = self._pausable()
+            if victim is None:
+                break
+            self._pause(victim)
+        while len(self._members) < self.max_batch:
+            if self._queued and self._queued[0].segment.live:
+                self._start(self._queued.pop(0))
+            elif self._paused:
+                self._resume(self._paused.pop(0))
+            elif self._queued:
+                self._start(self._queued.pop(0))
+            else:
+                break
+
+    def _start(self, handle: Handle) -> None:
+        member = _Member(handle, arrived=time.monotonic())
+        self._members[member.key] = member
+        try:
+            self._start_next_part(member)
+        except Exception as exc:
+            self._leave(member)
+            handle.put(Failed(exc))
+
+    def _pausable(self) -> _Member | None:
+        """The bulk member to pause for a live one: the one whose listener has the most audio in hand, among
+        those in the GPT batch with tokens still to generate."""
+        candidates = [
+            m for m in self._members.values() if not m.segment.live and not m.part_finished and m.key in self.gpt
+        ]
+        now = time.monotonic()
+        return max(candidates, key=lambda m: (m.slack(now), m.arrived), default=None)
+
+    def _pause(self, member: _Member) -> None:
+        self.gpt.remove(member.key)
+        del self._members[member.key]
+        self._paused.append(member)
+        self.pauses += 1
+        log.debug("bulk segment %r paused for a live one after %d tokens", member.key, len(member.part_tokens))
+
+    def _resume(self, member: _Member) -> None:
+        """Back into the batch: the part's tokens so far are replayed (their latents were already taken: the
+        decoder holds them), then sampling goes on from the member's own generator, where it stopped."""
+        self._members[member.key] = member
+        part = member.segment.parts[member.part_index]
+        assert member.generator is not None  # set when its part started
+        try:
+            self.gpt.add(
+                member.key,
+                member.segment.cond_latent,
+                part.text_tokens,
+                part.sampling,
+                member.generator,
+                replay=tuple(member.part_tokens),
+            )
+        except Exception as exc:
+            self._leave(member)
+            member.handle.put(Failed(exc))
 
     def _start_next_part(self, member: _Member) -> None:
         """Move the member to its next part that still has audio to deliver, or finish it."""
@@ -283,7 +355,8 @@ class BatchScheduler:
             member.handle.put(Finished())
             return
         part = segment.parts[member.part_index]
-        generator = torch.Generator(device=self.device).manual_seed(part.seed)
+        member.generator = torch.Generator(device=self.device).manual_seed(part.seed)
+        member.part_tokens = list(part.replay)
         member.decoder = StreamingDecoder(
             self.model.hifigan_decoder,
             segment.speaker_embedding,
@@ -293,20 +366,23 @@ class BatchScheduler:
         member.pending, member.tokens, member.part_finished = [], [], False
         member.target = segment.chunk_tokens
         replayed = self.gpt.add(
-            member.key, segment.cond_latent, part.text_tokens, part.sampling, generator, replay=part.replay
+            member.key, segment.cond_latent, part.text_tokens, part.sampling, member.generator, replay=part.replay
         )
         if len(replayed):
             # Their audio was delivered already: advance the decoder's state without decoding it again.
             member.decoder.skip(replayed.float())
 
     def _generate(self) -> None:
+        started = time.perf_counter()
         outputs = self.gpt.step()
+        self.capacity.observe_step(len(outputs), time.perf_counter() - started)
         self.steps += 1
         self.sequence_steps += len(outputs)
         for key, out in outputs.items():
             member = self._members[key]
             member.pending.append(out.latent.float())
             member.tokens.append(out.token)
+            member.part_tokens.append(out.token)
             member.part_finished = out.finished
 
     def _decode_ready(self) -> None:
@@ -334,6 +410,7 @@ class BatchScheduler:
         return firsts + ([later] if later else [])
 
     def _decode(self, group: list[_Member]) -> None:
+        began, tokens = time.perf_counter(), sum(len(member.pending) for member in group)
         spans: list[tuple[_Member, FrameSpan]] = []
         for member in group:
             assert member.decoder is not None
@@ -358,6 +435,7 @@ class BatchScheduler:
         frames = sum(span.length for _, span in spans)
         if frames:
             self._decode_seconds_per_frame = (time.perf_counter() - started) / frames
+        self.capacity.observe_decode(tokens, time.perf_counter() - began)
 
     def _no_latents(self, member: _Member) -> torch.Tensor:
         width = member.segment.cond_latent.shape[-1]
@@ -381,11 +459,13 @@ class BatchScheduler:
 
     def _leave(self, member: _Member) -> None:
         self._members.pop(member.key, None)
+        if member in self._paused:
+            self._paused.remove(member)
         if member.key in self.gpt:
             self.gpt.remove(member.key)
 
     def _fail_all(self, exc: BaseException) -> None:
-        for member in list(self._members.values()):
+        for member in [*self._members.values(), *self._paused]:
             self._leave(member)
             member.handle.put(Failed(exc))
 

@@ -21,6 +21,7 @@ import redis
 from shared import jobs, logs, streams
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.params import SynthesisParams
+from shared.priority import Priority
 from shared.settings import Settings
 from voices_store.cache import VoiceCache
 from workers.engine import VoiceLatents, XttsEngine, pcm16
@@ -84,6 +85,7 @@ def run_segment(shop: Workshop, r: redis.Redis, job_id: str, index: int) -> Segm
         log.info("segment %s/%d skipped: %s", job_id, index, work.value)
         return SegmentResult(Outcome.SKIPPED)
     shop.leases.hold(run)
+    _observe_queue_wait(shop.metrics, work)
     try:
         return _run(shop, r, work)
     finally:
@@ -130,9 +132,9 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
     delivered = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
     jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
     voice = resolve_voice(shop.engine, shop.cache, work)
-    segment = shop.engine.segment(
-        work.run, work.text, work.language, voice, params, jobs.segment_seed(work.job_id, work.index), delivered
-    )
+    seed = jobs.segment_seed(work.job_id, work.index)
+    live = work.priority is Priority.LIVE
+    segment = shop.engine.segment(work.run, work.text, work.language, voice, params, seed, delivered, live=live)
     handle = shop.scheduler.submit(segment)
     seq = first_seq = delivered.last_seq
     samples = 0
@@ -187,6 +189,15 @@ def _observe_first_audio(metrics: WorkerMetrics | None, work: jobs.SegmentWork) 
     queued = work.queued_at if work.queued_at.tzinfo else work.queued_at.replace(tzinfo=UTC)  # SQLite: naive UTC
     # Clocks of the API's and this worker's machines: a skew shows here (keep them on NTP).
     metrics.first_audio.observe(max(0.0, (datetime.now(UTC) - queued).total_seconds()))
+
+
+def _observe_queue_wait(metrics: WorkerMetrics | None, work: jobs.SegmentWork) -> None:
+    """How long the segment's task waited in the broker (and in this worker before its turn), by class of work."""
+    if metrics is None or work.sent_at is None:
+        return
+    sent = work.sent_at if work.sent_at.tzinfo else work.sent_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+    waited = max(0.0, (datetime.now(UTC) - sent).total_seconds())
+    metrics.queue_wait.labels(work.priority.value).observe(waited)
 
 
 def _observe_run(metrics: WorkerMetrics | None, seconds: float, samples: int) -> None:

@@ -7,7 +7,14 @@ from typing import Any
 
 import torch
 from celery import Task
-from celery.signals import task_postrun, task_prerun, worker_init, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from shared import jobs, logs, registry, streams
 from shared.dispatch import dispatch, send_segment
@@ -19,6 +26,7 @@ from voices_store.uploads import CLONE_SAMPLE_RATE
 from workers import cloning, devices, model_source
 from workers.celery_app import celery_app
 from workers.errors import ModelUnavailable
+from workers.intake import priority_of_queue
 from workers.runtime import runtime
 from workers.synthesis import Outcome, run_segment
 
@@ -44,6 +52,13 @@ def _load_model(**_: Any) -> None:
     lost = jobs.fail_lost_jobs(streams.current_epoch(get_redis()))
     if lost:
         log.warning("marked %d jobs failed: they were queued before Redis lost its data", lost)
+
+
+@worker_ready.connect
+def _attach_intake(sender: Any = None, **_: Any) -> None:
+    """The consumer exists now: from here on the worker picks its queues by what it holds (workers/intake.py)."""
+    if sender is not None:
+        runtime.intake.attach(sender)
 
 
 @worker_shutting_down.connect
@@ -74,6 +89,8 @@ def _clear_log_context(**_: Any) -> None:
 @celery_app.task(bind=True, name=SYNTHESIZE_SEGMENT)
 def synthesize_segment(self: Task, job_id: str, index: int) -> str:
     key = f"{job_id}:{index}:{self.request.id}"
+    priority = priority_of_queue((self.request.delivery_info or {}).get("routing_key"))
+    runtime.intake.took(priority)
     runtime.working_on(key, job_id, index)
     try:
         runtime.voices.sync()
@@ -81,6 +98,7 @@ def synthesize_segment(self: Task, job_id: str, index: int) -> str:
         runtime.metrics.segments.labels(result.outcome.value).inc()  # before working_on publishes the figures
     finally:
         runtime.working_on(key, None)
+        runtime.intake.released(priority)
     if result.outcome is Outcome.HANDED_BACK:
         try:  # straight back to the broker for another worker (else the reaper sends it within seconds)
             send_segment(celery_app, job_id, index)

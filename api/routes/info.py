@@ -77,6 +77,11 @@ def _database_ping() -> None:
         conn.execute(text("SELECT 1"))
 
 
+def _live_capacity(workers: list[dict[str, Any]]) -> int | None:
+    measured = [c for w in workers if (c := (w.get("batch") or {}).get("live_capacity")) is not None]
+    return sum(int(c) for c in measured) if measured else None
+
+
 def _unavailable_reason(redis_ok: bool, db_ok: bool) -> str:
     down = [name for name, ok in (("Redis", redis_ok), ("the database", db_ok)) if not ok]
     return f"{' and '.join(down)} not answering: the API can take no request until it answers again"
@@ -104,6 +109,8 @@ def _health(workers_needed: bool) -> Response:
         redis=redis_state,
         database=db_state,
         live_workers=len(workers),
+        live_streams=sum(int((w.get("held") or {}).get("live", 0)) for w in workers),
+        live_capacity=_live_capacity(workers),
         workers=workers if operator else None,
         requests=RequestSlots(limit=slots.limit, in_use=slots.in_use, waiting=slots.waiting) if operator else None,
     )

@@ -81,6 +81,7 @@ def create_job(body: TtsRequest) -> Response:
     created = JobCreated(
         id=job.id,
         state=job.state,
+        priority=job.priority,
         status_url=url_for("jobs.job_status", job_id=job.id),
         stream_url=url_for("jobs.job_stream", job_id=job.id),
         # The job's audio URL keeps the format its request asked for (None: the default, wav, needs no parameter).
@@ -139,6 +140,8 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     check_cursor(job, cursor)
     slot = current_app.extensions["xtts_limit"].acquire()
     client = ClientConnection.of(request.environ)
+    if jobs.make_live(job.id):  # someone listens now: its next segments are live work
+        log.info("job %s is live now: a reader attached to its stream", job.id)
 
     def events() -> Iterator[bytes]:
         try:

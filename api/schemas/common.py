@@ -87,6 +87,11 @@ def not_blank(value: str, name: str) -> str:
     return value
 
 
+PRIORITY_DESCRIPTION = (
+    "Class of work: `live` (a listener hears it as it is made: served first, in the broker and in a worker's batch) "
+    "or `bulk` (nobody listens in real time: it yields to live work and takes what capacity is left). Default: "
+    "`live` for /tts_stream, /tts and /v1/audio/speech, `bulk` for /jobs."
+)
 FORMATS_DESCRIPTION = (
     "Audio format of the response: "
     + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())

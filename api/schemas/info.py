@@ -44,6 +44,12 @@ class HealthResponse(BaseModel):
     redis: dict[str, Any]
     database: dict[str, Any]
     live_workers: int = Field(..., description="Synthesis worker processes alive")
+    live_streams: int = Field(0, description="Live segments the workers hold now (a listener waits for each)")
+    live_capacity: int | None = Field(
+        None,
+        description="Live streams the workers carry faster than real time, the sum of each one's measured "
+        "capacity (none before a worker has synthesized anything)",
+    )
     workers: list[dict[str, Any]] | None = Field(
         None, description="Each live worker, its model and what it is doing (operators only: an admin key)"
     )

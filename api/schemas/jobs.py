@@ -64,6 +64,7 @@ class StreamQuery(BaseModel):
 class JobCreated(BaseModel):
     id: str
     state: str
+    priority: str = Field(..., description="live or bulk (see `priority` on the request)")
     status_url: str
     stream_url: str
     audio_url: str
@@ -132,6 +133,7 @@ class JobStatus(BaseModel):
     session_id: str
     state: str = Field(..., description="queued, running, succeeded, failed or cancelled")
     origin: str
+    priority: str = Field(..., description="live or bulk (see `priority` on the synthesis requests)")
     language: str
     speaker: SpeakerRef
     progress: Progress
@@ -147,6 +149,7 @@ class JobStatus(BaseModel):
             session_id=job.id,
             state=job.state,
             origin=job.origin,
+            priority=job.priority,
             language=job.language,
             # A saved voice is named as its tenant knows it (the job holds its key, `tenant/id`).
             speaker=SpeakerRef(

@@ -7,8 +7,17 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.encoding import AudioFormat
-from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, documented_as, event_schema, not_blank, text_schema
+from api.schemas.common import (
+    LANGUAGE_SCHEMA,
+    NO_NUL,
+    PRIORITY_DESCRIPTION,
+    documented_as,
+    event_schema,
+    not_blank,
+    text_schema,
+)
 from api.schemas.synthesis import TtsRequest
+from shared.priority import Priority
 
 # xtts-v2 as OpenAI-style ids are spelled, xtts_v2 as XTTS_MODEL and coqui spell it; then OpenAI's ids as aliases.
 OpenAIModel = Literal["xtts-v2", "xtts_v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
@@ -64,6 +73,7 @@ class SpeechRequest(BaseModel):
     )
     response_format: AudioFormat = Field("mp3", description="Audio format (default mp3, as OpenAI's)")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; 1.0 is the model's own.")
+    priority: Priority | None = Field(None, description="An extension: " + PRIORITY_DESCRIPTION)
     stream_format: Literal["audio", "sse"] = Field(
         "audio",
         description="audio: the encoded bytes, streamed as made; sse: Server-Sent Events `speech.audio.delta` "
@@ -106,6 +116,7 @@ class SpeechRequest(BaseModel):
             language=self.language,
             speaker_id=voice,
             speed=self.speed,
+            priority=self.priority,
             response_format=self.response_format,
             min_new_tokens=self.min_new_tokens,
             max_new_tokens=self.max_new_tokens,

@@ -14,6 +14,7 @@ from api.schemas.common import (
     GPT_LATENT_SCHEMA,
     LANGUAGE_SCHEMA,
     NO_NUL,
+    PRIORITY_DESCRIPTION,
     SPEAKER_EMBEDDING_SCHEMA,
     CloneAnswerEcho,
     InlineLatents,
@@ -23,6 +24,7 @@ from api.schemas.common import (
     text_schema,
 )
 from shared.params import SynthesisParams
+from shared.priority import Priority
 
 # coqui's official XTTS streaming server takes `stream_chunk_size` as a string ("20"): the strings of 1..400.
 CHUNK_SIZE_STRING = r"^(?:[1-9][0-9]?|[1-3][0-9]{2}|400)$"
@@ -155,6 +157,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
         None, description="Instead of speaker_id: conditioning latents as /clone_speaker returns them."
     )
     response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
+    priority: Priority | None = Field(None, description=PRIORITY_DESCRIPTION)
 
     @field_validator("text")
     @classmethod
@@ -185,7 +188,10 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
         """The request as JSON, without how its audio is delivered (what an Idempotency-Key stands for)."""
         # The official server's fields only restate the speaker (copied into speaker_latents) or say how to deliver.
         # So does what comes along with inline latents from a clone answer.
-        restated: dict[str, Any] = dict.fromkeys(("response_format", *OfficialServerShape.model_fields), True)
+        # How urgently it is served is not what it says either.
+        restated: dict[str, Any] = dict.fromkeys(
+            ("response_format", "priority", *OfficialServerShape.model_fields), True
+        )
         return self.model_dump_json(exclude={**restated, "speaker_latents": set(CLONE_ECHO)})
 
     def synthesis_params(self) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+"""Two classes of work (shared/priority.py): live work goes first, in the broker and in a worker's batch, where a
+bulk segment yields its slot to a live one and resumes exactly afterwards.
+
+In process on the real dev checkpoint (the scheduler, no Celery): under the default sampling, a paused bulk segment
+delivers the same tokens and audio as an uninterrupted run, and a live segment that finds the batch full of bulk
+work is synthesized at once, not after it. Against a real worker: a live stream overtakes bulk work in the broker
+and in the batch, and the bulk work then completes with all its audio."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+
+import requests
+import torch
+
+from shared.params import SynthesisParams
+from tests.audio import xtts_samples
+from tests.farms import SHORT_LEASES, SharedFarm
+from tests.prometheus import scrape, value
+from tools.localfarm import tts_body, wait_for
+from workers.engine import XttsEngine
+from workers.scheduler import BatchScheduler, Chunk, Handle
+from workers.stream_decoder import snr_db
+
+TORCH_THREADS = 2
+TEXT = "A bulk sentence that will be paused for a live listener, then go on."
+LIVE_TEXT = "The live listener's sentence."
+BULK_TOKENS, LIVE_TOKENS = 60, 24
+
+
+def _params(tokens: int) -> SynthesisParams:
+    """The default sampling (top_k 50, top_p 0.85, temperature 0.75), the length pinned (the dev model's noise)."""
+    return SynthesisParams(min_new_tokens=tokens, max_new_tokens=tokens, stream_chunk_size=8)
+
+
+def _segment(engine: XttsEngine, key: str, text: str, tokens: int, *, live: bool):  # type: ignore[no-untyped-def]
+    voice = engine.builtin_voice("Claribel Dervla")
+    assert voice is not None
+    return engine.segment(key, text, "en", voice, _params(tokens), seed=1234, live=live)
+
+
+def _available(handle: Handle) -> Iterator[Chunk]:
+    while (event := handle.poll()) is not None:
+        yield event
+
+
+def _collect(scheduler: BatchScheduler, handles: dict[str, Handle], chunks: dict[str, list[Chunk]]) -> None:
+    scheduler.step()
+    for key, handle in handles.items():
+        chunks[key].extend(_available(handle))
+
+
+def _solo(engine: XttsEngine, key: str) -> list[Chunk]:
+    scheduler = engine.new_scheduler(max_batch=1)
+    handle = scheduler.submit(_segment(engine, key, TEXT, BULK_TOKENS, live=False))
+    chunks: dict[str, list[Chunk]] = {key: []}
+    while not handle.finished:
+        _collect(scheduler, {key: handle}, chunks)
+    return chunks[key]
+
+
+def _tokens(chunks: list[Chunk]) -> list[int]:
+    return [t for c in chunks for t in c.tokens]
+
+
+def _audio(chunks: list[Chunk]) -> torch.Tensor:
+    return torch.cat([c.audio for c in chunks])
+
+
+def test_a_live_segment_takes_a_bulk_slot_and_the_bulk_one_resumes_exactly(engine: XttsEngine) -> None:
+    alone = {key: _solo(engine, key) for key in ("bulk-a", "bulk-b")}
+    scheduler = engine.new_scheduler(max_batch=2)
+    handles = {key: scheduler.submit(_segment(engine, key, TEXT, BULK_TOKENS, live=False)) for key in alone}
+    chunks: dict[str, list[Chunk]] = {key: [] for key in handles}
+    for _ in range(15):  # both bulk segments are under way and fill the batch
+        _collect(scheduler, handles, chunks)
+    assert scheduler.active == 2 and all(chunks.values())
+
+    handles["live"] = scheduler.submit(_segment(engine, "live", LIVE_TEXT, LIVE_TOKENS, live=True))
+    chunks["live"] = []
+    steps_to_first_audio = 0
+    while not chunks["live"]:
+        _collect(scheduler, handles, chunks)
+        steps_to_first_audio += 1
+    # It joined at once (a bulk segment yielded its slot), not after a bulk segment finished (45 more steps).
+    assert scheduler.pauses == 1 and steps_to_first_audio <= 8 + 2
+    assert scheduler.active == 2 and scheduler.paused == 1
+    while not all(h.finished for h in handles.values()):
+        _collect(scheduler, handles, chunks)
+    assert scheduler.paused == 0 and scheduler.active == 0
+
+    assert len(_tokens(chunks["live"])) == LIVE_TOKENS
+    expected = math.floor(BULK_TOKENS * 4 * 24000 / 22050) * 256
+    for key, solo in alone.items():
+        # The same tokens as the uninterrupted run: the paused one replayed its tokens and sampled on from its own
+        # generator; no token lost or repeated, the audio's length exact and the audio the same.
+        assert _tokens(chunks[key]) == _tokens(solo), key
+        assert len(_audio(chunks[key])) == len(_audio(solo)) == expected
+        snr = snr_db(_audio(solo), _audio(chunks[key]))
+        print(f"{key}: SNR {snr:.1f} dB against the uninterrupted run")
+        assert snr > 100.0  # measured 120-140 dB: equal up to float rounding of the batched products
+
+
+def test_live_segments_queued_behind_a_full_batch_go_before_bulk_ones(engine: XttsEngine) -> None:
+    scheduler = engine.new_scheduler(max_batch=1)
+    handles = {"running": scheduler.submit(_segment(engine, "running", LIVE_TEXT, 16, live=True))}
+    scheduler.step()
+    handles["bulk"] = scheduler.submit(_segment(engine, "bulk", LIVE_TEXT, 16, live=False))
+    handles["live"] = scheduler.submit(_segment(engine, "live", LIVE_TEXT, 16, live=True))
+    chunks: dict[str, list[Chunk]] = {key: [] for key in handles}
+    finished_order: list[str] = []
+    while len(finished_order) < 3:
+        _collect(scheduler, handles, chunks)
+        finished_order += [k for k, h in handles.items() if h.finished and k not in finished_order]
+    # A live segment never pauses another live one; the live one waiting goes before the bulk one that came first.
+    assert finished_order == ["running", "live", "bulk"] and scheduler.pauses == 0
+
+
+# --- against a real worker ---------------------------------------------------------------------------------------
+BULK_JOB_TOKENS, LIVE_STREAM_TOKENS = 260, 30
+SENTENCE = "A sentence of a long book, synthesized in bulk while nobody listens."
+
+
+def _batch(farm: SharedFarm) -> dict[str, int]:
+    batch: dict[str, int] = farm.live_workers()[0]["batch"]
+    return batch
+
+
+def test_a_live_stream_overtakes_bulk_work_that_fills_the_worker(farm_with) -> None:
+    """One worker of 4 batch slots, 4 bulk jobs running in them and a fifth queued: a live stream gets its first
+    audio while all of them are still running (a bulk segment paused for it; the live task went before the queued
+    bulk one), and every bulk job then completes with exactly the audio it asked for."""
+    farm: SharedFarm = farm_with(**SHORT_LEASES)
+    assert _batch(farm)["max"] == 4
+    bulk = []
+    for _ in range(5):
+        created = requests.post(farm.url("/jobs"), json=tts_body(SENTENCE, BULK_JOB_TOKENS, 20), timeout=30)
+        assert created.status_code == 202 and created.json()["priority"] == "bulk", created.text
+        bulk.append(created.json()["id"])
+    wait_for(lambda: _batch(farm)["active"] == 4, 60, "the 4 batch slots full of bulk work")
+    assert farm.job(bulk[4])["state"] == "queued"
+
+    started = time.monotonic()
+    with requests.post(
+        farm.url("/tts_stream"),
+        json=tts_body("Live words.", LIVE_STREAM_TOKENS, 8, response_format="pcm"),
+        stream=True,
+        timeout=60,
+    ) as live:
+        assert live.status_code == 200, live.text
+        pieces = live.iter_content(chunk_size=None)
+        first = next(pieces)
+        first_audio = time.monotonic() - started
+        states = [farm.job(job_id)["state"] for job_id in bulk]
+        pcm = first + b"".join(pieces)
+    print(f"live first audio {first_audio:.2f} s with 4 bulk segments in the batch; bulk jobs then: {states}")
+    assert states == ["running"] * 4 + ["queued"], "the live stream waited for bulk work"
+    assert len(pcm) // 2 == xtts_samples(LIVE_STREAM_TOKENS)
+    assert wait_for(lambda: _batch(farm)["pauses"] >= 1, 30, "the worker to report the pause")
+    during = scrape(farm.base_url, farm.headers)
+    assert value(during, "xtts_batch_pauses_total") >= 1 and value(during, "xtts_batch_paused") <= 1
+    assert value(during, "xtts_segments_held", priority="bulk") == 4  # the fifth waits in the broker
+    # The worker measured its real-time capacity as it ran (1 at least, at most its 4 slots), and says it.
+    capacity = value(during, "xtts_live_capacity")
+    health = requests.get(farm.url("/health"), timeout=10).json()
+    assert 1 <= capacity <= 4 and 1 <= health["live_capacity"] <= 4  # (read apart: it may have moved between)
+    assert value(during, "xtts_stream_speed", batch="4") > 0
+
+    for job_id in bulk:
+        assert farm.wait_for_state(job_id, ("succeeded", "failed"), 300)["state"] == "succeeded"
+        audio = requests.get(farm.url(f"/jobs/{job_id}/audio"), params={"response_format": "pcm"}, timeout=30)
+        assert len(audio.content) // 2 == xtts_samples(BULK_JOB_TOKENS), "a paused segment lost or repeated audio"
+    after = scrape(farm.base_url, farm.headers)
+    for priority, runs in (("live", 1), ("bulk", 5)):  # runs started, by class, with the time each waited
+        assert value(after, "xtts_queue_wait_seconds_count", priority=priority) >= runs, priority
