@@ -91,7 +91,11 @@ def test_a_job_moves_the_farm_metrics_with_figures_from_both_workers(farm: Farm,
         dict(labels)["state"] for (n, labels) in after if n == "xtts_jobs"
     }
     assert value(after, "xtts_workers_live") == 2
-    assert {dict(labels)["queue"] for (n, labels) in after if n == "xtts_queue_depth"} == {"synthesis", "synthesis.bulk", "voices"}
+    assert {dict(labels)["queue"] for (n, labels) in after if n == "xtts_queue_depth"} == {
+        "synthesis",
+        "synthesis.bulk",
+        "voices",
+    }
 
     # Worker figures, each under its worker's name: every worker that ran a segment counted it.
     for name in ("xtts_real_time_factor_count", "xtts_segments_total", "xtts_audio_seconds_total"):
