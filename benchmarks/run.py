@@ -18,6 +18,9 @@ machines are noisy. Sections (run all, or pick with --only):
               real-time factor, single stream and concurrent streams
   formats     the response encoder alone (no farm): first encoded bytes after the first PCM chunk, per
               response_format, and encoding speed
+  realtime    live streams played by a real-time listener on 2 workers: the farm's live capacity, first audio,
+              stall and refusals at 0.5x-4x it, and live streams against a bulk job, scheduling on and off
+              (sizes: REALTIME_* in benchmarks/realtime_bench.py)
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import concurrency_bench, farm_bench, formats_bench, model_bench
+from benchmarks import concurrency_bench, farm_bench, formats_bench, model_bench, realtime_bench
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("streaming", "pipeline", "throughput", "longtext", "concurrency", "gpu", "formats")
+SECTIONS = ("streaming", "pipeline", "throughput", "longtext", "concurrency", "gpu", "formats", "realtime")
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> str:
@@ -93,6 +96,7 @@ def main() -> None:
             "longtext": farm_bench.longtext,
             "concurrency": concurrency_bench.concurrency,
             "formats": formats_bench.formats,
+            "realtime": realtime_bench.realtime,
         }[section]
         title, rows, extra = runner(quick=ns.quick)
         results[section] = {"rows": rows, **extra}
