@@ -249,6 +249,7 @@ def bulk_run(farm: Farm, sizes: Sizes, priority: str, live: int, window: float |
         "bulk_running_throughout": state == "running",
         "pauses": _pauses(farm) - pauses,
         "window_s": end - start,
+        "wall_s": end - start,
     }
     if live:
         result.update(summary(heard, end - start))
