@@ -22,6 +22,9 @@ machines are noisy. Sections (run all, or pick with --only):
               the most streams with zero stall
   formats     the response encoder alone (no farm): first encoded bytes after the first PCM chunk, per
               response_format, and encoding speed
+  realtime    live streams played by a real-time listener on 2 workers: the farm's live capacity, first audio,
+              stall and refusals at 0.5x-4x it, and live streams against a bulk job, scheduling on and off
+              (sizes: REALTIME_* in benchmarks/realtime_bench.py)
 
 Sections run one after another, each isolated: one that fails is reported (a table row, and its error and
 traceback in the JSON) and the others still run; the exit status is then 1.
@@ -41,10 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import concurrency_bench, farm_bench, formats_bench, model_bench
+from benchmarks import concurrency_bench, farm_bench, formats_bench, model_bench, realtime_bench
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("streaming", "steps", "pipeline", "throughput", "longtext", "concurrency", "gpu", "formats")
+SECTIONS = ("streaming", "steps", "pipeline", "throughput", "longtext", "concurrency", "gpu", "formats", "realtime")
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> str:
@@ -84,6 +87,7 @@ RUNNERS: dict[str, Section] = {
     "longtext": farm_bench.longtext,
     "concurrency": concurrency_bench.concurrency,
     "formats": formats_bench.formats,
+    "realtime": realtime_bench.realtime,
 }
 
 
