@@ -2,8 +2,8 @@
 runs it), measured as their listeners would hear them.
 
 A listener starts playing at a stream's first chunk and plays in real time; when the next chunk has not arrived
-by the time the audio in hand runs out, playback stalls until it does. A stream's *stall* is the sum of those
-waits: zero means a listener heard it without a gap.
+by the time the audio in hand runs out, playback stalls until it does (benchmarks/player.py). A stream's *stall* is
+the sum of those waits: zero means a listener heard it without a gap.
 """
 
 from __future__ import annotations
@@ -17,24 +17,14 @@ from typing import Any
 
 import torch
 
+from benchmarks.player import play
 from workers.scheduler import BatchScheduler, Segment
 
 
 def stall_seconds(arrivals: Sequence[tuple[float, float]]) -> float:
-    """Total stall of a real-time listener, given each chunk's (arrival time, audio seconds) in order."""
-    stall = 0.0
-    playing_until: float | None = None
-    for arrived, seconds in arrivals:
-        if seconds <= 0:
-            continue  # an empty closing chunk: nothing to play
-        if playing_until is None:
-            playing_until = arrived + seconds  # playback starts with the first audio
-        elif arrived > playing_until:
-            stall += arrived - playing_until
-            playing_until = arrived + seconds
-        else:
-            playing_until += seconds
-    return stall
+    """Total stall of a real-time listener, given each chunk's (arrival time, audio seconds) in order
+    (benchmarks/player.py's model)."""
+    return play(arrivals).stall_s
 
 
 def p95(values: Sequence[float]) -> float:
