@@ -28,6 +28,8 @@ Settings of the farm's own, each shown where it acts (no farm where none is need
 | SHUTDOWN_GRACE_SECONDS | when streams must end after SIGTERM (0: at once), and gunicorn's graceful_timeout |
 | STREAM_IDLE_TIMEOUT_SECONDS | 0: a reader of a job that does not progress gives up at its next look; 3600: waits on |
 | WORKER_HEARTBEAT_SECONDS | 1 on every farm: registry entries live 3 s and are renewed before they lapse |
+| SEGMENT_HARD_TIME_LIMIT | 1: a worker's run whose model gives no audio fails the segment after 1 s, naming it |
+| SEGMENT_SOFT_TIME_LIMIT | 0.001: a run that goes on past it fails the segment, naming it; the default completes |
 """
 
 from __future__ import annotations
@@ -423,3 +425,66 @@ def test_worker_heartbeat_seconds_paces_the_registry_entries(farm: Farm) -> None
     while time.monotonic() < deadline:
         assert all(r.exists(registry.PREFIX + name) for name in names), "a worker's entry lapsed"
         time.sleep(0.2)  # sampling the entries, not waiting for something
+
+
+# --- the segment time limits: a worker's run of a segment, in process (real model, Redis and database) -----------
+@pytest.fixture
+def segment_run(engine, redis_server: RedisServer, database_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """`segment_run(scheduler_runs, **settings)`: one segment of a new job run by `workers.synthesis.run_segment`
+    as a worker runs it, with the worker's settings changed; `scheduler_runs=False` leaves the batch scheduler
+    unstepped (the model never answers). Returns (outcome, the job as SQL has it)."""
+    import threading
+
+    from voices_store.cache import VoiceCache
+    from workers.leases import LeaseBook
+    from workers.synthesis import Workshop, run_segment
+
+    url = database_factory("sqlite")
+    migrate(url)
+    schedulers = []
+
+    def run(scheduler_runs: bool, **overrides: Any) -> tuple[str, Any]:
+        settings = Settings(DATABASE_URL=url, REDIS_URL=redis_server.url, **overrides)
+        configure(settings)
+        r = get_redis()
+        with session_scope() as s:
+            job = jobs.create_job(
+                s,
+                origin="job",
+                text="A sentence for the limits.",
+                language="en",
+                voice_kind="builtin",
+                voice_ref="Claribel Dervla",
+                params={"min_new_tokens": 60, "max_new_tokens": 60, "stream_chunk_size": 4},
+                segments=["A sentence for the limits."],
+                epoch=streams.current_epoch(r),
+            )
+        scheduler = engine.new_scheduler(max_batch=1)
+        schedulers.append(scheduler)
+        if scheduler_runs:
+            threading.Thread(target=scheduler.run, daemon=True).start()
+        shop = Workshop(engine, scheduler, VoiceCache(4, 60), LeaseBook(), settings, "limits", threading.Event())
+        outcome = run_segment(shop, r, job.id, 0).outcome.value
+        return outcome, jobs.get_job(job.id)
+
+    yield run
+    for scheduler in schedulers:
+        scheduler.stop()
+    configure(None)
+
+
+def test_segment_hard_time_limit_fails_a_segment_whose_model_gives_no_audio(segment_run) -> None:
+    started = time.monotonic()
+    outcome, job = segment_run(scheduler_runs=False, SEGMENT_HARD_TIME_LIMIT=1.0, SEGMENT_SOFT_TIME_LIMIT=1.0)
+    waited = time.monotonic() - started
+    assert outcome == "failed" and job.state == "failed"
+    assert "SEGMENT_HARD_TIME_LIMIT=1 s" in job.error and waited < 15  # it gave up after 1 s, not the default 660
+
+
+def test_segment_soft_time_limit_stops_a_run_that_goes_on_too_long(segment_run) -> None:
+    # The model answers (chunks flow) but the run has used up its time after its first chunk.
+    outcome, job = segment_run(scheduler_runs=True, SEGMENT_SOFT_TIME_LIMIT=0.001)
+    assert outcome == "failed" and job.state == "failed"
+    assert "SEGMENT_SOFT_TIME_LIMIT=0.001 s" in job.error
+    fine, done = segment_run(scheduler_runs=True)  # the defaults: the same segment completes
+    assert fine == "job_done" and done.state == "succeeded"
