@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 
+import pytest
 import requests
 import torch
 
@@ -175,3 +176,29 @@ def test_a_live_stream_overtakes_bulk_work_that_fills_the_worker(farm_with) -> N
     after = scrape(farm.base_url, farm.headers)
     for priority, runs in (("live", 1), ("bulk", 5)):  # runs started, by class, with the time each waited
         assert value(after, "xtts_queue_wait_seconds_count", priority=priority) >= runs, priority
+
+
+def test_a_paused_segment_is_not_timed_out_for_the_time_it_yields(engine: XttsEngine) -> None:
+    """SEGMENT_HARD_TIME_LIMIT is the wait for the model's next chunk (`Handle.events`' timeout), the soft limit the
+    run's time: neither counts the time a bulk segment waits paused for live work (it could wait long under a
+    sustained live load, and must then resume, not fail)."""
+    import threading
+
+    from workers.scheduler import Finished
+
+    handle = Handle(_segment(engine, "bulk", TEXT, 8, live=False))
+    with pytest.raises(TimeoutError):
+        next(handle.events(timeout=0.05))  # running, and the model silent: a hung model
+    handle.pause()
+    got: list[Chunk] = []
+    consumer = threading.Thread(target=lambda: got.extend(handle.events(timeout=0.05)))
+    consumer.start()
+    consumer.join(0.5)
+    assert consumer.is_alive()  # still waiting, ten timeouts later: it is paused, not hung
+    assert handle.paused_seconds >= 0.5
+    handle.unpause()
+    paused = handle.paused_seconds
+    handle.put(Chunk(torch.zeros(10), (1,), 0, True))
+    handle.put(Finished())
+    consumer.join(5)
+    assert not consumer.is_alive() and len(got) == 1 and handle.paused_seconds == paused

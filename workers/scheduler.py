@@ -115,6 +115,22 @@ class Handle:
         self._cancelled = threading.Event()
         self._drive = drive  # synchronous use: advance the scheduler instead of waiting for its thread
         self.finished = False
+        self._paused_since: float | None = None  # set while the scheduler has paused it for live work
+        self._paused_total = 0.0
+
+    @property
+    def paused_seconds(self) -> float:
+        """How long it has waited paused, in all (a time limit on its run does not count that)."""
+        since = self._paused_since
+        return self._paused_total + (time.monotonic() - since if since is not None else 0.0)
+
+    def pause(self) -> None:
+        self._paused_since = time.monotonic()
+
+    def unpause(self) -> None:
+        if self._paused_since is not None:
+            self._paused_total += time.monotonic() - self._paused_since
+            self._paused_since = None
 
     @property
     def cancelled(self) -> bool:
@@ -129,7 +145,7 @@ class Handle:
     def events(self, timeout: float | None = None) -> Iterator[Chunk]:
         """The segment's chunks as they come; returns after the last one (so returning means complete), raises
         what failed it (`Cancelled` after a cancel). `timeout`: longest wait for one event (None: forever)
-        before `TimeoutError`."""
+        before `TimeoutError`; not counting the time it spends paused for live work."""
         while True:
             if self._drive is not None:
                 while self._events.empty():
@@ -137,6 +153,8 @@ class Handle:
             try:
                 event = self._events.get(timeout=timeout)
             except queue.Empty:
+                if self._paused_since is not None:
+                    continue  # it yielded its slot to live work: the model is answering, just not for it
                 raise TimeoutError(f"no audio from the scheduler for {timeout} s") from None
             chunk = self._take(event)
             if chunk is None:
@@ -322,6 +340,7 @@ class BatchScheduler:
         self.gpt.remove(member.key)
         del self._members[member.key]
         self._paused.append(member)
+        member.handle.pause()
         self.pauses += 1
         log.debug("bulk segment %r paused for a live one after %d tokens", member.key, len(member.part_tokens))
 
@@ -329,6 +348,7 @@ class BatchScheduler:
         """Back into the batch: the part's tokens so far are replayed (their latents were already taken: the
         decoder holds them), then sampling goes on from the member's own generator, where it stopped."""
         self._members[member.key] = member
+        member.handle.unpause()
         part = member.segment.parts[member.part_index]
         assert member.generator is not None  # set when its part started
         try:

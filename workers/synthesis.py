@@ -158,7 +158,7 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
                 jobs.give_back(work.job_id, work.index, work.run)
                 log.info("worker shutting down: segment %s/%d handed back after chunk %d", work.job_id, work.index, seq)
                 return SegmentResult(Outcome.HANDED_BACK, attempts=work.attempts)
-            if time.monotonic() - started > settings.SEGMENT_SOFT_TIME_LIMIT:
+            if time.monotonic() - started - handle.paused_seconds > settings.SEGMENT_SOFT_TIME_LIMIT:
                 limit = settings.SEGMENT_SOFT_TIME_LIMIT
                 return _fail(writer, work, f"synthesis took longer than SEGMENT_SOFT_TIME_LIMIT={limit:g} s")
             seq += 1
