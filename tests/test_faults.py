@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from shared.db import session_scope
 from shared.dispatch import SEND_GRACE_SECONDS, dispatch, send_segment
 from shared.settings import Settings, configure
 from shared.streams import current_epoch
-from tests.audio import Event, read_wav, sse_events, xtts_samples
+from tests.audio import ResumingListener, read_wav, xtts_samples
 from tests.farms import SHORT_AUDIO_TTL, SHORT_LEASES, SharedFarm
 from tools.localfarm import Farm, tts_body, wait_for
 
@@ -48,57 +47,9 @@ def _body(tokens: int, sentences: int = 1, chunk: int = 8) -> dict[str, Any]:
     return tts_body(" ".join([SENTENCE] * sentences), tokens, chunk, SPEAKER)
 
 
-class Listener:
-    """A client of GET /jobs/{id}/stream that reconnects with its cursor whenever the stream breaks off, and can
-    read at the pace of playback."""
-
-    def __init__(self, farm: Farm, job_id: str, realtime: bool = False) -> None:
-        self.farm, self.job_id, self.realtime = farm, job_id, realtime
-        self.audio: list[Event] = []
-        self.last: Event | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            cursor = self.audio[-1].id if self.audio else None
-            try:
-                with requests.get(
-                    self.farm.url(f"/jobs/{self.job_id}/stream"),
-                    params={"cursor": cursor} if cursor else {},
-                    stream=True,
-                    timeout=60,
-                ) as response:
-                    if response.status_code != 200:
-                        time.sleep(0.5)
-                        continue
-                    for event in sse_events(response):
-                        self.last = event
-                        if event.event == "audio":
-                            self.audio.append(event)
-                            if self.realtime:
-                                time.sleep(event.data["samples"] / 24000)
-                        elif event.event == "end":
-                            return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)  # broken off (API restarting, Redis down): reconnect with the cursor
-
-    def complete(self, tokens: int, segments: int = 1, timeout: float = 240) -> None:
-        self.thread.join(timeout)
-        assert self.last is not None and self.last.event == "end", self.last
-        ids = [tuple(map(int, e.id.split("-"))) for e in self.audio]
-        assert ids == sorted(ids) and len(set(ids)) == len(ids), "a chunk out of order or delivered twice"
-        for segment in range(segments):
-            seqs = [seq for seg, seq in ids if seg == segment]
-            assert seqs == list(range(1, len(seqs) + 1)), f"a gap in segment {segment}"
-        assert sum(len(e.pcm) for e in self.audio) // 2 == segments * xtts_samples(tokens), "audio missing"
-
-
 def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(farm: SharedFarm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(200), timeout=30).json()
-    listener = Listener(farm, job["id"])
+    listener = ResumingListener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 0, 60, "first audio")
     skipped = _segment_runs(farm, "skipped")
     # The broker delivers the same task again (a connection loss, a visibility timeout) while the first runs: the
@@ -218,7 +169,7 @@ def test_a_broker_refusal_after_the_claim_is_sent_by_the_reaper(farm_with) -> No
     reaper_interval = float(farm.env["REAPER_INTERVAL_SECONDS"])
     with _as_the_farm(farm):
         job_id = _stored_job(farm, segments=1, tokens=30)
-        listener = Listener(farm, job_id)
+        listener = ResumingListener(farm, job_id)
 
         class RefusingBroker:
             def send_task(self, *_: Any, **__: Any) -> None:
@@ -245,7 +196,7 @@ def test_a_worker_that_died_between_success_and_dispatch_does_not_stall_its_job(
     ghost_audio = bytes(range(256)) * (xtts_samples(20) * 2 // 256)  # one segment's worth, recognizable
     with _as_the_farm(farm):
         job_id = _stored_job(farm, segments=2, tokens=20)
-        listener = Listener(farm, job_id)
+        listener = ResumingListener(farm, job_id)
         # What a dying worker leaves: segment 0 claimed, taken, its audio streamed, recorded done and its stream
         # ended (in the order a run does it: workers/synthesis.py), then nothing: segment 1 never dispatched.
         assert jobs.claim_next_segment(job_id, window=1, send_grace=3600) == 0
@@ -286,7 +237,7 @@ def test_the_database_cut_mid_segment_then_back(farm_with) -> None:
     farm: SharedFarm = farm_with(**SHORT_LEASES)
     assert farm.database_proxy is not None
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
-    listener = Listener(farm, job["id"])
+    listener = ResumingListener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the cut")
     with farm.database_proxy.down():
         down = requests.post(farm.url("/jobs"), json=_body(10), timeout=30)
@@ -307,7 +258,7 @@ def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
     redis_server = farm.redis_server
     assert redis_server.persistent
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
-    listener = Listener(farm, job["id"])
+    listener = ResumingListener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the outage")
     redis_server.stop()
     time.sleep(4)  # the outage
@@ -320,7 +271,7 @@ def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
 def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedFarm) -> None:
     assert farm.env["SEGMENT_LEASE_SECONDS"] == "60"  # a lease far too long to wait for
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
-    listener = Listener(farm, job["id"])
+    listener = ResumingListener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the SIGTERM")
     (holder,) = farm.workers_on(job["id"])
     first = next(proc for proc in farm.workers.values() if proc.pid == holder["pid"])
@@ -345,7 +296,7 @@ def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedF
 
 def test_sigterm_to_the_api_mid_stream_loses_no_audio(farm: Farm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(120, sentences=2), timeout=30).json()
-    listener = Listener(farm, job["id"])
+    listener = ResumingListener(farm, job["id"])
     wait_for(lambda: listener.audio, 60, "audio before the SIGTERM")
     assert farm.api is not None
     os.kill(farm.api.pid, signal.SIGTERM)  # the gunicorn master, as a service manager would
@@ -357,7 +308,7 @@ def test_sigterm_to_the_api_mid_stream_loses_no_audio(farm: Farm) -> None:
 def test_a_realtime_listener_gets_everything_though_synthesis_outlives_the_stream_ttl(farm_with) -> None:
     farm = farm_with(**SHORT_AUDIO_TTL)  # STREAM_TTL_SECONDS=4, one segment at a time
     job = requests.post(farm.url("/jobs"), json=_body(60, sentences=3), timeout=30).json()
-    listener = Listener(farm, job["id"], realtime=True)  # about 8 s of audio, read at the pace of playback
+    listener = ResumingListener(farm, job["id"], realtime=True)  # about 8 s of audio, read at the pace of playback
     listener.complete(60, segments=3, timeout=120)
 
 
