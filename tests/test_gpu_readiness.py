@@ -5,14 +5,12 @@ Tests marked `cuda` run only on a GPU (scripts/gpu_check.sh runs them there)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tools.localfarm import ROOT
+from tools.localfarm import run_worker_until_it_exits
 from workers.batched_gpt import Sampling, SamplingTensors, process_scores, sample_rows
 from workers.engine import XttsEngine
 
@@ -180,14 +178,7 @@ def _host_showing_a_gpu(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 
 def _start_worker(env: dict[str, str]) -> tuple[int, list[str]]:
-    result = subprocess.run(  # noqa: PLW1510 - both cases stop
-        [str(Path(sys.executable).parent / "celery"), "-A", "workers.celery_app", "worker", "--pool=solo"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_worker_until_it_exits(env)
     return result.returncode, [line for line in (result.stdout + result.stderr).splitlines() if "cannot start" in line]
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from shared.settings import Settings
 from tests.audio import xtts_samples
-from tools.localfarm import DEV_SPEAKER, ROOT
+from tools.localfarm import DEV_SPEAKER, ROOT, run_worker_until_it_exits
 from workers import devmodel
 from workers.errors import ModelUnavailable
 from workers.model_source import resolve
@@ -88,14 +88,7 @@ def test_worker_without_the_model_stops_with_a_one_line_reason(tmp_path: Path) -
         "REDIS_URL": "redis://127.0.0.1:1/0",
         "HF_HUB_OFFLINE": "1",
     }
-    result = subprocess.run(  # noqa: PLW1510 - the test expects it to fail
-        [str(Path(sys.executable).parent / "celery"), "-A", "workers.celery_app", "worker", "--pool=solo"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_worker_until_it_exits(env)
     assert result.returncode != 0
     reason = [line for line in (result.stdout + result.stderr).splitlines() if "worker cannot start" in line]
     assert len(reason) == 1 and "cannot download XTTS-v2" in reason[0] and "XTTS_MODEL=dev" in reason[0]

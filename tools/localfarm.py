@@ -36,6 +36,19 @@ def free_port() -> int:
 DEV_SPEAKER = "Claribel Dervla"
 
 
+def run_worker_until_it_exits(env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A Celery worker process of the farm started with exactly `env`, for a test of a start-up that must refuse
+    (its output kept)."""
+    return subprocess.run(  # noqa: PLW1510 - the caller judges the exit status
+        [str(VENV_BIN / "celery"), "-A", "workers.celery_app", "worker", "--pool=solo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def tts_body(text: str, tokens: int, chunk: int = 10, speaker: str = DEV_SPEAKER, **extra: Any) -> dict[str, Any]:
     """A synthesis request of exactly `tokens` audio tokens: the dev checkpoint's random weights never emit the stop
     token, so its lengths are pinned with min_new_tokens = max_new_tokens."""
