@@ -86,6 +86,9 @@ class ResumingListener:
     farm: HasUrl  # a tools.localfarm.Farm, or anything with `url(path)`
     job_id: str
     realtime: bool = False
+    # An `error` event ends the stream, unless it is to be retried like a broken connection (a fault test: Redis
+    # down for a while is an error for the listener now, and its cursor resumes it later).
+    retry_errors: bool = False
     audio: list[Event] = field(default_factory=list)
     cursors: list[str | None] = field(default_factory=list)  # the cursor each connection resumed from
     last: Event | None = None
@@ -121,7 +124,7 @@ class ResumingListener:
                 self.audio.append(event)
                 if self.realtime:
                     time.sleep(event.data["samples"] / 24000)
-            elif event.event in ("end", "error"):
+            elif event.event == "end" or (event.event == "error" and not self.retry_errors):
                 return True
         return False
 

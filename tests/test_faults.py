@@ -11,6 +11,7 @@ those bounds from the farm's own settings, plus MARGIN_SECONDS.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -39,6 +40,8 @@ SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
     "within the two hundred and fifty characters that XTTS accepts for English in one go."
 )
+# A listener of a job that reconnects with its cursor whenever its stream breaks off, error events included.
+Listener = functools.partial(ResumingListener, retry_errors=True)
 # Faults are about the database as much as the processes: every test here runs on both backends.
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
@@ -49,7 +52,7 @@ def _body(tokens: int, sentences: int = 1, chunk: int = 8) -> dict[str, Any]:
 
 def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(farm: SharedFarm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(200), timeout=30).json()
-    listener = ResumingListener(farm, job["id"])
+    listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 0, 60, "first audio")
     skipped = _segment_runs(farm, "skipped")
     # The broker delivers the same task again (a connection loss, a visibility timeout) while the first runs: the
@@ -169,7 +172,7 @@ def test_a_broker_refusal_after_the_claim_is_sent_by_the_reaper(farm_with) -> No
     reaper_interval = float(farm.env["REAPER_INTERVAL_SECONDS"])
     with _as_the_farm(farm):
         job_id = _stored_job(farm, segments=1, tokens=30)
-        listener = ResumingListener(farm, job_id)
+        listener = Listener(farm, job_id)
 
         class RefusingBroker:
             def send_task(self, *_: Any, **__: Any) -> None:
@@ -196,7 +199,7 @@ def test_a_worker_that_died_between_success_and_dispatch_does_not_stall_its_job(
     ghost_audio = bytes(range(256)) * (xtts_samples(20) * 2 // 256)  # one segment's worth, recognizable
     with _as_the_farm(farm):
         job_id = _stored_job(farm, segments=2, tokens=20)
-        listener = ResumingListener(farm, job_id)
+        listener = Listener(farm, job_id)
         # What a dying worker leaves: segment 0 claimed, taken, its audio streamed, recorded done and its stream
         # ended (in the order a run does it: workers/synthesis.py), then nothing: segment 1 never dispatched.
         assert jobs.claim_next_segment(job_id, window=1, send_grace=3600) == 0
@@ -237,7 +240,7 @@ def test_the_database_cut_mid_segment_then_back(farm_with) -> None:
     farm: SharedFarm = farm_with(**SHORT_LEASES)
     assert farm.database_proxy is not None
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
-    listener = ResumingListener(farm, job["id"])
+    listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the cut")
     with farm.database_proxy.down():
         down = requests.post(farm.url("/jobs"), json=_body(10), timeout=30)
@@ -258,7 +261,7 @@ def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
     redis_server = farm.redis_server
     assert redis_server.persistent
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
-    listener = ResumingListener(farm, job["id"])
+    listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the outage")
     redis_server.stop()
     time.sleep(4)  # the outage
@@ -271,7 +274,7 @@ def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
 def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedFarm) -> None:
     assert farm.env["SEGMENT_LEASE_SECONDS"] == "60"  # a lease far too long to wait for
     job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
-    listener = ResumingListener(farm, job["id"])
+    listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the SIGTERM")
     (holder,) = farm.workers_on(job["id"])
     first = next(proc for proc in farm.workers.values() if proc.pid == holder["pid"])
@@ -296,7 +299,7 @@ def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedF
 
 def test_sigterm_to_the_api_mid_stream_loses_no_audio(farm: Farm) -> None:
     job = requests.post(farm.url("/jobs"), json=_body(120, sentences=2), timeout=30).json()
-    listener = ResumingListener(farm, job["id"])
+    listener = Listener(farm, job["id"])
     wait_for(lambda: listener.audio, 60, "audio before the SIGTERM")
     assert farm.api is not None
     os.kill(farm.api.pid, signal.SIGTERM)  # the gunicorn master, as a service manager would
@@ -308,7 +311,7 @@ def test_sigterm_to_the_api_mid_stream_loses_no_audio(farm: Farm) -> None:
 def test_a_realtime_listener_gets_everything_though_synthesis_outlives_the_stream_ttl(farm_with) -> None:
     farm = farm_with(**SHORT_AUDIO_TTL)  # STREAM_TTL_SECONDS=4, one segment at a time
     job = requests.post(farm.url("/jobs"), json=_body(60, sentences=3), timeout=30).json()
-    listener = ResumingListener(farm, job["id"], realtime=True)  # about 8 s of audio, read at the pace of playback
+    listener = Listener(farm, job["id"], realtime=True)  # about 8 s of audio, read at the pace of playback
     listener.complete(60, segments=3, timeout=120)
 
 
