@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import requests
 from celery import Celery
-from prometheus_client.parser import text_string_to_metric_families
 
 from celery_config import celery_config
 from shared import jobs, streams
@@ -33,6 +32,7 @@ from shared.settings import Settings, configure
 from shared.streams import current_epoch
 from tests.audio import ResumingListener, read_wav, xtts_samples
 from tests.farms import SHORT_AUDIO_TTL, SHORT_LEASES, SharedFarm
+from tests.prometheus import scrape, value
 from tools.localfarm import Farm, tts_body, wait_for
 
 SPEAKER = "Claribel Dervla"
@@ -74,13 +74,7 @@ def test_a_duplicate_delivery_while_the_first_run_lives_leaves_quietly(farm: Sha
 
 def _segment_runs(farm: Farm, outcome: str) -> float:
     """The farm's count of segment runs that ended with `outcome`, every worker's (GET /metrics)."""
-    text = requests.get(farm.url("/metrics"), headers=farm.headers, timeout=30).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "xtts_segments_total" and sample.labels.get("outcome") == outcome
-    )
+    return value(scrape(farm.base_url, farm.headers), "xtts_segments_total", outcome=outcome)
 
 
 def _worker_log_lines(farm: Farm, text: str) -> list[str]:
