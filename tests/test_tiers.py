@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import requests
 
 from shared.settings import Settings
 from tests.farms import API_ONLY_SETTINGS, FarmInFastTest, SharedFarm
-from tools.localfarm import ROOT, Farm, tts_body, wait_for
+from tools.localfarm import ROOT, Farm, ProcessExited, free_port, tts_body, wait_for
 
 
 def _collected(*args: str) -> set[str]:
@@ -60,6 +61,34 @@ def test_a_fast_test_cannot_start_a_farm_process(tmp_path: Path) -> None:
     with pytest.raises(FarmInFastTest, match="API"):
         farm.start_api()
     assert not farm.workers and farm.api is None
+
+
+@pytest.mark.farm
+def test_a_farm_whose_api_cannot_start_fails_at_once_with_the_api_log(tmp_path: Path) -> None:
+    """Waiting for a farm stops the moment its API has exited, with the end of its log: not a minutes-long wait
+    ending in "connection refused" (seen in CI before, when the API lost its port)."""
+    farm = Farm(
+        redis_url="redis://127.0.0.1:1/0",
+        database_url=f"sqlite:///{tmp_path / 'farm.db'}",
+        model_dir=tmp_path,
+        workers=0,
+        log_dir=tmp_path,
+    )
+    with socket.socket() as taken:  # another server holds the API's port
+        taken.bind(("127.0.0.1", farm.port))
+        taken.listen()
+        farm.start_api()
+        try:
+            with pytest.raises(ProcessExited, match="Connection in use"):
+                farm.wait_for_workers(0, timeout=600)
+        finally:
+            farm.kill()
+
+
+def test_free_ports_are_never_the_kernels_ephemeral_ones_nor_handed_out_twice() -> None:
+    ephemeral = range(*(int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()))
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50 and not any(p in ephemeral for p in ports)
 
 
 def test_api_only_settings_are_read_by_the_api_alone() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,11 +26,35 @@ VENV_BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel picks as the local end of outgoing connections (Linux: ip_local_port_range)."""
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port nothing listens on, for a server a test starts. Chosen below the kernel's ephemeral range: a port the
+    kernel hands out (bind to 0) can be taken, between this check and the server's bind, by any outgoing connection
+    of the busy test machine as its local end, and the server then fails to start (seen in CI: an API that never
+    answered). Never the same port twice in one test run, so one test's stopped server cannot be mistaken for
+    another's."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(20000, 32768) if p not in ephemeral and p not in _handed_out]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 # A built-in speaker of the dev checkpoint (it carries real XTTS-v2 speaker names).
@@ -63,6 +88,10 @@ def tts_body(text: str, tokens: int, chunk: int = 10, speaker: str = DEV_SPEAKER
     }
 
 
+class ProcessExited(RuntimeError):
+    """A farm process a wait depends on has exited: waiting longer cannot help."""
+
+
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -72,6 +101,8 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, inter
             value = predicate()
             if value:
                 return value
+        except ProcessExited:
+            raise
         except Exception as exc:  # not ready yet
             last_error = exc
         time.sleep(interval)
@@ -325,11 +356,17 @@ class Farm:
 
     def wait_for_api(self, timeout: float = 60) -> None:
         def answers() -> bool:
-            if self.api is None or self.api.poll() is not None:
-                raise RuntimeError(f"the API is not running; see {self.log_dir}/api.log")
+            self._check_api_runs()
             return requests.get(f"{self.base_url}/health", headers=self.headers, timeout=5).status_code in (200, 503)
 
         wait_for(answers, timeout, "the API to answer", interval=0.1)
+
+    def _check_api_runs(self) -> None:
+        """Fails at once, with the end of its log, when the API process has exited: no waiting out a deadline."""
+        if self.api is None or self.api.poll() is not None:
+            log = self.log_dir / "api.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise ProcessExited(f"the API is not running; {log} ends:\n{tail}")
 
     def restart_api(self) -> None:
         """Stops the API (as a service manager would: SIGTERM, then its grace period) and starts it again with
@@ -360,9 +397,10 @@ class Farm:
 
     def wait_for_workers(self, n: int, timeout: float = 180) -> list[dict[str, Any]]:
         def ready() -> tuple[list[dict[str, Any]]] | None:  # in a tuple: no live worker at all is an answer too
+            self._check_api_runs()
             for name, proc in self.workers.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"worker {name} exited with {proc.returncode}; see {self.log_dir}/{name}.log")
+                    raise ProcessExited(f"worker {name} exited with {proc.returncode}; see {self.log_dir}/{name}.log")
             workers = self.live_workers()
             return (workers,) if len(workers) == n else None
 
