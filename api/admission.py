@@ -19,14 +19,13 @@ import math
 from sqlalchemy import delete, func, select
 
 from api.errors import TooManyAudioTokens
+from shared.audio import TOKEN_SECONDS, TOKENS_PER_CHAR
 from shared.db import session_scope
 from shared.errors import TooManyRequests
 from shared.models import ACTIVE_STATES, Job
 from shared.params import SynthesisParams
 from shared.settings import get_settings
 
-# XTTS speaks about 14 characters and 21.5 audio tokens per second (the dev model's DEV_TOKENS_PER_CHAR too).
-TOKENS_PER_CHAR = 1.5
 # XTTS's GPT stops a segment at 605 audio tokens (about 28 s) whatever the text.
 MAX_TOKENS_PER_SEGMENT = 605
 # What the 429s tell clients: jobs finish in seconds to minutes; a farm-wide backlog takes longer to drain.
@@ -46,7 +45,7 @@ def check_request_size(segments: list[str], params: SynthesisParams) -> None:
     tokens = estimate_tokens(segments, params)
     if tokens > limit:
         raise TooManyAudioTokens(
-            f"this request would make about {tokens} audio tokens ({tokens * 1024 / 22050 / 60:.0f} min of audio); "
+            f"this request would make about {tokens} audio tokens ({tokens * TOKEN_SECONDS / 60:.0f} min of audio); "
             f"the limit is MAX_TOKENS_PER_REQUEST={limit}: split the text into several requests",
             details={"estimated_tokens": tokens, "limit": limit},
         )

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from api.client import ClientConnection
 from api.framing import sse_event
 from api.lifecycle import ServerLeaving, lifecycle
+from api.telemetry import PlaybackMeter
 from shared import jobs, streams
 from shared.audio import SAMPLE_WIDTH
 from shared.errors import AudioExpired, FarmError, InvalidCursor, JobCancelled, NotFound, SynthesisFailed
@@ -124,8 +125,10 @@ def job_audio(
         block_ms=settings.STREAM_READ_BLOCK_MS,
         on_idle=Watchdog(job_id, client),
     )
+    meter = PlaybackMeter(job_id)
     try:
         for chunk in chunks:
+            meter.sent(chunk[1])
             yield chunk
             if lifecycle.streams_must_end():
                 raise ServerLeaving
@@ -134,6 +137,7 @@ def job_audio(
     except _NothingMore:
         return
     finally:
+        meter.close()
         lifecycle.detach(job_id, segments_total)
 
 

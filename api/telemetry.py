@@ -2,6 +2,8 @@
 
 * After each request, one HINCRBY counts it by endpoint, method and status code in Redis (shared/metrics.py), where
   `GET /metrics` on any API process reads the counts of all of them. Counting never fails a request.
+* Each reader of a job's audio keeps the playback clock of a real-time listener (shared/playback.py) over the
+  chunks it sends, and counts in Redis the silence a listener heard when one came late (`PlaybackMeter`).
 * Its job id (a path's `job_id` or `session_id`, or the job it creates: api/submission.py) and its tenant are
   bound to the log context, so every line about it names them, gunicorn's access line included: the context is
   cleared when the next request starts and when the response is closed, which gunicorn does after logging it.
@@ -10,12 +12,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from flask import Flask, Response, g, request
 
-from shared import logs, metrics
+from shared import jobs, logs, metrics
+from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from shared.playback import PlaybackClock
 from shared.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,36 @@ class LogContext:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         logs.clear()
         return _ClosingBody(self.app(environ, start_response))
+
+
+class PlaybackMeter:
+    """What the listener of one reader of a job's audio hears, measured where the API reads each chunk from Redis:
+    a chunk read after the playback clock ran out is a deadline miss, and the silence it ended counts as stall.
+    (A client that reads slower than real time delays the reads too; a player reads ahead of real time.)"""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.clock = PlaybackClock()
+        self._priority: str | None = None
+
+    def sent(self, pcm: bytes) -> None:
+        late = self.clock.arrive(time.monotonic(), len(pcm) / SAMPLE_WIDTH / SAMPLE_RATE)
+        if late > 0:
+            self._record(lambda r, priority: metrics.record_stall(r, priority, late))
+
+    def close(self) -> None:
+        """The reader stopped: counts its stream once it has sent any audio."""
+        if self.clock.first_audio_at is not None:
+            clock = self.clock
+            self._record(lambda r, priority: metrics.record_stream(r, priority, clock.audio_s, clock.continuous))
+
+    def _record(self, write: Any) -> None:
+        try:  # like a request's count: measuring never fails a stream
+            if self._priority is None:
+                self._priority = jobs.priority_of(self.job_id).value
+            write(get_redis(), self._priority)
+        except Exception:
+            log.debug("could not record job %s's playback in Redis", self.job_id, exc_info=True)
 
 
 def _bind_ids() -> None:

@@ -8,7 +8,8 @@ multiprocess files) or on one process's memory. Everything meets in Redis:
   `xtts:metrics:worker:<name>`. The snapshot outlives the worker by `RETENTION_SECONDS`, so a worker that stopped
   still counts in the totals for a day; its gauges (batch occupancy now) are shown only while it is live.
 * **API processes** count each request by endpoint, method and status code into one hash (`count_request`:
-  one HINCRBY per request, atomic across every process and machine).
+  one HINCRBY per request, atomic across every process and machine), and what the listeners of their streams heard
+  into another (`record_stall`, `record_stream`: the playback clock of shared/playback.py).
 * **`FarmCollector`**, a prometheus_client collector, reads those at scrape time, and adds what SQL and the broker
   know: jobs by state (SQL), queue depth (the length of each Celery queue in Redis), live workers (the registry).
 
@@ -30,13 +31,16 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 
 from shared import registry
+from shared.audio import speech_seconds
 from shared.db import session_scope
-from shared.models import Job, JobState
+from shared.models import ACTIVE_STATES, Job, JobSegment, JobState
+from shared.priority import Priority
 from shared.tasks import BULK_QUEUE, SYNTHESIS_QUEUE, VOICES_QUEUE
 
 log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = "xtts:metrics:http"
+PLAYBACK = "xtts:metrics:playback"
 WORKER_PREFIX = "xtts:metrics:worker:"
 WORKER_NAMES = "xtts:metrics:workers"
 # How long a stopped worker's counters stay in the totals after its last heartbeat.
@@ -51,6 +55,51 @@ _LIVE_ONLY_TYPES = frozenset({"gauge"})
 # --- API processes: requests ------------------------------------------------------------------------------------
 def count_request(r: redis.Redis, endpoint: str, method: str, code: int) -> None:
     r.hincrby(HTTP_REQUESTS, f"{endpoint} {method} {code}", 1)
+
+
+# --- API processes: what listeners heard --------------------------------------------------------------------------
+# Each figure of the playback hash: its metric (a counter, by class of work) and what it counts.
+PLAYBACK_FIGURES = {
+    "stall_seconds": (
+        "xtts_stream_stall_seconds",
+        "Seconds listeners heard silence after their first audio: audio that reached the API after the playback "
+        "clock of what it had sent ran out (all API processes)",
+    ),
+    "deadline_misses": (
+        "xtts_stream_deadline_misses",
+        "Chunks that reached the API after their deadline, the playback clock of the audio sent before them",
+    ),
+    "streams": ("xtts_streams_read", "Readers of a job's audio that have stopped reading"),
+    "stalled_streams": ("xtts_streams_stalled", "Of those, the streams that stalled (0.1 s of silence or more in all)"),
+    "audio_seconds": ("xtts_stream_audio_seconds", "Seconds of audio the API sent to readers of jobs' audio"),
+}
+
+
+def record_stall(r: redis.Redis, priority: str, seconds: float) -> None:
+    """A chunk reached the API `seconds` after the playback clock of the audio it had sent ran out."""
+    pipe = r.pipeline(transaction=False)
+    pipe.hincrbyfloat(PLAYBACK, f"{priority} stall_seconds", seconds)
+    pipe.hincrby(PLAYBACK, f"{priority} deadline_misses", 1)
+    pipe.execute()
+
+
+def record_stream(r: redis.Redis, priority: str, audio_seconds: float, continuous: bool) -> None:
+    """A reader of a job's audio stopped reading after it had sent `audio_seconds` of audio."""
+    pipe = r.pipeline(transaction=False)
+    pipe.hincrby(PLAYBACK, f"{priority} streams", 1)
+    pipe.hincrby(PLAYBACK, f"{priority} stalled_streams", 0 if continuous else 1)
+    pipe.hincrbyfloat(PLAYBACK, f"{priority} audio_seconds", audio_seconds)
+    pipe.execute()
+
+
+def playback_totals(r: redis.Redis) -> dict[str, dict[str, float]]:
+    """{priority: {stall_seconds, deadline_misses, streams, stalled_streams, audio_seconds}}, every class listed."""
+    totals = {p.value: dict.fromkeys(PLAYBACK_FIGURES, 0.0) for p in Priority}
+    for field, value in cast(dict[bytes, bytes], r.hgetall(PLAYBACK)).items():
+        priority, figure = field.decode().split(" ", 1)
+        if priority in totals and figure in PLAYBACK_FIGURES:
+            totals[priority][figure] = float(value)
+    return totals
 
 
 # --- workers: snapshots of their own registry --------------------------------------------------------------------
@@ -99,6 +148,24 @@ def jobs_by_state() -> dict[str, int]:
     return {state.value: int(counted.get(state.value, 0)) for state in JobState}
 
 
+def backlog_audio_seconds() -> dict[str, float]:
+    """About how many seconds of audio the farm has still to make, by class: the text of every segment of an active
+    job that has not finished, as XTTS would speak it (a segment half made counts whole)."""
+    unfinished = JobSegment.state.in_(ACTIVE_STATES)
+    with session_scope() as s:
+        chars: dict[str, int] = dict(
+            s.execute(
+                select(Job.priority, func.coalesce(func.sum(func.length(JobSegment.text)), 0))
+                .join(JobSegment, JobSegment.job_id == Job.id)
+                .where(Job.state.in_(ACTIVE_STATES), unfinished)
+                .group_by(Job.priority)
+            )
+            .tuples()
+            .all()
+        )
+    return {p.value: round(speech_seconds(int(chars.get(p.value, 0))), 1) for p in Priority}
+
+
 def queue_depths(r: redis.Redis) -> dict[str, int]:
     pipe = r.pipeline(transaction=False)
     for queue in QUEUES:
@@ -135,6 +202,16 @@ class FarmCollector(Collector):
             depth.add_metric([queue], length)
         yield depth
 
+        backlog = GaugeMetricFamily(
+            "xtts_backlog_audio_seconds",
+            "About how many seconds of audio the active jobs of each class still have to make (SQL: their unfinished "
+            "segments' text, as XTTS speaks it)",
+            labels=["priority"],
+        )
+        for priority, seconds in backlog_audio_seconds().items():
+            backlog.add_metric([priority], seconds)
+        yield backlog
+
         live = registry.live_workers(self.r)
         yield GaugeMetricFamily("xtts_workers_live", "Workers whose heartbeat is current", value=len(live))
 
@@ -149,6 +226,8 @@ class FarmCollector(Collector):
             requests.add_metric([endpoint, method, code], int(value))
         yield requests
 
+        yield from _playback_families(playback_totals(self.r))
+
         worker_families = merge_workers(worker_snapshots(self.r), {w["name"] for w in live})
         yield from worker_families
         ratio = _cache_hit_ratio(worker_families)
@@ -156,3 +235,11 @@ class FarmCollector(Collector):
             yield GaugeMetricFamily(
                 "xtts_voice_cache_hit_ratio", "Voice-cache hits / lookups, all workers since they started", value=ratio
             )
+
+
+def _playback_families(totals: dict[str, dict[str, float]]) -> Iterator[Metric]:
+    for figure, (name, documentation) in PLAYBACK_FIGURES.items():
+        family = CounterMetricFamily(name, documentation, labels=["priority"])
+        for priority, figures in totals.items():
+            family.add_metric([priority], figures[figure])
+        yield family

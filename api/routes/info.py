@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, redirect
 from flask_openapi3 import APIBlueprint, Tag
+from redis.exceptions import RedisError
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import caller
 from api.errors import StudioSpeakersNotReady
@@ -16,7 +19,7 @@ from api.responses import json_model
 from api.schemas.common import ErrorResponse
 from api.schemas.info import HealthResponse, LanguagesResponse, RequestSlots, SpeakersResponse, StudioSpeakers
 from api.submission import LiveWorkers
-from shared import registry, studio_speakers
+from shared import metrics, registry, studio_speakers
 from shared.db import get_engine
 from shared.errors import NoWorkers
 from shared.redis_client import get_redis
@@ -82,6 +85,20 @@ def _live_capacity(workers: list[dict[str, Any]]) -> int | None:
     return sum(int(c) for c in measured) if measured else None
 
 
+def _listening(redis_ok: bool, db_ok: bool) -> dict[str, Any]:
+    """What the farm still has to make and what its listeners heard, from whichever of SQL and Redis answers."""
+    figures: dict[str, Any] = {}
+    if db_ok:
+        with contextlib.suppress(SQLAlchemyError):  # went away since its probe: left out, as while it is away
+            figures["backlog_audio_seconds"] = metrics.backlog_audio_seconds()
+    if redis_ok:
+        with contextlib.suppress(RedisError):
+            playback = metrics.playback_totals(get_redis())
+            figures["stall_seconds"] = {p: round(f["stall_seconds"], 3) for p, f in playback.items()}
+            figures["deadline_misses"] = {p: int(f["deadline_misses"]) for p, f in playback.items()}
+    return figures
+
+
 def _unavailable_reason(redis_ok: bool, db_ok: bool) -> str:
     down = [name for name, ok in (("Redis", redis_ok), ("the database", db_ok)) if not ok]
     return f"{' and '.join(down)} not answering: the API can take no request until it answers again"
@@ -111,6 +128,7 @@ def _health(workers_needed: bool) -> Response:
         live_workers=len(workers),
         live_streams=sum(int((w.get("held") or {}).get("live", 0)) for w in workers),
         live_capacity=_live_capacity(workers),
+        **_listening(redis_state["ok"], db_state["ok"]),
         workers=workers if operator else None,
         requests=RequestSlots(limit=slots.limit, in_use=slots.in_use, waiting=slots.waiting) if operator else None,
     )

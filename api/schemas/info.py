@@ -50,6 +50,19 @@ class HealthResponse(BaseModel):
         description="Live streams the workers carry faster than real time, the sum of each one's measured "
         "capacity (none before a worker has synthesized anything)",
     )
+    backlog_audio_seconds: dict[str, float] | None = Field(
+        None,
+        description="About how many seconds of audio the active jobs still have to make, by class (live, bulk): "
+        "the text of their unfinished segments as XTTS speaks it (none while the database does not answer)",
+    )
+    stall_seconds: dict[str, float] | None = Field(
+        None,
+        description="Seconds listeners heard silence after their first audio, by class, since Redis started: audio "
+        "that reached the API after the playback clock of what it had sent ran out",
+    )
+    deadline_misses: dict[str, int] | None = Field(
+        None, description="Chunks that reached the API after the playback clock ran out, by class (the same count)"
+    )
     workers: list[dict[str, Any]] | None = Field(
         None, description="Each live worker, its model and what it is doing (operators only: an admin key)"
     )
