@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import FarmError, InvalidInput
+from shared.errors import FarmError, InvalidInput, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,12 @@ class ShuttingDown(FarmError):
     """This API process is stopping: new synthesis goes to another one (or after the restart)."""
 
     status, code = 503, "shutting_down"
+
+
+class FarmFull(TooManyRequests):
+    """Every live stream the workers carry faster than real time is taken for longer than MAX_LIVE_WAIT_SECONDS."""
+
+    status, code = 503, "farm_full"
 
 
 class TooManyAudioTokens(FarmError):

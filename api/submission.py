@@ -10,7 +10,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
-from api.admission import admit, check_request_size
+from api.admission import admit, admit_live, check_request_size
 from api.errors import IdempotencyConflict
 from api.schemas.synthesis import TtsRequest
 from shared import jobs, logs, registry, streams
@@ -196,6 +196,7 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
         request.language,
     )
     admit(job.id, tenant)
+    admit_live(job, farm.workers)
     try:
         dispatch(celery, job.id, len(farm.workers))
     except Exception:

@@ -548,3 +548,23 @@ def get_job(job_id: str, *, with_segments: bool = False) -> Job:
         if job is None:
             raise NotFound(f"no job or session with id {job_id!r}")
         return job
+
+
+def live_line(until: Job) -> list[tuple[bool, int]]:
+    """The live jobs ahead of `until` (active, created before it, oldest first), each as (started, characters of
+    text its unfinished segments still have to speak): what a new live job waits behind."""
+    with session_scope() as s:
+        rows = s.execute(
+            select(Job.first_chunk_at.is_not(None), func.coalesce(func.sum(func.length(JobSegment.text)), 0))
+            .join(JobSegment, JobSegment.job_id == Job.id)
+            .where(
+                Job.priority == Priority.LIVE.value,
+                Job.state.in_(ACTIVE_STATES),
+                JobSegment.state.in_(ACTIVE_STATES),
+                Job.id != until.id,
+                Job.created_at <= until.created_at,
+            )
+            .group_by(Job.id, Job.first_chunk_at, Job.created_at)
+            .order_by(Job.created_at, Job.id)
+        ).all()
+    return [(bool(started), int(chars)) for started, chars in rows]

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     MAX_JOBS_PER_TENANT: int = Field(20, ge=1)
     # Segments not yet synthesized, all tenants together: the longest backlog the farm accepts.
     MAX_QUEUED_SEGMENTS: int = Field(10_000, ge=1)
+    # How long a new live request (a listener waits) may expect to wait for a free live stream before it is refused
+    # with 503 and Retry-After, from the workers' live capacity and the live work ahead of it; 0: never refused.
+    MAX_LIVE_WAIT_SECONDS: float = Field(30.0, ge=0)
     # Audio tokens (about 46 ms each) in a segment's first streamed chunk when a request does not say.
     DEFAULT_STREAM_CHUNK_SIZE: int = Field(20, ge=1, le=400)
     # HiFi-GAN frames of context the streaming decoder re-decodes on each side of a span it decodes (its margin).
@@ -106,6 +109,8 @@ class Settings(BaseSettings):
     # Segments one worker process synthesizes at once, in one continuous batch on one model (also its Celery
     # concurrency: it takes a task only when it has a free slot). 0 = by device: 4 on a CPU, 32 on a GPU.
     WORKER_MAX_BATCH: int = Field(0, ge=0, le=256)
+    # Live streams one worker reports it carries at 1.25x real time; 0 = measured as it runs (workers/capacity.py).
+    WORKER_LIVE_CAPACITY: int = Field(0, ge=0, le=256)
     # A running segment's lease: renewed by its worker every third of it; a worker that died loses it, and the
     # reaper (every REAPER_INTERVAL_SECONDS, in every worker) gives the segment to another worker.
     SEGMENT_LEASE_SECONDS: float = Field(10.0, gt=0)

@@ -51,12 +51,17 @@ SHORT_LEASES: dict[str, Any] = {
     "REAPER_INTERVAL_SECONDS": "1",
     "WORKER_MAX_BATCH": "4",
 }
+# One worker that a test may freeze (SIGSTOP) for seconds while requests arrive: its registry entry outlives that
+# (a heartbeat every 5 s, so 15 s), and its live capacity is pinned to 1 stream (not measured on a busy machine).
+FREEZABLE: dict[str, Any] = {"workers": 1, "WORKER_HEARTBEAT_SECONDS": "5", "WORKER_LIVE_CAPACITY": "1"}
 # One worker, audio kept in Redis for seconds only, one segment of a job at a time.
 SHORT_AUDIO_TTL: dict[str, Any] = {"workers": 1, "STREAM_TTL_SECONDS": "4", "JOB_MAX_INFLIGHT_SEGMENTS": "1"}
 
 # Settings only the API process reads (tests/test_tiers.py checks that no other part of the farm names them): a
 # test that changes only these gets the farm of its other settings, with its API restarted.
-API_ONLY_SETTINGS = frozenset({"MAX_CONCURRENT_REQUESTS", "MAX_JOBS_PER_TENANT", "REQUEST_QUEUE_TIMEOUT_SECONDS"})
+API_ONLY_SETTINGS = frozenset(
+    {"MAX_CONCURRENT_REQUESTS", "MAX_JOBS_PER_TENANT", "REQUEST_QUEUE_TIMEOUT_SECONDS", "MAX_LIVE_WAIT_SECONDS"}
+)
 
 # Redis keys of the farm's processes rather than of any job, which a reset keeps: the broker's queue bindings
 # (kombu declares them once per connection), the worker registry, metrics (counters: tests compare differences),

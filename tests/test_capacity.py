@@ -33,3 +33,11 @@ def test_a_slow_machine_still_takes_one_stream_and_new_measurements_move_the_mea
         capacity.observe_step(1, 0.01)  # the load went away
     assert capacity.step_seconds(1) == pytest.approx(0.01, rel=1e-3)
     assert capacity.live_capacity() == 3  # 0.0464 / (0.01 b) >= 1.25 up to b = 3
+
+
+def test_a_pinned_capacity_is_reported_whatever_is_measured_within_the_batch() -> None:
+    capacity = Capacity(max_batch=4, pinned=2)
+    assert capacity.live_capacity() == 2  # before any measurement too
+    capacity.observe_step(1, 0.2)  # a machine that measures 1
+    assert capacity.live_capacity() == 2
+    assert Capacity(max_batch=4, pinned=16).live_capacity() == 4  # never more streams than batch slots

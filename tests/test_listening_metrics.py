@@ -1,39 +1,23 @@
 """What the farm tells an operator about its listeners (`/metrics` and `/health`): the silence they heard, measured
 by the API against the playback clock of the audio it sent (shared/playback.py), and the audio the farm still has
-to make, by class. Against real workers, which the tests freeze (SIGSTOP) to make a listener wait."""
+to make, by class. Against a real worker, which the tests freeze (SIGSTOP) to make a listener wait (tests/farms.py's
+FREEZABLE)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
 
 from shared.audio import speech_seconds
-from tests.farms import SharedFarm
+from tests.farms import FREEZABLE
 from tests.prometheus import Samples, scrape, value
 from tools.localfarm import tts_body, wait_for
 
 SENTENCE = "A sentence of the bulk job, long enough to take a while to speak."
 # How long the workers are frozen mid-stream: far more than the audio a listener can have ahead by then.
 FREEZE_S = 2.5
-
-
-@contextlib.contextmanager
-def frozen(farm: SharedFarm) -> Iterator[None]:
-    """Every worker of the farm stopped (SIGSTOP) until the block ends: nothing is synthesized meanwhile."""
-    pids = [proc.pid for proc in farm.workers.values()]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
 
 
 def _playback(samples: Samples, priority: str = "live") -> dict[str, float]:
@@ -45,7 +29,8 @@ def _grown(before: dict[str, float], after: dict[str, float]) -> dict[str, float
     return {name: after[name] - before[name] for name in before}
 
 
-def test_a_stream_the_workers_kept_waiting_counts_its_stall_and_one_on_time_does_not(farm: SharedFarm) -> None:
+def test_a_stream_the_workers_kept_waiting_counts_its_stall_and_one_on_time_does_not(farm_with) -> None:
+    farm = farm_with(**FREEZABLE)
     before = _playback(scrape(farm.base_url))
     body = tts_body("A listener waits for this sentence while the workers are frozen.", 100, chunk=10)
     with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=120) as response:
@@ -53,7 +38,7 @@ def test_a_stream_the_workers_kept_waiting_counts_its_stall_and_one_on_time_does
         chunks = response.iter_content(chunk_size=None)
         next(chunks)  # the WAV header: sent before the first audio
         next(chunks)  # the first audio: the listener's playback clock starts
-        with frozen(farm):
+        with farm.frozen_workers():
             time.sleep(FREEZE_S)  # the listener's audio runs out while nothing is made
         rest = b"".join(chunks)
     assert rest, "the stream went on after the workers came back"
@@ -81,9 +66,10 @@ def test_a_stream_the_workers_kept_waiting_counts_its_stall_and_one_on_time_does
 
 
 @pytest.mark.parametrize("priority", ["bulk", "live"])
-def test_the_backlog_in_audio_seconds_follows_the_queued_text_and_drains(farm: SharedFarm, priority: str) -> None:
+def test_the_backlog_in_audio_seconds_follows_the_queued_text_and_drains(farm_with, priority: str) -> None:
+    farm = farm_with(**FREEZABLE)
     text = " ".join([SENTENCE] * 4)
-    with frozen(farm):
+    with farm.frozen_workers():
         created = requests.post(farm.url("/jobs"), json={**tts_body(text, 20), "priority": priority}, timeout=30)
         assert created.status_code == 202, created.text
         segments = farm.job(created.json()["id"])["progress"]["segments_total"]

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -307,6 +307,9 @@ class Farm:
             "MAX_REFERENCE_SECONDS": "20",
             "MAX_REFERENCE_TOTAL_SECONDS": "50",
             "CLIENT_TIMEOUT_SECONDS": "5",
+            # Live requests are never refused for want of capacity (measured on a machine the suite keeps busy):
+            # the tests of that refusal, and the benchmark, set it.
+            "MAX_LIVE_WAIT_SECONDS": "0",
             **(extra_env or {}),
         }
         self.n_workers = workers
@@ -423,6 +426,19 @@ class Farm:
         self.workers.clear()
         for log in self._logs:
             log.close()
+
+    @contextlib.contextmanager
+    def frozen_workers(self) -> Iterator[None]:
+        """Every worker stopped (SIGSTOP) until the block ends: nothing is synthesized, nothing is taken from the
+        broker, and what they hold stays held, as on a machine that stalls."""
+        pids = [proc.pid for proc in self.workers.values() if proc.poll() is None]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
 
     # --- HTTP helpers used by the tests -------------------------------------------------------------
     def url(self, path: str) -> str:

@@ -10,7 +10,8 @@ estimated from the two nearest seen (linear in the batch size: a GPT step's cost
 row), so a worker that only ever ran one stream still gives an estimate.
 
 `live_capacity` is the largest batch size whose streams run at least `margin` times real time: a stream at
-exactly 1x has no slack for a decode burst or a newcomer's prefill.
+exactly 1x has no slack for a decode burst or a newcomer's prefill. An operator may pin it instead
+(WORKER_LIVE_CAPACITY: a figure benchmarked on the machine, steadier than one measured under a noisy neighbour).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ REALTIME_MARGIN = 1.25
 
 
 class Capacity:
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, pinned: int | None = None) -> None:
         self.max_batch = max_batch
+        self.pinned = pinned  # WORKER_LIVE_CAPACITY: reported whatever is measured
         self._step: dict[int, float] = {}  # batch size -> mean seconds per GPT step
         self._decode_per_token = 0.0
         self._lock = threading.Lock()
@@ -71,7 +73,9 @@ class Capacity:
 
     def live_capacity(self, margin: float = REALTIME_MARGIN) -> int | None:
         """The most streams this worker carries at `margin` x real time or faster (at least 1: a worker always
-        takes one stream); None before it has measured anything."""
+        takes one stream); None before it has measured anything. The pinned figure when there is one."""
+        if self.pinned:
+            return min(self.pinned, self.max_batch)
         if self.stream_speed(1) is None:
             return None
         fitting = [b for b in range(1, self.max_batch + 1) if (self.stream_speed(b) or 0.0) >= margin]

@@ -76,6 +76,7 @@ class WorkerRuntime:
         settings = get_settings()
         self.engine = XttsEngine.load(settings, source)
         self.scheduler = self.engine.new_scheduler(max_batch(settings, self.engine.device.startswith("cuda")))
+        self.scheduler.capacity.pinned = settings.WORKER_LIVE_CAPACITY or None
         self.intake.max_batch = self.scheduler.max_batch
         studio = self.studio = StudioSpeakers.of(self.engine)
         reaper = self.reaper = Reaper(celery, self.name)

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.admission import live_capacity
 from api.auth import caller
 from api.errors import StudioSpeakersNotReady
 from api.responses import json_model
@@ -80,11 +81,6 @@ def _database_ping() -> None:
         conn.execute(text("SELECT 1"))
 
 
-def _live_capacity(workers: list[dict[str, Any]]) -> int | None:
-    measured = [c for w in workers if (c := (w.get("batch") or {}).get("live_capacity")) is not None]
-    return sum(int(c) for c in measured) if measured else None
-
-
 def _listening(redis_ok: bool, db_ok: bool) -> dict[str, Any]:
     """What the farm still has to make and what its listeners heard, from whichever of SQL and Redis answers."""
     figures: dict[str, Any] = {}
@@ -127,7 +123,7 @@ def _health(workers_needed: bool) -> Response:
         database=db_state,
         live_workers=len(workers),
         live_streams=sum(int((w.get("held") or {}).get("live", 0)) for w in workers),
-        live_capacity=_live_capacity(workers),
+        live_capacity=live_capacity(workers),
         **_listening(redis_state["ok"], db_state["ok"]),
         workers=workers if operator else None,
         requests=RequestSlots(limit=slots.limit, in_use=slots.in_use, waiting=slots.waiting) if operator else None,

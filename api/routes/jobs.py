@@ -12,6 +12,7 @@ from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy.exc import OperationalError
 
+from api import admission
 from api.auth import caller
 from api.client import ClientConnection, ClientGone
 from api.delivery import (
@@ -32,7 +33,7 @@ from api.schemas.common import ErrorResponse, audio_response
 from api.schemas.jobs import JOB_EVENT_SCHEMA, AudioQuery, JobCreated, JobPath, JobStatus, StreamJobPath, StreamQuery
 from api.schemas.synthesis import TtsRequest
 from api.submission import submit, submit_once
-from shared import jobs, streams
+from shared import jobs, registry, streams
 from shared.errors import AudioExpired, FarmError, InvalidInput, JobNotReady, SynthesisFailed
 from shared.models import JobState
 from shared.redis_client import get_redis
@@ -102,7 +103,8 @@ def job_status(path: JobPath) -> Response:
     """State, progress (segments, audio chunks, seconds of audio), timestamps and error of a job, and of each
     of its segments (state, attempts, worker)."""
     job = current_job(path.job_id, tenant=caller().tenant, with_segments=True)
-    return json_model(JobStatus.from_job(job, with_segments=True))
+    start = admission.expected_start(job, registry.live_workers(get_redis()))
+    return json_model(JobStatus.from_job(job, with_segments=True, expected_start=start))
 
 
 @bp.get(

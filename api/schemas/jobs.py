@@ -140,10 +140,17 @@ class JobStatus(BaseModel):
     timestamps: Timestamps
     error: str | None
     sample_rate: int
+    expected_start: datetime | None = Field(
+        None,
+        description="While a live job waits for its first audio: when it should start, from the workers' live "
+        "capacity and the live work ahead of it (GET /jobs/{id} only)",
+    )
     segments: list[SegmentStatus] | None = Field(None, description="Per segment (GET /jobs/{id} only)")
 
+    _as_utc = field_validator("expected_start")(as_utc)
+
     @classmethod
-    def from_job(cls, job: Job, *, with_segments: bool = False) -> JobStatus:
+    def from_job(cls, job: Job, *, with_segments: bool = False, expected_start: datetime | None = None) -> JobStatus:
         return cls(
             id=job.id,
             session_id=job.id,
@@ -168,6 +175,7 @@ class JobStatus(BaseModel):
             ),
             error=job.error,
             sample_rate=job.sample_rate,
+            expected_start=expected_start,
             segments=[SegmentStatus.from_segment(seg, job.sample_rate) for seg in job.segments]
             if with_segments
             else None,
