@@ -18,7 +18,9 @@ members with enough audio buffered postpone their decodes, so a new request's fi
 behind other members' long spans.
 
 Live members come before bulk ones (shared/priority.py): a live segment that finds the batch full takes the slot of
-a bulk member, which is *paused*: it leaves the GPT batch but keeps its decoder, its random generator and the tokens
+a bulk member, and while the batch holds live work it holds no more members than its streams run faster than real
+time at (`Capacity.live_capacity`, measured as it runs): bulk members beyond that yield their slots too. A bulk
+member that yields is *paused*: it leaves the GPT batch but keeps its decoder, its random generator and the tokens
 of its current part, and when a slot is free again (before any new bulk segment is admitted) it rejoins by
 replaying those tokens (teacher-forced, as a resumed segment does), then samples on from the same generator: its
 listener gets the same audio as if it had never paused, only later.
@@ -303,12 +305,16 @@ class BatchScheduler:
             self._queued.append(self._waiting.get())
         # Live first (in order of arrival), then the paused bulk members, then new bulk ones.
         self._queued.sort(key=lambda h: not h.segment.live)
-        while self._queued and self._queued[0].segment.live and len(self._members) >= self.max_batch:
+        limit = self._limit()
+        live_waiting = sum(1 for h in self._queued if h.segment.live)
+        # Bulk members yield their slots: to the live segments waiting, and to keep a batch with live work in it
+        # within what it carries at real time.
+        while len(self._members) > limit - min(live_waiting, limit):
             victim = self._pausable()
             if victim is None:
                 break
             self._pause(victim)
-        while len(self._members) < self.max_batch:
+        while len(self._members) < limit:
             if self._queued and self._queued[0].segment.live:
                 self._start(self._queued.pop(0))
             elif self._paused:
@@ -317,6 +323,17 @@ class BatchScheduler:
                 self._start(self._queued.pop(0))
             else:
                 break
+
+    def _limit(self) -> int:
+        """How many members the batch may hold now: every slot while it has no live work; with live work, as many
+        as its streams run faster than real time at (the measured live capacity), bulk ones paused beyond that,
+        though never fewer than the live segments it holds (the worker took them: they run, if slower)."""
+        live = sum(1 for m in self._members.values() if m.segment.live)
+        live += sum(1 for h in self._queued if h.segment.live)
+        capacity = self.capacity.live_capacity() if live else None
+        if capacity is None:
+            return self.max_batch
+        return min(self.max_batch, max(capacity, live))
 
     def _start(self, handle: Handle) -> None:
         member = _Member(handle, arrived=time.monotonic())

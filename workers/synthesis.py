@@ -192,11 +192,15 @@ def _observe_first_audio(metrics: WorkerMetrics | None, work: jobs.SegmentWork) 
 
 
 def _observe_queue_wait(metrics: WorkerMetrics | None, work: jobs.SegmentWork) -> None:
-    """How long the segment's task waited in the broker (and in this worker before its turn), by class of work."""
-    if metrics is None or work.sent_at is None:
+    """How long the segment's task waited in the broker (and in this worker before its turn), by class of work.
+    No send time yet means the run started before its sender recorded the send (`shared.dispatch.send_segment`
+    records it after the broker took the task): it waited no time worth counting, and is counted as 0."""
+    if metrics is None:
         return
-    sent = work.sent_at if work.sent_at.tzinfo else work.sent_at.replace(tzinfo=UTC)  # SQLite: naive UTC
-    waited = max(0.0, (datetime.now(UTC) - sent).total_seconds())
+    waited = 0.0
+    if work.sent_at is not None:
+        sent = work.sent_at if work.sent_at.tzinfo else work.sent_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+        waited = max(0.0, (datetime.now(UTC) - sent).total_seconds())
     metrics.queue_wait.labels(work.priority.value).observe(waited)
 
 
