@@ -4,20 +4,25 @@ bulk segment yields its slot to a live one and resumes exactly afterwards.
 In process on the real dev checkpoint (the scheduler, no Celery): under the default sampling, a paused bulk segment
 delivers the same tokens and audio as an uninterrupted run, and a live segment that finds the batch full of bulk
 work is synthesized at once, not after it. Against a real worker: a live stream overtakes bulk work in the broker
-and in the batch, and the bulk work then completes with all its audio."""
+and in the batch, and the bulk work then completes with all its audio; a worker killed while a bulk segment waits
+paused loses none of it: another worker resumes it exactly."""
 
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
 import torch
 
 from shared.params import SynthesisParams
-from tests.audio import xtts_samples
+from tests.audio import ResumingListener, xtts_samples
 from tests.farms import SHORT_LEASES, SharedFarm
 from tests.prometheus import scrape, value
 from tools.localfarm import tts_body, wait_for
@@ -206,6 +211,82 @@ def test_a_live_stream_overtakes_bulk_work_that_fills_the_worker(farm_with) -> N
     after = scrape(farm.base_url, farm.headers)
     for priority, runs in (("live", 1), ("bulk", 5)):  # runs started, by class, with the time each waited
         assert value(after, "xtts_queue_wait_seconds_count", priority=priority) >= runs, priority
+
+
+PAUSED_BULK_TOKENS, HOLDING_LIVE_TOKENS = 120, 60
+
+
+def _live_stream(farm: SharedFarm) -> tuple[str, bytes]:
+    """POST /tts_stream read to its end: (its job id, its PCM)."""
+    body = tts_body("Live words that keep a bulk segment paused.", HOLDING_LIVE_TOKENS, 8, response_format="pcm")
+    with requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=240) as response:
+        assert response.status_code == 200, response.text
+        return response.headers["X-Session-Id"], b"".join(response.iter_content(chunk_size=None))
+
+
+def test_a_worker_killed_while_a_bulk_segment_is_paused_has_it_resumed_elsewhere_exactly(farm_with) -> None:
+    """Nothing lost: a worker whose batch of 4 is full of bulk work (each job with audio delivered already) pauses a
+    bulk segment for a live stream and is killed (SIGKILL) while that segment waits paused. Another worker takes every
+    segment over once the leases lapse: each bulk job's stream, read from its start, has every chunk once and in
+    order (no gap where the paused segment stopped, no chunk of it delivered again) and all the audio the job
+    reports and asked for; the live stream completes too."""
+    farm: SharedFarm = farm_with(**SHORT_LEASES)
+    assert _batch(farm)["max"] == 4
+    bulk = []
+    for _ in range(4):
+        body = tts_body(SENTENCE, PAUSED_BULK_TOKENS, 8, priority="bulk")
+        created = requests.post(farm.url("/jobs"), json=body, timeout=30)
+        assert created.status_code == 202 and created.json()["priority"] == "bulk", created.text
+        bulk.append(created.json()["id"])
+    # Every bulk segment has published audio: whichever is paused has chunks the next run must not repeat.
+    wait_for(lambda: all(farm.job(job_id)["progress"]["chunks"] >= 1 for job_id in bulk), 60, "audio of every bulk job")
+    assert _batch(farm)["active"] == 4
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        live = pool.submit(_live_stream, farm)
+
+        def paused_for_live() -> dict[str, Any] | None:
+            if live.done():
+                return {"live stream ended": True}  # too late: stop waiting
+            workers = farm.live_workers()
+            ok = len(workers) == 1 and workers[0]["batch"]["paused"] == 1 and workers[0]["held"]["live"] == 1
+            return workers[0] if ok else None
+
+        victim = wait_for(paused_for_live, 30, "a bulk segment paused for the live stream")
+        assert "live stream ended" not in victim, "the live stream ended before a bulk segment was seen paused"
+        assert {c["job_id"] for c in victim["current"]} >= set(bulk)
+        proc = next(p for p in farm.workers.values() if p.pid == victim["pid"])
+        os.kill(victim["pid"], signal.SIGKILL)
+        killed_at = time.monotonic()
+        proc.wait(10)
+        states = {job_id: farm.job(job_id) for job_id in bulk}
+        assert all(job["state"] == "running" for job in states.values()), states
+        delivered = {job_id: job["progress"]["chunks"] for job_id, job in states.items()}
+        farm.start_worker()
+
+        def taken_over() -> bool:
+            return all(farm.job(job_id)["segments"][0]["worker"] not in (None, victim["name"]) for job_id in bulk)
+
+        wait_for(taken_over, 60, "another worker to take the dead worker's bulk segments over")
+        print(
+            f"bulk segments taken over {time.monotonic() - killed_at:.1f} s after the kill, chunks delivered before "
+            f"it: {sorted(delivered.values())}"
+        )
+        live_job, live_pcm = live.result(timeout=240)
+
+    for job_id in bulk:
+        status = farm.wait_for_state(job_id, ("succeeded", "failed"), 240)
+        assert status["state"] == "succeeded", status
+        segment = status["segments"][0]
+        assert segment["worker"] != victim["name"] and segment["attempts"] == 2, segment
+        listener = ResumingListener(farm, job_id)  # the whole stream, from its first chunk
+        listener.complete(PAUSED_BULK_TOKENS)  # ends; every chunk once, in order, seq 1, 2, ...; all the samples
+        assert listener.cursors == [None]  # one connection: nothing pieced together by the reader
+        assert len(listener.audio) > delivered[job_id]  # the chunks from before the kill, then the next run's
+        samples = sum(len(event.pcm) for event in listener.audio) // 2
+        assert samples == status["progress"]["audio_samples"] == xtts_samples(PAUSED_BULK_TOKENS), job_id
+    assert farm.wait_for_state(live_job, ("succeeded", "failed"), 60)["state"] == "succeeded"
+    assert len(live_pcm) // 2 == xtts_samples(HOLDING_LIVE_TOKENS)
 
 
 def test_a_paused_segment_is_not_timed_out_for_the_time_it_yields(engine: XttsEngine) -> None:
