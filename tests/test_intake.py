@@ -1,6 +1,8 @@
-"""Whether a worker consumes bulk work (workers/intake.py), from what it holds: only while a batch slot is free;
-live work always; switched through Celery's consumer, the bulk queue alone. The consumer here records the calls;
-tests/test_live_and_bulk.py shows a real worker taking a live segment while bulk work fills its batch."""
+"""What a worker takes from the broker (workers/intake.py), from what it holds: bulk work only while a batch slot is
+free, switched through Celery's consumer, the bulk queue alone; live work while it holds fewer live segments than its
+live capacity, through Celery's prefetch count. The consumer here records the calls; tests/test_live_and_bulk.py
+shows a real worker taking a live segment while bulk work fills its batch, tests/test_live_admission.py one leaving
+a live task past its capacity in the broker."""
 
 from __future__ import annotations
 
@@ -12,10 +14,22 @@ from shared.tasks import BULK_QUEUE, SYNTHESIS_QUEUE
 from workers.intake import Intake, priority_of_queue
 
 
+class RecordingQoS:
+    """Celery's QoS: `update` sets the channel's prefetch count to `value`."""
+
+    def __init__(self) -> None:
+        self.value = 8  # Celery's initial count: one per thread
+        self.applied: list[int] = []
+
+    def update(self) -> None:
+        self.applied.append(self.value)
+
+
 class RecordingConsumer:
     """Celery's Consumer as far as the intake uses it: call_soon runs the operation at once."""
 
     def __init__(self) -> None:
+        self.qos = RecordingQoS()
         self.queues = [SYNTHESIS_QUEUE, BULK_QUEUE]
         self.cancelled: list[str] = []
         self.broken = False
@@ -66,3 +80,24 @@ def test_a_switch_that_failed_is_made_again_at_the_next_change() -> None:
 def test_the_queue_a_task_came_from_names_its_class() -> None:
     assert priority_of_queue(BULK_QUEUE) is Priority.BULK
     assert priority_of_queue(SYNTHESIS_QUEUE) is Priority.LIVE and priority_of_queue(None) is Priority.LIVE
+
+
+def test_live_work_is_taken_only_up_to_the_live_capacity_besides_the_bulk_work_held() -> None:
+    capacity: list[int | None] = [None]
+    intake, consumer = Intake(max_batch=4, live_capacity=lambda: capacity[0]), RecordingConsumer()
+    intake.attach(consumer)
+    assert consumer.qos.applied == [4]  # not measured yet: a batch's worth, not the 8 threads
+    capacity[0] = 2
+    intake.refresh()
+    assert consumer.qos.applied[-1] == 2
+    intake.took(Priority.BULK)  # a bulk segment held leaves the live capacity whole
+    assert consumer.qos.applied[-1] == 3
+    intake.took(Priority.LIVE)
+    intake.took(Priority.LIVE)  # 2 live + 1 bulk held = 3: the worker takes nothing more
+    assert consumer.qos.applied[-1] == 3 and consumer.qos.value == 3
+    intake.released(Priority.BULK)
+    assert consumer.qos.applied[-1] == 2
+    capacity[0] = 16  # never more than the batch
+    intake.refresh()
+    assert consumer.qos.applied[-1] == 4
+    assert consumer.qos.applied == [4, 2, 3, 2, 4]  # set only when it changes

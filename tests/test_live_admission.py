@@ -8,13 +8,16 @@ FREEZABLE) and which is frozen (SIGSTOP) while requests arrive, so that nothing 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
 import requests
 
 from api.admission import EXPECTED_START_HEADER, expected_live_wait
+from api.framing import streaming_wav_header
 from shared.audio import speech_seconds
+from tests.audio import xtts_samples
 from tests.farms import FREEZABLE, SharedFarm
 from tools.localfarm import tts_body
 
@@ -96,3 +99,30 @@ def test_a_live_request_that_may_wait_is_admitted_with_its_expected_start(farm_w
     for job in (first.json(), second.json()):
         assert farm.wait_for_state(job["id"], ("succeeded",), 120)["state"] == "succeeded"
     assert farm.job(second.json()["id"])["expected_start"] is None  # started: nothing more to expect
+
+
+def _open_stream(farm: SharedFarm, text: str) -> requests.Response:
+    """A live /tts_stream whose headers are in (sent with its WAV header, before any audio), its body not read."""
+    body = tts_body(text, 40, 8)
+    response = requests.post(farm.url("/tts_stream"), json=body, stream=True, timeout=120)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_a_worker_at_its_live_capacity_leaves_the_next_live_stream_in_the_broker(farm_with) -> None:
+    """Two live streams at once on a worker that carries one: the second is told to wait for the first, waits in
+    the broker (the worker's prefetch count is its live capacity), and starts once the first has finished, so the
+    first never shares its worker. Both get all their audio."""
+    farm = farm_with(**FREEZABLE, MAX_LIVE_WAIT_SECONDS="60")
+    _wait_for_capacity(farm)
+    with farm.frozen_workers():  # both requests in before the worker may take either
+        first, second = _open_stream(farm, FIRST), _open_stream(farm, SECOND)
+    with first, second, ThreadPoolExecutor(max_workers=2) as pool:
+        first_pcm, second_pcm = pool.map(
+            lambda response: response.content[len(streaming_wav_header()) :], (first, second)
+        )
+    assert float(first.headers[EXPECTED_START_HEADER]) == 0
+    assert float(second.headers[EXPECTED_START_HEADER]) == pytest.approx(speech_seconds(len(FIRST)), abs=0.1)
+    assert len(first_pcm) // 2 == len(second_pcm) // 2 == xtts_samples(40)
+    one, two = (farm.job(response.headers["X-Session-Id"])["timestamps"] for response in (first, second))
+    assert datetime.fromisoformat(two["started"]) >= datetime.fromisoformat(one["finished"]), (one, two)

@@ -1,10 +1,14 @@
-"""Whether a worker process consumes bulk work: only while it has a batch slot free for it, so that no worker holds
-bulk tasks it cannot start while another worker could (a task a worker holds is invisible to the others until it
-finishes).
+"""What a worker process takes from the broker: no task it cannot start well while another worker could (a task a
+worker holds is invisible to the others until it finishes).
 
 A worker runs two Celery threads per batch slot (workers/celery_app.py): room for a full batch of bulk segments and
-as many live ones, which take the bulk ones' slots (workers/scheduler.py pauses those). It always consumes the live
-queue; it consumes the bulk queue only while its live and bulk segments together leave a slot free.
+as many live ones, which take the bulk ones' slots (workers/scheduler.py pauses those). It consumes the bulk queue
+only while its live and bulk segments together leave a slot free. It takes live work only while it holds fewer live
+segments than its live capacity (the streams it carries faster than real time, workers/capacity.py): past that, a
+live task stays in the broker for a worker that can carry it, or until one of this worker's streams ends (the API
+told its listener when to expect that: api/admission.py). That bound is Celery's prefetch count (QoS): the live
+capacity plus the bulk segments held, so while live work fills the capacity the worker takes no task at all (a bulk
+one could not run beside it: the scheduler would pause it at once).
 
 Switching is Celery's own remote-control operation (`Consumer.cancel_task_queue` / `add_task_queue`), run in the
 consumer's thread. Only the bulk queue is ever switched, because kombu's Redis transport
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from shared.priority import Priority
@@ -30,10 +35,12 @@ def priority_of_queue(queue: str | None) -> Priority:
 
 
 class Intake:
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, live_capacity: Callable[[], int | None] = lambda: None) -> None:
         self.max_batch = max_batch
+        self.live_capacity = live_capacity  # the scheduler's, once it exists; None: not measured yet
         self._held = dict.fromkeys(Priority, 0)
         self._consuming_bulk: bool | None = True  # None: unknown (a switch failed): the next change sets it again
+        self._prefetch: int | None = None  # the prefetch count last set
         self._consumer: Any = None  # Celery's Consumer, once the worker is ready
         self._lock = threading.RLock()  # _switch may run at once, inside a change (a consumer without a loop)
 
@@ -55,15 +62,39 @@ class Intake:
     def held(self, priority: Priority) -> int:
         return self._held[priority]
 
+    def refresh(self) -> None:
+        """The live capacity may have moved (it is measured as the worker runs): sets the prefetch count again."""
+        with self._lock:
+            self._apply()
+
     def wants_bulk(self) -> bool:
         return self._held[Priority.LIVE] + self._held[Priority.BULK] < self.max_batch
 
+    def prefetch(self) -> int:
+        """How many tasks the worker may hold: its live capacity (every slot before it is measured) besides the bulk
+        segments it holds, and never more than its Celery threads."""
+        capacity = min(self.live_capacity() or self.max_batch, self.max_batch)
+        return min(2 * self.max_batch, capacity + self._held[Priority.BULK])
+
     def _apply(self) -> None:
-        wanted = self.wants_bulk()
-        if self._consumer is None or wanted == self._consuming_bulk:
+        if self._consumer is None:
             return
-        self._consuming_bulk = wanted
-        self._consumer.call_soon(self._switch, self._consumer, wanted)
+        prefetch = self.prefetch()
+        if prefetch != self._prefetch:
+            self._prefetch = prefetch
+            self._consumer.call_soon(self._set_prefetch, self._consumer, prefetch)
+        wanted = self.wants_bulk()
+        if wanted != self._consuming_bulk:
+            self._consuming_bulk = wanted
+            self._consumer.call_soon(self._switch, self._consumer, wanted)
+
+    @staticmethod
+    def _set_prefetch(consumer: Any, prefetch: int) -> None:
+        """In the consumer's thread. Celery's loop sets the channel's prefetch count to `qos.value` whenever they
+        differ, so the value is what must change; kombu's Redis transport then fetches only while the worker holds
+        fewer unacknowledged tasks than that."""
+        consumer.qos.value = prefetch
+        consumer.qos.update()
 
     def _switch(self, consumer: Any, wanted: bool) -> None:
         """In the consumer's thread."""

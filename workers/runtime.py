@@ -78,6 +78,7 @@ class WorkerRuntime:
         self.scheduler = self.engine.new_scheduler(max_batch(settings, self.engine.device.startswith("cuda")))
         self.scheduler.capacity.pinned = settings.WORKER_LIVE_CAPACITY or None
         self.intake.max_batch = self.scheduler.max_batch
+        self.intake.live_capacity = self.scheduler.capacity.live_capacity
         studio = self.studio = StudioSpeakers.of(self.engine)
         reaper = self.reaper = Reaper(celery, self.name)
         self.started_at = time.time()
@@ -179,6 +180,7 @@ class WorkerRuntime:
         }
 
     def publish(self) -> None:
+        self.intake.refresh()  # with each heartbeat: the live capacity is measured as the worker runs
         r = get_redis()
         registry.publish(r, self.name, self.info(), ttl=3 * get_settings().WORKER_HEARTBEAT_SECONDS)
         metrics.publish_worker(r, self.name, self.metrics.snapshot())
