@@ -30,8 +30,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # (the segment resumes after the audio chunks it had already streamed).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # Each worker process holds one task at a time: a long job's waiting segments stay in the shared queue,
-        # where any idle worker (or a short job's segment queued ahead of them) gets the next turn.
+        # A worker holds no task it has no thread for: a long job's waiting segments stay in the shared queue, where
+        # any idle worker (or a short job's segment queued ahead of them) gets the next turn. Once a worker is ready
+        # its intake lowers that count to what it can run well (workers/intake.py: its live capacity).
         "worker_prefetch_multiplier": 1,
         # Workers consume the three queues in this order, so a clone request is not stuck behind a backlog of
         # synthesis segments, nor a live segment behind bulk ones (shared/priority.py).
