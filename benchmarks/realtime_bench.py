@@ -30,6 +30,7 @@ import requests
 from benchmarks.concurrency_bench import TEXTS, _p95
 from benchmarks.farm_bench import SENTENCE, local_farm
 from benchmarks.player import CONTINUITY_LIMIT_S, Playback, pcm_seconds, play
+from shared.settings import Settings
 from tools.localfarm import Farm, tts_body, wait_for
 
 WORKERS = 2
@@ -39,8 +40,12 @@ CHUNK = 20
 FIRST_AUDIO_FACTOR = 3.0
 MULTIPLES = (0.5, 1.0, 2.0, 4.0)
 # The API's own limit on concurrent requests (a 429 past it) is raised out of the way, so that the refusals counted
-# are the farm's answer to its capacity, not the API's.
-FARM_ENV = {"MAX_CONCURRENT_REQUESTS": "64"}
+# are the farm's answer to its capacity (503 past MAX_LIVE_WAIT_SECONDS, at its default: the test farms turn it off),
+# not the API's.
+FARM_ENV = {
+    "MAX_CONCURRENT_REQUESTS": "64",
+    "MAX_LIVE_WAIT_SECONDS": str(Settings.model_fields["MAX_LIVE_WAIT_SECONDS"].default),
+}
 
 
 @dataclass(frozen=True)
