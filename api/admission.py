@@ -28,16 +28,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, Response, g
+from redis.exceptions import RedisError
 from sqlalchemy import delete, func, select
 
 from api.errors import FarmFull, TooManyAudioTokens
-from shared import jobs
+from shared import jobs, registry
 from shared.audio import TOKEN_SECONDS, TOKENS_PER_CHAR, speech_seconds
 from shared.db import session_scope
 from shared.errors import TooManyRequests
 from shared.models import ACTIVE_STATES, Job, JobState
 from shared.params import SynthesisParams
 from shared.priority import Priority
+from shared.redis_client import get_redis
 from shared.settings import get_settings
 
 # XTTS's GPT stops a segment at 605 audio tokens (about 28 s) whatever the text.
@@ -102,9 +104,11 @@ def _withdraw(job_id: str) -> None:
 
 # --- live streams -------------------------------------------------------------------------------------------------
 def live_capacity(workers: list[dict[str, Any]]) -> int | None:
-    """The live streams the live workers carry faster than real time; None before any has measured it."""
-    measured = [c for w in workers if (c := (w.get("batch") or {}).get("live_capacity")) is not None]
-    return sum(int(c) for c in measured) if measured else None
+    """The live streams the live workers carry faster than real time; None while any of them has not measured it
+    yet (an idle newcomer has room the sum would not show)."""
+    measured: list[int | None] = [(w.get("batch") or {}).get("live_capacity") for w in workers]
+    counted = [int(c) for c in measured if c is not None]
+    return sum(counted) if measured and len(counted) == len(measured) else None
 
 
 def expected_live_wait(capacity: int, ahead: list[tuple[bool, float]]) -> float:
@@ -131,7 +135,11 @@ def admit_live(job: Job, workers: list[dict[str, Any]]) -> None:
     the response when its audio should start."""
     if job.priority != Priority.LIVE.value:
         return
-    wait = live_wait(job, workers)
+    try:
+        wait = live_wait(job, workers)
+    except Exception:
+        _withdraw(job.id)  # committed but not dispatched: a request that failed leaves no job running behind it
+        raise
     if wait is None:
         return
     limit = get_settings().MAX_LIVE_WAIT_SECONDS
@@ -146,9 +154,14 @@ def admit_live(job: Job, workers: list[dict[str, Any]]) -> None:
     g.expected_live_wait = wait
 
 
-def expected_start(job: Job, workers: list[dict[str, Any]]) -> datetime | None:
-    """When a live job that waits for its first audio should get it (None for the others)."""
+def expected_start(job: Job) -> datetime | None:
+    """When a live job that waits for its first audio should get it (None for the others, and while Redis, where
+    the workers say their capacity, does not answer: the job's status is read from SQL alone)."""
     if job.priority != Priority.LIVE.value or job.state != JobState.QUEUED.value or job.first_chunk_at is not None:
+        return None
+    try:
+        workers = registry.live_workers(get_redis())
+    except RedisError:
         return None
     wait = live_wait(job, workers)
     return None if wait is None else datetime.now(UTC) + timedelta(seconds=wait)

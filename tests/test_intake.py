@@ -101,3 +101,46 @@ def test_live_work_is_taken_only_up_to_the_live_capacity_besides_the_bulk_work_h
     intake.refresh()
     assert consumer.qos.applied[-1] == 4
     assert consumer.qos.applied == [4, 2, 3, 2, 4]  # set only when it changes
+
+
+class DeferringConsumer(RecordingConsumer):
+    """A consumer whose loop runs the operations asked of it later, in no set order (kombu's hub keeps them in a
+    set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+
+    def call_soon(self, operation: Callable[..., Any], *args: Any) -> None:
+        self.ready.append((operation, args))
+
+    def run_loop_turn(self) -> None:
+        ready, self.ready = self.ready, []
+        for operation, args in reversed(ready):
+            operation(*args)
+
+
+def test_what_the_consumer_runs_late_or_out_of_order_still_leaves_the_state_wanted_now() -> None:
+    intake, consumer = Intake(max_batch=4, live_capacity=lambda: 2), DeferringConsumer()
+    intake.attach(consumer)
+    for _ in range(4):
+        intake.took(Priority.BULK)  # the batch fills with bulk work ...
+    for _ in range(3):
+        intake.released(Priority.BULK)  # ... and empties again, all within one turn of the consumer's loop
+    consumer.run_loop_turn()
+    assert consumer.qos.value == 3 and consumer.queues == [SYNTHESIS_QUEUE, BULK_QUEUE]
+    consumer.qos = RecordingQoS()  # a broker reconnection: Celery starts a new QoS at one task per thread
+    intake.refresh()  # every heartbeat
+    consumer.run_loop_turn()
+    assert consumer.qos.value == 3
+
+
+def test_no_bulk_task_is_taken_that_the_batch_would_pause_at_once() -> None:
+    intake, consumer = Intake(max_batch=4, live_capacity=lambda: 2), RecordingConsumer()
+    intake.attach(consumer)
+    intake.took(Priority.LIVE)  # with live work the batch runs 2 members: room for one bulk segment
+    assert consumer.queues == [SYNTHESIS_QUEUE, BULK_QUEUE]
+    intake.took(Priority.BULK)
+    assert consumer.queues == [SYNTHESIS_QUEUE]  # a second one would wait paused: left to another worker
+    intake.released(Priority.LIVE)
+    assert consumer.queues == [SYNTHESIS_QUEUE, BULK_QUEUE]  # no live work: every slot again

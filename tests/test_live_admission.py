@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 import requests
 
-from api.admission import EXPECTED_START_HEADER, expected_live_wait
+from api.admission import EXPECTED_START_HEADER, expected_live_wait, live_capacity
 from api.framing import streaming_wav_header
 from shared.audio import speech_seconds
 from tests.audio import xtts_samples
@@ -43,6 +43,13 @@ def test_running_jobs_hold_their_streams_before_waiting_ones_are_placed() -> Non
     # Two streams, both taken by running jobs (1 s and 6 s left); an older job still waiting (4 s) gets the first
     # to come free at 1 s, so the next is free at 5 s: not at 4 s, as if the waiting job held a stream from now.
     assert expected_live_wait(2, [(False, 4.0), (True, 1.0), (True, 6.0)]) == 5.0
+
+
+def test_the_farm_capacity_is_unknown_while_a_live_worker_has_not_measured_its_own() -> None:
+    measured, pinned, fresh = ({"batch": {"live_capacity": c}} for c in (2, 1, None))
+    assert live_capacity([measured, pinned]) == 3
+    assert live_capacity([measured, fresh]) is None  # the newcomer's room is not known: nothing refused for it
+    assert live_capacity([]) is None
 
 
 # --- against a worker ------------------------------------------------------------------------------------------------

@@ -86,7 +86,8 @@ def test_a_farm_whose_api_cannot_start_fails_at_once_with_the_api_log(tmp_path: 
 
 
 def test_free_ports_are_never_the_kernels_ephemeral_ones_nor_handed_out_twice() -> None:
-    ephemeral = range(*(int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()))
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ephemeral = range(low, high + 1)
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50 and not any(p in ephemeral for p in ports)
 

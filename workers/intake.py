@@ -39,10 +39,9 @@ class Intake:
         self.max_batch = max_batch
         self.live_capacity = live_capacity  # the scheduler's, once it exists; None: not measured yet
         self._held = dict.fromkeys(Priority, 0)
-        self._consuming_bulk: bool | None = True  # None: unknown (a switch failed): the next change sets it again
-        self._prefetch: int | None = None  # the prefetch count last set
         self._consumer: Any = None  # Celery's Consumer, once the worker is ready
-        self._lock = threading.RLock()  # _switch may run at once, inside a change (a consumer without a loop)
+        self._sync_pending = False  # one _sync at a time in the consumer's queue: it reads the state when it runs
+        self._lock = threading.RLock()  # _sync may run at once, inside a change (a consumer without a loop)
 
     def attach(self, consumer: Any) -> None:
         with self._lock:
@@ -63,12 +62,22 @@ class Intake:
         return self._held[priority]
 
     def refresh(self) -> None:
-        """The live capacity may have moved (it is measured as the worker runs): sets the prefetch count again."""
+        """The live capacity may have moved (it is measured as the worker runs), or the consumer may have been
+        rebuilt (a broker reconnection starts Celery's prefetch count afresh): applies what is wanted again."""
         with self._lock:
             self._apply()
 
+    def batch_limit(self) -> int:
+        """The members the scheduler runs at once now (workers/scheduler.py `_limit`): every slot without live work,
+        the live capacity with it (never fewer than the live segments held)."""
+        live = self._held[Priority.LIVE]
+        capacity = self.live_capacity() if live else None
+        return self.max_batch if capacity is None else min(self.max_batch, max(capacity, live))
+
     def wants_bulk(self) -> bool:
-        return self._held[Priority.LIVE] + self._held[Priority.BULK] < self.max_batch
+        """A bulk task is taken only if it can run at once: one the scheduler would pause is better left to another
+        worker."""
+        return self._held[Priority.LIVE] + self._held[Priority.BULK] < self.batch_limit()
 
     def prefetch(self) -> int:
         """How many tasks the worker may hold: its live capacity (every slot before it is measured) besides the bulk
@@ -77,34 +86,27 @@ class Intake:
         return min(2 * self.max_batch, capacity + self._held[Priority.BULK])
 
     def _apply(self) -> None:
-        if self._consumer is None:
-            return
-        prefetch = self.prefetch()
-        if prefetch != self._prefetch:
-            self._prefetch = prefetch
-            self._consumer.call_soon(self._set_prefetch, self._consumer, prefetch)
-        wanted = self.wants_bulk()
-        if wanted != self._consuming_bulk:
-            self._consuming_bulk = wanted
-            self._consumer.call_soon(self._switch, self._consumer, wanted)
+        if self._consumer is not None and not self._sync_pending:
+            self._sync_pending = True
+            self._consumer.call_soon(self._sync)
 
-    @staticmethod
-    def _set_prefetch(consumer: Any, prefetch: int) -> None:
-        """In the consumer's thread. Celery's loop sets the channel's prefetch count to `qos.value` whenever they
-        differ, so the value is what must change; kombu's Redis transport then fetches only while the worker holds
-        fewer unacknowledged tasks than that."""
-        consumer.qos.value = prefetch
-        consumer.qos.update()
-
-    def _switch(self, consumer: Any, wanted: bool) -> None:
-        """In the consumer's thread."""
+    def _sync(self) -> None:
+        """In the consumer's thread: makes the consumer match what is wanted *now*. It reads the wanted state when it
+        runs, not when it was asked for, because kombu's hub runs the callbacks of one loop turn in no set order,
+        and it compares with the consumer's own state, which a broker reconnection resets."""
+        with self._lock:
+            self._sync_pending = False
+            consumer, prefetch, wanted = self._consumer, self.prefetch(), self.wants_bulk()
         try:
+            if consumer.qos.value != prefetch:
+                # Celery's loop sets the channel's prefetch count to `qos.value` whenever they differ; kombu's Redis
+                # transport then fetches only while the worker holds fewer unacknowledged tasks than that.
+                consumer.qos.value = prefetch
+                consumer.qos.update()
             consuming = consumer.task_consumer.consuming_from(BULK_QUEUE)
             if consuming and not wanted:
                 consumer.cancel_task_queue(BULK_QUEUE)
             elif wanted and not consuming:
                 consumer.add_task_queue(BULK_QUEUE)
-        except Exception:  # the connection is being re-established; the next change of what it holds retries
-            log.warning("could not %s the bulk queue", "consume" if wanted else "stop consuming", exc_info=True)
-            with self._lock:
-                self._consuming_bulk = None
+        except Exception:  # the connection is being re-established: the next change, or heartbeat, applies it
+            log.warning("could not apply the worker's intake (prefetch %d, bulk %s)", prefetch, wanted, exc_info=True)

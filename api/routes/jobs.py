@@ -33,7 +33,7 @@ from api.schemas.common import ErrorResponse, audio_response
 from api.schemas.jobs import JOB_EVENT_SCHEMA, AudioQuery, JobCreated, JobPath, JobStatus, StreamJobPath, StreamQuery
 from api.schemas.synthesis import TtsRequest
 from api.submission import submit, submit_once
-from shared import jobs, registry, streams
+from shared import jobs, streams
 from shared.errors import AudioExpired, FarmError, InvalidInput, JobNotReady, SynthesisFailed
 from shared.models import JobState
 from shared.redis_client import get_redis
@@ -103,8 +103,7 @@ def job_status(path: JobPath) -> Response:
     """State, progress (segments, audio chunks, seconds of audio), timestamps and error of a job, and of each
     of its segments (state, attempts, worker)."""
     job = current_job(path.job_id, tenant=caller().tenant, with_segments=True)
-    start = admission.expected_start(job, registry.live_workers(get_redis()))
-    return json_model(JobStatus.from_job(job, with_segments=True, expected_start=start))
+    return json_model(JobStatus.from_job(job, with_segments=True, expected_start=admission.expected_start(job)))
 
 
 @bp.get(

@@ -48,7 +48,7 @@ class HealthResponse(BaseModel):
     live_capacity: int | None = Field(
         None,
         description="Live streams the workers carry faster than real time, the sum of each one's measured "
-        "capacity (none before a worker has synthesized anything)",
+        "capacity (none while a live worker has not measured it yet)",
     )
     backlog_audio_seconds: dict[str, float] | None = Field(
         None,
