@@ -138,6 +138,30 @@ def test_with_live_work_the_batch_shrinks_to_its_live_capacity_and_grows_back(en
         assert _tokens(chunks[key]) == _tokens(solo), key
 
 
+def test_between_the_segments_of_a_live_text_paused_bulk_work_stays_paused(engine: XttsEngine) -> None:
+    """A live segment ends and the next of its text comes a moment later: the bulk members that yielded to the
+    first stay paused for it (LIVE_HOLD_SECONDS), rather than each replaying its tokens to rejoin the batch only to be
+    paused again; once no live work has come for that long, they resume."""
+    scheduler = engine.new_scheduler(max_batch=2)
+    scheduler.capacity.pinned = 1
+    handles = {key: scheduler.submit(_segment(engine, key, TEXT, BULK_TOKENS, live=False)) for key in ("a", "b")}
+    chunks: dict[str, list[Chunk]] = {key: [] for key in handles}
+    for _ in range(10):
+        _collect(scheduler, handles, chunks)
+    for sentence in ("first", "second"):
+        handles[sentence] = scheduler.submit(_segment(engine, sentence, LIVE_TEXT, 16, live=True))
+        chunks[sentence] = []
+        while not handles[sentence].finished:
+            _collect(scheduler, handles, chunks)
+        _collect(scheduler, handles, chunks)  # the live one has left: the paused ones are held for the next
+        assert scheduler.active == 0 and scheduler.paused == 2
+    assert scheduler.pauses == 2  # paused once each, for both live segments
+    wait_for(lambda: (_collect(scheduler, handles, chunks), scheduler.active == 2)[1], 30, "the bulk ones to resume")
+    while not all(h.finished for h in handles.values()):
+        _collect(scheduler, handles, chunks)
+    assert scheduler.pauses == 2 and scheduler.paused == 0
+
+
 def test_live_segments_queued_behind_a_full_batch_go_before_bulk_ones(engine: XttsEngine) -> None:
     scheduler = engine.new_scheduler(max_batch=1)
     handles = {"running": scheduler.submit(_segment(engine, "running", LIVE_TEXT, 16, live=True))}

@@ -55,6 +55,10 @@ MAX_CHUNK_GROWTH = 4
 # An established member postpones its decode for a newcomer's first chunk only while its listener has at
 # least this much audio in hand beyond what the decode will take.
 LOW_WATER_SECONDS = 1.0
+# The batch keeps to its live capacity this long after its last live member left: a live text's next segment
+# arrives within a fraction of a second, and resuming every paused bulk member (each replays its tokens) only to
+# pause it again would cost that segment its start.
+LIVE_HOLD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,7 @@ class BatchScheduler:
         self._queued: list[Handle] = []  # taken from _waiting, not admitted yet (the batch was full)
         self._members: dict[Hashable, _Member] = {}
         self._paused: list[_Member] = []  # bulk members that yielded their slot, oldest first
+        self._live_seen_at = float("-inf")  # when the batch last held (or had waiting) live work
         self.pauses = 0  # bulk members paused for live ones, since the start
         self.capacity = Capacity(self.max_batch)  # its real-time capacity, measured as it runs
         self._wake = threading.Event()
@@ -272,10 +277,12 @@ class BatchScheduler:
     def run(self) -> None:
         """The loop of a worker's scheduler thread."""
         while not self._stop.is_set():
-            if not self._members and not self._queued and not self._paused and self._waiting.empty():
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
-                continue
+            if not self._members and not self._queued and self._waiting.empty():
+                held = self._live_hold_left() if self._paused else 0.0
+                if not self._paused or held > 0:  # nothing to run, or paused work held for live work: sleep
+                    self._wake.wait(timeout=held or 1.0)
+                    self._wake.clear()
+                    continue
             try:
                 self.step()
             except Exception as exc:  # a broken step must not kill the worker: fail what was running
@@ -327,13 +334,22 @@ class BatchScheduler:
     def _limit(self) -> int:
         """How many members the batch may hold now: every slot while it has no live work; with live work, as many
         as its streams run faster than real time at (the measured live capacity), bulk ones paused beyond that,
-        though never fewer than the live segments it holds (the worker took them: they run, if slower)."""
+        though never fewer than the live segments it holds (the worker took them: they run, if slower). For
+        LIVE_HOLD_SECONDS after the last live member left it does not grow: a live text's next segment is coming."""
         live = sum(1 for m in self._members.values() if m.segment.live)
         live += sum(1 for h in self._queued if h.segment.live)
+        if live:
+            self._live_seen_at = time.monotonic()
+        elif self._live_hold_left() > 0:
+            return min(len(self._members), self.max_batch)  # held: nothing resumed or started until it ends
         capacity = self.capacity.live_capacity() if live else None
         if capacity is None:
             return self.max_batch
         return min(self.max_batch, max(capacity, live))
+
+    def _live_hold_left(self) -> float:
+        """Seconds the batch still keeps to its live capacity after its last live member left (LIVE_HOLD_SECONDS)."""
+        return max(0.0, self._live_seen_at + LIVE_HOLD_SECONDS - time.monotonic())
 
     def _start(self, handle: Handle) -> None:
         member = _Member(handle, arrived=time.monotonic())
