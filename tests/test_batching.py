@@ -124,7 +124,10 @@ def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(farm_with
     farm = farm_with(**SHORT_LEASES)
     tokens = 160
     jobs = [
-        requests.post(farm.url("/jobs"), json=_body(TEXTS[i], tokens, chunk=8), timeout=30).json() for i in range(3)
+        # Stated bulk: a listener attaching does not make them live, so none yields its slot to the others (a job
+        # made live between its dispatch and its start would be served before the one still bulk).
+        requests.post(farm.url("/jobs"), json=_body(TEXTS[i], tokens, chunk=8, priority="bulk"), timeout=30).json()
+        for i in range(3)
     ]
     listeners = []
     for job in jobs:
