@@ -45,6 +45,7 @@ MULTIPLES = (0.5, 1.0, 2.0, 4.0)
 FARM_ENV = {
     "MAX_CONCURRENT_REQUESTS": "64",
     "MAX_LIVE_WAIT_SECONDS": str(Settings.model_fields["MAX_LIVE_WAIT_SECONDS"].default),
+    "WORKER_LIVE_CAPACITY": "0",  # measured, as in production
 }
 
 

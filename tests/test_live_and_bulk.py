@@ -222,7 +222,8 @@ def test_a_live_stream_overtakes_bulk_work_that_fills_the_worker(farm_with) -> N
     # One bulk segment paused for the live one, or more, down to the live capacity the worker measured.
     assert value(during, "xtts_batch_pauses_total") >= 1
     assert value(during, "xtts_segments_held", priority="bulk") == 4  # the fifth waits in the broker
-    # The worker measured its real-time capacity as it ran (1 at least, at most its 4 slots), and says it.
+    # The worker says its live capacity (pinned to its 4 slots on test farms: tools/localfarm.py) and the stream
+    # speed it measured at each batch size as it ran.
     capacity = value(during, "xtts_live_capacity")
     health = requests.get(farm.url("/health"), timeout=10).json()
     assert 1 <= capacity <= 4 and 1 <= health["live_capacity"] <= 4  # (read apart: it may have moved between)
