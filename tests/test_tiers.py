@@ -47,15 +47,20 @@ def test_the_fast_tier_leaves_out_the_tests_whose_fixtures_start_a_farm() -> Non
     assert not farm_tests & fast
 
 
-def test_a_fast_test_cannot_start_a_farm_process(tmp_path: Path) -> None:
-    """This test is in the fast tier (its fixtures start no farm): starting a worker or an API fails it."""
-    farm = Farm(
+def _farm_of_nothing(tmp_path: Path, workers: int) -> Farm:
+    """A farm not started, with no Redis (port 1) and an empty SQLite file: for tests of starting it."""
+    return Farm(
         redis_url="redis://127.0.0.1:1/0",
         database_url=f"sqlite:///{tmp_path / 'farm.db'}",
         model_dir=tmp_path,
-        workers=1,
+        workers=workers,
         log_dir=tmp_path,
     )
+
+
+def test_a_fast_test_cannot_start_a_farm_process(tmp_path: Path) -> None:
+    """This test is in the fast tier (its fixtures start no farm): starting a worker or an API fails it."""
+    farm = _farm_of_nothing(tmp_path, workers=1)
     with pytest.raises(FarmInFastTest, match="Celery worker"):
         farm.start_worker()
     with pytest.raises(FarmInFastTest, match="API"):
@@ -67,13 +72,7 @@ def test_a_fast_test_cannot_start_a_farm_process(tmp_path: Path) -> None:
 def test_a_farm_whose_api_cannot_start_fails_at_once_with_the_api_log(tmp_path: Path) -> None:
     """Waiting for a farm stops the moment its API has exited, with the end of its log: not a minutes-long wait
     ending in "connection refused" (seen in CI before, when the API lost its port)."""
-    farm = Farm(
-        redis_url="redis://127.0.0.1:1/0",
-        database_url=f"sqlite:///{tmp_path / 'farm.db'}",
-        model_dir=tmp_path,
-        workers=0,
-        log_dir=tmp_path,
-    )
+    farm = _farm_of_nothing(tmp_path, workers=0)
     with socket.socket() as taken:  # another server holds the API's port
         taken.bind(("127.0.0.1", farm.port))
         taken.listen()
