@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import threading
 
-AUDIO_SECONDS_PER_TOKEN = 1024 / 22050  # XTTS-v2: 4 mel frames of 256 samples at 22.05 kHz per audio token
+from shared.audio import TOKEN_SECONDS
+
+AUDIO_SECONDS_PER_TOKEN = TOKEN_SECONDS  # XTTS-v2: 4 mel frames of 256 samples at 22.05 kHz per audio token
 SMOOTHING = 0.1  # weight of a new measurement in the moving means
 REALTIME_MARGIN = 1.25
 
@@ -86,3 +88,11 @@ class Capacity:
             "live_capacity": self.live_capacity(),
             "stream_speed": {str(b): round(s, 3) for b in range(1, self.max_batch + 1) if (s := self.stream_speed(b))},
         }
+
+
+def batch_limit(max_batch: int, live: int, capacity: int | None) -> int:
+    """The members a batch runs at once: every slot without live work (`live` = 0) or before the capacity is
+    measured; with live work, its live capacity, though never fewer than the live segments it holds."""
+    if not live or capacity is None:
+        return max_batch
+    return min(max_batch, max(capacity, live))

@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.priority import Priority
 from shared.tasks import BULK_QUEUE
+from workers.capacity import batch_limit
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,7 @@ class Intake:
         """The members the scheduler runs at once now (workers/scheduler.py `_limit`): every slot without live work,
         the live capacity with it (never fewer than the live segments held)."""
         live = self._held[Priority.LIVE]
-        capacity = self.live_capacity() if live else None
-        return self.max_batch if capacity is None else min(self.max_batch, max(capacity, live))
+        return batch_limit(self.max_batch, live, self.live_capacity() if live else None)
 
     def wants_bulk(self) -> bool:
         """A bulk task is taken only if it can run at once: one the scheduler would pause is better left to another

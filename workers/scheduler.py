@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from workers.batched_gpt import BatchedGPT, Sampling
-from workers.capacity import Capacity
+from workers.capacity import Capacity, batch_limit
 from workers.stream_decoder import FrameSpan, StreamingDecoder, decode_spans
 
 log = logging.getLogger(__name__)
@@ -342,10 +342,7 @@ class BatchScheduler:
             self._live_seen_at = time.monotonic()
         elif self._live_hold_left() > 0:
             return min(len(self._members), self.max_batch)  # held: nothing resumed or started until it ends
-        capacity = self.capacity.live_capacity() if live else None
-        if capacity is None:
-            return self.max_batch
-        return min(self.max_batch, max(capacity, live))
+        return batch_limit(self.max_batch, live, self.capacity.live_capacity() if live else None)
 
     def _live_hold_left(self) -> float:
         """Seconds the batch still keeps to its live capacity after its last live member left (LIVE_HOLD_SECONDS)."""
