@@ -319,6 +319,7 @@ def test_clone_timeout_seconds_is_how_long_the_api_waits_for_a_clone(app_with: A
     r = redis.Redis.from_url(api_settings.REDIS_URL)
     name = f"busy-{uuid.uuid4().hex[:8]}"
     registry.publish(r, name, {"name": name, "model": {"name": "dev"}}, ttl=60)
+    listened_before = set(r.pubsub_channels("celery-task-meta-*"))
     try:
         response = _clone(client, 1)
     finally:
@@ -326,6 +327,9 @@ def test_clone_timeout_seconds_is_how_long_the_api_waits_for_a_clone(app_with: A
         r.delete(VOICES_QUEUE)  # the clone task nobody took
     assert response.status_code == 504, response.get_json()
     assert "CLONE_TIMEOUT_SECONDS=1" in response.get_json()["error"]["message"]
+    # The API stopped waiting for that result: it no longer listens for it (a long-lived API would otherwise hold one
+    # subscription and one result object per timed-out clone).
+    assert set(r.pubsub_channels("celery-task-meta-*")) == listened_before
 
 
 @pytest.mark.parametrize(("configured", "live_workers", "sent"), [(2, 4, 2), (3, 1, 3), (0, 4, 4), (0, 0, 1)])

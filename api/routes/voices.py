@@ -75,6 +75,9 @@ def _clone(references: list[Reference], tenant: str) -> tuple[str, Latents, bool
     try:
         result.get(timeout=settings.CLONE_TIMEOUT_SECONDS, propagate=True)
     except CeleryTimeout as exc:
+        # Stop listening for it: the result consumer would otherwise hold this result (and its pub/sub channel) for
+        # the life of the process. The worker still stores a late clone in SQL, where the next request finds it.
+        result.forget()
         raise CloneTimeout(
             f"no worker finished cloning within CLONE_TIMEOUT_SECONDS={settings.CLONE_TIMEOUT_SECONDS}; "
             "the farm is busy, retry later (a late result is kept and reused)"
