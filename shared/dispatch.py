@@ -3,9 +3,11 @@ job's first window, by the workers for each job's next segments, and by the reap
 
 How the farm schedules: a FIFO queue per class of work (live before bulk: shared/priority.py) and a bounded window
 per job. A job may have at most
-`JOB_MAX_INFLIGHT_SEGMENTS` segments queued or running at once (default: one per live worker); each finished
-segment enqueues its job's next one, at the back of the queue. So a long job can use the whole farm yet never
-floods the queue, and a job submitted later waits for at most one segment per worker.
+`JOB_MAX_INFLIGHT_SEGMENTS` segments queued or running at once (default: one per live worker, and at least two for
+live work: a listener's next sentence is in the broker, or already running ahead, while the one before it plays,
+not sent only once that one has ended); each finished segment enqueues its job's next one, at the back of the
+queue. So a long job can use the whole farm yet never floods the queue, and a job submitted later waits for at most
+one segment per worker. A worker runs a live text's next segment by its deadline (workers/scheduler.py).
 
 A claim and its send are two steps: SQL claims the segment, then the broker gets the task, then SQL records
 that it was sent. Whatever dies in between (the process, the broker), the claimed segment stays queued and
@@ -24,10 +26,16 @@ from shared.tasks import SYNTHESIZE_SEGMENT
 SEND_GRACE_SECONDS = 5.0
 
 
-def inflight_window(live_workers: int) -> int:
+# A live text keeps this many segments queued or running even on a farm of one worker (the setting at 0).
+LIVE_WINDOW = 2
+
+
+def inflight_window(live_workers: int, priority: Priority) -> int:
     """Segments of one job allowed in the queue or running at once."""
     configured = get_settings().JOB_MAX_INFLIGHT_SEGMENTS
-    return configured if configured > 0 else max(1, live_workers)
+    if configured > 0:
+        return configured
+    return max(LIVE_WINDOW if priority is Priority.LIVE else 1, live_workers)
 
 
 def send_segment(celery: Celery, job_id: str, index: int, priority: Priority | None = None) -> None:
@@ -41,11 +49,10 @@ def send_segment(celery: Celery, job_id: str, index: int, priority: Priority | N
 
 def dispatch(celery: Celery, job_id: str, live_workers: int) -> list[int]:
     """Claim and enqueue the job's next segments while its window has room; returns the indexes sent."""
-    window = inflight_window(live_workers)
+    priority = jobs.priority_of(job_id)
+    window = inflight_window(live_workers, priority)
     sent: list[int] = []
-    priority: Priority | None = None
     while (index := jobs.claim_next_segment(job_id, window, SEND_GRACE_SECONDS)) is not None:
-        priority = priority or jobs.priority_of(job_id)
         send_segment(celery, job_id, index, priority)
         sent.append(index)
     return sent

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from shared.audio import SAMPLE_RATE
+from shared.audio import SAMPLE_RATE, speech_seconds
 from shared.db import rows_changed, session_scope
 from shared.errors import NotFound
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
@@ -177,6 +177,8 @@ class SegmentWork:
     queued_at: datetime | None = None  # when the API accepted the job (for the time to first audio)
     priority: Priority = Priority.LIVE
     sent_at: datetime | None = None  # when its task reached the broker (for the time it waited there)
+    # When its listener runs out of the job's earlier audio (`playback_deadline`); None: as soon as possible.
+    deadline: datetime | None = None
 
 
 class Refused(enum.Enum):
@@ -249,7 +251,33 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             job.created_at,
             Priority(job.priority),
             segment.sent_at,
+            playback_deadline(s, job, index, now),
         )
+
+
+def playback_deadline(s: Session, job: Job, index: int, now: datetime) -> datetime | None:
+    """When the listener of a live job runs out of audio if this segment has none by then: playback started with the
+    job's first chunk (or starts with it, about now, when none has come yet) and goes on through every earlier
+    segment's audio: all of it for a finished one, at least the estimate of its text for the others. None for a
+    job's first segment and for bulk work: as soon as possible, no listener's audio in hand to measure against.
+    The listener may have stalled already, which moves its clock later: the deadline errs on the early side."""
+    if index == 0 or job.priority != Priority.LIVE.value:
+        return None
+    earlier = s.execute(
+        select(JobSegment.state, JobSegment.samples, func.length(JobSegment.text)).where(
+            JobSegment.job_id == job.id, JobSegment.index < index
+        )
+    ).all()
+    ahead = sum(
+        samples / SAMPLE_RATE
+        if state == JobState.SUCCEEDED.value
+        else max(samples / SAMPLE_RATE, speech_seconds(chars))
+        for state, samples, chars in earlier
+    )
+    started = job.first_chunk_at or now
+    if started.tzinfo is None:  # SQLite gives back naive UTC
+        started = started.replace(tzinfo=now.tzinfo)
+    return started + timedelta(seconds=ahead)
 
 
 def renew_leases(runs: list[str], lease_seconds: float) -> set[str]:

@@ -58,9 +58,10 @@ from shared import jobs, registry, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import SynthesisFailed
+from shared.priority import Priority
 from shared.redis_client import get_redis
 from shared.settings import Settings, configure
-from shared.tasks import SYNTHESIS_QUEUE, VOICES_QUEUE
+from shared.tasks import VOICES_QUEUE
 from tests.test_flower import _listening_addresses
 from tools.localfarm import ROOT, VENV_BIN, Farm, RedisServer, migrate, wait_for
 
@@ -332,12 +333,25 @@ def test_clone_timeout_seconds_is_how_long_the_api_waits_for_a_clone(app_with: A
     assert set(r.pubsub_channels("celery-task-meta-*")) == listened_before
 
 
-@pytest.mark.parametrize(("configured", "live_workers", "sent"), [(2, 4, 2), (3, 1, 3), (0, 4, 4), (0, 0, 1)])
+@pytest.mark.parametrize(
+    ("configured", "live_workers", "priority", "sent"),
+    [
+        (2, 4, Priority.LIVE, 2),
+        (3, 1, Priority.LIVE, 3),
+        (1, 1, Priority.LIVE, 1),
+        (0, 4, Priority.LIVE, 4),
+        (0, 4, Priority.BULK, 4),
+        (0, 1, Priority.LIVE, 2),
+        (0, 1, Priority.BULK, 1),
+        (0, 0, Priority.BULK, 1),
+    ],
+)
 def test_job_max_inflight_segments_bounds_what_one_job_has_dispatched(
-    redis_server: RedisServer, tmp_path: Path, configured: int, live_workers: int, sent: int
+    redis_server: RedisServer, tmp_path: Path, configured: int, live_workers: int, priority: Priority, sent: int
 ) -> None:
     """A job of 6 segments gets JOB_MAX_INFLIGHT_SEGMENTS of them sent to the broker at once (0: one per live worker,
-    at least one); each finished segment lets one more go, never more than the window."""
+    at least one, and at least two for live work: a listener's next sentence is on its way while one plays); each
+    finished segment lets one more go, never more than the window."""
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     migrate(url)
     broker = redis_server.url.rsplit("/", 1)[0] + "/10"
@@ -347,9 +361,9 @@ def test_job_max_inflight_segments_bounds_what_one_job_has_dispatched(
     celery.conf.update(celery_config(settings))
     queue = redis.Redis.from_url(broker)
     try:
-        job_id = _queued_job(6)
+        job_id = _queued_job(6, priority)
         assert dispatch(celery, job_id, live_workers) == list(range(sent))
-        assert queue.llen(SYNTHESIS_QUEUE) == sent  # what the broker holds
+        assert queue.llen(priority.queue) == sent  # what the broker holds
         assert dispatch(celery, job_id, live_workers) == []  # the window is full
         work = jobs.start_segment(job_id, 0, "worker", "run", 30)
         assert isinstance(work, jobs.SegmentWork)
@@ -361,7 +375,7 @@ def test_job_max_inflight_segments_bounds_what_one_job_has_dispatched(
         configure(None)
 
 
-def _queued_job(segments: int) -> str:
+def _queued_job(segments: int, priority: Priority = Priority.LIVE) -> str:
     with session_scope() as s:
         return jobs.create_job(
             s,
@@ -373,6 +387,7 @@ def _queued_job(segments: int) -> str:
             params={},
             segments=[f"segment {i}." for i in range(segments)],
             epoch=streams.current_epoch(get_redis()),
+            priority=priority,
         ).id
 
 

@@ -73,6 +73,15 @@ class Capacity:
         cycle = step + batch * self._decode_per_token
         return AUDIO_SECONDS_PER_TOKEN / cycle if cycle > 0 else None
 
+    def first_chunk_seconds(self, batch: int, tokens: int) -> float | None:
+        """About how long a new member of a batch of `batch` takes to its first chunk of `tokens` audio tokens
+        (one step and one decode per token; its prompt's prefill is left to the caller's margin); None before any
+        measurement."""
+        step = self.step_seconds(batch)
+        if step is None:
+            return None
+        return tokens * (step + self._decode_per_token)
+
     def live_capacity(self, margin: float = REALTIME_MARGIN) -> int | None:
         """The most streams this worker carries at `margin` x real time or faster (at least 1: a worker always
         takes one stream); None before it has measured anything. The pinned figure when there is one."""

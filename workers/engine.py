@@ -168,9 +168,11 @@ class XttsEngine:
         resume: Delivered | None = None,
         *,
         live: bool = True,
+        deadline: float | None = None,
     ) -> Segment:
         """What the scheduler needs to synthesize one segment; `resume`: what an earlier run delivered; `live`: a
-        listener waits for it (else it yields its batch slot to live segments)."""
+        listener waits for it (else it yields its batch slot to live segments); `deadline`: when (time.monotonic())
+        that listener runs out of earlier audio (None: as soon as possible)."""
         parts = []
         for number, (part_text, tokens) in enumerate(self._token_parts(text, language)):
             done = resume is not None and number in resume.parts_ended
@@ -185,6 +187,7 @@ class XttsEngine:
             chunk_tokens=params.stream_chunk_size,
             length_scale=1.0 / params.speed,
             live=live,
+            deadline=deadline,
         )
 
     def _sampling(self, text: str, params: SynthesisParams) -> Sampling:

@@ -11,11 +11,14 @@ thread in a worker; or driven step by step by `XttsEngine.synthesize_chunks`) re
    span of HiFi-GAN frames decoded, batched with other members' spans where that is faster, and the chunk goes
    out at once to the member's consumer (the Celery task thread that publishes it to Redis).
 
-Which members decode first is decided by the listeners: a member that has not sent its first chunk yet is
-the most urgent (first audio is what a listener waits for); the others go by how much audio their listener
-has buffered (earliest deadline first). While a newcomer is still generating its first chunk, established
-members with enough audio buffered postpone their decodes, so a new request's first audio does not wait
-behind other members' long spans.
+Which members decode first is decided by the listeners, earliest deadline first: a member whose listener has no
+audio at all yet (a text's first segment) is the most urgent; the others go by how much audio their listener has
+in hand, which for a live text's next segment (`Segment.deadline`, shared.jobs.playback_deadline) includes what is
+left of the text's earlier segments. While a newcomer a listener waits for is still generating its first chunk,
+established members with enough audio buffered postpone their decodes, so a new request's first audio does not
+wait behind other members' long spans. A live text's next segment that is not due yet (its listener has more audio
+in hand than its first chunk takes to make) joins the batch early only where that pauses nobody and keeps the batch
+within its live capacity; otherwise it waits, and starts when due.
 
 Live members come before bulk ones (shared/priority.py): a live segment that finds the batch full takes the slot of
 a bulk member, and while the batch holds live work it holds no more members than its streams run faster than real
@@ -83,6 +86,9 @@ class Segment:
     chunk_tokens: int  # audio tokens in the first chunk
     length_scale: float = 1.0  # 1 / speed
     live: bool = True  # a listener waits for it (shared/priority.py): a bulk segment yields its slot to a live one
+    # When (time.monotonic()) its listener runs out of the earlier audio of its text (a live text's next segment:
+    # shared.jobs.playback_deadline); None: it has none in hand, its first audio is due at once.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,8 @@ class Handle:
         return self._paused_total + (time.monotonic() - since if since is not None else 0.0)
 
     def pause(self) -> None:
-        self._paused_since = time.monotonic()
+        if self._paused_since is None:
+            self._paused_since = time.monotonic()
 
     def unpause(self) -> None:
         if self._paused_since is not None:
@@ -213,10 +220,14 @@ class _Member:
         return self.part_finished or len(self.pending) >= self.target
 
     def slack(self, now: float) -> float:
-        """Seconds of audio the listener has in hand (-inf before the first chunk: most urgent)."""
+        """Seconds of audio the listener has in hand: before the first chunk, -inf when it has none (most urgent)
+        or the time until its deadline; after, what this segment sent beyond the playback clock, which runs from
+        its first chunk, or from the deadline when that came first (the listener was still hearing earlier audio)."""
+        deadline = self.segment.deadline
         if self.first_chunk_at is None:
-            return float("-inf")
-        return self.emitted_seconds - (now - self.first_chunk_at)
+            return float("-inf") if deadline is None else deadline - now
+        start = self.first_chunk_at if deadline is None else max(self.first_chunk_at, deadline)
+        return start + self.emitted_seconds - now
 
 
 class BatchScheduler:
@@ -310,45 +321,75 @@ class BatchScheduler:
     def _admit(self) -> None:
         while not self._waiting.empty():
             self._queued.append(self._waiting.get())
-        # Live first (in order of arrival), then the paused bulk members, then new bulk ones.
-        self._queued.sort(key=lambda h: not h.segment.live)
-        limit = self._limit()
-        live_waiting = sum(1 for h in self._queued if h.segment.live)
-        # Bulk members yield their slots: to the live segments waiting, and to keep a batch with live work in it
-        # within what it carries at real time.
-        while len(self._members) > limit - min(live_waiting, limit):
+        # Live first, earliest deadline first (a text's first segment, which has none, before a next one; equals in
+        # order of arrival), then the paused bulk members, then new bulk ones.
+        self._queued.sort(key=lambda h: (not h.segment.live, _deadline_order(h.segment)))
+        now = time.monotonic()
+        limit = self._limit(now)
+        due = sum(1 for h in self._queued if self._due(h, now))
+        # Bulk members yield their slots: to the live segments due, and to keep a batch with live work in it within
+        # what it carries at real time.
+        while len(self._members) > limit - min(due, limit):
             victim = self._pausable()
             if victim is None:
                 break
             self._pause(victim)
-        while len(self._members) < limit:
-            if self._queued and self._queued[0].segment.live:
-                self._start(self._queued.pop(0))
+        while len(self._members) < self._limit(now):
+            live = next((h for h in self._queued if h.segment.live), None)
+            if live is not None and (self._due(live, now) or self._fits_early()):
+                self._start(self._take(live))
             elif self._paused:
                 self._resume(self._paused.pop(0))
-            elif self._queued:
-                self._start(self._queued.pop(0))
+            elif (bulk := next((h for h in self._queued if not h.segment.live), None)) is not None:
+                self._start(self._take(bulk))
             else:
                 break
+        for handle in self._queued:
+            if not self._due(handle, now) and handle.segment.live:
+                handle.pause()  # waiting for its deadline by design: no time limit counts it
 
-    def _limit(self) -> int:
-        """How many members the batch may hold now: every slot while it has no live work; with live work, as many
-        as its streams run faster than real time at (the measured live capacity), bulk ones paused beyond that,
-        though never fewer than the live segments it holds (the worker took them: they run, if slower). For
-        LIVE_HOLD_SECONDS after the last live member left it does not grow: a live text's next segment is coming."""
+    def _take(self, handle: Handle) -> Handle:
+        self._queued.remove(handle)
+        return handle
+
+    def _due(self, handle: Handle, now: float) -> bool:
+        """A live segment that must start now to have its first chunk before its listener runs out of audio: one
+        without a deadline, or whose deadline is nearer than the time a first chunk takes in a batch of one more,
+        with LOW_WATER_SECONDS to spare (unmeasured yet: due)."""
+        segment = handle.segment
+        if not segment.live:
+            return False
+        if segment.deadline is None:
+            return True
+        needed = self.capacity.first_chunk_seconds(len(self._members) + 1, segment.chunk_tokens)
+        return needed is None or segment.deadline - now <= needed + LOW_WATER_SECONDS
+
+    def _fits_early(self) -> bool:
+        """Room for a live segment that is not due yet: it starts early only if the batch, with it, stays within
+        its live capacity (every stream in it still faster than real time) and nobody has to pause for it."""
+        capacity = self.capacity.live_capacity()
+        return len(self._members) < min(self.max_batch, capacity or self.max_batch)
+
+    def _limit(self, now: float) -> int:
+        """How many members the batch may hold now: every slot while it has no live work; with live work (members,
+        and segments waiting that are due), as many as its streams run faster than real time at (the measured live
+        capacity), bulk ones paused beyond that, though never fewer than the live segments it holds (the worker
+        took them: they run, if slower). For LIVE_HOLD_SECONDS after the last live work left it does not grow: a
+        live text's next segment is coming. A live segment waiting that is not due yet holds it too."""
         live = sum(1 for m in self._members.values() if m.segment.live)
-        live += sum(1 for h in self._queued if h.segment.live)
-        if live:
-            self._live_seen_at = time.monotonic()
+        due = sum(1 for h in self._queued if self._due(h, now))
+        if live or any(h.segment.live for h in self._queued):
+            self._live_seen_at = now
         elif self._live_hold_left() > 0:
             return min(len(self._members), self.max_batch)  # held: nothing resumed or started until it ends
-        return batch_limit(self.max_batch, live, self.capacity.live_capacity() if live else None)
+        return batch_limit(self.max_batch, live + due, self.capacity.live_capacity() if live + due else None)
 
     def _live_hold_left(self) -> float:
         """Seconds the batch still keeps to its live capacity after its last live member left (LIVE_HOLD_SECONDS)."""
         return max(0.0, self._live_seen_at + LIVE_HOLD_SECONDS - time.monotonic())
 
     def _start(self, handle: Handle) -> None:
+        handle.unpause()
         member = _Member(handle, arrived=time.monotonic())
         self._members[member.key] = member
         try:
@@ -440,23 +481,24 @@ class BatchScheduler:
         ready = [s for s in self._members.values() if s.ready()]
         if not ready:
             return
-        newcomers_generating = any(s.first_chunk_at is None and not s.ready() for s in self._members.values())
+        newcomers_generating = any(_waited_for(s, now) and not s.ready() for s in self._members.values())
         if newcomers_generating:
             # Keep GPT steps flowing for the newcomer: established members with audio in hand wait a step.
-            ready = [s for s in ready if s.first_chunk_at is None or s.slack(now) < self._postpone_margin(s)]
-        # First chunks first (in order of arrival), then the listeners with the least audio in hand.
-        ready.sort(key=lambda s: (s.first_chunk_at is not None, s.slack(now), s.arrived))
-        for group in self._decode_groups(ready):
+            ready = [s for s in ready if _waited_for(s, now) or s.slack(now) < self._postpone_margin(s)]
+        # Earliest deadline first: first chunks nobody has audio before, then the listeners with the least audio in
+        # hand (a live text's next segment counts what its listener still has of the earlier ones).
+        ready.sort(key=lambda s: (s.slack(now), s.arrived))
+        for group in self._decode_groups(ready, now):
             self._decode(group)
 
     def _postpone_margin(self, member: _Member) -> float:
         return LOW_WATER_SECONDS + member.expected_decode_seconds
 
-    def _decode_groups(self, ready: list[_Member]) -> list[list[_Member]]:
-        """First chunks one by one (each listener hears its first audio as soon as it is decoded), then every
-        later chunk together (batched in `_decode`)."""
-        firsts = [[s] for s in ready if s.first_chunk_at is None]
-        later = [s for s in ready if s.first_chunk_at is not None]
+    def _decode_groups(self, ready: list[_Member], now: float) -> list[list[_Member]]:
+        """First chunks a listener waits for one by one (each hears its first audio as soon as it is decoded),
+        then every other chunk together (batched in `_decode`)."""
+        firsts = [[s] for s in ready if _waited_for(s, now)]
+        later = [s for s in ready if not _waited_for(s, now)]
         return firsts + ([later] if later else [])
 
     def _decode(self, group: list[_Member]) -> None:
@@ -518,6 +560,16 @@ class BatchScheduler:
         for member in [*self._members.values(), *self._paused]:
             self._leave(member)
             member.handle.put(Failed(exc))
+
+
+def _deadline_order(segment: Segment) -> float:
+    return float("-inf") if segment.deadline is None else segment.deadline
+
+
+def _waited_for(member: _Member, now: float) -> bool:
+    """A member whose first chunk a listener is waiting for: it has none yet and less than LOW_WATER_SECONDS of
+    earlier audio in hand (a text's first segment has none)."""
+    return member.first_chunk_at is None and member.slack(now) < LOW_WATER_SECONDS
 
 
 def _batches(spans: list[tuple[_Member, FrameSpan]]) -> list[list[tuple[_Member, FrameSpan]]]:

@@ -134,7 +134,10 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
     voice = resolve_voice(shop.engine, shop.cache, work)
     seed = jobs.segment_seed(work.job_id, work.index)
     live = work.priority is Priority.LIVE
-    segment = shop.engine.segment(work.run, work.text, work.language, voice, params, seed, delivered, live=live)
+    deadline = _monotonic(work.deadline)
+    segment = shop.engine.segment(
+        work.run, work.text, work.language, voice, params, seed, delivered, live=live, deadline=deadline
+    )
     handle = shop.scheduler.submit(segment)
     seq = first_seq = delivered.last_seq
     samples = 0
@@ -180,6 +183,14 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
     # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
     streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
+def _monotonic(deadline: datetime | None) -> float | None:
+    """A wall-clock deadline from SQL on this process's monotonic clock (the scheduler's), or None."""
+    if deadline is None:
+        return None
+    wall = deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
+    return time.monotonic() + (wall - datetime.now(UTC)).total_seconds()
 
 
 def _observe_first_audio(metrics: WorkerMetrics | None, work: jobs.SegmentWork) -> None:
