@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -136,6 +137,44 @@ def test_with_live_work_the_batch_shrinks_to_its_live_capacity_and_grows_back(en
     assert scheduler.paused == 0 and len(_tokens(chunks["live"])) == LIVE_TOKENS
     for key, solo in alone.items():  # the bulk ones that yielded lost and repeated nothing
         assert _tokens(chunks[key]) == _tokens(solo), key
+
+
+def test_a_live_segment_arriving_during_bulk_decodes_waits_for_one_of_them_not_all(
+    engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU each member's audio is its own HiFi-GAN call (scheduler.decode_group). Four bulk members have chunks
+    to decode in the same step; a live segment submitted during the first of those calls is admitted next: the other
+    bulk decodes wait (their latents kept), and the next audio decoded is the live segment's first chunk."""
+    scheduler = engine.new_scheduler(max_batch=4)
+    scheduler.capacity.pinned = 1
+    assert scheduler.decode_group == 1  # the CPU's setting, which these tests run on
+    keys = [f"bulk-{i}" for i in range(4)]
+    handles = {key: scheduler.submit(_segment(engine, key, TEXT, BULK_TOKENS, live=False)) for key in keys}
+    chunks: dict[str, list[Chunk]] = {key: [] for key in handles}
+    decoded: list[tuple[int, str]] = []  # (step, member) per HiFi-GAN call
+    decode = scheduler._decode
+
+    def watched(group: list[Any]) -> None:
+        decoded.extend((scheduler.steps, member.key) for member in group)
+        if "live" not in handles and scheduler.steps > 10:  # bulk chunks under way: the live one comes now
+            handles["live"] = scheduler.submit(_segment(engine, "live", LIVE_TEXT, LIVE_TOKENS, live=True))
+            chunks["live"] = []
+            decoded.append((scheduler.steps, "live submitted"))
+        decode(group)
+
+    monkeypatch.setattr(scheduler, "_decode", watched)
+    while "live" not in handles or not chunks["live"]:
+        _collect(scheduler, handles, chunks)
+    at = decoded.index(next(entry for entry in decoded if entry[1] == "live submitted"))
+    # The bulk members go in step: each round of their chunks is decoded in one scheduler step, all four.
+    *whole, cut = Counter(step for step, key in decoded[:at] if key.startswith("bulk")).values()
+    assert whole and set(whole) == {4} and cut == 1, decoded[:at]  # the round the live one came in: cut short
+    assert decoded[at + 1][1] == "live", decoded[at - 2 : at + 4]  # no other bulk decode before the live chunk
+    while not all(h.finished for h in handles.values()):
+        _collect(scheduler, handles, chunks)
+    for key in keys:  # the bulk decodes that waited lost nothing
+        assert len(_tokens(chunks[key])) == BULK_TOKENS
+        assert sum(len(c.audio) for c in chunks[key]) == xtts_samples(BULK_TOKENS)
 
 
 def test_between_the_segments_of_a_live_text_paused_bulk_work_stays_paused(engine: XttsEngine) -> None:

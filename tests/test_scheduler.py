@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 import torch
 
 from shared.params import SynthesisParams
@@ -85,9 +86,11 @@ def _tokens(chunks: list[Chunk]) -> list[int]:
     return [t for c in chunks for t in c.tokens]
 
 
-def test_a_segment_in_a_batch_of_four_sounds_as_it_does_alone(engine: XttsEngine) -> None:
+@pytest.mark.parametrize("decode_group", [1, 4], ids=["spans one by one (a CPU)", "spans batched (a GPU)"])
+def test_a_segment_in_a_batch_of_four_sounds_as_it_does_alone(engine: XttsEngine, decode_group: int) -> None:
     alone = [_solo(engine, text, n) for text, n in zip(TEXTS, TOKENS, strict=True)]
     scheduler = engine.new_scheduler(max_batch=4)
+    scheduler.decode_group = decode_group
     handles = [
         scheduler.submit(engine.segment(i, text, "en", _voice(engine), _params(n), seed=7))
         for i, (text, n) in enumerate(zip(TEXTS, TOKENS, strict=True))
