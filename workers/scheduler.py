@@ -53,8 +53,12 @@ from workers.stream_decoder import FrameSpan, StreamingDecoder, decode_spans
 log = logging.getLogger(__name__)
 
 # Later chunks of a member grow (doubling) up to this many times its first chunk: each decode re-runs the
-# decoder's context margin, so fewer, larger spans cost less once the listener has audio buffered.
+# decoder's context margin, so fewer, larger spans cost less once the listener has audio buffered (on a GPU).
 MAX_CHUNK_GROWTH = 4
+# On a CPU, spans past twice a first chunk of 20 tokens decode slower per frame, not faster (measured, dev model, one
+# torch thread, 4 bulk members of 200 tokens: 21.6 s with chunks growing to 80 tokens, 18.6 s to 40, 20.1 s at 20),
+# and a live segment that arrives waits for the span under way (the longest call: 2.6 s at 80 tokens, 1.0 s at 40).
+CPU_MAX_CHUNK_GROWTH = 2
 # An established member postpones its decode for a newcomer's first chunk only while its listener has at
 # least this much audio in hand beyond what the decode will take.
 LOW_WATER_SECONDS = 1.0
@@ -265,6 +269,7 @@ class BatchScheduler:
         # against 17 s one by one), and a live segment that arrives meanwhile waits for the call under way: one
         # span at a time keeps that wait to one member's decode, not a batch's (4.3 s to first audio, then 0.9 s).
         self.decode_group = self.max_batch if device.startswith("cuda") else 1
+        self.chunk_growth = MAX_CHUNK_GROWTH if device.startswith("cuda") else CPU_MAX_CHUNK_GROWTH
         self.lock = threading.Lock()  # held while the model runs a step (cloning takes it between steps)
         self._decode_seconds_per_frame = 0.0  # measured, for the postponing rule
         self.steps = 0  # batched GPT steps run
@@ -558,7 +563,7 @@ class BatchScheduler:
         if member.first_chunk_at is None and audio.numel():
             member.first_chunk_at = now
         member.emitted_seconds += audio.numel() / self.sample_rate
-        member.target = min(member.target * 2, member.segment.chunk_tokens * MAX_CHUNK_GROWTH)
+        member.target = min(member.target * 2, member.segment.chunk_tokens * self.chunk_growth)
         span_frames = member.target * 5  # ~4.35 frames per token at 24 kHz, plus context
         member.expected_decode_seconds = self._decode_seconds_per_frame * span_frames
         if part_end:
