@@ -177,6 +177,36 @@ def test_a_live_segment_arriving_during_bulk_decodes_waits_for_one_of_them_not_a
         assert sum(len(c.audio) for c in chunks[key]) == xtts_samples(BULK_TOKENS)
 
 
+def test_a_live_chunk_is_decoded_before_a_bulk_one_that_came_first(
+    engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk segment and then a live one join a batch that carries both at real time: their first chunks are due in
+    the same step, and the live one is decoded first (nobody plays the bulk audio as it comes), though the bulk one
+    arrived first."""
+    scheduler = engine.new_scheduler(max_batch=2)
+    scheduler.capacity.pinned = 2
+    voice = engine.builtin_voice("Claribel Dervla")
+    assert voice is not None
+    # The bulk one starts a step earlier, with a first chunk one token longer: both first chunks are due together.
+    bulk_params = SynthesisParams(min_new_tokens=16, max_new_tokens=16, stream_chunk_size=9)
+    handles = {"bulk": scheduler.submit(engine.segment("bulk", TEXT, "en", voice, bulk_params, seed=1, live=False))}
+    scheduler.step()
+    handles["live"] = scheduler.submit(_segment(engine, "live", LIVE_TEXT, 16, live=True))
+    chunks: dict[str, list[Chunk]] = {key: [] for key in handles}
+    decoded: list[tuple[int, str]] = []
+    decode = scheduler._decode
+
+    def watched(group: list[Any]) -> None:
+        decoded.extend((scheduler.steps, member.key) for member in group)
+        decode(group)
+
+    monkeypatch.setattr(scheduler, "_decode", watched)
+    while not all(h.finished for h in handles.values()):
+        _collect(scheduler, handles, chunks)
+    first_step = decoded[0][0]
+    assert [key for step, key in decoded if step == first_step] == ["live", "bulk"], decoded
+
+
 def test_between_the_segments_of_a_live_text_paused_bulk_work_stays_paused(engine: XttsEngine) -> None:
     """A live segment ends and the next of its text comes a moment later: the bulk members that yielded to the
     first stay paused for it (LIVE_HOLD_SECONDS), rather than each replaying its tokens to rejoin the batch only to be

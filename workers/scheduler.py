@@ -11,8 +11,9 @@ thread in a worker; or driven step by step by `XttsEngine.synthesize_chunks`) re
    span of HiFi-GAN frames decoded, batched with other members' spans where that is faster, and the chunk goes
    out at once to the member's consumer (the Celery task thread that publishes it to Redis).
 
-Which members decode first is decided by the listeners, earliest deadline first: a member whose listener has no
-audio at all yet (a text's first segment) is the most urgent; the others go by how much audio their listener has
+Which members decode first is decided by the listeners: live members before bulk ones (nobody plays bulk audio as
+it comes), each class earliest deadline first: a member whose listener has no audio at all yet (a text's first
+segment) is the most urgent; the others go by how much audio their listener has
 in hand, which for a live text's next segment (`Segment.deadline`, shared.jobs.playback_deadline) includes what is
 left of the text's earlier segments. While a newcomer a listener waits for is still generating its first chunk,
 established members with enough audio buffered postpone their decodes, so a new request's first audio does not
@@ -499,9 +500,10 @@ class BatchScheduler:
         if newcomers_generating:
             # Keep GPT steps flowing for the newcomer: established members with audio in hand wait a step.
             ready = [s for s in ready if _waited_for(s, now) or s.slack(now) < self._postpone_margin(s)]
-        # Earliest deadline first: first chunks nobody has audio before, then the listeners with the least audio in
-        # hand (a live text's next segment counts what its listener still has of the earlier ones).
-        ready.sort(key=lambda s: (s.slack(now), s.arrived))
+        # Live before bulk (nobody plays bulk audio as it comes), then earliest deadline first: first chunks a
+        # listener has no audio before, then the listeners with the least audio in hand (a live text's next segment
+        # counts what its listener still has of the earlier ones).
+        ready.sort(key=lambda s: (not s.segment.live, s.slack(now), s.arrived))
         for group in self._decode_groups(ready, now):
             if self._live_arrived.is_set() and not any(m.segment.live for m in group):
                 break  # bulk decodes wait (their latents kept): a live segment that just came is admitted first
@@ -587,9 +589,9 @@ def _deadline_order(segment: Segment) -> float:
 
 
 def _waited_for(member: _Member, now: float) -> bool:
-    """A member whose first chunk a listener is waiting for: it has none yet and less than LOW_WATER_SECONDS of
-    earlier audio in hand (a text's first segment has none)."""
-    return member.first_chunk_at is None and member.slack(now) < LOW_WATER_SECONDS
+    """A live member whose first chunk a listener is waiting for: it has none yet and less than LOW_WATER_SECONDS
+    of earlier audio in hand (a text's first segment has none). Nobody waits for a bulk member's."""
+    return member.segment.live and member.first_chunk_at is None and member.slack(now) < LOW_WATER_SECONDS
 
 
 def _batches(spans: list[tuple[_Member, FrameSpan]]) -> list[list[tuple[_Member, FrameSpan]]]:
