@@ -9,6 +9,7 @@ paused loses none of it: another worker resumes it exactly."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -59,13 +60,16 @@ def _collect(scheduler: BatchScheduler, handles: dict[str, Handle], chunks: dict
         chunks[key].extend(_available(handle))
 
 
-def _solo(engine: XttsEngine, key: str) -> list[Chunk]:
+@functools.cache
+def _solo(engine: XttsEngine) -> tuple[Chunk, ...]:
+    """A bulk segment run alone, uninterrupted: what every bulk segment here (the same text, seed and length) must
+    deliver however often it yields. Run once for the module: the engine gives it the same way every time."""
     scheduler = engine.new_scheduler(max_batch=1)
-    handle = scheduler.submit(_segment(engine, key, TEXT, BULK_TOKENS, live=False))
-    chunks: dict[str, list[Chunk]] = {key: []}
+    handle = scheduler.submit(_segment(engine, "solo", TEXT, BULK_TOKENS, live=False))
+    chunks: dict[str, list[Chunk]] = {"solo": []}
     while not handle.finished:
-        _collect(scheduler, {key: handle}, chunks)
-    return chunks[key]
+        _collect(scheduler, {"solo": handle}, chunks)
+    return tuple(chunks["solo"])
 
 
 def _tokens(chunks: list[Chunk]) -> list[int]:
@@ -77,7 +81,7 @@ def _audio(chunks: list[Chunk]) -> torch.Tensor:
 
 
 def test_a_live_segment_takes_a_bulk_slot_and_the_bulk_one_resumes_exactly(engine: XttsEngine) -> None:
-    alone = {key: _solo(engine, key) for key in ("bulk-a", "bulk-b")}
+    alone = dict.fromkeys(("bulk-a", "bulk-b"), _solo(engine))
     scheduler = engine.new_scheduler(max_batch=2)
     scheduler.capacity.pinned = 2  # it carries both slots at real time: only the full batch makes a bulk one yield
     handles = {key: scheduler.submit(_segment(engine, key, TEXT, BULK_TOKENS, live=False)) for key in alone}
@@ -116,7 +120,7 @@ def test_with_live_work_the_batch_shrinks_to_its_live_capacity_and_grows_back(en
     member yields (a batch of more would play the live one slower than real time), and they all resume once it is
     done, each with its exact tokens."""
     keys = [f"bulk-{i}" for i in range(4)]
-    alone = {key: _solo(engine, key) for key in keys[:2]}
+    alone = dict.fromkeys(keys[:2], _solo(engine))
     scheduler = engine.new_scheduler(max_batch=4)
     scheduler.capacity.pinned = 1
     handles = {key: scheduler.submit(_segment(engine, key, TEXT, BULK_TOKENS, live=False)) for key in keys}

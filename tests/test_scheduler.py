@@ -4,6 +4,7 @@ segment continues its utterance exactly."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -66,6 +67,7 @@ def _available(handle: Handle) -> Iterator[Chunk]:
         yield event
 
 
+@functools.cache  # the engine gives the same segment the same way every time: each reference is run once
 def _solo(engine: XttsEngine, text: str, tokens: int, greedy: bool = False, seed: int = 7) -> list[Chunk]:
     scheduler = engine.new_scheduler(max_batch=1)
     handle = scheduler.submit(engine.segment("solo", text, "en", _voice(engine), _params(tokens, greedy), seed=seed))
