@@ -198,7 +198,7 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
     admit(job.id, tenant)
     admit_live(job, farm.workers)
     try:
-        dispatch(celery, job.id, len(farm.workers))
+        dispatch(celery, job.id, len(farm.workers), opening=True)
     except Exception:
         # The job is stored and its first segments are claimed: the reaper sends what the broker refused within
         # seconds (shared/dispatch.py), so the job stands and the client gets it.

@@ -2,12 +2,13 @@
 job's first window, by the workers for each job's next segments, and by the reaper for work that fell through.
 
 How the farm schedules: a FIFO queue per class of work (live before bulk: shared/priority.py) and a bounded window
-per job. A job may have at most
-`JOB_MAX_INFLIGHT_SEGMENTS` segments queued or running at once (default: one per live worker, and at least two for
-live work: a listener's next sentence is in the broker, or already running ahead, while the one before it plays,
-not sent only once that one has ended); each finished segment enqueues its job's next one, at the back of the
+per job. A job may have at most `JOB_MAX_INFLIGHT_SEGMENTS` segments queued or running at once (default: one per
+live worker, and at least two for live work: a listener's next sentence is on its way while the one before it
+plays, not sent only once that one has ended); each finished segment enqueues its job's next one, at the back of the
 queue. So a long job can use the whole farm yet never floods the queue, and a job submitted later waits for at most
-one segment per worker. A worker runs a live text's next segment by its deadline (workers/scheduler.py).
+one segment per worker. A live job's first dispatch sends its first segment alone, so that its own continuation
+does not compete with the first audio of texts that arrived with it; the worker sends the next one once that
+segment's audio has begun (workers/synthesis.py), and runs it by its deadline (workers/scheduler.py).
 
 A claim and its send are two steps: SQL claims the segment, then the broker gets the task, then SQL records
 that it was sent. Whatever dies in between (the process, the broker), the claimed segment stays queued and
@@ -47,12 +48,14 @@ def send_segment(celery: Celery, job_id: str, index: int, priority: Priority | N
     jobs.mark_sent(job_id, index)
 
 
-def dispatch(celery: Celery, job_id: str, live_workers: int) -> list[int]:
-    """Claim and enqueue the job's next segments while its window has room; returns the indexes sent."""
+def dispatch(celery: Celery, job_id: str, live_workers: int, *, opening: bool = False) -> list[int]:
+    """Claim and enqueue the job's next segments while its window has room; returns the indexes sent. `opening`:
+    the job's first dispatch, which sends a live job's first segment alone."""
     priority = jobs.priority_of(job_id)
     window = inflight_window(live_workers, priority)
+    most = 1 if opening and priority is Priority.LIVE else window
     sent: list[int] = []
-    while (index := jobs.claim_next_segment(job_id, window, SEND_GRACE_SECONDS)) is not None:
+    while len(sent) < most and (index := jobs.claim_next_segment(job_id, window, SEND_GRACE_SECONDS)) is not None:
         send_segment(celery, job_id, index, priority)
         sent.append(index)
     return sent

@@ -10,26 +10,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+import redis
+import requests
+from celery import Celery
 from sqlalchemy import update
 
+from celery_config import celery_config
 from shared import jobs
 from shared.audio import SAMPLE_RATE, speech_seconds
 from shared.db import session_scope
+from shared.dispatch import dispatch
 from shared.models import Job, utcnow
 from shared.params import SynthesisParams
 from shared.priority import Priority
 from shared.settings import Settings, configure
-from tools.localfarm import migrate, wait_for
+from tests.farms import SharedFarm
+from tools.localfarm import RedisServer, migrate, tts_body, wait_for
 from workers.engine import XttsEngine
 from workers.scheduler import LOW_WATER_SECONDS, BatchScheduler, Handle
 
 TORCH_THREADS = 2
 TEXTS = ["The first sentence of the text.", "A second one, somewhat longer than the first.", "The third."]
 
-pytestmark = pytest.mark.backends("sqlite", "postgresql")
+BOTH_DATABASES = pytest.mark.backends("sqlite", "postgresql")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +70,7 @@ def _deadline(job_id: str, index: int) -> object:
     return work.deadline
 
 
+@BOTH_DATABASES
 def test_a_live_segment_is_due_when_the_earlier_audio_of_its_text_runs_out(database: str) -> None:
     job_id = _job(Priority.LIVE)
     assert _deadline(job_id, 0) is None  # the first segment: as soon as possible
@@ -78,6 +85,7 @@ def test_a_live_segment_is_due_when_the_earlier_audio_of_its_text_runs_out(datab
     assert abs((deadline - expected).total_seconds()) < 0.01, (deadline, expected)
 
 
+@BOTH_DATABASES
 def test_before_the_first_audio_the_clock_starts_now_and_bulk_work_has_no_deadline(database: str) -> None:
     live = _job(Priority.LIVE)
     before = utcnow()
@@ -140,7 +148,7 @@ def test_a_next_segment_pauses_bulk_work_only_when_due_and_still_meets_its_deadl
     for _ in range(4):  # the step and decode times are measured
         scheduler.step()
         _drain(bulk)
-    needed = scheduler.capacity.first_chunk_seconds(3, 8)  # what the scheduler reckons: a batch of one more
+    needed = scheduler.capacity.chunk_seconds(3, 8)  # what the scheduler reckons: a batch of one more
     assert needed is not None
     lead = needed + LOW_WATER_SECONDS
     deadline = time.monotonic() + lead + 3.0
@@ -157,3 +165,75 @@ def test_a_next_segment_pauses_bulk_work_only_when_due_and_still_meets_its_deadl
         _drain(bulk)
         first = following.poll()
     assert time.monotonic() < deadline, f"first chunk {time.monotonic() - deadline:.2f} s after its deadline"
+
+
+@BOTH_DATABASES
+@pytest.mark.parametrize("priority", [Priority.LIVE, Priority.BULK])
+def test_a_live_texts_first_dispatch_sends_its_first_segment_alone(
+    database: str, redis_server: RedisServer, priority: Priority
+) -> None:
+    """The API's dispatch of a new job (`opening`): a live text's first segment goes alone (its next one follows once
+    its audio has begun, so that it does not compete with the first audio of texts that came with it); a bulk job's
+    whole window goes. Later dispatches fill the window."""
+    broker = redis_server.url.rsplit("/", 1)[0] + "/11"
+    settings = Settings(DATABASE_URL=database, REDIS_URL=broker)
+    configure(settings)
+    celery = Celery("test")
+    celery.conf.update(celery_config(settings))
+    try:
+        job_id = _job(priority)
+        opened = dispatch(celery, job_id, live_workers=2, opening=True)
+        assert opened == ([0] if priority is Priority.LIVE else [0, 1])
+        assert dispatch(celery, job_id, live_workers=2) == ([1] if priority is Priority.LIVE else [])
+    finally:
+        redis.Redis.from_url(broker).flushdb()
+        celery.close()
+        configure(Settings(DATABASE_URL=database))
+
+
+LONG_SENTENCE = (
+    "This sentence is long enough to be a segment of its own, because two of them together would not fit "
+    "within the two hundred and fifty characters that XTTS accepts for English in one go."
+)
+
+
+def test_a_live_texts_next_segment_is_sent_once_its_audio_has_begun_and_before_it_ends(farm: SharedFarm) -> None:
+    """Against the farm (two idle workers, room for both segments at once): the text's second segment starts after
+    the job's first audio (it was not sent with the first) and before the first segment ends (its worker sent it
+    as soon as the first audio was out, not when the segment finished)."""
+    text = " ".join([LONG_SENTENCE] * 2)
+    with requests.post(farm.url("/tts_stream"), json=tts_body(text, 60, 10), stream=True, timeout=120) as response:
+        assert response.status_code == 200, response.text
+        job_id = response.headers["X-Session-Id"]
+        assert len(b"".join(response.iter_content(chunk_size=None))) > 0
+    status = farm.wait_for_state(job_id, ("succeeded",), 60)
+    first, second = status["segments"]
+    first_audio = datetime.fromisoformat(status["timestamps"]["first_chunk"])
+    second_started = datetime.fromisoformat(second["started"])
+    assert first_audio <= second_started < datetime.fromisoformat(first["finished"]), status
+
+
+def _chunk_sizes(engine: XttsEngine, *, live: bool, decode_seconds_per_token: float) -> list[int]:
+    """The tokens of each chunk of one 64-token segment (first chunk 8) run alone, the worker's decode speed as
+    measured seeded (an exponentially weighted mean: the seed dominates the estimate for the segment's few decodes)."""
+    scheduler = engine.new_scheduler(max_batch=1)
+    scheduler.capacity.observe_step(1, 0.001)
+    scheduler.capacity.observe_decode(1, decode_seconds_per_token)
+    handle = _submit(engine, scheduler, "alone", 64, live=live)
+    sizes = []
+    while not handle.finished:
+        scheduler.step()
+        while (chunk := handle.poll()) is not None:
+            sizes.append(len(chunk.tokens))
+    return sizes
+
+
+def test_a_live_streams_chunks_grow_only_as_far_as_its_listeners_audio_in_hand_allows(engine: XttsEngine) -> None:
+    """A larger chunk costs fewer decodes but takes longer to come: a live member's next chunk grows (doubling, up to
+    the worker's chunk_growth) only when its listener has more audio in hand than that chunk takes to make. On a
+    worker that decodes slowly (seeded: 10 s per token) a live stream keeps to its first chunk's size, where a bulk
+    segment's chunks grow regardless; on a fast one (seeded: nothing) the live chunks grow too."""
+    assert engine.new_scheduler(max_batch=1).chunk_growth == 2  # the CPU's: chunks up to 16 tokens here
+    assert _chunk_sizes(engine, live=True, decode_seconds_per_token=10.0) == [8] * 8
+    assert _chunk_sizes(engine, live=False, decode_seconds_per_token=10.0) == [8, 16, 16, 16, 8]
+    assert _chunk_sizes(engine, live=True, decode_seconds_per_token=1e-9) == [8, 16, 16, 16, 8]

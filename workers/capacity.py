@@ -73,9 +73,9 @@ class Capacity:
         cycle = step + batch * self._decode_per_token
         return AUDIO_SECONDS_PER_TOKEN / cycle if cycle > 0 else None
 
-    def first_chunk_seconds(self, batch: int, tokens: int) -> float | None:
-        """About how long a new member of a batch of `batch` takes to its first chunk of `tokens` audio tokens
-        (one step and one decode per token; its prompt's prefill is left to the caller's margin); None before any
+    def chunk_seconds(self, batch: int, tokens: int) -> float | None:
+        """About how long a member of a batch of `batch` takes to make a chunk of `tokens` audio tokens (one step
+        and one decode per token; a newcomer's prefill is left to the caller's margin); None before any
         measurement."""
         step = self.step_seconds(batch)
         if step is None:

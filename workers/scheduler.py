@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from workers.batched_gpt import BatchedGPT, Sampling
-from workers.capacity import Capacity, batch_limit
+from workers.capacity import REALTIME_MARGIN, Capacity, batch_limit
 from workers.stream_decoder import FrameSpan, StreamingDecoder, decode_spans
 
 log = logging.getLogger(__name__)
@@ -376,7 +376,7 @@ class BatchScheduler:
             return False
         if segment.deadline is None:
             return True
-        needed = self.capacity.first_chunk_seconds(len(self._members) + 1, segment.chunk_tokens)
+        needed = self.capacity.chunk_seconds(len(self._members) + 1, segment.chunk_tokens)
         return needed is None or segment.deadline - now <= needed + LOW_WATER_SECONDS
 
     def _fits_early(self) -> bool:
@@ -565,11 +565,30 @@ class BatchScheduler:
         if member.first_chunk_at is None and audio.numel():
             member.first_chunk_at = now
         member.emitted_seconds += audio.numel() / self.sample_rate
-        member.target = min(member.target * 2, member.segment.chunk_tokens * self.chunk_growth)
+        member.target = self._next_target(member, now)
         span_frames = member.target * 5  # ~4.35 frames per token at 24 kHz, plus context
         member.expected_decode_seconds = self._decode_seconds_per_frame * span_frames
         if part_end:
             self._start_next_part(member)
+
+    def _next_target(self, member: _Member, now: float) -> int:
+        """The tokens of the member's next chunk. A bulk member's chunks double up to `chunk_growth` times its first
+        (fewer, larger decodes cost less). A live member's grow only as far as its listener has audio in hand to wait
+        for them: the largest that this batch makes in less than that (with REALTIME_MARGIN), never below its first
+        chunk's size. A slow decoder (one CPU thread: about 1.9 s of audio per second in 40-token spans) would
+        otherwise leave a gap after the first chunk: the second, twice as long, takes longer to make than the first
+        takes to play."""
+        first = member.segment.chunk_tokens
+        bigger = min(member.target * 2, first * self.chunk_growth)
+        if not member.segment.live:
+            return bigger
+        slack, target = member.slack(now), first
+        while target < bigger:
+            needed = self.capacity.chunk_seconds(len(self._members), min(target * 2, bigger))
+            if needed is not None and slack < REALTIME_MARGIN * needed:
+                break
+            target = min(target * 2, bigger)
+        return target
 
     def _leave(self, member: _Member) -> None:
         self._members.pop(member.key, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -73,7 +74,11 @@ class Workshop:
     metrics: WorkerMetrics | None = None
 
 
-def run_segment(shop: Workshop, r: redis.Redis, job_id: str, index: int) -> SegmentResult:
+def run_segment(
+    shop: Workshop, r: redis.Redis, job_id: str, index: int, playing: Callable[[], None] | None = None
+) -> SegmentResult:
+    """Synthesize the segment; `playing` is called once a live segment's first chunk is out (its listener hears
+    it): the worker sends the job's next segment then (shared/dispatch.py)."""
     settings = shop.settings
     run = jobs.new_run_id(shop.worker)
     work = jobs.start_segment(job_id, index, shop.worker, run, settings.SEGMENT_LEASE_SECONDS)
@@ -87,7 +92,7 @@ def run_segment(shop: Workshop, r: redis.Redis, job_id: str, index: int) -> Segm
     shop.leases.hold(run)
     _observe_queue_wait(shop.metrics, work)
     try:
-        return _run(shop, r, work)
+        return _run(shop, r, work, playing)
     finally:
         shop.leases.release(run)
 
@@ -96,7 +101,7 @@ def _writer(r: redis.Redis, job_id: str, index: int, run: str, settings: Setting
     return streams.StreamWriter(r, job_id, index, run, settings.STREAM_TTL_SECONDS)
 
 
-def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResult:
+def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork, playing: Callable[[], None] | None) -> SegmentResult:
     epoch = streams.current_epoch(r)
     if work.redis_epoch != epoch:
         jobs.fail_if_lost(work.job_id, epoch)
@@ -107,7 +112,7 @@ def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResul
         # Only a segment whose runs keep dying gets here (a crash loop): stop it.
         return _fail(writer, work, f"its worker was lost {work.attempts - 1} times while synthesizing it")
     try:
-        return _synthesize(shop, r, writer, work)
+        return _synthesize(shop, r, writer, work, playing)
     except streams.NotOwner:
         log.warning("segment %s/%d was taken over by another run", work.job_id, work.index)
         return SegmentResult(Outcome.LOST, attempts=work.attempts)
@@ -125,7 +130,13 @@ def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResul
         return _fail(writer, work, reason)
 
 
-def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: jobs.SegmentWork) -> SegmentResult:
+def _synthesize(
+    shop: Workshop,
+    r: redis.Redis,
+    writer: streams.StreamWriter,
+    work: jobs.SegmentWork,
+    playing: Callable[[], None] | None,
+) -> SegmentResult:
     settings = shop.settings
     started = time.monotonic()
     params = SynthesisParams.model_validate(work.params)
@@ -172,6 +183,8 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
             samples += len(pcm) // SAMPLE_WIDTH
             if seq == 1 and work.index == 0:
                 _observe_first_audio(shop.metrics, work)
+            if seq == first_seq + 1 and live and playing is not None:
+                _started_playing(playing, work)
     except Cancelled:
         return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
     finally:
@@ -183,6 +196,13 @@ def _synthesize(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, wo
     # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
     streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
+def _started_playing(playing: Callable[[], None], work: jobs.SegmentWork) -> None:
+    try:
+        playing()
+    except Exception:  # the audio goes on; the job's next segment is sent when this one ends, or by the reaper
+        log.warning("could not send the segment after %s/%d early", work.job_id, work.index, exc_info=True)
 
 
 def _monotonic(deadline: datetime | None) -> float | None:

@@ -94,7 +94,7 @@ def synthesize_segment(self: Task, job_id: str, index: int) -> str:
     runtime.working_on(key, job_id, index)
     try:
         runtime.voices.sync()
-        result = run_segment(runtime.workshop(), get_redis(), job_id, index)
+        result = run_segment(runtime.workshop(), get_redis(), job_id, index, playing=lambda: _send_next(job_id))
         runtime.metrics.segments.labels(result.outcome.value).inc()  # before working_on publishes the figures
     finally:
         runtime.working_on(key, None)
@@ -107,8 +107,13 @@ def synthesize_segment(self: Task, job_id: str, index: int) -> str:
     if result.outcome in (Outcome.DONE, Outcome.SKIPPED):
         # The job's next segment (a skipped delivery dispatches too: it may be the redelivery of a run that
         # died between finishing its segment and dispatching the next one).
-        dispatch(celery_app, job_id, len(registry.live_workers(get_redis())))
+        _send_next(job_id)
     return str(result.outcome.value)
+
+
+def _send_next(job_id: str) -> None:
+    """The job's next segments, as far as its window allows (shared/dispatch.py)."""
+    dispatch(celery_app, job_id, len(registry.live_workers(get_redis())))
 
 
 @celery_app.task(bind=True, name=CLONE_VOICE, ignore_result=False)
