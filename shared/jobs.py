@@ -9,12 +9,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from shared.audio import SAMPLE_RATE, speech_seconds
 from shared.db import rows_changed, session_scope
@@ -448,6 +448,7 @@ class Reaped:
     requeued: list[tuple[str, int]]  # lease expired: queued again
     failed: list[tuple[str, int]]  # lease expired too often: the job failed
     due: list[tuple[str, int]]  # queued, never sent (or a retry whose time came): to send
+    overtaken: list[tuple[str, int]] = field(default_factory=list)  # sent, then lost with a worker: to send again
 
 
 def reap(max_attempts: int, limit: int = 100) -> Reaped:
@@ -491,7 +492,42 @@ def reap(max_attempts: int, limit: int = 100) -> Reaped:
             )
             .limit(limit)
         ).all()
-    return Reaped(requeued, failed, [(job_id, index) for job_id, index in due])
+    return Reaped(requeued, failed, [(job_id, index) for job_id, index in due], overtaken(now))
+
+
+def overtaken(now: datetime, grace: float = 5.0, limit: int = 100) -> list[tuple[str, int]]:
+    """Live segments sent to the broker but never started although a live segment sent after them, more than
+    `grace` seconds ago, was taken by a worker (running or done). The live queue is first in, first out, so such a
+    segment's task was taken by a worker that died before it started it (it sits in the broker's unacknowledged set
+    until its visibility timeout, an hour): sending it again is the only way its listener gets it soon. A worker
+    sends a live text's next segment while the one before it plays, so a worker killed then holds one. Sending twice
+    is harmless (see the reaper)."""
+    later, later_job = aliased(JobSegment), aliased(Job)
+    started_later = (
+        select(later.job_id)
+        .join(later_job, later_job.id == later.job_id)
+        .where(
+            later_job.priority == Priority.LIVE.value,
+            later.sent_at > JobSegment.sent_at,
+            later.sent_at < now - timedelta(seconds=grace),
+            later.state.in_((JobState.RUNNING.value, JobState.SUCCEEDED.value)),
+        )
+        .exists()
+    )
+    with session_scope() as s:
+        rows = s.execute(
+            select(JobSegment.job_id, JobSegment.index)
+            .join(Job, Job.id == JobSegment.job_id)
+            .where(
+                Job.state.in_(ACTIVE_STATES),
+                Job.priority == Priority.LIVE.value,
+                JobSegment.state == JobState.QUEUED.value,
+                JobSegment.sent_at.is_not(None),
+                started_later,
+            )
+            .limit(limit)
+        ).all()
+    return [(job_id, index) for job_id, index in rows]
 
 
 def stalled_jobs(limit: int = 100) -> list[str]:

@@ -222,6 +222,39 @@ def test_the_reaper_requeues_expired_leases_then_fails_crash_loops(database: str
     assert job.state == FAILED and "lost 2 times" in (job.error or "")
 
 
+def _sent_at(job_id: str, index: int, seconds_ago: float) -> None:
+    with session_scope() as s:
+        s.execute(
+            update(JobSegment)
+            .where(JobSegment.job_id == job_id, JobSegment.index == index)
+            .values(sent_at=utcnow() - timedelta(seconds=seconds_ago))
+        )
+
+
+def test_a_live_segment_overtaken_by_one_sent_after_it_is_sent_again(database: str) -> None:
+    """A live segment sent, never started, while a live segment sent after it, more than 5 s ago, was taken by a
+    worker (the live queue is first in, first out: the first one's task went to a worker that died before starting
+    it): the reaper sends it again. Not while the later one waits too or was sent moments ago, nor for bulk work, nor
+    once sent again."""
+    job_id = _job(3)
+    assert _claim_all(job_id, window=2) == [0, 1]
+    jobs.mark_sent(job_id, 0)
+    _sent_at(job_id, 0, seconds_ago=20)
+    jobs.mark_sent(job_id, 1)
+    _sent_at(job_id, 1, seconds_ago=2)
+    assert jobs.reap(max_attempts=3).overtaken == []  # the later one is still waiting too
+    _start(job_id, 1, "run-b")
+    assert jobs.reap(max_attempts=3).overtaken == []  # taken, but moments ago: the first may be starting
+    _sent_at(job_id, 1, seconds_ago=10)
+    assert jobs.reap(max_attempts=3).overtaken == [(job_id, 0)]
+    jobs.mark_sent(job_id, 0)  # what the reaper's send records: from now on, nobody overtook it
+    assert jobs.reap(max_attempts=3).overtaken == []
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(priority=Priority.BULK.value))
+    _sent_at(job_id, 0, seconds_ago=20)
+    assert jobs.reap(max_attempts=3).overtaken == []  # bulk work waits behind live work: no sign of a loss
+
+
 def test_claimed_segments_never_sent_are_found_once_due(database: str) -> None:
     job_id = _job(2)
     assert jobs.claim_next_segment(job_id, 1, send_grace=0) == 0

@@ -119,7 +119,9 @@ class Reaper:
         for job_id, index in reaped.failed:
             log.warning("segment %s/%d lost its worker too often: job failed", job_id, index)
             streams.publish_stop(r, job_id, settings.STREAM_TTL_SECONDS)
-        for job_id, index in [*reaped.requeued, *reaped.due]:
+        for job_id, index in reaped.overtaken:
+            log.warning("segment %s/%d was sent but never started (its worker died): sending it again", job_id, index)
+        for job_id, index in [*reaped.requeued, *reaped.due, *reaped.overtaken]:
             send_segment(self.celery, job_id, index)
         live = len(registry.live_workers(r))
         for job_id in jobs.stalled_jobs():
