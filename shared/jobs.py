@@ -480,19 +480,20 @@ def reap(max_attempts: int, limit: int = 100) -> Reaped:
                 .values(state=JobState.QUEUED.value, lease_owner=None, lease_expires_at=None, sent_at=None, due_at=now),
             ):
                 requeued.append((job_id, index))
+    due = _queued_segments(limit, JobSegment.sent_at.is_(None), JobSegment.due_at <= now)
+    return Reaped(requeued, failed, due, overtaken(now))
+
+
+def _queued_segments(limit: int, *conditions: ColumnElement[bool]) -> list[tuple[str, int]]:
+    """(job id, index) of queued segments of active jobs that meet `conditions`."""
     with session_scope() as s:
-        due = s.execute(
+        rows = s.execute(
             select(JobSegment.job_id, JobSegment.index)
             .join(Job, Job.id == JobSegment.job_id)
-            .where(
-                Job.state.in_(ACTIVE_STATES),
-                JobSegment.state == JobState.QUEUED.value,
-                JobSegment.sent_at.is_(None),
-                JobSegment.due_at <= now,
-            )
+            .where(Job.state.in_(ACTIVE_STATES), JobSegment.state == JobState.QUEUED.value, *conditions)
             .limit(limit)
         ).all()
-    return Reaped(requeued, failed, [(job_id, index) for job_id, index in due], overtaken(now))
+    return [(job_id, index) for job_id, index in rows]
 
 
 def overtaken(now: datetime, grace: float = 5.0, limit: int = 100) -> list[tuple[str, int]]:
@@ -514,20 +515,7 @@ def overtaken(now: datetime, grace: float = 5.0, limit: int = 100) -> list[tuple
         )
         .exists()
     )
-    with session_scope() as s:
-        rows = s.execute(
-            select(JobSegment.job_id, JobSegment.index)
-            .join(Job, Job.id == JobSegment.job_id)
-            .where(
-                Job.state.in_(ACTIVE_STATES),
-                Job.priority == Priority.LIVE.value,
-                JobSegment.state == JobState.QUEUED.value,
-                JobSegment.sent_at.is_not(None),
-                started_later,
-            )
-            .limit(limit)
-        ).all()
-    return [(job_id, index) for job_id, index in rows]
+    return _queued_segments(limit, Job.priority == Priority.LIVE.value, JobSegment.sent_at.is_not(None), started_later)
 
 
 def stalled_jobs(limit: int = 100) -> list[str]:
