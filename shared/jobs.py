@@ -22,6 +22,7 @@ from shared.errors import NotFound
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
 from shared.priority import Priority
 from shared.tenants import DEFAULT_TENANT
+from shared.utc import as_utc
 from shared.voice_kind import VoiceKind
 
 REDIS_LOST = (
@@ -274,10 +275,7 @@ def playback_deadline(s: Session, job: Job, index: int, now: datetime) -> dateti
         else max(samples / SAMPLE_RATE, speech_seconds(chars))
         for state, samples, chars in earlier
     )
-    started = job.first_chunk_at or now
-    if started.tzinfo is None:  # SQLite gives back naive UTC
-        started = started.replace(tzinfo=now.tzinfo)
-    return started + timedelta(seconds=ahead)
+    return as_utc(job.first_chunk_at or now) + timedelta(seconds=ahead)
 
 
 def renew_leases(runs: list[str], lease_seconds: float) -> set[str]:

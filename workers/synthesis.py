@@ -24,6 +24,7 @@ from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.params import SynthesisParams
 from shared.priority import Priority
 from shared.settings import Settings
+from shared.utc import as_utc
 from voices_store.cache import VoiceCache
 from workers.engine import VoiceLatents, XttsEngine, pcm16
 from workers.errors import SynthesisError
@@ -209,15 +210,14 @@ def _monotonic(deadline: datetime | None) -> float | None:
     """A wall-clock deadline from SQL on this process's monotonic clock (the scheduler's), or None."""
     if deadline is None:
         return None
-    wall = deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
-    return time.monotonic() + (wall - datetime.now(UTC)).total_seconds()
+    return time.monotonic() + (as_utc(deadline) - datetime.now(UTC)).total_seconds()
 
 
 def _observe_first_audio(metrics: WorkerMetrics | None, work: jobs.SegmentWork) -> None:
     """The job's first audio (its first segment's first chunk, by its first run): what its listener waited."""
     if metrics is None or work.queued_at is None:
         return
-    queued = work.queued_at if work.queued_at.tzinfo else work.queued_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+    queued = as_utc(work.queued_at)
     # Clocks of the API's and this worker's machines: a skew shows here (keep them on NTP).
     metrics.first_audio.observe(max(0.0, (datetime.now(UTC) - queued).total_seconds()))
 
@@ -230,7 +230,7 @@ def _observe_queue_wait(metrics: WorkerMetrics | None, work: jobs.SegmentWork) -
         return
     waited = 0.0
     if work.sent_at is not None:
-        sent = work.sent_at if work.sent_at.tzinfo else work.sent_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+        sent = as_utc(work.sent_at)
         waited = max(0.0, (datetime.now(UTC) - sent).total_seconds())
     metrics.queue_wait.labels(work.priority.value).observe(waited)
 

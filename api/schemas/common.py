@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.encoding import DESCRIPTIONS, MEDIA_TYPES
+from shared import utc
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.settings import get_settings
 from voices_store.ids import VOICE_ID_PATTERN
@@ -179,5 +180,5 @@ class ErrorResponse(BaseModel):
 
 
 def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: the farm stores UTC, so say so (clients always get an offset)."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    """A stored time with its UTC offset (clients always get one), or None."""
+    return None if value is None else utc.as_utc(value)
