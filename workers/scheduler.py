@@ -19,7 +19,8 @@ left of the text's earlier segments. While a newcomer a listener waits for is st
 established members with enough audio buffered postpone their decodes, so a new request's first audio does not
 wait behind other members' long spans. A live text's next segment that is not due yet (its listener has more audio
 in hand than its first chunk takes to make) joins the batch early only where that pauses nobody and keeps the batch
-within its live capacity; otherwise it waits, and starts when due.
+within its live capacity; otherwise it waits, and starts when due. A live segment that arrives while a bulk chunk is
+being decoded does not wait for it (on a CPU, up to a second): that HiFi-GAN call stops and is made again later.
 
 Live members come before bulk ones (shared/priority.py): a live segment that finds the batch full takes the slot of
 a bulk member, and while the batch holds live work it holds no more members than its streams run faster than real
@@ -49,7 +50,7 @@ import torch
 
 from workers.batched_gpt import BatchedGPT, Sampling
 from workers.capacity import REALTIME_MARGIN, Capacity, batch_limit
-from workers.stream_decoder import FrameSpan, StreamingDecoder, decode_spans
+from workers.stream_decoder import DecodeInterrupted, FrameSpan, StreamingDecoder, decode_spans
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,7 @@ class BatchScheduler:
         self._decode_seconds_per_frame = 0.0  # measured, for the postponing rule
         self.steps = 0  # batched GPT steps run
         self.sequence_steps = 0  # sequences advanced, all steps together: / steps = the batch's mean occupancy
+        self.decodes_interrupted = 0  # bulk decodes given up for a live segment that arrived (made again later)
 
     # --- the consumer side ---------------------------------------------------------------------------
     def submit(self, segment: Segment, *, synchronous: bool = False) -> Handle:
@@ -537,15 +539,24 @@ class BatchScheduler:
             else:
                 spans.append((member, span))
         started = time.perf_counter()
-        for batch in _batches(spans):
-            audio = decode_spans(
-                self.model.hifigan_decoder,
-                [span for _, span in batch],
-                [member.segment.speaker_embedding for member, _ in batch],
-            )
-            for (member, span), wav in zip(batch, audio, strict=True):
-                assert member.decoder is not None
-                self._emit(member, member.decoder.accept(span, wav).float().cpu())
+        # A live segment that arrives during a bulk decode does not wait for it (on a CPU, up to a second): the decode
+        # stops at HiFi-GAN's next block and is made again later. Its latents are in the member's decoder already
+        # and its tokens stay with its next chunk, so its listener loses nothing.
+        interrupt = None if any(member.segment.live for member in group) else self._live_arrived.is_set
+        try:
+            for batch in _batches(spans):
+                audio = decode_spans(
+                    self.model.hifigan_decoder,
+                    [span for _, span in batch],
+                    [member.segment.speaker_embedding for member, _ in batch],
+                    interrupt,
+                )
+                for (member, span), wav in zip(batch, audio, strict=True):
+                    assert member.decoder is not None
+                    self._emit(member, member.decoder.accept(span, wav).float().cpu())
+        except DecodeInterrupted:
+            self.decodes_interrupted += 1
+            return
         frames = sum(span.length for _, span in spans)
         if frames:
             self._decode_seconds_per_frame = (time.perf_counter() - started) / frames
