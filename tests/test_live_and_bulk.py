@@ -223,6 +223,46 @@ def test_a_live_segment_arriving_during_a_bulk_decode_stops_it_and_the_bulk_audi
     assert snr > 100.0  # measured 120-140 dB for a paused one: equal up to float rounding
 
 
+def test_no_bulk_chunk_is_decoded_while_a_live_segment_makes_its_first(
+    engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that carries live and bulk work side by side (no pausing): while a live newcomer's first chunk is being
+    generated, the bulk members' chunks that come due wait, however far behind their own clock they are (as a bulk
+    segment that was paused a while is), so the first audio is not held up by bulk HiFi-GAN calls."""
+    scheduler = engine.new_scheduler(max_batch=3)
+    scheduler.capacity.pinned = 3
+    bulk_params = SynthesisParams(min_new_tokens=40, max_new_tokens=40, stream_chunk_size=3)
+    voice = engine.builtin_voice("Claribel Dervla")
+    assert voice is not None
+    handles = {
+        key: scheduler.submit(engine.segment(key, TEXT, "en", voice, bulk_params, seed=i, live=False))
+        for i, key in enumerate(("bulk-a", "bulk-b"))
+    }
+    chunks: dict[str, list[Chunk]] = {key: [] for key in handles}
+    while not all(chunks.values()):
+        _collect(scheduler, handles, chunks)
+    for member in scheduler._members.values():  # as if they had waited paused for a minute: far behind their clock
+        assert member.first_chunk_at is not None
+        member.first_chunk_at -= 60.0
+    decoded: list[str] = []
+    decode = scheduler._decode
+
+    def watched(group: list[Any]) -> None:
+        decoded.extend(member.key for member in group)
+        decode(group)
+
+    monkeypatch.setattr(scheduler, "_decode", watched)
+    handles["live"] = scheduler.submit(_segment(engine, "live", LIVE_TEXT, LIVE_TOKENS, live=True))
+    chunks["live"] = []
+    while not chunks["live"]:
+        _collect(scheduler, handles, chunks)
+    # The bulk chunks that came due meanwhile (of 6 tokens: one within those 8 steps) waited for the live one.
+    assert decoded[: decoded.index("live") + 1] == ["live"], decoded
+    while not all(h.finished for h in handles.values()):
+        _collect(scheduler, handles, chunks)
+    assert Counter(decoded)["bulk-a"] > 1 and len(_tokens(chunks["bulk-a"])) == 40  # and then went on, all of them
+
+
 def test_a_live_chunk_is_decoded_before_a_bulk_one_that_came_first(
     engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -500,8 +500,11 @@ class BatchScheduler:
             return
         newcomers_generating = any(_waited_for(s, now) and not s.ready() for s in self._members.values())
         if newcomers_generating:
-            # Keep GPT steps flowing for the newcomer: established members with audio in hand wait a step.
-            ready = [s for s in ready if _waited_for(s, now) or s.slack(now) < self._postpone_margin(s)]
+            # Keep GPT steps flowing for the newcomer: live members with audio in hand wait a step, bulk ones (nobody
+            # listens: their "audio in hand" means nothing, and a segment paused a while has none) always.
+            ready = [
+                s for s in ready if _waited_for(s, now) or (s.segment.live and s.slack(now) < self._postpone_margin(s))
+            ]
         # Live before bulk (nobody plays bulk audio as it comes), then earliest deadline first: first chunks a
         # listener has no audio before, then the listeners with the least audio in hand (a live text's next segment
         # counts what its listener still has of the earlier ones).
