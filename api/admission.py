@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, select
 
 from api.errors import FarmFull, TooManyAudioTokens
 from shared import jobs, registry
-from shared.audio import TOKEN_SECONDS, TOKENS_PER_CHAR, speech_seconds
+from shared.audio import TOKEN_SECONDS, speech_seconds
 from shared.db import session_scope
 from shared.errors import TooManyRequests
 from shared.models import ACTIVE_STATES, Job, JobState
@@ -42,8 +42,6 @@ from shared.priority import Priority
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 
-# XTTS's GPT stops a segment at 605 audio tokens (about 28 s) whatever the text.
-MAX_TOKENS_PER_SEGMENT = 605
 # What the 429s tell clients: jobs finish in seconds to minutes; a farm-wide backlog takes longer to drain.
 JOBS_RETRY_AFTER_SECONDS = 10
 SEGMENTS_RETRY_AFTER_SECONDS = 30
@@ -52,9 +50,7 @@ EXPECTED_START_HEADER = "X-Expected-Start-Seconds"
 
 def estimate_tokens(segments: list[str], params: SynthesisParams) -> int:
     """Audio tokens a job will cost: each segment's natural length, within its min/max_new_tokens bounds."""
-    low = params.min_new_tokens or 1
-    high = params.max_new_tokens or MAX_TOKENS_PER_SEGMENT
-    return sum(min(max(math.ceil(TOKENS_PER_CHAR * len(seg.strip())), low), high) for seg in segments)
+    return sum(params.estimated_tokens(len(seg.strip())) for seg in segments)
 
 
 def check_request_size(segments: list[str], params: SynthesisParams) -> None:

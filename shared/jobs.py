@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
 
-from shared.audio import SAMPLE_RATE, speech_seconds
+from shared.audio import SAMPLE_RATE
 from shared.db import rows_changed, session_scope
 from shared.errors import NotFound
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
+from shared.params import SynthesisParams
 from shared.priority import Priority
 from shared.tenants import DEFAULT_TENANT
 from shared.utc import as_utc
@@ -261,9 +262,12 @@ def playback_deadline(s: Session, job: Job, index: int, now: datetime) -> dateti
     job's first chunk (or starts with it, about now, when none has come yet) and goes on through every earlier
     segment's audio: all of it for a finished one, at least the estimate of its text for the others. None for a
     job's first segment and for bulk work: as soon as possible, no listener's audio in hand to measure against.
-    The listener may have stalled already, which moves its clock later: the deadline errs on the early side."""
+    The estimate keeps to the request's bounds (min/max_new_tokens, speed): a text's length alone would promise
+    seconds of audio that a pinned length never makes, and the segment would start late. The listener may have
+    stalled already, which moves its clock later: the deadline errs on the early side."""
     if index == 0 or job.priority != Priority.LIVE.value:
         return None
+    params = SynthesisParams.model_validate(job.params)
     earlier = s.execute(
         select(JobSegment.state, JobSegment.samples, func.length(JobSegment.text)).where(
             JobSegment.job_id == job.id, JobSegment.index < index
@@ -272,7 +276,7 @@ def playback_deadline(s: Session, job: Job, index: int, now: datetime) -> dateti
     ahead = sum(
         samples / SAMPLE_RATE
         if state == JobState.SUCCEEDED.value
-        else max(samples / SAMPLE_RATE, speech_seconds(chars))
+        else max(samples / SAMPLE_RATE, params.estimated_seconds(chars))
         for state, samples, chars in earlier
     )
     return as_utc(job.first_chunk_at or now) + timedelta(seconds=ahead)

@@ -6,9 +6,15 @@ Defaults are pinned here, per request, because XTTS's `XttsConfig`, the shipped 
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.audio import TOKEN_SECONDS, TOKENS_PER_CHAR
 from shared.settings import get_settings
+
+# XTTS's GPT stops a segment at 605 audio tokens (about 28 s) whatever the text.
+MAX_TOKENS_PER_SEGMENT = 605
 
 
 class SynthesisParams(BaseModel):
@@ -30,13 +36,24 @@ class SynthesisParams(BaseModel):
     min_new_tokens: int | None = Field(
         None,
         ge=1,
-        le=605,
+        le=MAX_TOKENS_PER_SEGMENT,
         description="Advanced: lower bound on audio tokens per segment (the dev model's noise "
         "never stops by itself, so tests and benchmarks pin the length).",
     )
     max_new_tokens: int | None = Field(
-        None, ge=1, le=605, description="Advanced: upper bound on audio tokens per segment."
+        None, ge=1, le=MAX_TOKENS_PER_SEGMENT, description="Advanced: upper bound on audio tokens per segment."
     )
+
+    def estimated_tokens(self, chars: int) -> int:
+        """The audio tokens a segment of `chars` characters will cost, before it is synthesized: its natural length
+        (TOKENS_PER_CHAR), within min/max_new_tokens and the GPT's cap."""
+        low = self.min_new_tokens or 1
+        high = self.max_new_tokens or MAX_TOKENS_PER_SEGMENT
+        return min(max(math.ceil(TOKENS_PER_CHAR * chars), low), high)
+
+    def estimated_seconds(self, chars: int) -> float:
+        """The audio a segment of `chars` characters will last (estimated_tokens, at this speed)."""
+        return self.estimated_tokens(chars) * TOKEN_SECONDS / self.speed
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> SynthesisParams:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -20,17 +21,19 @@ from sqlalchemy import update
 
 from celery_config import celery_config
 from shared import jobs
-from shared.audio import SAMPLE_RATE, speech_seconds
+from shared.audio import SAMPLE_RATE, TOKEN_SECONDS, speech_seconds
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.models import Job, utcnow
 from shared.params import SynthesisParams
 from shared.priority import Priority
 from shared.settings import Settings, configure
+from tests.audio import xtts_samples
 from tests.farms import SharedFarm
 from tools.localfarm import RedisServer, migrate, tts_body, wait_for
+from workers import scheduler as scheduler_module
 from workers.engine import XttsEngine
-from workers.scheduler import LOW_WATER_SECONDS, BatchScheduler, Handle
+from workers.scheduler import LOW_WATER_SECONDS, BatchScheduler, Chunk, Handle
 
 TORCH_THREADS = 2
 TEXTS = ["The first sentence of the text.", "A second one, somewhat longer than the first.", "The third."]
@@ -47,7 +50,7 @@ def database(backend: str, database_factory) -> Iterator[str]:  # type: ignore[n
     configure(None)
 
 
-def _job(priority: Priority) -> str:
+def _job(priority: Priority, params: dict[str, object] | None = None) -> str:
     with session_scope() as s:
         job = jobs.create_job(
             s,
@@ -56,7 +59,7 @@ def _job(priority: Priority) -> str:
             language="en",
             voice_kind="builtin",
             voice_ref="x",
-            params={},
+            params=params or {},
             segments=TEXTS,
             epoch="e1",
             priority=priority,
@@ -79,10 +82,23 @@ def test_a_live_segment_is_due_when_the_earlier_audio_of_its_text_runs_out(datab
     with session_scope() as s:
         s.execute(update(Job).where(Job.id == job_id).values(first_chunk_at=first_chunk_at))
     # Segment 0 is still running (3 s made so far) and segment 1 has made nothing: its estimate counts.
-    expected = first_chunk_at + timedelta(seconds=3.0 + speech_seconds(len(TEXTS[1])))
+    expected = first_chunk_at + timedelta(seconds=3.0 + SynthesisParams().estimated_seconds(len(TEXTS[1])))
     deadline = _deadline(job_id, 2)
     assert isinstance(deadline, type(expected))
     assert abs((deadline - expected).total_seconds()) < 0.01, (deadline, expected)
+
+
+@BOTH_DATABASES
+def test_an_earlier_segments_estimate_keeps_to_the_requests_bounds(database: str) -> None:
+    """A request that pins its segments' length (max_new_tokens) and speaks twice as fast makes far less audio than
+    its text's length suggests (a tenth here): the deadline counts the audio it can make, not the text's."""
+    job_id = _job(Priority.LIVE, {"max_new_tokens": 10, "speed": 2.0})
+    assert speech_seconds(len(TEXTS[0])) > 2.0  # the text alone: 47 tokens
+    before = utcnow()
+    deadline = _deadline(job_id, 1)
+    assert isinstance(deadline, type(before))
+    estimate = 10 * TOKEN_SECONDS / 2.0
+    assert before + timedelta(seconds=estimate) <= deadline <= utcnow() + timedelta(seconds=estimate)
 
 
 @BOTH_DATABASES
@@ -91,7 +107,7 @@ def test_before_the_first_audio_the_clock_starts_now_and_bulk_work_has_no_deadli
     before = utcnow()
     deadline = _deadline(live, 1)
     assert isinstance(deadline, type(before))
-    estimate = speech_seconds(len(TEXTS[0]))
+    estimate = SynthesisParams().estimated_seconds(len(TEXTS[0]))
     assert before + timedelta(seconds=estimate) <= deadline <= utcnow() + timedelta(seconds=estimate)
     assert _deadline(_job(Priority.BULK), 1) is None
 
@@ -165,6 +181,63 @@ def test_a_next_segment_pauses_bulk_work_only_when_due_and_still_meets_its_deadl
         _drain(bulk)
         first = following.poll()
     assert time.monotonic() < deadline, f"first chunk {time.monotonic() - deadline:.2f} s after its deadline"
+
+
+class _Clock:
+    """The scheduler's `time`, with a monotonic clock that a test moves forward."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+        self.perf_counter = time.perf_counter
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+
+def test_a_next_segment_that_comes_due_during_a_bulk_decode_stops_it(
+    engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk chunk's HiFi-GAN call takes up to a second on a CPU. A live text's next segment that waits for its
+    deadline and comes due in the middle of one does not wait for the rest: the call stops, the live segment starts
+    at the next step (the bulk member yielding its slot), and the bulk chunk is decoded later, nothing lost."""
+    clock = _Clock()
+    monkeypatch.setattr(scheduler_module, "time", clock)
+    scheduler = engine.new_scheduler(max_batch=2)
+    scheduler.capacity.pinned = 1
+    bulk = _submit(engine, scheduler, "bulk", 120, live=False)
+    for _ in range(4):  # the step and decode times are measured
+        scheduler.step()
+    following = _submit(engine, scheduler, "next", 16, live=True, deadline=clock.monotonic() + 600)
+    decoded: list[str] = []
+    decode = scheduler._decode
+
+    def watched(group: list[Any]) -> None:
+        decoded.extend(member.key for member in group)
+        decode(group)
+
+    def comes_due(_module: Any, _inputs: Any) -> None:  # half of a HiFi-GAN call has run
+        if not clock.ahead and decoded and decoded[-1] == "bulk":
+            clock.ahead = 600.0
+
+    monkeypatch.setattr(scheduler, "_decode", watched)
+    hook = engine.model.hifigan_decoder.waveform_decoder.resblocks[6].register_forward_pre_hook(comes_due)
+    chunks: dict[str, list[Chunk]] = {"bulk": [], "next": []}
+    try:
+        while not chunks["next"]:
+            scheduler.step()
+            for key, handle in (("bulk", bulk), ("next", following)):
+                chunks[key].extend(iter(handle.poll, None))
+            assert clock.ahead or scheduler.active == 1  # not due yet: it waits (the batch carries one stream)
+    finally:
+        hook.remove()
+    assert scheduler.decodes_interrupted == 1 and scheduler.pauses == 1
+    assert decoded[-2:] == ["bulk", "next"], decoded  # the bulk call it stopped, then the live segment's first chunk
+    while not (bulk.finished and following.finished):
+        scheduler.step()
+        for key, handle in (("bulk", bulk), ("next", following)):
+            chunks[key].extend(iter(handle.poll, None))
+    assert [len([t for c in chunks[k] for t in c.tokens]) for k in ("bulk", "next")] == [120, 16]
+    assert sum(len(c.audio) for c in chunks["bulk"]) == xtts_samples(120)  # the stopped chunk was decoded again
 
 
 @BOTH_DATABASES

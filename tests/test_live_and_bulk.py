@@ -223,6 +223,41 @@ def test_a_live_segment_arriving_during_a_bulk_decode_stops_it_and_the_bulk_audi
     assert snr > 100.0  # measured 120-140 dB for a paused one: equal up to float rounding
 
 
+def test_a_bulk_segment_with_only_decoding_left_does_not_keep_a_live_one_waiting(
+    engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch carries one stream (live capacity 1) and holds a bulk segment whose tokens are all made: only its last
+    chunk is left to decode (it cannot be paused). A live segment arriving then starts at once, its first chunk the
+    next audio decoded; the bulk chunk waits for it, not the other way round, and is delivered afterwards."""
+    scheduler = engine.new_scheduler(max_batch=2)
+    scheduler.capacity.pinned = 1
+    handles = {"bulk": scheduler.submit(_segment(engine, "bulk", TEXT, 16, live=False))}
+    chunks: dict[str, list[Chunk]] = {"bulk": []}
+    decoded: list[str] = []
+    decode = scheduler._decode
+
+    def watched(group: list[Any]) -> None:
+        decoded.extend(member.key for member in group)
+        if "live" not in handles and group[0].part_finished:  # the bulk segment's last chunk: the live one comes
+            handles["live"] = scheduler.submit(_segment(engine, "live", LIVE_TEXT, LIVE_TOKENS, live=True))
+            chunks["live"] = []
+        decode(group)
+
+    monkeypatch.setattr(scheduler, "_decode", watched)
+    while "live" not in handles:
+        _collect(scheduler, handles, chunks)
+    assert scheduler.decodes_interrupted == 1  # that decode gave way at once
+    _collect(scheduler, handles, chunks)
+    assert scheduler.active == 2 and not handles["bulk"].finished  # the live one started; the bulk one waits
+    while not chunks["live"]:
+        _collect(scheduler, handles, chunks)
+    # Its first chunk, its last (stopped), the live segment's first chunk, and then that last chunk again.
+    assert decoded == ["bulk", "bulk", "live", "bulk"], decoded
+    while not all(h.finished for h in handles.values()):
+        _collect(scheduler, handles, chunks)
+    assert sum(len(c.audio) for c in chunks["bulk"]) == xtts_samples(16)
+
+
 def test_no_bulk_chunk_is_decoded_while_a_live_segment_makes_its_first(
     engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

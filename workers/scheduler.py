@@ -19,8 +19,9 @@ left of the text's earlier segments. While a newcomer a listener waits for is st
 established members with enough audio buffered postpone their decodes, so a new request's first audio does not
 wait behind other members' long spans. A live text's next segment that is not due yet (its listener has more audio
 in hand than its first chunk takes to make) joins the batch early only where that pauses nobody and keeps the batch
-within its live capacity; otherwise it waits, and starts when due. A live segment that arrives while a bulk chunk is
-being decoded does not wait for it (on a CPU, up to a second): that HiFi-GAN call stops and is made again later.
+within its live capacity; otherwise it waits, and starts when due. A live segment that arrives, or becomes due, while
+a bulk chunk is being decoded does not wait for it (on a CPU, up to a second): that HiFi-GAN call stops and is made
+again later.
 
 Live members come before bulk ones (shared/priority.py): a live segment that finds the batch full takes the slot of
 a bulk member, and while the batch holds live work it holds no more members than its streams run faster than real
@@ -266,6 +267,7 @@ class BatchScheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._live_arrived = threading.Event()  # a live segment was submitted since the last admission
+        self._live_due_at = float("inf")  # when the first live segment left waiting at the last admission is due
         # Members' spans per HiFi-GAN call. A GPU batches them. On a CPU a batched call is slower than its spans one
         # by one (padded to the longest; measured: 4 bulk members of 200 tokens, one torch thread, 25 s batched
         # against 17 s one by one), and a live segment that arrives meanwhile waits for the call under way: one
@@ -346,12 +348,12 @@ class BatchScheduler:
         due = sum(1 for h in self._queued if self._due(h, now))
         # Bulk members yield their slots: to the live segments due, and to keep a batch with live work in it within
         # what it carries at real time.
-        while len(self._members) > limit - min(due, limit):
+        while self._occupied() > limit - min(due, limit):
             victim = self._pausable()
             if victim is None:
                 break
             self._pause(victim)
-        while len(self._members) < self._limit(now):
+        while self._occupied() < self._limit(now):
             live = next((h for h in self._queued if h.segment.live), None)
             if live is not None and (self._due(live, now) or self._fits_early()):
                 self._start(self._take(live))
@@ -364,28 +366,41 @@ class BatchScheduler:
         for handle in self._queued:
             if not self._due(handle, now) and handle.segment.live:
                 handle.pause()  # waiting for its deadline by design: no time limit counts it
+        self._live_due_at = self._next_live_due()
 
     def _take(self, handle: Handle) -> Handle:
         self._queued.remove(handle)
         return handle
 
     def _due(self, handle: Handle, now: float) -> bool:
-        """A live segment that must start now to have its first chunk before its listener runs out of audio: one
-        without a deadline, or whose deadline is nearer than the time a first chunk takes in a batch of one more,
-        with LOW_WATER_SECONDS to spare (unmeasured yet: due)."""
-        segment = handle.segment
-        if not segment.live:
-            return False
+        """A live segment that must start now to have its first chunk before its listener runs out of audio."""
+        return handle.segment.live and now >= self._due_at(handle.segment)
+
+    def _due_at(self, segment: Segment) -> float:
+        """When a live segment must start: at once without a deadline, else its deadline less the time a first chunk
+        takes in a batch of one more, with LOW_WATER_SECONDS to spare (at once before anything was measured)."""
         if segment.deadline is None:
-            return True
+            return float("-inf")
         needed = self.capacity.chunk_seconds(len(self._members) + 1, segment.chunk_tokens)
-        return needed is None or segment.deadline - now <= needed + LOW_WATER_SECONDS
+        return float("-inf") if needed is None else segment.deadline - needed - LOW_WATER_SECONDS
+
+    def _next_live_due(self) -> float:
+        """When the first of the live segments left waiting for their deadlines becomes due. One left waiting though
+        due already could not start (live members fill every slot): bulk work is not held up for it."""
+        now = time.monotonic()
+        upcoming = (due_at for h in self._queued if h.segment.live and (due_at := self._due_at(h.segment)) > now)
+        return min(upcoming, default=float("inf"))
+
+    def _live_waits(self) -> bool:
+        """A live segment waits for this thread: one submitted since the last admission, or one left waiting for its
+        deadline that has become due. Bulk decodes give way to it (they are stopped, or wait)."""
+        return self._live_arrived.is_set() or time.monotonic() >= self._live_due_at
 
     def _fits_early(self) -> bool:
         """Room for a live segment that is not due yet: it starts early only if the batch, with it, stays within
         its live capacity (every stream in it still faster than real time) and nobody has to pause for it."""
         capacity = self.capacity.live_capacity()
-        return len(self._members) < min(self.max_batch, capacity or self.max_batch)
+        return self._occupied() < min(self.max_batch, capacity or self.max_batch)
 
     def _limit(self, now: float) -> int:
         """How many members the batch may hold now: every slot while it has no live work; with live work (members,
@@ -398,8 +413,14 @@ class BatchScheduler:
         if live or any(h.segment.live for h in self._queued):
             self._live_seen_at = now
         elif self._live_hold_left() > 0:
-            return min(len(self._members), self.max_batch)  # held: nothing resumed or started until it ends
+            return min(self._occupied(), self.max_batch)  # held: nothing resumed or started until it ends
         return batch_limit(self.max_batch, live + due, self.capacity.live_capacity() if live + due else None)
+
+    def _occupied(self) -> int:
+        """The batch's slots in use: its live members and the bulk ones still generating. A bulk member whose tokens
+        are all made only has chunks left to decode, which wait while live work needs the thread: it could not be
+        paused, and counting it would keep a live segment that is due waiting for those decodes."""
+        return sum(1 for m in self._members.values() if m.segment.live or not m.part_finished)
 
     def _live_hold_left(self) -> float:
         """Seconds the batch still keeps to its live capacity after its last live member left (LIVE_HOLD_SECONDS)."""
@@ -510,8 +531,8 @@ class BatchScheduler:
         # counts what its listener still has of the earlier ones).
         ready.sort(key=lambda s: (not s.segment.live, s.slack(now), s.arrived))
         for group in self._decode_groups(ready, now):
-            if self._live_arrived.is_set() and not any(m.segment.live for m in group):
-                break  # bulk decodes wait (their latents kept): a live segment that just came is admitted first
+            if self._live_waits() and not any(m.segment.live for m in group):
+                break  # bulk decodes wait (their latents kept): a live segment that just came or is due goes first
             self._decode(group)
 
     def _postpone_margin(self, member: _Member) -> float:
@@ -542,10 +563,10 @@ class BatchScheduler:
             else:
                 spans.append((member, span))
         started = time.perf_counter()
-        # A live segment that arrives during a bulk decode does not wait for it (on a CPU, up to a second): the decode
-        # stops at HiFi-GAN's next block and is made again later. Its latents are in the member's decoder already
-        # and its tokens stay with its next chunk, so its listener loses nothing.
-        interrupt = None if any(member.segment.live for member in group) else self._live_arrived.is_set
+        # A live segment that arrives, or becomes due, during a bulk decode does not wait for it (on a CPU, up to a
+        # second): the decode stops at HiFi-GAN's next convolution and is made again later. Its latents are in the
+        # member's decoder already and its tokens stay with its next chunk, so nothing is lost.
+        interrupt = None if any(member.segment.live for member in group) else self._live_waits
         try:
             for batch in _batches(spans):
                 audio = decode_spans(
