@@ -29,7 +29,7 @@ from tests.farms import SHORT_LEASES, SharedFarm
 from tests.prometheus import scrape, value
 from tools.localfarm import tts_body, wait_for
 from workers.engine import XttsEngine
-from workers.scheduler import BatchScheduler, Chunk, Handle
+from workers.scheduler import LOW_WATER_SECONDS, BatchScheduler, Chunk, Handle
 from workers.stream_decoder import snr_db
 
 TORCH_THREADS = 2
@@ -251,8 +251,8 @@ def test_a_bulk_segment_with_only_decoding_left_does_not_keep_a_live_one_waiting
     assert scheduler.active == 2 and not handles["bulk"].finished  # the live one started; the bulk one waits
     while not chunks["live"]:
         _collect(scheduler, handles, chunks)
-    # Its first chunk, its last (stopped), the live segment's first chunk, and then that last chunk again.
-    assert decoded == ["bulk", "bulk", "live", "bulk"], decoded
+    # Its first chunk, its last (stopped), the live segment's first chunk; that last chunk again later.
+    assert decoded == ["bulk", "bulk", "live"], decoded
     while not all(h.finished for h in handles.values()):
         _collect(scheduler, handles, chunks)
     assert sum(len(c.audio) for c in chunks["bulk"]) == xtts_samples(16)
@@ -298,6 +298,36 @@ def test_no_bulk_chunk_is_decoded_while_a_live_segment_makes_its_first(
     assert Counter(decoded)["bulk-a"] > 1 and len(_tokens(chunks["bulk-a"])) == 40  # and then went on, all of them
 
 
+def test_a_bulk_chunk_is_decoded_only_while_every_live_listener_has_audio_in_hand(
+    engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch carries a live stream and a bulk segment side by side. A bulk chunk's HiFi-GAN call holds up the live
+    stream's next chunk (one thread does both), so it runs only while the live listener has more than
+    LOW_WATER_SECONDS of audio in hand; the bulk segment still gets all its audio, later."""
+    scheduler = engine.new_scheduler(max_batch=2)
+    scheduler.capacity.pinned = 2
+    handles = {"bulk": scheduler.submit(_segment(engine, "bulk", TEXT, BULK_TOKENS, live=False))}
+    chunks: dict[str, list[Chunk]] = {"bulk": []}
+    while not chunks["bulk"]:
+        _collect(scheduler, handles, chunks)
+    handles["live"] = scheduler.submit(_segment(engine, "live", LIVE_TEXT, 48, live=True))
+    chunks["live"] = []
+    in_hand: list[float] = []  # the live listener's audio in hand at each bulk decode while it plays
+    decode = scheduler._decode
+
+    def watched(group: list[Any]) -> None:
+        live = scheduler._members.get("live")
+        if live is not None and not any(member.segment.live for member in group):
+            in_hand.append(live.slack(time.monotonic()))
+        decode(group)
+
+    monkeypatch.setattr(scheduler, "_decode", watched)
+    while not all(h.finished for h in handles.values()):
+        _collect(scheduler, handles, chunks)
+    assert all(seconds > LOW_WATER_SECONDS for seconds in in_hand), in_hand
+    assert [len(_tokens(chunks[key])) for key in ("bulk", "live")] == [BULK_TOKENS, 48]
+
+
 def test_a_live_chunk_is_decoded_before_a_bulk_one_that_came_first(
     engine: XttsEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,8 +354,9 @@ def test_a_live_chunk_is_decoded_before_a_bulk_one_that_came_first(
     monkeypatch.setattr(scheduler, "_decode", watched)
     while not all(h.finished for h in handles.values()):
         _collect(scheduler, handles, chunks)
-    first_step = decoded[0][0]
-    assert [key for step, key in decoded if step == first_step] == ["live", "bulk"], decoded
+    # The first audio decoded is the live segment's, though the bulk one's first chunk was due first; the bulk one's
+    # waits until the live listener has audio in hand.
+    assert decoded[0][1] == "live" and "bulk" in [key for _, key in decoded], decoded
 
 
 def test_between_the_segments_of_a_live_text_paused_bulk_work_stays_paused(engine: XttsEngine) -> None:

@@ -62,6 +62,8 @@ MAX_CHUNK_GROWTH = 4
 # torch thread, 4 bulk members of 200 tokens: 21.6 s with chunks growing to 80 tokens, 18.6 s to 40, 20.1 s at 20),
 # and a live segment that arrives waits for the span under way (the longest call: 2.6 s at 80 tokens, 1.0 s at 40).
 CPU_MAX_CHUNK_GROWTH = 2
+# HiFi-GAN frames per audio token: 4 mel frames at 22.05 kHz, resampled to 24 kHz (for estimates of decode times).
+FRAMES_PER_TOKEN = 4 * 24000 / 22050
 # An established member postpones its decode for a newcomer's first chunk only while its listener has at
 # least this much audio in hand beyond what the decode will take.
 LOW_WATER_SECONDS = 1.0
@@ -531,9 +533,28 @@ class BatchScheduler:
         # counts what its listener still has of the earlier ones).
         ready.sort(key=lambda s: (not s.segment.live, s.slack(now), s.arrived))
         for group in self._decode_groups(ready, now):
-            if self._live_waits() and not any(m.segment.live for m in group):
-                break  # bulk decodes wait (their latents kept): a live segment that just came or is due goes first
+            if not any(m.segment.live for m in group) and (self._live_waits() or not self._live_can_wait(group)):
+                break  # bulk decodes wait (their latents kept): live work goes first
             self._decode(group)
+
+    def _live_can_wait(self, group: list[_Member]) -> bool:
+        """Whether this bulk decode may hold up live work: only if every live listener keeps LOW_WATER_SECONDS of audio
+        in hand through it and through the making of its own next chunk after it, and no live segment left waiting
+        for its deadline comes due meanwhile (it would stop the decode: wasted work)."""
+        now = time.monotonic()
+        cost = sum(
+            self._decode_seconds_per_frame * (len(m.pending) * FRAMES_PER_TOKEN + 2 * self.decode_context)
+            for m in group
+        )
+        if now + cost >= self._live_due_at:
+            return False
+        for member in self._members.values():
+            if member.segment.live:
+                left = max(member.target - len(member.pending), 0)
+                own = self.capacity.chunk_seconds(max(len(self.gpt), 1), left) or 0.0
+                if member.slack(now) < cost + own + LOW_WATER_SECONDS:
+                    return False
+        return True
 
     def _postpone_margin(self, member: _Member) -> float:
         return LOW_WATER_SECONDS + member.expected_decode_seconds
@@ -601,7 +622,7 @@ class BatchScheduler:
             member.first_chunk_at = now
         member.emitted_seconds += audio.numel() / self.sample_rate
         member.target = self._next_target(member, now)
-        span_frames = member.target * 5  # ~4.35 frames per token at 24 kHz, plus context
+        span_frames = member.target * FRAMES_PER_TOKEN + 2 * self.decode_context
         member.expected_decode_seconds = self._decode_seconds_per_frame * span_frames
         if part_end:
             self._start_next_part(member)
