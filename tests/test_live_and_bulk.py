@@ -29,8 +29,8 @@ from tests.farms import SHORT_LEASES, SharedFarm
 from tests.prometheus import scrape, value
 from tools.localfarm import tts_body, wait_for
 from workers.engine import XttsEngine
-from workers.scheduler import LOW_WATER_SECONDS, BatchScheduler, Chunk, Handle
-from workers.stream_decoder import snr_db
+from workers.scheduler import LOW_WATER_SECONDS, BatchScheduler, Chunk, Handle, _Member
+from workers.stream_decoder import StreamingDecoder, snr_db
 
 TORCH_THREADS = 2
 TEXT = "A bulk sentence that will be paused for a live listener, then go on."
@@ -303,7 +303,8 @@ def test_a_bulk_chunk_is_decoded_only_while_every_live_listener_has_audio_in_han
 ) -> None:
     """A batch carries a live stream and a bulk segment side by side. A bulk chunk's HiFi-GAN call holds up the live
     stream's next chunk (one thread does both), so it runs only while the live listener has more than
-    LOW_WATER_SECONDS of audio in hand; the bulk segment still gets all its audio, later."""
+    LOW_WATER_SECONDS of audio in hand beyond the making of that chunk; the bulk segment still gets all its audio,
+    later."""
     scheduler = engine.new_scheduler(max_batch=2)
     scheduler.capacity.pinned = 2
     handles = {"bulk": scheduler.submit(_segment(engine, "bulk", TEXT, BULK_TOKENS, live=False))}
@@ -318,7 +319,9 @@ def test_a_bulk_chunk_is_decoded_only_while_every_live_listener_has_audio_in_han
     def watched(group: list[Any]) -> None:
         live = scheduler._members.get("live")
         if live is not None and not any(member.segment.live for member in group):
-            in_hand.append(live.slack(time.monotonic()))
+            # What the listener has in hand beyond the making of the live segment's whole next chunk.
+            own = scheduler.capacity.chunk_seconds(1, live.target) or 0.0
+            in_hand.append(live.slack(time.monotonic()) - own)
         decode(group)
 
     monkeypatch.setattr(scheduler, "_decode", watched)
@@ -326,6 +329,36 @@ def test_a_bulk_chunk_is_decoded_only_while_every_live_listener_has_audio_in_han
         _collect(scheduler, handles, chunks)
     assert all(seconds > LOW_WATER_SECONDS for seconds in in_hand), in_hand
     assert [len(_tokens(chunks[key])) for key in ("bulk", "live")] == [BULK_TOKENS, 48]
+
+
+@pytest.mark.parametrize("held", ["pending", "fed"])
+def test_a_bulk_decode_waits_if_it_would_make_a_live_chunk_late(engine: XttsEngine, held: str) -> None:
+    """The rule itself, on a batch set up by hand: a live member one step short of its next chunk, a bulk member with
+    40 tokens' latents to decode, either not fed to its decoder yet or fed already (a decode of them was stopped). The
+    bulk decode may go first only if the live listener's audio in hand covers it, the live chunk's whole making after
+    it (its decode above all: the one step left is quick) and LOW_WATER_SECONDS."""
+    scheduler = engine.new_scheduler(max_batch=2)
+    scheduler.capacity.observe_step(1, 0.002)
+    scheduler.capacity.observe_decode(1, 0.03)
+    scheduler._decode_seconds_per_frame = 0.007
+    live = _Member(Handle(_segment(engine, "live", LIVE_TEXT, 24, live=True)), arrived=time.monotonic())
+    bulk = _Member(Handle(_segment(engine, "bulk", TEXT, BULK_TOKENS, live=False)), arrived=time.monotonic())
+    width = live.segment.cond_latent.shape[-1]
+    live.target, live.pending = 20, [torch.zeros(width)] * 19
+    bulk.decoder = StreamingDecoder(engine.model.hifigan_decoder, bulk.segment.speaker_embedding)
+    if held == "pending":
+        bulk.pending = [torch.zeros(width)] * 40
+    else:
+        bulk.decoder.feed(torch.zeros(40, width))
+    scheduler._members = {"live": live, "bulk": bulk}
+    cost = 0.007 * (40 * 4 * 24000 / 22050 + 2 * scheduler.decode_context)  # about 1.4 s
+    chunk = scheduler.capacity.chunk_seconds(1, 20)
+    assert chunk is not None and chunk > 0.5
+    live.first_chunk_at = time.monotonic()
+    live.emitted_seconds = cost + LOW_WATER_SECONDS + chunk / 2  # enough if only its last step were counted
+    assert not scheduler._live_can_wait([bulk])
+    live.emitted_seconds = cost + LOW_WATER_SECONDS + chunk + 0.3
+    assert scheduler._live_can_wait([bulk])
 
 
 def test_a_live_chunk_is_decoded_before_a_bulk_one_that_came_first(

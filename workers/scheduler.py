@@ -542,19 +542,22 @@ class BatchScheduler:
         in hand through it and through the making of its own next chunk after it, and no live segment left waiting
         for its deadline comes due meanwhile (it would stop the decode: wasted work)."""
         now = time.monotonic()
-        cost = sum(
-            self._decode_seconds_per_frame * (len(m.pending) * FRAMES_PER_TOKEN + 2 * self.decode_context)
-            for m in group
-        )
+        cost = sum(self._decode_seconds_per_frame * self._span_frames(m) for m in group)
         if now + cost >= self._live_due_at:
             return False
         for member in self._members.values():
             if member.segment.live:
-                left = max(member.target - len(member.pending), 0)
-                own = self.capacity.chunk_seconds(max(len(self.gpt), 1), left) or 0.0
+                # Its whole next chunk: the steps left are quick, but the chunk's decode still comes after them.
+                own = self.capacity.chunk_seconds(max(len(self.gpt), 1), member.target) or 0.0
                 if member.slack(now) < cost + own + LOW_WATER_SECONDS:
                     return False
         return True
+
+    def _span_frames(self, member: _Member) -> float:
+        """About the frames the member's next decode runs: its latents not fed yet, what its decoder holds undecoded
+        (all of an interrupted decode's span), and the context on both sides."""
+        held = member.decoder.backlog if member.decoder is not None else 0
+        return len(member.pending) * FRAMES_PER_TOKEN + held + 2 * self.decode_context
 
     def _postpone_margin(self, member: _Member) -> float:
         return LOW_WATER_SECONDS + member.expected_decode_seconds

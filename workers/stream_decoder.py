@@ -156,6 +156,11 @@ class StreamingDecoder:
         self._total += x.shape[1]
         self._final = self._final or final
 
+    @property
+    def backlog(self) -> int:
+        """HiFi-GAN frames fed but not decoded yet (those of a decode that was interrupted, among others)."""
+        return self._total - self._emitted
+
     def next_span(self) -> FrameSpan | None:
         """The frames to decode for the audio that is now fully determined (None: nothing new yet)."""
         if self._frames is None:
