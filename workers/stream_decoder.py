@@ -20,6 +20,7 @@ reports the signal-to-noise ratio), with no cross-fades and no clicks at the joi
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -256,13 +257,18 @@ def _interruptible(generator: Any, interrupt: Callable[[], bool] | None) -> Iter
         if threading.get_ident() == owner and interrupt():
             raise DecodeInterrupted
 
-    convolutions = [m for m in generator.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))] or [generator]
-    hooks = [module.register_forward_pre_hook(check) for module in convolutions]
+    hooks = [module.register_forward_pre_hook(check) for module in _convolutions(generator)]
     try:
         yield
     finally:
         for hook in hooks:
             hook.remove()
+
+
+@functools.cache  # one model per worker: its modules are walked once, not at every bulk decode
+def _convolutions(generator: nn.Module) -> tuple[nn.Module, ...]:
+    found = tuple(m for m in generator.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)))
+    return found or (generator,)
 
 
 def one_shot(
