@@ -196,8 +196,13 @@ def test_max_concurrent_requests_bounds_the_synthesis_responses(configured: Farm
     try:
         with requests.get(configured.url(f"/jobs/{job['id']}/stream"), stream=True, timeout=30) as first:
             assert first.status_code == 200
+            # The first stream holds its slot while it runs: its first event is audio (an `error` event would end
+            # it and free the slot), and the API counts it.
+            opening = next(line for line in first.iter_lines() if line.startswith(b"event:"))
+            assert opening == b"event: audio", (opening, first.raw.read(2000))
+            assert configured.health()["requests"]["in_use"] == 1
             second = requests.get(configured.url(f"/jobs/{job['id']}/stream"), timeout=30)
-            assert second.status_code == 429 and second.headers["Retry-After"]
+            assert second.status_code == 429 and second.headers["Retry-After"], (second.status_code, second.text[:500])
         # Closing the first response frees its slot.
         wait_for(lambda: configured.health()["requests"]["in_use"] == 0, 10, "the slot to be released")
     finally:
