@@ -60,7 +60,13 @@ SHORT_AUDIO_TTL: dict[str, Any] = {"workers": 1, "STREAM_TTL_SECONDS": "4", "JOB
 # Settings only the API process reads (tests/test_tiers.py checks that no other part of the farm names them): a
 # test that changes only these gets the farm of its other settings, with its API restarted.
 API_ONLY_SETTINGS = frozenset(
-    {"MAX_CONCURRENT_REQUESTS", "MAX_JOBS_PER_TENANT", "REQUEST_QUEUE_TIMEOUT_SECONDS", "MAX_LIVE_WAIT_SECONDS"}
+    {
+        "MAX_CONCURRENT_REQUESTS",
+        "MAX_JOBS_PER_TENANT",
+        "MAX_TOKENS_PER_REQUEST",
+        "REQUEST_QUEUE_TIMEOUT_SECONDS",
+        "MAX_LIVE_WAIT_SECONDS",
+    }
 )
 
 # Redis keys of the farm's processes rather than of any job, which a reset keeps: the broker's queue bindings

@@ -122,7 +122,7 @@ def _listen(farm: Farm, job_id: str, events: list[Event], started: threading.Eve
 
 def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(farm_with) -> None:
     farm = farm_with(**SHORT_LEASES)
-    tokens = 160
+    tokens = 100  # 3 x 100 in one batch: about 25 s of synthesis, past the 8 s the second worker takes to start
     jobs = [
         # Stated bulk: a listener attaching does not make them live, so none yields its slot to the others (a job
         # made live between its dispatch and its start would be served before the one still bulk).

@@ -40,6 +40,10 @@ SENTENCE = (
     "This sentence is long enough to be a segment of its own, because two of them together would not fit "
     "within the two hundred and fifty characters that XTTS accepts for English in one go."
 )
+# Audio tokens of the one segment a mid-segment fault interrupts (chunks of 5): the fault strikes after its third
+# chunk, and the segment's next write fails within a chunk, so what matters is only that most of it is still to come
+# (about 6 s of synthesis alone here). 300 took twice as long and proved nothing more.
+FAULTED_TOKENS = 150
 # A listener of a job that reconnects with its cursor whenever its stream breaks off, error events included.
 Listener = functools.partial(ResumingListener, retry_errors=True)
 # Faults are about the database as much as the processes: every test here runs on both backends.
@@ -233,7 +237,7 @@ def test_the_database_cut_mid_segment_then_back(farm_with) -> None:
     lease lapses, the reaper resumes the segment once the database answers; the API answers 503 meanwhile."""
     farm: SharedFarm = farm_with(**SHORT_LEASES)
     assert farm.database_proxy is not None
-    job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
+    job = requests.post(farm.url("/jobs"), json=_body(FAULTED_TOKENS, chunk=5), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the cut")
     with farm.database_proxy.down():
@@ -241,10 +245,10 @@ def test_the_database_cut_mid_segment_then_back(farm_with) -> None:
         assert down.status_code == 503 and down.json()["error"]["code"] == "database_unavailable"
         time.sleep(5)  # the fault lasts a few seconds: what is being tested is that duration
     restored = time.monotonic()
-    listener.complete(300, timeout=120)
+    listener.complete(FAULTED_TOKENS, timeout=120)
     status = farm.wait_for_state(job["id"], ("succeeded",), 60)
     print(f"job finished {time.monotonic() - restored:.1f} s after the database came back")
-    assert status["progress"]["audio_samples"] == xtts_samples(300)
+    assert status["progress"]["audio_samples"] == xtts_samples(FAULTED_TOKENS)
     assert requests.post(farm.url("/jobs"), json=_body(10), timeout=30).status_code == 202
 
 
@@ -254,20 +258,20 @@ def test_redis_down_mid_segment_with_persistence(farm_with) -> None:
     farm: SharedFarm = farm_with(**SHORT_LEASES)
     redis_server = farm.redis_server
     assert redis_server.persistent
-    job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
+    job = requests.post(farm.url("/jobs"), json=_body(FAULTED_TOKENS, chunk=5), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the outage")
     redis_server.stop()
     time.sleep(4)  # the outage
     redis_server.start()
-    listener.complete(300, timeout=180)
+    listener.complete(FAULTED_TOKENS, timeout=180)
     status = farm.wait_for_state(job["id"], ("succeeded",), 60)
-    assert status["progress"]["audio_samples"] == xtts_samples(300)
+    assert status["progress"]["audio_samples"] == xtts_samples(FAULTED_TOKENS)
 
 
 def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedFarm) -> None:
     assert farm.env["SEGMENT_LEASE_SECONDS"] == "60"  # a lease far too long to wait for
-    job = requests.post(farm.url("/jobs"), json=_body(300, chunk=5), timeout=30).json()
+    job = requests.post(farm.url("/jobs"), json=_body(FAULTED_TOKENS, chunk=5), timeout=30).json()
     listener = Listener(farm, job["id"])
     wait_for(lambda: farm.job(job["id"])["progress"]["chunks"] > 2, 60, "audio before the SIGTERM")
     (holder,) = farm.workers_on(job["id"])
@@ -285,7 +289,7 @@ def test_sigterm_to_a_worker_hands_its_segments_to_another_at_once(farm: SharedF
     )
     print(f"the other worker continued {time.monotonic() - stopped:.1f} s after the SIGTERM (lease 60 s)")
     assert time.monotonic() - stopped < 15
-    listener.complete(300)
+    listener.complete(FAULTED_TOKENS)
     status = farm.job(job["id"])
     assert status["state"] == "succeeded" and status["segments"][0]["attempts"] == 1  # handing back used none
     assert first.wait(30) == 0  # the worker exited cleanly

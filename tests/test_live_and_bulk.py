@@ -432,7 +432,9 @@ def test_live_segments_queued_behind_a_full_batch_go_before_bulk_ones(engine: Xt
 
 
 # --- against a real worker ---------------------------------------------------------------------------------------
-BULK_JOB_TOKENS, LIVE_STREAM_TOKENS = 260, 30
+# The bulk segments last many times the live stream's first audio (0.6 s here; one thread makes about 16 tokens a
+# second in a batch of 4, so 4 bulk segments of 60 tokens take some 15 s), so that all four still run when it comes.
+BULK_JOB_TOKENS, LIVE_STREAM_TOKENS = 60, 30
 SENTENCE = "A sentence of a long book, synthesized in bulk while nobody listens."
 
 
