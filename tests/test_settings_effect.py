@@ -191,14 +191,24 @@ def test_voices_dir_is_where_voices_are_imported_from_and_exported_to(configured
 
 def test_max_concurrent_requests_bounds_the_synthesis_responses(configured: Farm) -> None:
     assert configured.health()["requests"]["limit"] == 1
-    body = {"text": "A long one. " * 20, "language": "en", "speaker_id": "Claribel Dervla", "max_new_tokens": 300}
+    # min_new_tokens too: the first stream must outlast the second request for certain (about 14 s of audio), not
+    # only as long as the model happens not to sample its stop token.
+    body = {
+        "text": "A long one. " * 20,
+        "language": "en",
+        "speaker_id": "Claribel Dervla",
+        "min_new_tokens": 300,
+        "max_new_tokens": 300,
+    }
     job = requests.post(configured.url("/jobs"), json=body, timeout=30).json()
     try:
         with requests.get(configured.url(f"/jobs/{job['id']}/stream"), stream=True, timeout=30) as first:
             assert first.status_code == 200
             # The first stream holds its slot while it runs: its first event is audio (an `error` event would end
             # it and free the slot), and the API counts it.
-            opening = next(line for line in first.iter_lines() if line.startswith(b"event:"))
+            # (The lines' iterator is kept: a temporary one, finalized at once, would close the connection.)
+            lines = first.iter_lines()
+            opening = next(line for line in lines if line.startswith(b"event:"))
             assert opening == b"event: audio", (opening, first.raw.read(2000))
             assert configured.health()["requests"]["in_use"] == 1
             second = requests.get(configured.url(f"/jobs/{job['id']}/stream"), timeout=30)
