@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.audio import assert_duration_matches, parse_stream_wav, read_wav
+from tests.audio import assert_duration_matches, parse_stream_wav, read_wav, xtts_samples
 from tools.faults import TcpProxy
 from tools.localfarm import ROOT, Farm, create_api_key, free_port, wait_for
 
@@ -221,8 +221,9 @@ def test_a_stream_cut_mid_job_resumes_by_itself_byte_identical(
     book = tmp_path / "book.txt"
     book.write_text(TWO_SEGMENTS, encoding="utf-8")
     out = tmp_path / "book.wav"
-    args = ["job", str(book), "--speaker", speaker, "-o", str(out), "--param", "min_new_tokens=300"]
-    args += ["--param", "max_new_tokens=300", "--param", "stream_chunk_size=5"]
+    # 2 segments of 150 tokens in chunks of 5: the cut comes at the first audio, with most of the job still to come.
+    args = ["job", str(book), "--speaker", speaker, "-o", str(out), "--param", "min_new_tokens=150"]
+    args += ["--param", "max_new_tokens=150", "--param", "stream_chunk_size=5"]
     env = {"PATH": os.environ["PATH"], "XTTS_URL": f"http://127.0.0.1:{proxy.port}"}
     proc = subprocess.Popen([str(xtts), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = Output(proc)
@@ -246,7 +247,7 @@ def test_a_stream_cut_mid_job_resumes_by_itself_byte_identical(
     assert "Traceback" not in err
     _rate, frames, pcm = read_wav(out.read_bytes())
     status = farm.job(job_id)
-    assert status["state"] == "succeeded" and frames == status["progress"]["audio_samples"]
+    assert status["state"] == "succeeded" and frames == status["progress"]["audio_samples"] == 2 * xtts_samples(150)
     assert pcm == job_pcm(farm, job_id)
 
 
