@@ -494,7 +494,9 @@ def test_a_live_stream_overtakes_bulk_work_that_fills_the_worker(farm_with) -> N
         assert value(after, "xtts_queue_wait_seconds_count", priority=priority) >= runs, priority
 
 
-PAUSED_BULK_TOKENS, HOLDING_LIVE_TOKENS = 120, 60
+# Bulk segments long enough to still run (in a batch of 4, some 20 s) when the live stream pauses one and the worker
+# is killed a few seconds after their first chunks.
+PAUSED_BULK_TOKENS, HOLDING_LIVE_TOKENS = 80, 60
 
 
 def _live_stream(farm: SharedFarm) -> tuple[str, bytes]:
