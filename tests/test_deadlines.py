@@ -289,24 +289,17 @@ def test_a_live_texts_next_segment_is_sent_once_its_audio_has_begun_and_before_i
 
 SENTENCE_TOKENS, BULK_SENTENCES = 40, 8
 # The listener's silence in all, over the text's 4 segments, on one worker of one CPU thread (about 1.25x real time
-# for a lone stream). Measured 0.16-0.21 s with the bulk job running; 0.97-0.99 s where a bulk chunk is decoded
-# whenever no live chunk is ready (workers.scheduler.BatchScheduler._live_can_wait left out): each bulk HiFi-GAN call
-# there holds up the live segment's next chunk by up to a second.
-MAX_TEXT_STALL_S = 0.5
+# for a lone stream), beyond the same text's on the idle farm just before: the issue's target ("live stall no more
+# than on an idle farm"), as a difference measured in one run, so that a machine slowed by something else slows
+# both. Measured 0.16-0.21 s in all with the bulk job running; 0.97-0.99 s where a bulk chunk is decoded whenever no
+# live chunk is ready (workers.scheduler.BatchScheduler._live_can_wait left out): each bulk HiFi-GAN call there holds
+# up the live segment's next chunk by up to a second. An absolute bound of 0.5 s failed once in a full run here
+# (1.74 s, with the first audio at 1.03 s instead of about 0.6 s: the whole machine was slow).
+MAX_EXTRA_STALL_S = 0.5
 
 
-def test_a_live_texts_later_sentences_come_before_their_deadlines_while_a_bulk_job_runs(farm_with) -> None:
-    """One worker that carries one stream at real time (live capacity 1) runs a bulk job; a live text of 4 sentences
-    arrives. Its later sentences are sent early, wait in the worker for their deadlines, go before the bulk job's
-    queued segments and pause its running one when due: a real-time listener hears the whole text with its joins
-    (nearly) seamless, and the bulk job then completes with every sample it asked for."""
-    farm: SharedFarm = farm_with(**FREEZABLE)
-    bulk = requests.post(
-        farm.url("/jobs"), json=tts_body(" ".join([LONG_SENTENCE] * BULK_SENTENCES), SENTENCE_TOKENS, 20), timeout=30
-    )
-    assert bulk.status_code == 202 and bulk.json()["priority"] == "bulk", bulk.text
-    bulk_id = bulk.json()["id"]
-    wait_for(lambda: farm.job(bulk_id)["progress"]["chunks"] >= 1, 60, "the bulk job under way")
+def _play_live_text(farm: SharedFarm) -> tuple[PlaybackClock, bytes]:
+    """POST /tts_stream of a 4-sentence live text, heard by a real-time listener: (its playback clock, its PCM)."""
     clock = PlaybackClock()
     body = tts_body(" ".join([LONG_SENTENCE] * 4), SENTENCE_TOKENS, 20, response_format="pcm")
     started = time.monotonic()
@@ -316,11 +309,36 @@ def test_a_live_texts_later_sentences_come_before_their_deadlines_while_a_bulk_j
         for piece in response.iter_content(chunk_size=None):
             clock.arrive(time.monotonic() - started, len(piece) / 2 / SAMPLE_RATE)
             pcm += piece
-    bulk_state = farm.job(bulk_id)["state"]
-    print(f"live text: first audio {clock.first_audio_at:.2f} s, silence {clock.stall_s:.2f} s in {clock.stalls}")
     assert len(pcm) // 2 == 4 * xtts_samples(SENTENCE_TOKENS)
+    return clock, pcm
+
+
+def test_a_live_texts_later_sentences_come_before_their_deadlines_while_a_bulk_job_runs(farm_with) -> None:
+    """One worker that carries one stream at real time (live capacity 1) runs a bulk job; a live text of 4 sentences
+    arrives. Its later sentences are sent early, wait in the worker for their deadlines, go before the bulk job's
+    queued segments and pause its running one when due: a real-time listener hears the whole text with its joins
+    (nearly) seamless, and the bulk job then completes with every sample it asked for."""
+    farm: SharedFarm = farm_with(**FREEZABLE)
+    # The worker's first calls at these span lengths are slower (0.4 s of silence cold, against 0.1 s warm): the
+    # idle text is heard after a warm-up one.
+    _play_live_text(farm)
+    idle, _ = _play_live_text(farm)
+    bulk = requests.post(
+        farm.url("/jobs"), json=tts_body(" ".join([LONG_SENTENCE] * BULK_SENTENCES), SENTENCE_TOKENS, 20), timeout=30
+    )
+    assert bulk.status_code == 202 and bulk.json()["priority"] == "bulk", bulk.text
+    bulk_id = bulk.json()["id"]
+    wait_for(lambda: farm.job(bulk_id)["progress"]["chunks"] >= 1, 60, "the bulk job under way")
+    clock, _ = _play_live_text(farm)
+    bulk_state = farm.job(bulk_id)["state"]
+    print(
+        f"live text: first audio {clock.first_audio_at:.2f} s, silence {clock.stall_s:.2f} s in {clock.stalls} "
+        f"(idle farm: {idle.first_audio_at:.2f} s, {idle.stall_s:.2f} s)"
+    )
     assert bulk_state == "running", "the bulk job was not running throughout"
-    assert clock.stall_s < MAX_TEXT_STALL_S, f"{clock.stall_s:.2f} s of silence in {clock.stalls} gaps"
+    assert clock.stall_s < idle.stall_s + MAX_EXTRA_STALL_S, (
+        f"{clock.stall_s:.2f} s of silence in {clock.stalls} gaps, {idle.stall_s:.2f} s on the idle farm"
+    )
     assert farm.wait_for_state(bulk_id, ("succeeded", "failed"), 180)["state"] == "succeeded"
     audio = requests.get(farm.url(f"/jobs/{bulk_id}/audio"), params={"response_format": "pcm"}, timeout=30)
     assert len(audio.content) // 2 == BULK_SENTENCES * xtts_samples(SENTENCE_TOKENS)

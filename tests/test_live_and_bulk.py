@@ -432,9 +432,10 @@ def test_live_segments_queued_behind_a_full_batch_go_before_bulk_ones(engine: Xt
 
 
 # --- against a real worker ---------------------------------------------------------------------------------------
-# The bulk segments last many times the live stream's first audio (0.6 s here; one thread makes about 16 tokens a
-# second in a batch of 4, so 4 bulk segments of 60 tokens take some 15 s), so that all four still run when it comes.
-BULK_JOB_TOKENS, LIVE_STREAM_TOKENS = 60, 30
+# The bulk segments run long enough that the first is still running when the worker's registry entry (refreshed by
+# its heartbeat, seconds behind) shows all four, and still when the live stream's first audio comes. 60 tokens were
+# too few in a full run (the fifth job had started already).
+BULK_JOB_TOKENS, LIVE_STREAM_TOKENS = 260, 30
 SENTENCE = "A sentence of a long book, synthesized in bulk while nobody listens."
 
 

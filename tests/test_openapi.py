@@ -46,8 +46,8 @@ NEGATIVE_STATUSES = [*NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES, "413", "414"]
 
 # The audio tokens one generated request may cost (MAX_TOKENS_PER_REQUEST, an API-only setting: the common farm's
 # API restarts with it). Long generated texts are then refused with 413 too_many_audio_tokens, which
-# tests/openapi_checks.py excuses, instead of being synthesized for real: a text of thousands of characters is
-# hundreds of segments, half of this test's two minutes. 200 tokens still lets any short text through.
+# tests/openapi_checks.py excuses, instead of being synthesized for real (a text of thousands of characters is dozens
+# of segments: about 12 s of this test here). 200 tokens still lets any short text through.
 MOST_TOKENS_PER_REQUEST = 200
 
 
