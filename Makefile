@@ -3,6 +3,9 @@ SHELL := /bin/bash
 export XTTS_MODEL ?= xtts_v2
 export PORT ?= 8000
 PYTEST_ARGS ?=
+# Python's bytecode cache on, whatever the shell says: without it every process of a farm compiles the project's
+# modules again and pytest rewrites the asserts of every test module at each run (5 of the fast tier's 60 s).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test test-fast lint setup bench devmodel migrate clean gpu-wheels
 
@@ -19,12 +22,14 @@ test:
 	$(MAKE) --no-print-directory lint
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
-# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API), less the `slow`
-# ones that run a whole program (the rehearsal of scripts/gpu_check.sh, a worker's start-up checks).
+# The fast subset: every test whose fixtures start no farm process (no Celery worker, no API) and load no model in
+# process, less the `slow` ones that run a whole program (the rehearsal of scripts/gpu_check.sh, a worker's start-up
+# checks). The `model` tests (the scheduler, the decoder, the GPT batch on the dev checkpoint) run with
+# `.venv/bin/python -m pytest -m model`, and in `make test`.
 test-fast:
 	scripts/test_env.sh
 	scripts/venv.sh
-	.venv/bin/python -m pytest -m "not farm and not slow" $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -m "not farm and not slow and not model" $(PYTEST_ARGS)
 
 # ruff (lint and format) and mypy, configured in pyproject.toml.
 lint:

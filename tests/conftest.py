@@ -41,16 +41,23 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 # The fixtures that start processes of a farm (Celery workers, the API, Flower); every fixture that depends on one,
 # however indirectly, does too.
 FARM_ROOTS = frozenset({"farm_pool", "flower"})
+# The fixture that loads the model in the test process: a test that depends on it runs the model for seconds on a
+# CPU (it is marked `model`: `make test` runs it, `make test-fast` does not).
+MODEL_ROOTS = frozenset({"engine"})
 FARM_EVENTS = pytest.StashKey[Counter[str]]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests whose fixtures start farm processes are marked `farm`; the others form the fast tier."""
+    """Tests whose fixtures start farm processes are marked `farm`; the others form the fast tier. Tests whose
+    fixtures load the model in process are marked `model` too."""
     for item in items:
-        if FARM_ROOTS & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if FARM_ROOTS & fixtures:
             item.add_marker(pytest.mark.farm)
         elif not item.get_closest_marker("farm"):
             item.add_marker(pytest.mark.fast)
+        if MODEL_ROOTS & fixtures:
+            item.add_marker(pytest.mark.model)
     cuda_tests = [item for item in items if item.get_closest_marker("cuda")]
     if cuda_tests and not _cuda_available():
         for item in cuda_tests:

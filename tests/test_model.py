@@ -39,6 +39,7 @@ def test_dev_checkpoint_has_the_xtts_v2_layout(dev_model_dir: Path) -> None:
         assert voice["speaker_embedding"].shape == (1, 512, 1)
 
 
+@pytest.mark.model  # loads the checkpoint itself, not through the `engine` fixture
 def test_dev_checkpoint_loads_with_the_real_xtts_code_and_speaks_noise(
     dev_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -78,6 +79,7 @@ def test_official_model_needs_the_licence_and_says_how_to_go_offline(tmp_path: P
         resolve(Settings(XTTS_MODEL="tacotron"))
 
 
+@pytest.mark.slow  # a worker process's whole start-up
 def test_worker_without_the_model_stops_with_a_one_line_reason(tmp_path: Path) -> None:
     """No network here: the official download fails, and the worker says why and how to use the dev model."""
     env = {

@@ -274,6 +274,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow  # each program's whole start-up, ten times
 @pytest.mark.parametrize("program", sorted(STARTS))
 @pytest.mark.parametrize(("variable", "bad", "why"), BAD[:2])
 def test_a_bad_value_stops_start_up_with_one_line_naming_it(program: str, variable: str, bad: str, why: str) -> None:

@@ -30,13 +30,23 @@ def _collected(*args: str) -> set[str]:
     return {line.split("::", 1)[1] for line in out.splitlines() if "::" in line}
 
 
-def test_the_fast_tier_leaves_out_the_tests_whose_fixtures_start_a_farm() -> None:
+def _fast_tier_expression() -> str:
+    """The marker expression `make test-fast` selects its tests with: the Makefile's own."""
+    recipe = (ROOT / "Makefile").read_text().split("\ntest-fast:", 1)[1].split("\n\n", 1)[0]
+    found = re.search(r'-m "([^"]+)"', recipe)
+    assert found, f"no marker expression in the test-fast recipe: {recipe}"
+    return found.group(1)
+
+
+def test_the_fast_tier_leaves_out_the_tests_whose_fixtures_start_a_farm_or_load_the_model() -> None:
     """The farms the fast tier once started by mistake: the configured farm of test_settings_effect.py and the
-    worker machine of test_worker_machines.py (fixtures that build on `farm_with`); and Flower."""
-    modules = ("settings_effect", "worker_machines", "flower")
-    fast = _collected("-m", "not farm", *(f"tests/test_{module}.py" for module in modules))
+    worker machine of test_worker_machines.py (fixtures that build on `farm_with`); and Flower. The model tests:
+    those whose fixtures load it in process however indirectly (the segment time limits' `segment_run`)."""
+    modules = ("settings_effect", "worker_machines", "flower", "model")
+    fast = _collected("-m", _fast_tier_expression(), *(f"tests/test_{module}.py" for module in modules))
     assert "test_use_cpu_keeps_a_gpu_machine_on_the_cpu" in fast and "test_no_gpu_is_a_clear_refusal" in fast
     assert "test_compose_requires_keys_and_keeps_flower_local" in fast
+    assert "test_devmodel_command_is_documented_and_idempotent" in fast
     farm_tests = {
         "test_port_the_api_listens_on",
         "test_debug_and_json_logs",
@@ -44,7 +54,11 @@ def test_the_fast_tier_leaves_out_the_tests_whose_fixtures_start_a_farm() -> Non
         "test_the_http_probe_of_the_containers",
         "test_flower_listens_on_localhost_with_generated_credentials",
     }
-    assert not farm_tests & fast
+    model_tests = {
+        "test_segment_soft_time_limit_stops_a_run_that_goes_on_too_long",
+        "test_dev_checkpoint_loads_with_the_real_xtts_code_and_speaks_noise",
+    }
+    assert not (farm_tests | model_tests) & fast, (farm_tests | model_tests) & fast
 
 
 def _farm_of_nothing(tmp_path: Path, workers: int) -> Farm:
