@@ -70,9 +70,9 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     admission.register(app)  # when a live request's audio should start (X-Expected-Start-Seconds)
     telemetry.register(app)  # request counts for /metrics, job ids on log lines
 
-    from api.routes import cache, info, jobs, metrics, openai_api, synthesis, voices, webpage
+    from api.routes import cache, info, jobs, metrics, openai_api, synthesis, text, voices, webpage
 
-    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp, openai_api.bp):
+    for blueprint in (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp, openai_api.bp, text.bp):
         app.register_api(blueprint)
     app.register_blueprint(webpage.bp)  # the web page's files: not API operations, so not in the OpenAPI document
     app.wsgi_app = ClientDeadlines(app.wsgi_app, settings.CLIENT_TIMEOUT_SECONDS)  # type: ignore[method-assign]

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from api.admission import admit, admit_live, check_request_size
 from api.errors import IdempotencyConflict
 from api.schemas.synthesis import TtsRequest
-from shared import jobs, logs, registry, streams
+from shared import jobs, logs, normalization, registry, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
@@ -25,6 +25,7 @@ from shared.errors import (
 )
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.models import Job
+from shared.normalization import Normalized, NormalizeMode
 from shared.params import SynthesisParams
 from shared.priority import priority_for
 from shared.redis_client import get_redis
@@ -69,6 +70,37 @@ class LiveWorkers:
         """GPT latent width of the live workers' model (None when no worker is up, or they disagree)."""
         widths = {w.get("gpt_width") for w in self.workers if w.get("gpt_width")}
         return widths.pop() if len(widths) == 1 else None
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """What a text will be said as: its segments, and what normalisation could not do as asked."""
+
+    segments: list[str]
+    warnings: list[str]
+
+
+def spoken_segments(text: str, language: str, normalize: NormalizeMode) -> Spoken:
+    """The segments a synthesis request with this text speaks (after normalisation unless it is `off`); refuses a
+    text over MAX_TEXT_CHARS (413) and one with nothing to say (400)."""
+    limit = get_settings().MAX_TEXT_CHARS
+    if len(text) > limit:
+        raise TextTooLong(f"text is {len(text)} characters long; the limit is MAX_TEXT_CHARS={limit}")
+    # Zero-width characters, punctuation or emoji alone would reach the workers as segments with nothing to say.
+    if not any(ch.isalnum() for ch in text):
+        raise NothingToSpeak(
+            "text has nothing to speak: it holds no letter or digit, only punctuation, symbols, spaces or "
+            "invisible characters"
+        )
+    said = Normalized(text)
+    if normalize == "auto":
+        said = normalization.normalize(text, language, emoji=get_settings().NORMALIZE_EMOJI)
+        if not any(ch.isalnum() for ch in said.text):
+            raise NothingToSpeak(
+                "text has nothing to speak once normalised (code blocks and emoji are not read aloud); "
+                'send normalize: "off" to have it read as written'
+            )
+    return Spoken(split_text(said.text, language), said.warnings)
 
 
 def check_language(farm: LiveWorkers, language: str) -> None:
@@ -147,21 +179,10 @@ def submit_once(celery: Celery, request: TtsRequest, origin: str, tenant: str, k
 
 def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempotency_key: str | None = None) -> Job:
     """Validate, split, store and enqueue a synthesis request."""
-    settings = get_settings()
-    if len(request.text) > settings.MAX_TEXT_CHARS:
-        raise TextTooLong(
-            f"text is {len(request.text)} characters long; the limit is MAX_TEXT_CHARS={settings.MAX_TEXT_CHARS}"
-        )
-    # Zero-width characters, punctuation or emoji alone would reach the workers as segments with nothing to say.
-    if not any(ch.isalnum() for ch in request.text):
-        raise NothingToSpeak(
-            "text has nothing to speak: it holds no letter or digit, only punctuation, symbols, spaces or "
-            "invisible characters"
-        )
+    segments = spoken_segments(request.text, request.language, request.normalize).segments
     farm = LiveWorkers.now()
     check_language(farm, request.language)
     voice = choose_voice(farm, request, tenant)
-    segments = split_text(request.text, request.language)
     params = request.synthesis_params()
     check_request_size(segments, SynthesisParams.model_validate(params))
     try:

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # text: one readable line per record; json: one JSON object per line (for log collectors). Either way, every
     # line about a job carries its job id and tenant (shared/logs.py).
     LOG_FORMAT: Literal["text", "json"] = "text"
+    # What text normalisation (shared/normalization.py) does with emoji: drop them, or say their CLDR name in the
+    # request's language (dropped, with a warning, in a language CLDR names none in).
+    NORMALIZE_EMOJI: Literal["drop", "speak"] = "drop"
 
     # --- services ------------------------------------------------------------------------------
     REDIS_URL: str = "redis://127.0.0.1:6379/0"

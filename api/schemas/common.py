@@ -88,6 +88,11 @@ def not_blank(value: str, name: str) -> str:
     return value
 
 
+NORMALIZE_DESCRIPTION = (
+    "auto (default): numbers, amounts, units, dates, times, phone numbers, e-mail addresses and URLs are said as "
+    "words in the request's language, markdown and code blocks left out (POST /v1/text/normalize shows the result); "
+    "off: the text as written, through XTTS's own cleaners only"
+)
 PRIORITY_DESCRIPTION = (
     "Class of work: `live` (a listener hears it as it is made: served first, in the broker and in a worker's batch) "
     "or `bulk` (nobody listens in real time: it yields to live work and takes what capacity is left). Default: "

@@ -10,6 +10,7 @@ from api.encoding import AudioFormat
 from api.schemas.common import (
     LANGUAGE_SCHEMA,
     NO_NUL,
+    NORMALIZE_DESCRIPTION,
     PRIORITY_DESCRIPTION,
     documented_as,
     event_schema,
@@ -90,6 +91,7 @@ class SpeechRequest(BaseModel):
         description="Extension: language code (default en), one of GET /languages.",
         json_schema_extra=documented_as({**LANGUAGE_SCHEMA, "default": "en"}),
     )
+    normalize: Literal["auto", "off"] = Field("auto", description="Extension: " + NORMALIZE_DESCRIPTION)
     min_new_tokens: int | None = Field(
         None, ge=1, le=605, description="Extension, advanced: lower bound on audio tokens per segment."
     )
@@ -120,6 +122,7 @@ class SpeechRequest(BaseModel):
             response_format=self.response_format,
             min_new_tokens=self.min_new_tokens,
             max_new_tokens=self.max_new_tokens,
+            normalize=self.normalize,
         )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -14,6 +14,7 @@ from api.schemas.common import (
     GPT_LATENT_SCHEMA,
     LANGUAGE_SCHEMA,
     NO_NUL,
+    NORMALIZE_DESCRIPTION,
     PRIORITY_DESCRIPTION,
     SPEAKER_EMBEDDING_SCHEMA,
     CloneAnswerEcho,
@@ -158,6 +159,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
     )
     response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
     priority: Priority | None = Field(None, description=PRIORITY_DESCRIPTION)
+    normalize: Literal["auto", "off"] = Field("auto", description=NORMALIZE_DESCRIPTION)
 
     @field_validator("text")
     @classmethod

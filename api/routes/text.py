@@ -1,0 +1,26 @@
+"""What a text will be said as, before anything is synthesized: POST /v1/text/normalize."""
+
+from __future__ import annotations
+
+from flask import Response
+from flask_openapi3 import APIBlueprint, Tag
+
+from api.responses import json_model
+from api.schemas.common import ErrorResponse
+from api.schemas.text import NormalizeRequest, NormalizeResponse, SpokenSegment
+from api.submission import LiveWorkers, check_language, spoken_segments
+
+bp = APIBlueprint(
+    "text", __name__, url_prefix="/v1", abp_tags=[Tag(name="text", description="What a text will be said as")]
+)
+
+
+@bp.post("/text/normalize", responses={200: NormalizeResponse, 400: ErrorResponse, 413: ErrorResponse})
+def normalize_text(body: NormalizeRequest) -> Response:
+    """Exactly what a synthesis request with this text would have the workers say, segment by segment: numbers,
+    amounts, units, dates, times, phone numbers, e-mail addresses and URLs as words, markdown left out (unless
+    `normalize` is `off`); with what could not be done as asked in `warnings`. Nothing is synthesized."""
+    spoken = spoken_segments(body.input, body.language, body.normalize)
+    check_language(LiveWorkers.now(), body.language)
+    segments = [SpokenSegment(text=text, language=body.language, voice=body.voice) for text in spoken.segments]
+    return json_model(NormalizeResponse(segments=segments, warnings=spoken.warnings))
