@@ -31,6 +31,7 @@ from shared.priority import priority_for
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.text import split_text
+from shared.voice_aliases import speaker_for_alias
 from shared.voice_kind import VoiceKind
 from voices_store import store
 from voices_store.ids import is_voice_id, voice_key
@@ -121,7 +122,8 @@ class VoiceChoice:
 
 def choose_voice(farm: LiveWorkers, request: TtsRequest, tenant: str) -> VoiceChoice:
     """A saved voice of the tenant (checked in SQL), a built-in speaker of the live workers' model (shared by every
-    tenant), or inline latents. Another tenant's voice is unknown here, like any voice that does not exist."""
+    tenant) or the one an OpenAI voice name stands for, or inline latents. Another tenant's voice is unknown here,
+    like any voice that does not exist."""
     if request.speaker_latents is not None:
         latents = parse_latents(
             request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding, farm.gpt_width
@@ -137,8 +139,11 @@ def choose_voice(farm: LiveWorkers, request: TtsRequest, tenant: str) -> VoiceCh
         )
     if speaker_id in catalog[1]:
         return VoiceChoice(VoiceKind.BUILTIN, speaker_id)
+    if (aliased := speaker_for_alias(speaker_id, catalog[1])) is not None:
+        return VoiceChoice(VoiceKind.BUILTIN, aliased)  # OpenAI's voice names (shared/voice_aliases.py)
     raise UnknownVoice(
-        f"speaker {speaker_id!r} is neither a saved voice nor a built-in speaker (see GET /available_speakers)",
+        f"speaker {speaker_id!r} is neither a saved voice, a built-in speaker (see GET /available_speakers) nor one "
+        "of OpenAI's voice names",
         details={"builtin_speakers": catalog[1]},
     )
 

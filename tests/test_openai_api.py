@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from api.encoding import FORMATS, MEDIA_TYPES
+from shared.voice_aliases import aliases_of
 from tests.audio import assert_duration_matches
 from tools.localfarm import Farm, create_api_key
 
@@ -128,10 +129,29 @@ def test_the_model_as_xtts_model_spells_it_is_accepted(farm: Farm, speaker: str)
     assert_duration_matches(speech.content, "wav", _samples(farm, speech.response.headers["X-Session-Id"]))
 
 
-def test_voices_lists_built_in_speakers(farm: Farm, speaker: str) -> None:
+def test_voices_lists_built_in_speakers_and_openais_names(farm: Farm, speaker: str) -> None:
     listed = requests.get(farm.url("/v1/audio/voices"), timeout=10).json()
     assert listed["object"] == "list"
-    assert {"id": speaker, "name": speaker, "type": "builtin"} in listed["data"]
+    assert {"id": speaker, "name": speaker, "type": "builtin", "voice": None} in listed["data"]
+    aliases = {card["id"]: card["voice"] for card in listed["data"] if card["type"] == "alias"}
+    assert aliases == aliases_of(requests.get(farm.url("/available_speakers"), timeout=10).json()["speakers"])
+    assert aliases["alloy"] == "Claribel Dervla" and len(aliases) == 13
+
+
+def test_an_app_that_knows_only_openais_voices_works_with_no_setup(farm: Farm) -> None:
+    """`alloy` (Open WebUI's default; some agent frameworks send nothing else) says a built-in speaker."""
+    speech = _client(farm).audio.speech.create(
+        model="tts-1",
+        voice="alloy",
+        input="Hello from an app made for OpenAI.",
+        response_format="wav",
+        extra_body=SHORT,
+    )
+    job_id = speech.response.headers["X-Session-Id"]
+    assert_duration_matches(speech.content, "wav", _samples(farm, job_id))
+    assert farm.job(job_id)["speaker"] == {"kind": "builtin", "id": "Claribel Dervla"}
+    with pytest.raises(openai.BadRequestError, match="OpenAI's voice names"):
+        _client(farm).audio.speech.create(model="tts-1", voice="alloy2", input="No such voice.", extra_body=SHORT)
 
 
 def test_with_keys_the_client_sends_its_key_and_sees_its_tenants_voices(keyed_farm: Farm) -> None:
@@ -155,7 +175,7 @@ def test_with_keys_the_client_sends_its_key_and_sees_its_tenants_voices(keyed_fa
     mine = _client(keyed_farm, key)
     assert "xtts-v2" in {m.id for m in mine.models.list()}
     voices = requests.get(keyed_farm.url("/v1/audio/voices"), headers={"Authorization": f"Bearer {key}"}, timeout=10)
-    assert {"id": voice, "name": "Narrator", "type": "saved"} in voices.json()["data"]
+    assert {"id": voice, "name": "Narrator", "type": "saved", "voice": None} in voices.json()["data"]
     theirs = requests.get(keyed_farm.url("/v1/audio/voices"), headers={"Authorization": f"Bearer {other}"}, timeout=10)
     assert voice not in {v["id"] for v in theirs.json()["data"]}
 

@@ -30,6 +30,7 @@ from api.schemas.openai_api import (
     VoiceList,
 )
 from api.submission import LiveWorkers
+from shared.voice_aliases import aliases_of
 from voices_store import store
 
 bp = APIBlueprint(
@@ -86,9 +87,13 @@ def list_models() -> Response:
 
 @bp.get("/audio/voices", responses={200: VoiceList})
 def list_voices() -> Response:
-    """The voices the caller may use: the live workers' built-in speakers and the tenant's saved voices."""
+    """The voices the caller may use: the live workers' built-in speakers, OpenAI's voice names (each an alias of
+    one of them) and the tenant's saved voices."""
     catalog = LiveWorkers.now().catalog
-    cards = [VoiceCard(id=name, name=name, type="builtin") for name in (catalog[1] if catalog else [])]
+    speakers = catalog[1] if catalog else []
+    cards = [VoiceCard(id=name, name=name, type="builtin") for name in speakers]
+    aliases = aliases_of(speakers).items()
+    cards += [VoiceCard(id=alias, name=alias, type="alias", voice=speaker) for alias, speaker in aliases]
     tenant, page = caller().tenant, 1
     while True:
         total, voices = store.list_voices(tenant, page, SAVED_VOICES_PAGE)

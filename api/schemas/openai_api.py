@@ -61,8 +61,8 @@ class SpeechRequest(BaseModel):
     )
     voice: str | VoiceRef = Field(
         ...,
-        description="A saved voice id of the caller's tenant, or a built-in speaker name (see GET /v1/audio/voices); "
-        'also as {"id": ...}',
+        description="A saved voice id of the caller's tenant, a built-in speaker name, or one of OpenAI's voice names "
+        '(alloy, ash, ... each standing for a built-in speaker; see GET /v1/audio/voices); also as {"id": ...}',
         json_schema_extra=documented_as(
             {
                 "anyOf": [
@@ -141,7 +141,10 @@ class ModelList(BaseModel):
 class VoiceCard(BaseModel):
     id: str = Field(..., description="What `voice` takes")
     name: str
-    type: Literal["builtin", "saved"]
+    type: Literal["builtin", "saved", "alias"] = Field(
+        ..., description="alias: one of OpenAI's voice names, standing for the built-in speaker in `voice`"
+    )
+    voice: str | None = Field(None, description="For an alias: the built-in speaker it stands for")
 
 
 class VoiceList(BaseModel):
