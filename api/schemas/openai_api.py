@@ -18,6 +18,7 @@ from api.schemas.common import (
     text_schema,
 )
 from api.schemas.synthesis import TtsRequest
+from shared.normalization import NormalizeMode
 from shared.priority import Priority
 
 # xtts-v2 as OpenAI-style ids are spelled, xtts_v2 as XTTS_MODEL and coqui spell it; then OpenAI's ids as aliases.
@@ -91,7 +92,7 @@ class SpeechRequest(BaseModel):
         description="Extension: language code (default en), one of GET /languages.",
         json_schema_extra=documented_as({**LANGUAGE_SCHEMA, "default": "en"}),
     )
-    normalize: Literal["auto", "off"] = Field("auto", description="Extension: " + NORMALIZE_DESCRIPTION)
+    normalize: NormalizeMode = Field("auto", description="Extension: " + NORMALIZE_DESCRIPTION)
     min_new_tokens: int | None = Field(
         None, ge=1, le=605, description="Extension, advanced: lower bound on audio tokens per segment."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -24,6 +24,7 @@ from api.schemas.common import (
     nullable,
     text_schema,
 )
+from shared.normalization import NormalizeMode
 from shared.params import SynthesisParams
 from shared.priority import Priority
 
@@ -159,7 +160,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
     )
     response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
     priority: Priority | None = Field(None, description=PRIORITY_DESCRIPTION)
-    normalize: Literal["auto", "off"] = Field("auto", description=NORMALIZE_DESCRIPTION)
+    normalize: NormalizeMode = Field("auto", description=NORMALIZE_DESCRIPTION)
 
     @field_validator("text")
     @classmethod

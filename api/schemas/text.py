@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, NORMALIZE_DESCRIPTION, documented_as, not_blank, text_schema
+from shared.normalization import NormalizeMode
 
 
 class NormalizeRequest(BaseModel):
@@ -22,7 +23,7 @@ class NormalizeRequest(BaseModel):
         ..., description="Language code, one of GET /languages.", json_schema_extra=documented_as(LANGUAGE_SCHEMA)
     )
     input_format: Literal["text"] = Field("text", description="text: plain text or markdown.")
-    normalize: Literal["auto", "off"] = Field("auto", description=NORMALIZE_DESCRIPTION)
+    normalize: NormalizeMode = Field("auto", description=NORMALIZE_DESCRIPTION)
     voice: str | None = Field(
         None,
         min_length=1,
