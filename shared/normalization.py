@@ -67,14 +67,16 @@ def normalize(text: str, language: str, *, emoji: EmojiMode = "drop") -> Normali
 
 
 # --- markdown ------------------------------------------------------------------------------------------------------
-_MARKDOWN = MarkdownIt("commonmark", {"html": False})
+# Without CommonMark's indented code blocks: plain text indented by four spaces (a poem, a pasted letter) is text to
+# read, and code worth leaving out comes fenced.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("code")
 _BLOCK_ENDS = {"paragraph_close", "heading_close", "list_item_close", "blockquote_close"}
 
 
 def _plain_text(text: str, warnings: list[str]) -> str:
     """The text of a markdown document, without its markup: headings, paragraphs and list items keep their words
-    (an ordered item its number), links their text, images their description; fenced and indented code is left out
-    (said aloud, it is noise). Plain text comes through unchanged but for whitespace."""
+    (an ordered item its number), links their text, images their description; fenced code is left out (said aloud,
+    it is noise). Plain text comes through unchanged but for whitespace."""
     parts: list[str] = []
     left_out = 0
     for token in _MARKDOWN.parse(text):

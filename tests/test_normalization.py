@@ -197,6 +197,8 @@ print("not read")
 
 
 def test_plain_text_is_left_as_written_but_for_its_whitespace() -> None:
+    poem = "    Roses are red,\n    violets are blue.\n\n        Indented deeper."  # not code: no fence
+    assert normalize(poem, "en").text == "Roses are red, violets are blue.\nIndented deeper."
     text = "A plain sentence, with a comma; and 2*3 stars (not emphasis)."
     assert normalize(text, "en").text == "A plain sentence, with a comma; and two*three stars (not emphasis)."
     assert normalize("Zwei   Leerzeichen\n\nund eine Zeile", "de").text == "Zwei Leerzeichen\nund eine Zeile"
