@@ -335,6 +335,7 @@ def _say_money(amount: Decimal, code: str, lang: str, words: Words) -> str:
     whole = int(abs(amount))
     cents = int((abs(amount) - whole) * 100)
     sign = f"{words.minus} " if amount < 0 else ""
+    # num2words' Turkish has no working currency words and its Hungarian says "cents": CLDR's names there.
     if forms is None or lang in ("tr", "hu") or whole >= 10**_MAX_DIGITS:
         name = get_currency_name(code, count=whole if not cents else 2, locale=lang)
         return f"{sign}{say_number(abs(amount), lang)} {name}"
@@ -382,8 +383,7 @@ def _units(text: str, lang: str, words: Words) -> str:
         text,
     )
     if lang == "tr":  # Turkish writes the percent sign first: "%20" is "yüzde yirmi"
-        bare = number.replace("(?<![\\w.,])", "")
-        said = re.sub(rf"%\s?(?P<n>{bare})", lambda m: _say_unit(m.group("n"), "%", lang) or m.group(), said)
+        said = re.sub(rf"%\s?(?P<n>{number})", lambda m: _say_unit(m.group("n"), "%", lang) or m.group(), said)
     return said
 
 
