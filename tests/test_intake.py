@@ -144,3 +144,18 @@ def test_no_bulk_task_is_taken_that_the_batch_would_pause_at_once() -> None:
     assert consumer.queues == [SYNTHESIS_QUEUE]  # a second one would wait paused: left to another worker
     intake.released(Priority.LIVE)
     assert consumer.queues == [SYNTHESIS_QUEUE, BULK_QUEUE]  # no live work: every slot again
+
+
+def test_a_bulk_task_that_arrives_after_the_batch_filled_is_refused_and_live_ones_are_not() -> None:
+    """The bulk queue's switch runs after the consumer's read in progress: a bulk task fetched in between reaches a
+    worker whose batch is full. It is refused (the task sends it back to the broker, its segment still queued) and
+    counts for nothing; a live task is always held."""
+    intake, consumer = Intake(max_batch=2), RecordingConsumer()
+    intake.attach(consumer)
+    assert intake.take(Priority.BULK) and intake.take(Priority.BULK)
+    assert not intake.take(Priority.BULK)
+    assert intake.held(Priority.BULK) == 2
+    assert intake.take(Priority.LIVE) and intake.held(Priority.LIVE) == 1
+    intake.released(Priority.LIVE)
+    intake.released(Priority.BULK)
+    assert intake.take(Priority.BULK) and intake.held(Priority.BULK) == 2

@@ -54,6 +54,17 @@ class Intake:
             self._held[priority] += 1
             self._apply()
 
+    def take(self, priority: Priority) -> bool:
+        """Holds a task the worker received, if it can start it: a bulk one only while a slot is free. Switching the
+        bulk queue off is asynchronous (it runs in the consumer's thread, after the read in progress), so a bulk task
+        can arrive just after the batch filled; refused, it goes back to the broker, its segment still queued."""
+        with self._lock:
+            if priority is Priority.BULK and not self.wants_bulk():
+                self._apply()
+                return False
+            self.took(priority)
+            return True
+
     def released(self, priority: Priority) -> None:
         with self._lock:
             self._held[priority] = max(0, self._held[priority] - 1)

@@ -90,7 +90,11 @@ def _clear_log_context(**_: Any) -> None:
 def synthesize_segment(self: Task, job_id: str, index: int) -> str:
     key = f"{job_id}:{index}:{self.request.id}"
     priority = priority_of_queue((self.request.delivery_info or {}).get("routing_key"))
-    runtime.intake.took(priority)
+    if not runtime.intake.take(priority):
+        # Untouched (no lease taken, still queued in SQL): to the back of the bulk queue, for whichever worker has
+        # a free slot first.
+        send_segment(celery_app, job_id, index, priority)
+        return str(Outcome.HANDED_BACK.value)
     runtime.working_on(key, job_id, index)
     try:
         runtime.voices.sync()
