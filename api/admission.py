@@ -53,9 +53,10 @@ def estimate_tokens(segments: list[str], params: SynthesisParams) -> int:
     return sum(params.estimated_tokens(len(seg.strip())) for seg in segments)
 
 
-def check_request_size(segments: list[str], params: SynthesisParams) -> None:
+def check_request_size(segments: list[str], params: SynthesisParams, pause_ms: int = 0) -> None:
+    """Refuses a request whose audio (its segments' and its pauses', counted in audio tokens) is over the limit."""
     limit = get_settings().MAX_TOKENS_PER_REQUEST
-    tokens = estimate_tokens(segments, params)
+    tokens = estimate_tokens(segments, params) + round(pause_ms / 1000 / TOKEN_SECONDS)
     if tokens > limit:
         raise TooManyAudioTokens(
             f"this request would make about {tokens} audio tokens ({tokens * TOKEN_SECONDS / 60:.0f} min of audio); "

@@ -6,7 +6,7 @@ from celery import Celery
 from flask import Flask, request
 from flask_openapi3 import Info
 
-from api import admission, auth, request_bounds, telemetry
+from api import admission, auth, request_bounds, telemetry, warnings_header
 from api.client import ClientDeadlines
 from api.errors import register_error_handlers, validation_error_response
 from api.lifecycle import lifecycle
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     app.before_request(_no_new_work_while_stopping)
     admission.register(app)  # when a live request's audio should start (X-Expected-Start-Seconds)
     telemetry.register(app)  # request counts for /metrics, job ids on log lines
+    warnings_header.register(app)  # what a text could not be said as asked (X-TTS-Warnings)
 
     from api.routes import cache, info, jobs, metrics, openai_api, synthesis, text, voices, webpage
 

@@ -10,13 +10,15 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
+from api import warnings_header
 from api.admission import admit, admit_live, check_request_size
 from api.errors import IdempotencyConflict
 from api.schemas.synthesis import TtsRequest
-from shared import jobs, logs, normalization, registry, streams
+from shared import jobs, logs, registry, ssml, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
+    InvalidInput,
     NothingToSpeak,
     NoWorkers,
     TextTooLong,
@@ -25,12 +27,13 @@ from shared.errors import (
 )
 from shared.languages import XTTS_V2_LANGUAGES
 from shared.models import Job
-from shared.normalization import Normalized, NormalizeMode
-from shared.params import SynthesisParams
+from shared.normalization import NormalizeMode
+from shared.params import SPEED_RANGE, SynthesisParams
 from shared.priority import priority_for
 from shared.redis_client import get_redis
 from shared.settings import get_settings
-from shared.text import split_text
+from shared.spoken import Spoken, segments_of
+from shared.ssml import InputFormat
 from shared.voice_aliases import speaker_for_alias
 from shared.voice_kind import VoiceKind
 from voices_store import store
@@ -73,17 +76,12 @@ class LiveWorkers:
         return widths.pop() if len(widths) == 1 else None
 
 
-@dataclass(frozen=True)
-class Spoken:
-    """What a text will be said as: its segments, and what normalisation could not do as asked."""
-
-    segments: list[str]
-    warnings: list[str]
-
-
-def spoken_segments(text: str, language: str, normalize: NormalizeMode) -> Spoken:
-    """The segments a synthesis request with this text speaks (after normalisation unless it is `off`); refuses a
-    text over MAX_TEXT_CHARS (413) and one with nothing to say (400)."""
+def spoken_segments(
+    text: str, language: str, normalize: NormalizeMode, input_format: InputFormat | None = None
+) -> Spoken:
+    """The segments a synthesis request with this text speaks: SSML (`input_format` ssml, or a text that starts
+    with `<speak>`) or plain text with `[pause:...]` tags, normalised unless `normalize` is `off`, split. Refuses a
+    text over MAX_TEXT_CHARS (413), malformed SSML (400 naming the line) and a text with nothing to say (400)."""
     limit = get_settings().MAX_TEXT_CHARS
     if len(text) > limit:
         raise TextTooLong(f"text is {len(text)} characters long; the limit is MAX_TEXT_CHARS={limit}")
@@ -93,15 +91,16 @@ def spoken_segments(text: str, language: str, normalize: NormalizeMode) -> Spoke
             "text has nothing to speak: it holds no letter or digit, only punctuation, symbols, spaces or "
             "invisible characters"
         )
-    said = Normalized(text)
-    if normalize == "auto":
-        said = normalization.normalize(text, language, emoji=get_settings().NORMALIZE_EMOJI)
-        if not any(ch.isalnum() for ch in said.text):
-            raise NothingToSpeak(
-                "text has nothing to speak once normalised (code blocks and emoji are not read aloud); "
-                'send normalize: "off" to have it read as written'
-            )
-    return Spoken(split_text(said.text, language), said.warnings)
+    is_ssml = input_format == "ssml" or (input_format is None and ssml.looks_like_ssml(text))
+    parsed = ssml.parse(text, language) if is_ssml else ssml.plain_text_spans(text)
+    spoken = segments_of(parsed.spans, language, normalize, get_settings().NORMALIZE_EMOJI)
+    spoken.warnings[:0] = parsed.warnings
+    if not spoken.texts:
+        raise NothingToSpeak(
+            "text has nothing to speak once normalised (markup, code blocks and emoji are not read aloud); "
+            'send normalize: "off" to have plain text read as written'
+        )
+    return spoken
 
 
 def check_language(farm: LiveWorkers, language: str) -> None:
@@ -129,23 +128,61 @@ def choose_voice(farm: LiveWorkers, request: TtsRequest, tenant: str) -> VoiceCh
             request.speaker_latents.gpt_cond_latent, request.speaker_latents.speaker_embedding, farm.gpt_width
         )
         return VoiceChoice(VoiceKind.INLINE, latents.digest(), latents.to_npz())
-    speaker_id = request.speaker_id or ""
-    if is_voice_id(speaker_id) and store.voice_exists(tenant, speaker_id):
-        return VoiceChoice(VoiceKind.SAVED, voice_key(tenant, speaker_id))
+    return voice_by_name(farm, request.speaker_id or "", tenant)
+
+
+def voice_by_name(farm: LiveWorkers, name: str, tenant: str) -> VoiceChoice:
+    """A voice a request names (speaker_id, SSML's <voice name>, a segment's voice)."""
+    if is_voice_id(name) and store.voice_exists(tenant, name):
+        return VoiceChoice(VoiceKind.SAVED, voice_key(tenant, name))
     catalog = farm.catalog
     if catalog is None:
         raise NoWorkers(
             "no synthesis worker is running, so built-in speakers cannot be checked; start a worker and retry"
         )
-    if speaker_id in catalog[1]:
-        return VoiceChoice(VoiceKind.BUILTIN, speaker_id)
-    if (aliased := speaker_for_alias(speaker_id, catalog[1])) is not None:
+    if name in catalog[1]:
+        return VoiceChoice(VoiceKind.BUILTIN, name)
+    if (aliased := speaker_for_alias(name, catalog[1])) is not None:
         return VoiceChoice(VoiceKind.BUILTIN, aliased)  # OpenAI's voice names (shared/voice_aliases.py)
     raise UnknownVoice(
-        f"speaker {speaker_id!r} is neither a saved voice, a built-in speaker (see GET /available_speakers) nor one "
+        f"speaker {name!r} is neither a saved voice, a built-in speaker (see GET /available_speakers) nor one "
         "of OpenAI's voice names",
         details={"builtin_speakers": catalog[1]},
     )
+
+
+def stored_segments(farm: LiveWorkers, spoken: Spoken, request: TtsRequest, tenant: str) -> list[jobs.NewSegment]:
+    """The segments as the job stores them: each language checked, each voice found, each speed within bounds."""
+    for language in sorted(spoken.languages() | {request.language}):
+        check_language(farm, language)
+    voices = {name: voice_by_name(farm, name, tenant) for name in sorted(spoken.voices())}
+    stored = []
+    for segment in spoken.segments:
+        voice = voices.get(segment.voice) if segment.voice is not None and not segment.is_pause else None
+        stored.append(
+            jobs.NewSegment(
+                segment.text,
+                language=segment.language if segment.language != request.language else None,
+                voice_kind=voice.kind if voice is not None else None,
+                voice_ref=voice.ref if voice is not None else None,
+                speed=_speed(request.speed, segment.speed),
+                pause_ms=segment.pause_ms,
+            )
+        )
+    return stored
+
+
+def _speed(request_speed: float, factor: float | None) -> float | None:
+    if factor is None:
+        return None
+    speed = round(request_speed * factor, 4)
+    low, high = SPEED_RANGE
+    if not low <= speed <= high:
+        raise InvalidInput(
+            f"a <prosody rate> makes a speed of {speed:g} with the request's speed {request_speed:g}; "
+            f"speed is {low:g} to {high:g}"
+        )
+    return speed
 
 
 def request_digest(request: TtsRequest) -> str:
@@ -184,12 +221,13 @@ def submit_once(celery: Celery, request: TtsRequest, origin: str, tenant: str, k
 
 def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempotency_key: str | None = None) -> Job:
     """Validate, split, store and enqueue a synthesis request."""
-    segments = spoken_segments(request.text, request.language, request.normalize).segments
+    spoken = spoken_segments(request.text, request.language, request.normalize, request.input_format)
+    warnings_header.note(spoken.warnings)
     farm = LiveWorkers.now()
-    check_language(farm, request.language)
+    segments = stored_segments(farm, spoken, request, tenant)
     voice = choose_voice(farm, request, tenant)
     params = request.synthesis_params()
-    check_request_size(segments, SynthesisParams.model_validate(params))
+    check_request_size(spoken.texts, SynthesisParams.model_validate(params), spoken.pause_ms)
     try:
         with session_scope() as s:
             job = jobs.create_job(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +43,35 @@ def segment_seed(job_id: str, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{job_id}:{index}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+@dataclass(frozen=True)
+class NewSegment:
+    """A segment as a request says it: its text, and where it is said otherwise than its job (None: as the job)."""
+
+    text: str
+    language: str | None = None
+    voice_kind: VoiceKind | None = None
+    voice_ref: str | None = None
+    speed: float | None = None
+    pause_ms: int = 0
+
+
+def _new_segment(index: int, segment: str | NewSegment) -> JobSegment:
+    said = NewSegment(segment) if isinstance(segment, str) else segment
+    return JobSegment(
+        index=index,
+        text=said.text,
+        language=said.language,
+        voice_kind=said.voice_kind.value if said.voice_kind is not None else None,
+        voice_ref=said.voice_ref,
+        speed=said.speed,
+        pause_ms=said.pause_ms,
+        state=JobState.QUEUED.value,
+        attempts=0,
+        chunks=0,
+        samples=0,
+    )
+
+
 def create_job(
     session: Session,
     *,
@@ -51,7 +81,7 @@ def create_job(
     voice_kind: VoiceKind,
     voice_ref: str,
     params: dict[str, Any],
-    segments: list[str],
+    segments: Sequence[str | NewSegment],
     epoch: str,
     inline_voice: bytes | None = None,
     tenant: str = DEFAULT_TENANT,
@@ -85,10 +115,7 @@ def create_job(
         created_at=utcnow(),
         inline_voice=inline_voice,
     )
-    job.segments = [
-        JobSegment(index=i, text=t, state=JobState.QUEUED.value, attempts=0, chunks=0, samples=0)
-        for i, t in enumerate(segments)
-    ]
+    job.segments = [_new_segment(i, segment) for i, segment in enumerate(segments)]
     session.add(job)
     return job
 
@@ -181,6 +208,7 @@ class SegmentWork:
     sent_at: datetime | None = None  # when its task reached the broker (for the time it waited there)
     # When its listener runs out of the job's earlier audio (`playback_deadline`); None: as soon as possible.
     deadline: datetime | None = None
+    pause_ms: int = 0  # a pause (no text): this much silence
 
 
 class Refused(enum.Enum):
@@ -242,10 +270,10 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             index,
             run,
             segment.text,
-            job.language,
-            VoiceKind(job.voice_kind),
-            job.voice_ref,
-            dict(job.params),
+            segment.language or job.language,
+            VoiceKind(segment.voice_kind or job.voice_kind),
+            segment.voice_ref or job.voice_ref,
+            _params(job, segment),
             segment.attempts,
             job.redis_epoch,
             job.segments_total,
@@ -254,7 +282,16 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             Priority(job.priority),
             segment.sent_at,
             playback_deadline(s, job, index, now),
+            segment.pause_ms,
         )
+
+
+def _params(job: Job, segment: JobSegment) -> dict[str, Any]:
+    """The job's synthesis parameters, at the segment's own speed where it has one."""
+    params = dict(job.params)
+    if segment.speed is not None:
+        params["speed"] = segment.speed
+    return params
 
 
 def playback_deadline(s: Session, job: Job, index: int, now: datetime) -> datetime | None:
@@ -269,15 +306,15 @@ def playback_deadline(s: Session, job: Job, index: int, now: datetime) -> dateti
         return None
     params = SynthesisParams.model_validate(job.params)
     earlier = s.execute(
-        select(JobSegment.state, JobSegment.samples, func.length(JobSegment.text)).where(
+        select(JobSegment.state, JobSegment.samples, func.length(JobSegment.text), JobSegment.pause_ms).where(
             JobSegment.job_id == job.id, JobSegment.index < index
         )
     ).all()
     ahead = sum(
         samples / SAMPLE_RATE
         if state == JobState.SUCCEEDED.value
-        else max(samples / SAMPLE_RATE, params.estimated_seconds(chars))
-        for state, samples, chars in earlier
+        else max(samples / SAMPLE_RATE, pause_ms / 1000 if pause_ms else params.estimated_seconds(chars))
+        for state, samples, chars, pause_ms in earlier
     )
     return as_utc(job.first_chunk_at or now) + timedelta(seconds=ahead)
 

@@ -115,6 +115,13 @@ class JobSegment(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     text: Mapped[str] = mapped_column(Text)
+    # How this segment is said where it differs from its job (SSML's <lang>, <voice> and <prosody rate>, or a
+    # request's `segments`): None keeps the job's. A pause is a segment without text: `pause_ms` of silence.
+    language: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    voice_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    voice_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    speed: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pause_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     chunks: Mapped[int] = mapped_column(Integer, default=0)

@@ -17,6 +17,9 @@ from shared.settings import get_settings
 MAX_TOKENS_PER_SEGMENT = 605
 
 
+SPEED_RANGE = (0.25, 4.0)
+
+
 class SynthesisParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -25,7 +28,9 @@ class SynthesisParams(BaseModel):
     repetition_penalty: float = Field(5.0, ge=1.0, le=50.0)
     top_k: int = Field(50, ge=1, le=1026)
     top_p: float = Field(0.85, gt=0.0, le=1.0)
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; 1.0 is the model's own.")
+    speed: float = Field(
+        1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1], description="Speaking rate; 1.0 is the model's own."
+    )
     stream_chunk_size: int = Field(
         default_factory=lambda: get_settings().DEFAULT_STREAM_CHUNK_SIZE,
         ge=1,

@@ -12,6 +12,9 @@ when the request really is in that case (the check looks at the request, not onl
   without knowing it;
 - nothing_to_speak: the text has no letter or digit (JSON Schema's regular expressions have no portable class for
   "any letter of any script"), or none is left once it is normalised (a fenced code block, a keycap emoji);
+- invalid_ssml: the text is SSML (input_format ssml, or it starts with <speak>) that is not well-formed XML or gives a
+  tag a value the farm cannot take, or plain text with a pause tag over the longest pause (XML's grammar is no JSON
+  Schema); checked by parsing the text again;
 - min_new_tokens > max_new_tokens (JSON Schema cannot compare two values);
 - too_many_audio_tokens (413): the text's estimated audio exceeds MAX_TOKENS_PER_REQUEST (an estimate from the
   text's length and speed, not a property of either alone);
@@ -28,6 +31,8 @@ from typing import Any
 import schemathesis
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from shared import ssml
 
 UPLOAD_CODES = {"not_audio", "unusable_audio", "decode_timeout"}
 # Audio tokens a generated synthesis request may ask for per segment. The stateful phase finds real speakers (in
@@ -70,6 +75,21 @@ def _gpt_rows(body: dict[str, Any]) -> list[Any]:
     return gpt if isinstance(gpt, list) else []
 
 
+def _refused_as_ssml(body: dict[str, Any]) -> bool:
+    """Whether the farm's SSML reader refuses this request's text."""
+    text, language, given = body.get("text", body.get("input")), body.get("language", "en"), body.get("input_format")
+    if not isinstance(text, str) or not isinstance(language, str):
+        return False
+    try:
+        if given == "ssml" or (given is None and ssml.looks_like_ssml(text)):
+            ssml.parse(text, language)
+        else:
+            ssml.plain_text_spans(text)
+    except ssml.InvalidSsml:
+        return True
+    return False
+
+
 def _excused(error: dict[str, Any], case: Any) -> bool:
     """Whether the farm refused this schema-valid request for a reason the document cannot state."""
     code, details, body = error.get("code"), error.get("details"), _body(case)
@@ -90,6 +110,8 @@ def _excused(error: dict[str, Any], case: Any) -> bool:
         if "once normalised" in error.get("message", ""):
             return isinstance(text, str) and body.get("normalize", "auto") == "auto"
         return isinstance(text, str) and not any(ch.isalnum() for ch in text)
+    if code == "invalid_ssml":
+        return _refused_as_ssml(body)
     if "min_new_tokens must not exceed max_new_tokens" in error.get("message", ""):
         low, high = body.get("min_new_tokens"), body.get("max_new_tokens")  # JSON Schema's integers include 50.0
         return isinstance(low, int | float) and isinstance(high, int | float) and low > high

@@ -113,6 +113,8 @@ def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork, playing: Callab
         # Only a segment whose runs keep dying gets here (a crash loop): stop it.
         return _fail(writer, work, f"its worker was lost {work.attempts - 1} times while synthesizing it")
     try:
+        if work.pause_ms and not work.text:
+            return _pause(shop, r, writer, work)
         return _synthesize(shop, r, writer, work, playing)
     except streams.NotOwner:
         log.warning("segment %s/%d was taken over by another run", work.job_id, work.index)
@@ -196,6 +198,24 @@ def _synthesize(
     writer.end(seq + 1)
     # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
     streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
+    return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
+def _pause(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: jobs.SegmentWork) -> SegmentResult:
+    """A pause (SSML's <break>, a `[pause:...]` tag): its silence as one chunk of digital zeros, without the model.
+    A run that resumes it finds the chunk delivered already and only ends the stream."""
+    delivered = writer.claim()
+    jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
+    seq = delivered.last_seq
+    if seq == 0:
+        seq = 1
+        samples = round(work.pause_ms * SAMPLE_RATE / 1000)
+        writer.audio(seq, bytes(samples * SAMPLE_WIDTH), part_end=True)
+        if not jobs.record_chunk(work.job_id, work.index, work.run, samples):
+            return SegmentResult(Outcome.LOST, attempts=work.attempts)
+    last = jobs.finish_segment(work.job_id, work.index, work.run)
+    writer.end(seq + 1)
+    streams.keep_job_audio(r, work.job_id, work.segments_total, shop.settings.STREAM_TTL_SECONDS)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
 
 

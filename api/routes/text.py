@@ -19,8 +19,20 @@ bp = APIBlueprint(
 def normalize_text(body: NormalizeRequest) -> Response:
     """Exactly what a synthesis request with this text would have the workers say, segment by segment: numbers,
     amounts, units, dates, times, phone numbers, e-mail addresses and URLs as words, markdown left out (unless
-    `normalize` is `off`); with what could not be done as asked in `warnings`. Nothing is synthesized."""
-    spoken = spoken_segments(body.input, body.language, body.normalize)
-    check_language(LiveWorkers.now(), body.language)
-    segments = [SpokenSegment(text=text, language=body.language, voice=body.voice) for text in spoken.segments]
+    `normalize` is `off`); SSML's and the pause tags' pauses, languages, voices and speeds; with what could not be
+    done as asked in `warnings`. Nothing is synthesized."""
+    spoken = spoken_segments(body.input, body.language, body.normalize, body.input_format)
+    farm = LiveWorkers.now()
+    for language in sorted(spoken.languages() | {body.language}):
+        check_language(farm, language)
+    segments = [
+        SpokenSegment(
+            text=segment.text,
+            language=segment.language or body.language,
+            voice=segment.voice or body.voice,
+            speed=segment.speed,
+            pause_ms=segment.pause_ms,
+        )
+        for segment in spoken.segments
+    ]
     return json_model(NormalizeResponse(segments=segments, warnings=spoken.warnings))

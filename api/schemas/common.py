@@ -93,6 +93,11 @@ NORMALIZE_DESCRIPTION = (
     "words in the request's language, markdown and code blocks left out (POST /v1/text/normalize shows the result); "
     "off: the text as written, through XTTS's own cleaners only"
 )
+INPUT_FORMAT_DESCRIPTION = (
+    "text: plain text or markdown, with [pause:0.5s] tags for silences; ssml: an SSML document (<speak> with break, "
+    "say-as, sub, lang, voice, prosody rate, emphasis, p and s; README: SSML). Not given: ssml when the text starts "
+    "with <speak>, else text"
+)
 PRIORITY_DESCRIPTION = (
     "Class of work: `live` (a listener hears it as it is made: served first, in the broker and in a worker's batch) "
     "or `bulk` (nobody listens in real time: it yields to live work and takes what capacity is left). Default: "

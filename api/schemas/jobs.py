@@ -107,11 +107,19 @@ class SegmentStatus(BaseModel):
     finished: datetime | None
     error: str | None
     characters: int
+    language: str = Field(..., description="The language it is said in (the job's, or a span's own: SSML <lang>)")
+    voice: str | None = Field(
+        None, description="Its own voice (SSML <voice>, a built-in speaker or saved voice id); null: the job's"
+    )
+    speed: float | None = Field(None, description="Its own speed (SSML <prosody rate>); null: the job's")
+    pause_ms: int = Field(0, description="A pause (no text): this many milliseconds of silence")
 
     _as_utc = field_validator("started", "finished")(as_utc)
 
     @classmethod
-    def from_segment(cls, segment: JobSegment, sample_rate: int) -> SegmentStatus:
+    def from_segment(cls, segment: JobSegment, job: Job) -> SegmentStatus:
+        sample_rate = job.sample_rate
+        voice = split_voice_key(segment.voice_ref)[1] if segment.voice_ref is not None else None
         return cls(
             index=segment.index,
             state=segment.state,
@@ -123,6 +131,10 @@ class SegmentStatus(BaseModel):
             finished=segment.finished_at,
             error=segment.error,
             characters=len(segment.text),
+            language=segment.language or job.language,
+            voice=voice,
+            speed=segment.speed,
+            pause_ms=segment.pause_ms,
         )
 
 
@@ -176,7 +188,5 @@ class JobStatus(BaseModel):
             error=job.error,
             sample_rate=job.sample_rate,
             expected_start=expected_start,
-            segments=[SegmentStatus.from_segment(seg, job.sample_rate) for seg in job.segments]
-            if with_segments
-            else None,
+            segments=[SegmentStatus.from_segment(seg, job) for seg in job.segments] if with_segments else None,
         )

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.encoding import AudioFormat
 from api.schemas.common import (
+    INPUT_FORMAT_DESCRIPTION,
     LANGUAGE_SCHEMA,
     NO_NUL,
     NORMALIZE_DESCRIPTION,
@@ -20,6 +21,7 @@ from api.schemas.common import (
 from api.schemas.synthesis import TtsRequest
 from shared.normalization import NormalizeMode
 from shared.priority import Priority
+from shared.ssml import InputFormat
 
 # xtts-v2 as OpenAI-style ids are spelled, xtts_v2 as XTTS_MODEL and coqui spell it; then OpenAI's ids as aliases.
 OpenAIModel = Literal["xtts-v2", "xtts_v2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
@@ -93,6 +95,7 @@ class SpeechRequest(BaseModel):
         json_schema_extra=documented_as({**LANGUAGE_SCHEMA, "default": "en"}),
     )
     normalize: NormalizeMode = Field("auto", description="Extension: " + NORMALIZE_DESCRIPTION)
+    input_format: InputFormat | None = Field(None, description="Extension: " + INPUT_FORMAT_DESCRIPTION)
     min_new_tokens: int | None = Field(
         None, ge=1, le=605, description="Extension, advanced: lower bound on audio tokens per segment."
     )
@@ -124,6 +127,7 @@ class SpeechRequest(BaseModel):
             min_new_tokens=self.min_new_tokens,
             max_new_tokens=self.max_new_tokens,
             normalize=self.normalize,
+            input_format=self.input_format,
         )
 
 

@@ -12,6 +12,7 @@ from api.schemas.common import (
     CLONE_ECHO,
     FORMATS_DESCRIPTION,
     GPT_LATENT_SCHEMA,
+    INPUT_FORMAT_DESCRIPTION,
     LANGUAGE_SCHEMA,
     NO_NUL,
     NORMALIZE_DESCRIPTION,
@@ -27,6 +28,7 @@ from api.schemas.common import (
 from shared.normalization import NormalizeMode
 from shared.params import SynthesisParams
 from shared.priority import Priority
+from shared.ssml import InputFormat
 
 # coqui's official XTTS streaming server takes `stream_chunk_size` as a string ("20"): the strings of 1..400.
 CHUNK_SIZE_STRING = r"^(?:[1-9][0-9]?|[1-3][0-9]{2}|400)$"
@@ -161,6 +163,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
     response_format: AudioFormat = Field("wav", description=FORMATS_DESCRIPTION)
     priority: Priority | None = Field(None, description=PRIORITY_DESCRIPTION)
     normalize: NormalizeMode = Field("auto", description=NORMALIZE_DESCRIPTION)
+    input_format: InputFormat | None = Field(None, description=INPUT_FORMAT_DESCRIPTION)
 
     @field_validator("text")
     @classmethod

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, NORMALIZE_DESCRIPTION, documented_as, not_blank, text_schema
+from api.schemas.common import (
+    INPUT_FORMAT_DESCRIPTION,
+    LANGUAGE_SCHEMA,
+    NO_NUL,
+    NORMALIZE_DESCRIPTION,
+    documented_as,
+    not_blank,
+    text_schema,
+)
 from shared.normalization import NormalizeMode
+from shared.ssml import InputFormat
 
 
 class NormalizeRequest(BaseModel):
@@ -22,7 +29,7 @@ class NormalizeRequest(BaseModel):
     language: str = Field(
         ..., description="Language code, one of GET /languages.", json_schema_extra=documented_as(LANGUAGE_SCHEMA)
     )
-    input_format: Literal["text"] = Field("text", description="text: plain text or markdown.")
+    input_format: InputFormat | None = Field(None, description=INPUT_FORMAT_DESCRIPTION)
     normalize: NormalizeMode = Field("auto", description=NORMALIZE_DESCRIPTION)
     voice: str | None = Field(
         None,
@@ -39,9 +46,11 @@ class NormalizeRequest(BaseModel):
 
 
 class SpokenSegment(BaseModel):
-    text: str = Field(..., description="What the worker is given to say: one segment")
+    text: str = Field(..., description="What the worker is given to say: one segment (empty for a pause)")
     language: str
     voice: str | None
+    speed: float | None = Field(None, description="Its own speed (a <prosody rate>), else the request's")
+    pause_ms: int = Field(0, description="A pause: this many milliseconds of silence (a <break>, a [pause:...])")
 
 
 class NormalizeResponse(BaseModel):
