@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Celery
@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from api import warnings_header
 from api.admission import admit, admit_live, check_request_size
 from api.errors import IdempotencyConflict
+from api.schemas.common import TextSegment
 from api.schemas.synthesis import TtsRequest
 from shared import jobs, logs, registry, ssml, streams
 from shared.db import session_scope
@@ -77,11 +78,13 @@ class LiveWorkers:
 
 
 def spoken_segments(
-    text: str, language: str, normalize: NormalizeMode, input_format: InputFormat | None = None
+    source: str | list[TextSegment], language: str, normalize: NormalizeMode, input_format: InputFormat | None = None
 ) -> Spoken:
-    """The segments a synthesis request with this text speaks: SSML (`input_format` ssml, or a text that starts
-    with `<speak>`) or plain text with `[pause:...]` tags, normalised unless `normalize` is `off`, split. Refuses a
-    text over MAX_TEXT_CHARS (413), malformed SSML (400 naming the line) and a text with nothing to say (400)."""
+    """The segments a synthesis request with this text (or these segments) speaks: SSML (`input_format` ssml, or a
+    text that starts with `<speak>`) or plain text with `[pause:...]` tags, normalised unless `normalize` is `off`,
+    split. Refuses a text over MAX_TEXT_CHARS (413), malformed SSML (400 naming the line) and a text with nothing to
+    say (400)."""
+    text = source if isinstance(source, str) else "".join(item.text for item in source)
     limit = get_settings().MAX_TEXT_CHARS
     if len(text) > limit:
         raise TextTooLong(f"text is {len(text)} characters long; the limit is MAX_TEXT_CHARS={limit}")
@@ -91,8 +94,12 @@ def spoken_segments(
             "text has nothing to speak: it holds no letter or digit, only punctuation, symbols, spaces or "
             "invisible characters"
         )
-    is_ssml = input_format == "ssml" or (input_format is None and ssml.looks_like_ssml(text))
-    parsed = ssml.parse(text, language) if is_ssml else ssml.plain_text_spans(text)
+    if not isinstance(source, str):
+        parsed = _listed_spans(source)
+    elif input_format == "ssml" or (input_format is None and ssml.looks_like_ssml(source)):
+        parsed = ssml.parse(source, language)
+    else:
+        parsed = ssml.plain_text_spans(source)
     spoken = segments_of(parsed.spans, language, normalize, get_settings().NORMALIZE_EMOJI)
     spoken.warnings[:0] = parsed.warnings
     if not spoken.texts:
@@ -101,6 +108,17 @@ def spoken_segments(
             'send normalize: "off" to have plain text read as written'
         )
     return spoken
+
+
+def _listed_spans(items: list[TextSegment]) -> ssml.Parsed:
+    """A request's `segments` as spans: each piece's text (with its pause tags) in its voice and language; a line
+    break after each, so that two pieces said alike are two sentences, not one word run into the next."""
+    spans: list[ssml.Span] = []
+    for item in items:
+        voicing = ssml.Voicing(language=item.language, voice=item.voice)
+        spans += [replace(span, voicing=voicing) for span in ssml.plain_text_spans(item.text + "\n").spans]
+    ssml.check_pauses(spans)
+    return ssml.Parsed(spans, [])
 
 
 def check_language(farm: LiveWorkers, language: str) -> None:
@@ -221,7 +239,7 @@ def submit_once(celery: Celery, request: TtsRequest, origin: str, tenant: str, k
 
 def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempotency_key: str | None = None) -> Job:
     """Validate, split, store and enqueue a synthesis request."""
-    spoken = spoken_segments(request.text, request.language, request.normalize, request.input_format)
+    spoken = spoken_segments(request.source, request.language, request.normalize, request.input_format)
     warnings_header.note(spoken.warnings)
     farm = LiveWorkers.now()
     segments = stored_segments(farm, spoken, request, tenant)
@@ -236,7 +254,7 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
                 tenant=tenant,
                 idempotency_key=idempotency_key,
                 request_digest=request_digest(request) if idempotency_key else None,
-                text=request.text,
+                text=request.written,
                 language=request.language,
                 voice_kind=voice.kind,
                 voice_ref=voice.ref,
@@ -256,7 +274,7 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
         "job queued (%s): %d segments, %d characters, language %s",
         origin,
         len(segments),
-        len(request.text),
+        len(request.written),
         request.language,
     )
     admit(job.id, tenant)

@@ -95,7 +95,7 @@ def plain_text_spans(text: str) -> Parsed:
         spans += [Span(text[start : match.start()]), Span(pause_ms=_pause_ms(match, "[pause]", None))]
         start = match.end()
     spans.append(Span(text[start:]))
-    _check_pauses(spans)
+    check_pauses(spans)
     return Parsed([s for s in spans if s.text or s.pause_ms], [])
 
 
@@ -106,11 +106,11 @@ def parse(document: str, language: str) -> Parsed:
     if _local(root.tag) != "speak":
         raise _error(f"the root element is <{_local(root.tag)}>; an SSML document is one <speak> element", lines, root)
     reader.element(root, Voicing(language=_language(root.get(_XML_LANG), lines, root)), 0)
-    _check_pauses(reader.spans)
+    check_pauses(reader.spans)
     return Parsed(reader.spans, reader.warnings)
 
 
-def _check_pauses(spans: list[Span]) -> None:
+def check_pauses(spans: list[Span]) -> None:
     pauses = sum(1 for span in spans if span.pause_ms)
     if pauses > MAX_PAUSES:
         raise InvalidSsml(f"the text has {pauses} pauses; at most {MAX_PAUSES} are taken in one request")

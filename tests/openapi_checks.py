@@ -5,8 +5,8 @@ Every built-in check runs with its default expected statuses. One is wrapped: sc
 because it depends on the live farm or on what no JSON Schema describes. Each such refusal is excused here only
 when the request really is in that case (the check looks at the request, not only at the error code):
 
-- unknown_speaker: the speaker is neither a built-in speaker of the live workers' model nor a saved voice of the
-  caller (both change while the farm runs);
+- unknown_speaker: the speaker (or a segment's voice) is neither a built-in speaker of the live workers' model nor a
+  saved voice of the caller (both change while the farm runs);
 - invalid_latents: a GPT row is not as wide as the live workers' model's GPT (the width belongs to the model the
   workers loaded: 1024 for XTTS-v2, 64 for the dev checkpoint); rows of one width is a rule JSON Schema cannot state
   without knowing it;
@@ -75,13 +75,24 @@ def _gpt_rows(body: dict[str, Any]) -> list[Any]:
     return gpt if isinstance(gpt, list) else []
 
 
+def _text(body: dict[str, Any]) -> Any:
+    """A request's text: `text` or `input`, or its `segments`' texts one after another."""
+    segments = body.get("segments")
+    if isinstance(segments, list):
+        texts = [item.get("text") if isinstance(item, dict) else None for item in segments]
+        return "\n".join(texts) if all(isinstance(text, str) for text in texts) else None
+    return body.get("text", body.get("input"))
+
+
 def _refused_as_ssml(body: dict[str, Any]) -> bool:
     """Whether the farm's SSML reader refuses this request's text."""
-    text, language, given = body.get("text", body.get("input")), body.get("language", "en"), body.get("input_format")
+    text, language, given = _text(body), body.get("language", "en"), body.get("input_format")
     if not isinstance(text, str) or not isinstance(language, str):
         return False
     try:
-        if given == "ssml" or (given is None and ssml.looks_like_ssml(text)):
+        if isinstance(body.get("segments"), list):  # plain text each, with their pause tags
+            ssml.plain_text_spans(text)
+        elif given == "ssml" or (given is None and ssml.looks_like_ssml(text)):
             ssml.parse(text, language)
         else:
             ssml.plain_text_spans(text)
@@ -97,7 +108,9 @@ def _excused(error: dict[str, Any], case: Any) -> bool:
         builtin = details.get("builtin_speakers", []) if isinstance(details, dict) else []
         speaker = body.get("speaker_id", body.get("voice"))
         speaker = speaker.get("id") if isinstance(speaker, dict) else speaker
-        return speaker not in builtin
+        segments = body.get("segments") if isinstance(body.get("segments"), list) else []
+        voices = [item.get("voice") for item in segments if isinstance(item, dict) and item.get("voice") is not None]
+        return any(voice not in builtin for voice in [speaker, *voices])
     if code == "invalid_latents":
         widths = {len(row) if isinstance(row, list) else None for row in _gpt_rows(body)}
         if len(widths) > 1:
@@ -106,7 +119,7 @@ def _excused(error: dict[str, Any], case: Any) -> bool:
             return False  # the speaker embedding's shape is fully documented
         return widths != {details["expected"][2]}
     if code == "nothing_to_speak":
-        text = body.get("text", body.get("input", ""))
+        text = _text(body)
         if "once normalised" in error.get("message", ""):
             return isinstance(text, str) and body.get("normalize", "auto") == "auto"
         return isinstance(text, str) and not any(ch.isalnum() for ch in text)

@@ -12,6 +12,7 @@ from pathlib import Path
 from openapi_spec_validator import validate
 from schemathesis.config._checks import NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES
 
+from api.schemas.common import MAX_REQUEST_SEGMENTS
 from shared.languages import XTTS_V2_LANGUAGES
 from tests.farms import TWO_WORKERS
 from tools.localfarm import ROOT, VENV_BIN, Farm
@@ -100,7 +101,10 @@ def test_the_document_states_what_the_farm_enforces(client) -> None:
     tts, speech = schemas["TtsRequest"], schemas["SpeechRequest"]
     for request in (tts, speech):
         assert request["properties"]["language"]["enum"] == list(XTTS_V2_LANGUAGES)
-    assert tts["properties"]["text"]["maxLength"] == speech["properties"]["input"]["maxLength"] == 100_000
+    text = tts["properties"]["text"]["anyOf"][0]  # nullable: either text or segments
+    assert text["maxLength"] == speech["properties"]["input"]["maxLength"] == 100_000
+    assert {"required": ["segments"]}.items() <= tts["allOf"][0]["oneOf"][1].items()
+    assert tts["properties"]["segments"]["anyOf"][0]["maxItems"] == MAX_REQUEST_SEGMENTS
     rows = tts["properties"]["gpt_cond_latent"]["anyOf"][0]["anyOf"][0]  # nullable: [rows, width] or [1, rows, width]
     assert (rows["minItems"], rows["maxItems"], rows["items"]["maxItems"]) == (1, MAX_GPT_ROWS, MAX_GPT_WIDTH)
     assert {"properties": {"response_format": {"enum": ["wav", "pcm"]}}} in tts["anyOf"]  # add_wav_header false

@@ -21,7 +21,7 @@ def normalize_text(body: NormalizeRequest) -> Response:
     amounts, units, dates, times, phone numbers, e-mail addresses and URLs as words, markdown left out (unless
     `normalize` is `off`); SSML's and the pause tags' pauses, languages, voices and speeds; with what could not be
     done as asked in `warnings`. Nothing is synthesized."""
-    spoken = spoken_segments(body.input, body.language, body.normalize, body.input_format)
+    spoken = spoken_segments(body.source, body.language, body.normalize, body.input_format)
     farm = LiveWorkers.now()
     for language in sorted(spoken.languages() | {body.language}):
         check_language(farm, language)

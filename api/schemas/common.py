@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.encoding import DESCRIPTIONS, MEDIA_TYPES
 from shared import utc
@@ -192,3 +192,49 @@ class ErrorResponse(BaseModel):
 def as_utc(value: datetime | None) -> datetime | None:
     """A stored time with its UTC offset (clients always get one), or None."""
     return None if value is None else utc.as_utc(value)
+
+
+def text_or_segments(name: str) -> list[dict[str, Any]]:
+    """JSON Schema's `allOf` saying that a request has either its text (`name`) or `segments`, not both."""
+    return [
+        {
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": "string"}, "segments": {"type": "null"}}},
+                {"required": ["segments"], "properties": {"segments": {"type": "array"}, name: {"type": "null"}}},
+            ]
+        }
+    ]
+
+
+# At most this many pieces in a request's `segments` (each is at least one segment of its own).
+MAX_REQUEST_SEGMENTS = 1000
+
+
+class TextSegment(BaseModel):
+    """One piece of a request's `segments`: its text, said in its own voice and language where it names them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(
+        ...,
+        description="Text to say (plain text; [pause:0.5s] tags are pauses).",
+        json_schema_extra=documented_as(text_schema),
+    )
+    voice: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Its voice: a saved voice id, a built-in speaker or an alias (OpenAI's voice names); "
+        "null: the request's speaker_id.",
+    )
+    language: str | None = Field(
+        None,
+        description="Its language, one of GET /languages; null: the request's.",
+        json_schema_extra=documented_as(nullable(LANGUAGE_SCHEMA)),
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        return not_blank(value, "a segment's text")

@@ -14,15 +14,18 @@ from api.schemas.common import (
     GPT_LATENT_SCHEMA,
     INPUT_FORMAT_DESCRIPTION,
     LANGUAGE_SCHEMA,
+    MAX_REQUEST_SEGMENTS,
     NO_NUL,
     NORMALIZE_DESCRIPTION,
     PRIORITY_DESCRIPTION,
     SPEAKER_EMBEDDING_SCHEMA,
     CloneAnswerEcho,
     InlineLatents,
+    TextSegment,
     documented_as,
     not_blank,
     nullable,
+    text_or_segments,
     text_schema,
 )
 from shared.normalization import NormalizeMode
@@ -116,6 +119,7 @@ def _tts_request_schema(schema: dict[str, Any]) -> None:
     ]
     # The official server's add_wav_header: false is raw PCM, so it goes only with response_format wav or pcm (what
     # `_no_header_is_pcm` checks). Said with anyOf: the OpenAPI document keeps no if/then.
+    schema["allOf"] = text_or_segments("text")  # what `_text_or_segments` checks
     schema["anyOf"] = [
         {"properties": {"add_wav_header": {"enum": [True]}}},
         {"properties": {"response_format": {"enum": ["wav", "pcm"]}}},
@@ -139,11 +143,19 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_tts_request_schema)
 
-    text: str = Field(
-        ...,
+    text: str | None = Field(
+        None,
         description="Text to speak, with at least one letter or digit; long texts are split into segments at "
-        "sentence boundaries.",
-        json_schema_extra=documented_as(text_schema),
+        "sentence boundaries. Plain text (markdown, [pause:0.5s] tags) or SSML (see input_format). Either text or "
+        "segments.",
+        json_schema_extra=documented_as(lambda: nullable(text_schema())),
+    )
+    segments: list[TextSegment] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_REQUEST_SEGMENTS,
+        description="Instead of text: pieces of text, each in its own voice and language where it names them "
+        "(a dialogue, a book's characters), said one after another in one audio stream.",
     )
     language: str = Field(
         ...,
@@ -167,8 +179,24 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
 
     @field_validator("text")
     @classmethod
-    def _text_not_blank(cls, value: str) -> str:
-        return not_blank(value, "text")
+    def _text_not_blank(cls, value: str | None) -> str | None:
+        return None if value is None else not_blank(value, "text")
+
+    @model_validator(mode="after")
+    def _text_or_segments(self) -> TtsRequest:
+        if (self.text is None) == (self.segments is None):
+            raise ValueError("give exactly one of text and segments")
+        return self
+
+    @property
+    def source(self) -> str | list[TextSegment]:
+        """What the request says: its text, or its segments."""
+        return self.text if self.text is not None else list(self.segments or [])
+
+    @property
+    def written(self) -> str:
+        """Its text as written (the segments' one after another), as the job keeps it."""
+        return self.text if self.text is not None else "\n".join(item.text for item in self.segments or [])
 
     @model_validator(mode="after")
     def _one_voice(self) -> TtsRequest:

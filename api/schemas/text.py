@@ -2,29 +2,48 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.schemas.common import (
     INPUT_FORMAT_DESCRIPTION,
     LANGUAGE_SCHEMA,
+    MAX_REQUEST_SEGMENTS,
     NO_NUL,
     NORMALIZE_DESCRIPTION,
+    TextSegment,
     documented_as,
     not_blank,
+    nullable,
+    text_or_segments,
     text_schema,
 )
 from shared.normalization import NormalizeMode
 from shared.ssml import InputFormat
 
 
+def _normalize_request_schema(schema: dict[str, Any]) -> None:
+    schema["examples"] = [{"input": "It costs $5.50 at 9:05 pm on 2024-03-15.", "language": "en"}]
+    schema["allOf"] = text_or_segments("input")  # what `_input_or_segments` checks
+
+
 class NormalizeRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"input": "It costs $5.50 at 9:05 pm on 2024-03-15.", "language": "en"}]},
+        json_schema_extra=_normalize_request_schema,
     )
 
-    input: str = Field(
-        ..., description="The text, as a synthesis request would send it.", json_schema_extra=documented_as(text_schema)
+    input: str | None = Field(
+        None,
+        description="The text, as a synthesis request would send it (either input or segments).",
+        json_schema_extra=documented_as(lambda: nullable(text_schema())),
+    )
+    segments: list[TextSegment] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_REQUEST_SEGMENTS,
+        description="Instead of input: a synthesis request's segments, each in its own voice and language.",
     )
     language: str = Field(
         ..., description="Language code, one of GET /languages.", json_schema_extra=documented_as(LANGUAGE_SCHEMA)
@@ -41,8 +60,18 @@ class NormalizeRequest(BaseModel):
 
     @field_validator("input")
     @classmethod
-    def _input_not_blank(cls, value: str) -> str:
-        return not_blank(value, "input")
+    def _input_not_blank(cls, value: str | None) -> str | None:
+        return None if value is None else not_blank(value, "input")
+
+    @model_validator(mode="after")
+    def _input_or_segments(self) -> NormalizeRequest:
+        if (self.input is None) == (self.segments is None):
+            raise ValueError("give exactly one of input and segments")
+        return self
+
+    @property
+    def source(self) -> str | list[TextSegment]:
+        return self.input if self.input is not None else list(self.segments or [])
 
 
 class SpokenSegment(BaseModel):
