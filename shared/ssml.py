@@ -13,8 +13,9 @@ services share) and never reads markup aloud:
 Any other tag (`<audio>`, `<mark>`, `<phoneme>`, one of a vendor's own) is left out with a warning and its text is
 said: an `<audio>` is never fetched.
 
-The document is parsed by expat through defusedxml with DTDs forbidden: no entity is ever declared, so none is
-expanded (a billion laughs) or fetched (an external entity); nesting deeper than MAX_DEPTH is refused as it is read.
+The document is read by shared/xml_documents.py: expat through defusedxml with DTDs forbidden (no entity is ever
+declared, so none is expanded or fetched), nesting past its MAX_DEPTH refused as it is read, every refusal naming its
+line.
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
-
-import defusedxml
-import defusedxml.ElementTree as SafeET
+from typing import Literal
 
 from shared.errors import InvalidInput
 from shared.normalization import say_number
 from shared.params import SPEED_RANGE
 from shared.spoken_words import WORDS
+from shared.xml_documents import line_of, local_name, parse_xml
 
 # A request's `input_format`: plain text (markdown, `[pause:...]` tags) or SSML; not given: SSML if it starts so.
 InputFormat = Literal["text", "ssml"]
-MAX_DEPTH = 32
 MAX_BREAK_MS = 10_000
 # At most this many pauses in one request (breaks and pause tags): each is a segment of its own.
 MAX_PAUSES = 500
@@ -101,10 +99,12 @@ def plain_text_spans(text: str) -> Parsed:
 
 def parse(document: str, language: str) -> Parsed:
     """The spans of an SSML document, in order; InvalidSsml (naming the line) for what cannot be read."""
-    root, lines = _tree(document)
+    root, lines = parse_xml(document, "SSML", InvalidSsml)
     reader = _Reader(lines, language.split("-", maxsplit=1)[0])
-    if _local(root.tag) != "speak":
-        raise _error(f"the root element is <{_local(root.tag)}>; an SSML document is one <speak> element", lines, root)
+    if local_name(root.tag) != "speak":
+        raise _error(
+            f"the root element is <{local_name(root.tag)}>; an SSML document is one <speak> element", lines, root
+        )
     reader.element(root, Voicing(language=_language(root.get(_XML_LANG), lines, root)), 0)
     check_pauses(reader.spans)
     return Parsed(reader.spans, reader.warnings)
@@ -116,61 +116,8 @@ def check_pauses(spans: list[Span]) -> None:
         raise InvalidSsml(f"the text has {pauses} pauses; at most {MAX_PAUSES} are taken in one request")
 
 
-# --- the parser ----------------------------------------------------------------------------------------------------
-class _LineRecorder(ET.TreeBuilder):
-    """ElementTree's builder that notes each element's line and refuses nesting deeper than MAX_DEPTH at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.expat: Any = None
-        self.lines: dict[int, int] = {}
-        self._depth = 0
-
-    def start(self, tag: str, attrs: dict[str, str]) -> ET.Element:
-        self._depth += 1
-        line = self.expat.CurrentLineNumber if self.expat is not None else 0
-        if self._depth > MAX_DEPTH:
-            raise InvalidSsml(f"SSML line {line}: tags nested deeper than {MAX_DEPTH}", details={"line": line})
-        element = super().start(tag, attrs)
-        self.lines[id(element)] = line
-        return element
-
-    def end(self, tag: str) -> ET.Element:
-        self._depth -= 1
-        return super().end(tag)
-
-
-def _tree(document: str) -> tuple[ET.Element, dict[int, int]]:
-    builder = _LineRecorder()
-    parser = SafeET.DefusedXMLParser(target=builder, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    builder.expat = parser.parser
-    try:
-        parser.feed(document)
-        root = parser.close()
-    except ET.ParseError as exc:
-        line, column = exc.position
-        reason = str(exc).split(":", maxsplit=1)[0]
-        raise InvalidSsml(
-            f"SSML line {line}, column {column + 1}: {reason} (the document is not well-formed XML)",
-            details={"line": line, "column": column + 1},
-        ) from None
-    except defusedxml.DefusedXmlException:
-        line = parser.parser.CurrentLineNumber
-        raise InvalidSsml(
-            f"SSML line {line}: a DTD or entity declaration; SSML here may use none (entities are never expanded "
-            "or fetched)",
-            details={"line": line},
-        ) from None
-    return root, builder.lines
-
-
-def _local(tag: str) -> str:
-    """A tag without its namespace: `<speak xmlns="http://www.w3.org/2001/10/synthesis">` is `speak`."""
-    return tag.rsplit("}", maxsplit=1)[-1]
-
-
 def _error(message: str, lines: dict[int, int], element: ET.Element) -> InvalidSsml:
-    line = lines.get(id(element), 0)
+    line = line_of(lines, element)
     return InvalidSsml(f"SSML line {line}: {message}", details={"line": line})
 
 
@@ -206,7 +153,7 @@ class _Reader:
         self._warned: set[str] = set()
 
     def element(self, element: ET.Element, voicing: Voicing, depth: int) -> None:
-        tag = _local(element.tag)
+        tag = local_name(element.tag)
         handler = _TAGS.get(tag)
         if handler is None:
             self._warn(tag, f"<{tag}> is not SSML the farm speaks: the tag was left out, its text said")

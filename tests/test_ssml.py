@@ -10,6 +10,7 @@ import pytest
 
 from shared import ssml
 from shared.spoken import Segment, segments_of
+from shared.xml_documents import MAX_DEPTH
 
 
 def said(document: str, language: str = "en", normalize: str = "auto") -> list[Segment]:
@@ -196,9 +197,9 @@ def test_entities_and_dtds_are_refused_before_anything_is_expanded_or_fetched(do
 def test_ten_thousand_nested_tags_are_refused_as_they_are_read() -> None:
     document = "<speak>" + "<emphasis>" * 10_000 + "x" + "</emphasis>" * 10_000 + "</speak>"
     error = refusal(document)
-    assert f"nested deeper than {ssml.MAX_DEPTH}" in error.message
+    assert f"nested deeper than {MAX_DEPTH}" in error.message
     # Refused at the depth limit, not after the whole document: as deep as allowed, it is read.
-    allowed = "<speak>" + "<emphasis>" * (ssml.MAX_DEPTH - 1) + "x" + "</emphasis>" * (ssml.MAX_DEPTH - 1) + "</speak>"
+    allowed = "<speak>" + "<emphasis>" * (MAX_DEPTH - 1) + "x" + "</emphasis>" * (MAX_DEPTH - 1) + "</speak>"
     assert said(allowed) == [Segment("x", "en")]
 
 
