@@ -15,7 +15,7 @@ from api.admission import admit, admit_live, check_request_size
 from api.errors import IdempotencyConflict
 from api.schemas.common import TextSegment
 from api.schemas.synthesis import TtsRequest
-from shared import jobs, logs, registry, ssml, streams
+from shared import jobs, lexicon_store, logs, registry, ssml, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
@@ -27,6 +27,7 @@ from shared.errors import (
     UnknownVoice,
 )
 from shared.languages import XTTS_V2_LANGUAGES
+from shared.lexicons import Lexicon
 from shared.models import Job
 from shared.normalization import NormalizeMode
 from shared.params import SPEED_RANGE, SynthesisParams
@@ -78,7 +79,11 @@ class LiveWorkers:
 
 
 def spoken_segments(
-    source: str | list[TextSegment], language: str, normalize: NormalizeMode, input_format: InputFormat | None = None
+    source: str | list[TextSegment],
+    language: str,
+    normalize: NormalizeMode,
+    input_format: InputFormat | None = None,
+    lexicons: list[Lexicon] | None = None,
 ) -> Spoken:
     """The segments a synthesis request with this text (or these segments) speaks: SSML (`input_format` ssml, or a
     text that starts with `<speak>`) or plain text with `[pause:...]` tags, normalised unless `normalize` is `off`,
@@ -100,7 +105,14 @@ def spoken_segments(
         parsed = ssml.parse(source, language)
     else:
         parsed = ssml.plain_text_spans(source)
-    spoken = segments_of(parsed.spans, language, normalize, get_settings().NORMALIZE_EMOJI)
+    used = lexicons or []
+    spoken = segments_of(
+        parsed.spans,
+        language,
+        normalize,
+        get_settings().NORMALIZE_EMOJI,
+        lambda lang: lexicon_store.COMPILED.respeller(used, lang).apply,
+    )
     spoken.warnings[:0] = parsed.warnings
     if not spoken.texts:
         raise NothingToSpeak(
@@ -239,7 +251,8 @@ def submit_once(celery: Celery, request: TtsRequest, origin: str, tenant: str, k
 
 def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempotency_key: str | None = None) -> Job:
     """Validate, split, store and enqueue a synthesis request."""
-    spoken = spoken_segments(request.source, request.language, request.normalize, request.input_format)
+    lexicons = lexicon_store.for_request(tenant, request.lexicons)
+    spoken = spoken_segments(request.source, request.language, request.normalize, request.input_format, lexicons)
     warnings_header.note(spoken.warnings)
     farm = LiveWorkers.now()
     segments = stored_segments(farm, spoken, request, tenant)

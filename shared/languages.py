@@ -6,6 +6,8 @@ the model's audio degrades and a segment may hit the 402 text-token cap.
 
 from __future__ import annotations
 
+import re
+
 XTTS_V2_LANGUAGES: tuple[str, ...] = (
     "en",
     "es",
@@ -55,3 +57,16 @@ def base_language(language: str) -> str:
 
 def char_limit(language: str) -> int:
     return CHAR_LIMITS.get(base_language(language), DEFAULT_CHAR_LIMIT)
+
+
+_LANGUAGE_TAG = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*")
+
+
+def xtts_language(tag: str) -> str | None:
+    """A language tag (SSML's or PLS's xml:lang) as an XTTS language code: de-DE is de, any Chinese is zh-cn; None
+    if it is not a language tag. (Whether the farm speaks it is for the API to check.)"""
+    code = tag.strip().lower()
+    if not _LANGUAGE_TAG.fullmatch(code):
+        return None
+    primary = code.split("-", maxsplit=1)[0]
+    return "zh-cn" if primary == "zh" else primary

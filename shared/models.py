@@ -168,6 +168,22 @@ class Voice(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class PronunciationLexicon(Base):
+    """A tenant's pronunciation lexicon (shared/lexicons.py): respellings applied to its requests' text. `entries`
+    is a JSON list of {grapheme, alias, case_sensitive, whole_word}; `revision` changes on every write (the API's
+    compiled lexicons are cached by it)."""
+
+    __tablename__ = "lexicons"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    language: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    entries: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    revision: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ApiKey(Base):
     """An API key: only its SHA-256 is stored (keys are 256 random bits, so a fast hash is enough: nothing to
     brute-force); the key itself is shown once, when `python -m api.keys create` makes it."""

@@ -9,7 +9,8 @@ a segment of its own that the worker fills with silence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from shared import normalization
 from shared.normalization import EmojiMode, NormalizeMode
@@ -54,8 +55,19 @@ class Spoken:
         return {segment.voice for segment in self.segments if segment.voice is not None and not segment.is_pause}
 
 
-def segments_of(spans: list[Span], language: str, normalize: NormalizeMode, emoji: EmojiMode) -> Spoken:
-    """The segments `spans` are said as, in a request in `language`."""
+# A language's respelling (its lexicons' aliases, shared/lexicons.py), applied before normalisation.
+Respell = Callable[[str], Callable[[str], str]]
+
+
+def _as_written(language: str) -> Callable[[str], str]:
+    return lambda text: text
+
+
+def segments_of(
+    spans: list[Span], language: str, normalize: NormalizeMode, emoji: EmojiMode, respell: Respell = _as_written
+) -> Spoken:
+    """The segments `spans` are said as, in a request in `language`, respelled by `respell` (pronunciation
+    lexicons) before they are normalised."""
     spoken = Spoken([])
     group: list[str] = []
     said_as: Voicing | None = None
@@ -73,7 +85,8 @@ def segments_of(spans: list[Span], language: str, normalize: NormalizeMode, emoj
         # Each span is normalised alone (and comes back trimmed): the spaces between spans are those written.
         if group and (spaced or span.text[:1].isspace()):
             group.append(" ")
-        group.append(_normalized(span, voicing, normalize, emoji, spoken.warnings))
+        written = span.text if span.verbatim else respell(voicing.language or language)(span.text)
+        group.append(_normalized(replace(span, text=written), voicing, normalize, emoji, spoken.warnings))
         spaced = span.text[-1:].isspace()
     _add_text(spoken, group, said_as)
     return spoken

@@ -27,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from shared.errors import InvalidInput
+from shared.languages import xtts_language
 from shared.normalization import say_number
 from shared.params import SPEED_RANGE
 from shared.spoken_words import WORDS
@@ -122,13 +123,13 @@ def _error(message: str, lines: dict[int, int], element: ET.Element) -> InvalidS
 
 
 def _language(value: str | None, lines: dict[int, int], element: ET.Element) -> str | None:
-    """An xml:lang as an XTTS code: de-DE is de, zh-CN is zh-cn (the API checks it is one it speaks)."""
+    """An xml:lang as an XTTS code (the API checks it is one it speaks)."""
     if value is None:
         return None
-    code = value.strip().lower()
-    if not re.fullmatch(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*", code):
+    code = xtts_language(value)
+    if code is None:
         raise _error(f"xml:lang={value!r} is not a language tag such as en or de-DE", lines, element)
-    return code if code == "zh-cn" or code.startswith("zh") else code.split("-", maxsplit=1)[0]
+    return code
 
 
 def _pause_ms(match: re.Match[str], where: str, lines_element: tuple[dict[int, int], ET.Element] | None) -> int:

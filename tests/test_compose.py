@@ -178,7 +178,8 @@ def _words(test: list[str] | str) -> list[list[str]]:
 
 @pytest.mark.parametrize("files", [BASE, GPU], ids=["cpu", "gpu"])
 def test_every_command_module_and_file_named_exists(files: list[str]) -> None:
-    services = resolved(files)["services"]
+    config = resolved(files)
+    services = config["services"]
     for name, service in services.items():
         if "build" in service:
             assert (ROOT / service["build"]["context"]).is_dir()
@@ -193,7 +194,7 @@ def test_every_command_module_and_file_named_exists(files: list[str]) -> None:
             _check_command(list(words), programs, f"{name}: {' '.join(words)}")
     for volume in (v for s in services.values() for v in s.get("volumes", [])):
         source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
-        assert source in resolved(files)["volumes"], f"undeclared volume {source}"
+        assert source in config["volumes"], f"undeclared volume {source}"
 
 
 def test_every_file_the_dockerfile_names_exists() -> None:

@@ -272,11 +272,13 @@ def test_the_normalize_endpoint_answers_the_segments_that_would_be_spoken(client
     assert answer.json == {
         "segments": [{"text": "It costs five dollars and fifty cents.", "language": "en", "voice": "alloy"} | PLAIN],
         "warnings": ["1 code block(s) left out: code is not read aloud"],
+        "lexicons": [],
     }
     off = client.post("/v1/text/normalize", json={"input": "It costs $5.50.", "language": "en", "normalize": "off"})
     assert off.json == {
         "segments": [{"text": "It costs $5.50.", "language": "en", "voice": None} | PLAIN],
         "warnings": [],
+        "lexicons": [],
     }
 
 

@@ -235,6 +235,7 @@ def test_the_normalize_endpoint_shows_the_pauses_voices_languages_and_speeds_of_
             {"text": "Fast.", "language": "en", "voice": "alloy", "speed": 1.25, "pause_ms": 0},
         ],
         "warnings": ["<mark> was left out (the farm sends no mark events)"],
+        "lexicons": [],
     }
     # Said as text when asked: the markup is then text for the markdown parser (which reads no HTML) to leave out.
     as_text = client.post("/v1/text/normalize", json={"input": document, "language": "en", "input_format": "text"})

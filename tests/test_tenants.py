@@ -179,6 +179,37 @@ def test_voices_belong_to_their_tenant(keyed_farm: Farm, alice: Client, bob: Cli
     assert _code(alice("GET", f"/saved_voices/{voice}")) == (404, "not_found")
 
 
+def test_lexicons_belong_to_their_tenant(alice: Client, bob: Client) -> None:
+    """alice's lexicon respells alice's text only: bob can neither list, read, export, delete nor use it, and his
+    lexicon of the same name is his own."""
+    name = f"names-{uuid.uuid4().hex[:6]}"
+    entries = [{"grapheme": "Nguyen", "alias": "Win"}]
+    assert alice("PUT", f"/lexicons/{name}", json={"entries": entries}).status_code == 201
+    try:
+        assert name not in [x["name"] for x in bob("GET", "/lexicons").json()["lexicons"]]
+        for method, path in (
+            ("GET", f"/lexicons/{name}"),
+            ("GET", f"/lexicons/{name}/pls"),
+            ("DELETE", f"/lexicons/{name}"),
+        ):
+            assert _code(bob(method, path)) == (404, "not_found"), path
+        normalize = {"input": "Hello Nguyen.", "language": "en"}
+        assert bob("POST", "/v1/text/normalize", json=normalize).json()["segments"][0]["text"] == "Hello Nguyen."
+        assert alice("POST", "/v1/text/normalize", json=normalize).json()["segments"][0]["text"] == "Hello Win."
+        named = {**normalize, "lexicons": [name]}
+        assert _code(bob("POST", "/v1/text/normalize", json=named)) == (400, "unknown_lexicon")
+        assert _code(bob("POST", "/tts", json=_job_body(speaker_id=DEV_SPEAKER, lexicons=[name]))) == (
+            400,
+            "unknown_lexicon",
+        )
+        mine = bob("PUT", f"/lexicons/{name}", json={"entries": [{"grapheme": "Nguyen", "alias": "New Yen"}]})
+        assert mine.status_code == 201  # his own, new
+        assert alice("GET", f"/lexicons/{name}").json()["entries"][0]["alias"] == "Win"
+    finally:
+        alice("DELETE", f"/lexicons/{name}")
+        bob("DELETE", f"/lexicons/{name}")
+
+
 def test_a_cloned_voice_belongs_to_its_tenant_and_reuse_stays_within_it(
     keyed_farm: Farm, alice: Client, bob: Client, make_audio
 ) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
+from api.auth import caller
 from api.responses import json_model
 from api.schemas.common import ErrorResponse
 from api.schemas.text import NormalizeRequest, NormalizeResponse, SpokenSegment
 from api.submission import LiveWorkers, check_language, spoken_segments
+from shared import lexicon_store
 
 bp = APIBlueprint(
     "text", __name__, url_prefix="/v1", abp_tags=[Tag(name="text", description="What a text will be said as")]
@@ -21,7 +23,8 @@ def normalize_text(body: NormalizeRequest) -> Response:
     amounts, units, dates, times, phone numbers, e-mail addresses and URLs as words, markdown left out (unless
     `normalize` is `off`); SSML's and the pause tags' pauses, languages, voices and speeds; with what could not be
     done as asked in `warnings`. Nothing is synthesized."""
-    spoken = spoken_segments(body.source, body.language, body.normalize, body.input_format)
+    lexicons = lexicon_store.for_request(caller().tenant, body.lexicons)
+    spoken = spoken_segments(body.source, body.language, body.normalize, body.input_format, lexicons)
     farm = LiveWorkers.now()
     for language in sorted(spoken.languages() | {body.language}):
         check_language(farm, language)
@@ -35,4 +38,5 @@ def normalize_text(body: NormalizeRequest) -> Response:
         )
         for segment in spoken.segments
     ]
-    return json_model(NormalizeResponse(segments=segments, warnings=spoken.warnings))
+    used = [lexicon.name for lexicon in lexicons]
+    return json_model(NormalizeResponse(segments=segments, warnings=spoken.warnings, lexicons=used))

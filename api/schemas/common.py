@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.encoding import DESCRIPTIONS, MEDIA_TYPES
 from shared import utc
 from shared.languages import XTTS_V2_LANGUAGES
+from shared.lexicons import LEXICON_NAME_PATTERN, MAX_LEXICONS_PER_TENANT
 from shared.settings import get_settings
 from voices_store.ids import VOICE_ID_PATTERN
 from voices_store.latents import EMBEDDING_DIM, MAX_ABS_VALUE, MAX_GPT_ROWS, MAX_GPT_WIDTH
@@ -204,6 +205,17 @@ def text_or_segments(name: str) -> list[dict[str, Any]]:
             ]
         }
     ]
+
+
+LexiconName = Annotated[str, Field(pattern=LEXICON_NAME_PATTERN, min_length=1, max_length=64)]
+LEXICONS_DESCRIPTION = (
+    "Pronunciation lexicons to respell the text with (their names; where two respell one word, the first named "
+    "wins). Not given: all of the tenant's (GET /lexicons); []: none."
+)
+
+
+def lexicons_field() -> Any:
+    return Field(None, max_length=MAX_LEXICONS_PER_TENANT, description=LEXICONS_DESCRIPTION)
 
 
 # At most this many pieces in a request's `segments` (each is at least one segment of its own).

@@ -13,8 +13,10 @@ from api.schemas.common import (
     NO_NUL,
     NORMALIZE_DESCRIPTION,
     PRIORITY_DESCRIPTION,
+    LexiconName,
     documented_as,
     event_schema,
+    lexicons_field,
     not_blank,
     text_schema,
 )
@@ -96,6 +98,7 @@ class SpeechRequest(BaseModel):
     )
     normalize: NormalizeMode = Field("auto", description="Extension: " + NORMALIZE_DESCRIPTION)
     input_format: InputFormat | None = Field(None, description="Extension: " + INPUT_FORMAT_DESCRIPTION)
+    lexicons: list[LexiconName] | None = lexicons_field()
     min_new_tokens: int | None = Field(
         None, ge=1, le=605, description="Extension, advanced: lower bound on audio tokens per segment."
     )
@@ -128,6 +131,7 @@ class SpeechRequest(BaseModel):
             max_new_tokens=self.max_new_tokens,
             normalize=self.normalize,
             input_format=self.input_format,
+            lexicons=self.lexicons,
         )
 
 

@@ -21,8 +21,10 @@ from api.schemas.common import (
     SPEAKER_EMBEDDING_SCHEMA,
     CloneAnswerEcho,
     InlineLatents,
+    LexiconName,
     TextSegment,
     documented_as,
+    lexicons_field,
     not_blank,
     nullable,
     text_or_segments,
@@ -176,6 +178,7 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
     priority: Priority | None = Field(None, description=PRIORITY_DESCRIPTION)
     normalize: NormalizeMode = Field("auto", description=NORMALIZE_DESCRIPTION)
     input_format: InputFormat | None = Field(None, description=INPUT_FORMAT_DESCRIPTION)
+    lexicons: list[LexiconName] | None = lexicons_field()
 
     @field_validator("text")
     @classmethod

@@ -12,8 +12,10 @@ from api.schemas.common import (
     MAX_REQUEST_SEGMENTS,
     NO_NUL,
     NORMALIZE_DESCRIPTION,
+    LexiconName,
     TextSegment,
     documented_as,
+    lexicons_field,
     not_blank,
     nullable,
     text_or_segments,
@@ -49,6 +51,7 @@ class NormalizeRequest(BaseModel):
         ..., description="Language code, one of GET /languages.", json_schema_extra=documented_as(LANGUAGE_SCHEMA)
     )
     input_format: InputFormat | None = Field(None, description=INPUT_FORMAT_DESCRIPTION)
+    lexicons: list[LexiconName] | None = lexicons_field()
     normalize: NormalizeMode = Field("auto", description=NORMALIZE_DESCRIPTION)
     voice: str | None = Field(
         None,
@@ -85,3 +88,4 @@ class SpokenSegment(BaseModel):
 class NormalizeResponse(BaseModel):
     segments: list[SpokenSegment]
     warnings: list[str] = Field(..., description="What normalisation left out or could not do; never spoken")
+    lexicons: list[str] = Field(..., description="The pronunciation lexicons that respelled the text, in order")
