@@ -8,7 +8,7 @@ from typing import Any
 from kombu import Queue
 
 from shared.settings import Settings
-from shared.tasks import BULK_QUEUE, CLONE_VOICE, SYNTHESIS_QUEUE, VOICES_QUEUE
+from shared.tasks import BLEND_VOICE, BULK_QUEUE, CLONE_VOICE, SYNTHESIS_QUEUE, VOICES_QUEUE
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # synthesis segments, nor a live segment behind bulk ones (shared/priority.py).
         "task_default_queue": SYNTHESIS_QUEUE,
         "task_queues": (Queue(VOICES_QUEUE), Queue(SYNTHESIS_QUEUE), Queue(BULK_QUEUE)),
-        "task_routes": {CLONE_VOICE: {"queue": VOICES_QUEUE}},
+        "task_routes": {CLONE_VOICE: {"queue": VOICES_QUEUE}, BLEND_VOICE: {"queue": VOICES_QUEUE}},
         # A worker that loses the broker stops its running tasks (their leases lapse and the reaper hands the
         # segments to a worker that can still acknowledge them) instead of finishing work it cannot acknowledge.
         "worker_cancel_long_running_tasks_on_connection_loss": True,

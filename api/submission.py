@@ -15,7 +15,7 @@ from api.admission import admit, admit_live, check_request_size
 from api.errors import IdempotencyConflict
 from api.schemas.common import TextSegment
 from api.schemas.synthesis import TtsRequest
-from shared import jobs, lexicon_store, logs, registry, ssml, streams
+from shared import blends, jobs, lexicon_store, logs, registry, ssml, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
@@ -162,7 +162,17 @@ def choose_voice(farm: LiveWorkers, request: TtsRequest, tenant: str) -> VoiceCh
 
 
 def voice_by_name(farm: LiveWorkers, name: str, tenant: str) -> VoiceChoice:
-    """A voice a request names (speaker_id, SSML's <voice name>, a segment's voice)."""
+    """A voice a request names (speaker_id, SSML's <voice name>, a segment's voice), or a blend of several."""
+    if blends.is_blend(name):
+        parts = []
+        for part in blends.parse_blend(name):
+            found = _one_voice(farm, part.voice, tenant)
+            parts.append(blends.BlendPart(found.ref, part.weight, found.kind))
+        return VoiceChoice(VoiceKind.BLEND, blends.blend_ref(parts))
+    return _one_voice(farm, name, tenant)
+
+
+def _one_voice(farm: LiveWorkers, name: str, tenant: str) -> VoiceChoice:
     if is_voice_id(name) and store.voice_exists(tenant, name):
         return VoiceChoice(VoiceKind.SAVED, voice_key(tenant, name))
     catalog = farm.catalog

@@ -164,6 +164,8 @@ class Voice(Base):
     revision: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(16))
     content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A saved blend's recipe, as a request writes it (`voice:weight+...`); None for any other voice.
+    recipe: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 SYNTHESIZE_SEGMENT = "xtts.synthesize_segment"
 CLONE_VOICE = "xtts.clone_voice"
+BLEND_VOICE = "xtts.blend_voice"
 
 VOICES_QUEUE = "voices"
 # Synthesis has two queues, one per class of work (shared/priority.py); a worker empties them in this order.

@@ -13,3 +13,4 @@ class VoiceKind(enum.StrEnum):
     BUILTIN = "builtin"  # a built-in speaker of the checkpoint: ref is its name
     SAVED = "saved"  # a saved voice: ref is its key, `tenant/id`
     INLINE = "inline"  # latents sent with the request, kept in `Job.inline_voice`: ref is their digest
+    BLEND = "blend"  # built-in and saved voices mixed by weight: ref is the recipe (shared/blends.py)

@@ -15,6 +15,13 @@ when the request really is in that case (the check looks at the request, not onl
 - invalid_ssml: the text is SSML (input_format ssml, or it starts with <speak>) that is not well-formed XML or gives a
   tag a value the farm cannot take, or plain text with a pause tag over the longest pause (XML's grammar is no JSON
   Schema); checked by parsing the text again;
+- invalid_lexicon: a lexicon's PLS document is not well-formed XML, not PLS, or has lexemes without an alias;
+  checked by reading it again;
+- unknown_lexicon: a pronunciation lexicon the request names is not one of the tenant's (they are made and deleted
+  while the farm runs);
+- invalid_blend: a voice blend (`a:0.7+b:0.3`, or OpenAI's {"blend": [...]}) that does not mix 2 to 4 different
+  voices with weights above 0 (a grammar and a count after merging, which JSON Schema cannot state); checked by
+  parsing it again;
 - min_new_tokens > max_new_tokens (JSON Schema cannot compare two values);
 - too_many_audio_tokens (413): the text's estimated audio exceeds MAX_TOKENS_PER_REQUEST (an estimate from the
   text's length and speed, not a property of either alone);
@@ -32,7 +39,9 @@ import schemathesis
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from shared import ssml
+from shared import blends, ssml
+from shared.languages import xtts_language
+from shared.pls import InvalidLexicon, read_pls
 
 UPLOAD_CODES = {"not_audio", "unusable_audio", "decode_timeout"}
 # Audio tokens a generated synthesis request may ask for per segment. The stateful phase finds real speakers (in
@@ -101,16 +110,58 @@ def _refused_as_ssml(body: dict[str, Any]) -> bool:
     return False
 
 
+def _named_voices(body: dict[str, Any]) -> list[Any]:
+    """The voices a request names as written: its speaker (a string, {"id"} or {"blend"}), its segments', a blend's."""
+    voice = body.get("speaker_id", body.get("voice", body.get("blend")))
+    if isinstance(voice, dict) and isinstance(voice.get("blend"), list):
+        voice = "+".join(f"{p.get('voice')}:{p.get('weight')}" for p in voice["blend"] if isinstance(p, dict))
+    voice = voice.get("id") if isinstance(voice, dict) else voice
+    segments = body.get("segments") if isinstance(body.get("segments"), list) else []
+    return [voice, *(item.get("voice") for item in segments if isinstance(item, dict) and item.get("voice"))]
+
+
+def _voices(body: dict[str, Any]) -> list[Any]:
+    """Each voice a request names, a blend's voices one by one."""
+    found: list[Any] = []
+    for voice in _named_voices(body):
+        try:
+            parts = blends.parse_blend(voice) if isinstance(voice, str) and blends.is_blend(voice) else None
+        except blends.InvalidBlend:
+            parts = None
+        found += [part.voice for part in parts] if parts else [voice]
+    return found
+
+
+def _refused_as_blend(body: dict[str, Any]) -> bool:
+    """Whether a blend the request writes is not one the farm can mix (JSON Schema cannot state its grammar)."""
+    for voice in _named_voices(body):
+        if isinstance(voice, str) and (blends.is_blend(voice) or "blend" in body):
+            try:
+                blends.parse_blend(voice)
+                if not blends.is_blend(voice):
+                    return True
+            except blends.InvalidBlend:
+                return True
+    return False
+
+
+def _refused_as_pls(document: Any) -> bool:
+    """Whether a lexicon's PLS document is one the farm cannot read (XML and PLS are no JSON Schema)."""
+    if not isinstance(document, str):
+        return False
+    try:
+        language, _ = read_pls(document)
+    except InvalidLexicon:
+        return True
+    return language is not None and language.lower() != "und" and xtts_language(language) is None
+
+
 def _excused(error: dict[str, Any], case: Any) -> bool:
     """Whether the farm refused this schema-valid request for a reason the document cannot state."""
     code, details, body = error.get("code"), error.get("details"), _body(case)
     if code == "unknown_speaker":
         builtin = details.get("builtin_speakers", []) if isinstance(details, dict) else []
-        speaker = body.get("speaker_id", body.get("voice"))
-        speaker = speaker.get("id") if isinstance(speaker, dict) else speaker
-        segments = body.get("segments") if isinstance(body.get("segments"), list) else []
-        voices = [item.get("voice") for item in segments if isinstance(item, dict) and item.get("voice") is not None]
-        return any(voice not in builtin for voice in [speaker, *voices])
+        return any(voice not in builtin for voice in _voices(body))
     if code == "invalid_latents":
         widths = {len(row) if isinstance(row, list) else None for row in _gpt_rows(body)}
         if len(widths) > 1:
@@ -123,6 +174,14 @@ def _excused(error: dict[str, Any], case: Any) -> bool:
         if "once normalised" in error.get("message", ""):
             return isinstance(text, str) and body.get("normalize", "auto") == "auto"
         return isinstance(text, str) and not any(ch.isalnum() for ch in text)
+    if code == "unknown_lexicon":  # lexicons are the tenant's, made and deleted while the farm runs
+        named = body.get("lexicons")
+        missing = details.get("missing") if isinstance(details, dict) else None
+        return isinstance(named, list) and isinstance(missing, list) and bool(missing) and set(missing) <= set(named)
+    if code == "invalid_blend":
+        return _refused_as_blend(body)
+    if code == "invalid_lexicon":
+        return _refused_as_pls(body.get("pls"))
     if code == "invalid_ssml":
         return _refused_as_ssml(body)
     if "min_new_tokens must not exceed max_new_tokens" in error.get("message", ""):

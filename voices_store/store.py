@@ -36,6 +36,7 @@ class VoiceInfo:
     content_hash: str | None
     created_at: datetime
     updated_at: datetime
+    recipe: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> VoiceInfo:
@@ -52,6 +53,7 @@ _INFO_COLUMNS = (
     Voice.content_hash,
     Voice.created_at,
     Voice.updated_at,
+    Voice.recipe,
 )
 
 
@@ -65,6 +67,7 @@ def save_voice(
     overwrite: bool = False,
     source: str = "latents",
     content_hash: str | None = None,
+    recipe: str | None = None,
 ) -> VoiceInfo:
     validate_voice_id(voice_id)
     now = utcnow()
@@ -77,6 +80,7 @@ def save_voice(
         "revision": uuid.uuid4().hex,
         "source": source,
         "content_hash": content_hash,
+        "recipe": recipe,
         "updated_at": now,
     }
     try:

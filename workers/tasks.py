@@ -20,10 +20,11 @@ from shared import jobs, logs, registry, streams
 from shared.dispatch import dispatch, send_segment
 from shared.redis_client import get_redis
 from shared.settings import get_settings
-from shared.tasks import CLONE_VOICE, SYNTHESIZE_SEGMENT
+from shared.tasks import BLEND_VOICE, CLONE_VOICE, SYNTHESIZE_SEGMENT
 from voices_store import staging, store
+from voices_store.latents import Latents
 from voices_store.uploads import CLONE_SAMPLE_RATE
-from workers import cloning, devices, model_source
+from workers import cloning, devices, model_source, voices
 from workers.celery_app import celery_app
 from workers.errors import ModelUnavailable
 from workers.intake import priority_of_queue
@@ -118,6 +119,35 @@ def synthesize_segment(self: Task, job_id: str, index: int) -> str:
 def _send_next(job_id: str) -> None:
     """The job's next segments, as far as its window allows (shared/dispatch.py)."""
     dispatch(celery_app, job_id, len(registry.live_workers(get_redis())))
+
+
+@celery_app.task(bind=True, name=BLEND_VOICE, ignore_result=False)
+def blend_voice(
+    self: Task, tenant: str, voice_id: str, ref: str, recipe: str, name: str, description: str, overwrite: bool
+) -> dict[str, Any]:
+    """Mix a blend's voices (shared/blends.py) and save the result as the tenant's voice, with its recipe."""
+    key = f"blend:{self.request.id}"
+    runtime.working_on(key, f"blend:{voice_id}")
+    try:
+        shop = runtime.workshop()
+        mixed = voices.blended_voice(shop.engine, shop.cache, ref)
+        latents = Latents(
+            mixed.gpt_cond_latent.float().cpu().numpy().reshape(1, -1, shop.engine.gpt_width),
+            mixed.speaker_embedding.float().cpu().numpy().reshape(1, 512, 1),
+        )
+        info = store.save_voice(
+            tenant,
+            voice_id,
+            latents,
+            name=name,
+            description=description,
+            overwrite=overwrite,
+            source="blend",
+            recipe=recipe,
+        )
+        return {"revision": info.revision}
+    finally:
+        runtime.working_on(key, None)
 
 
 @celery_app.task(bind=True, name=CLONE_VOICE, ignore_result=False)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable
 
 import torch
 
-from shared import jobs
+from shared import blends, jobs
 from shared.errors import NotFound
 from shared.jobs import SegmentWork
 from shared.voice_kind import VoiceKind
@@ -51,6 +51,41 @@ def saved_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], voice_id: s
     return cache.get_or_load((VoiceKind.SAVED, voice_id, revision), load)
 
 
+def blend(voices: list[VoiceLatents], weights: list[float]) -> VoiceLatents:
+    """The weighted sum of the voices' GPT latents and of their speaker embeddings (weights summing to 1)."""
+    shapes = {(tuple(v.gpt_cond_latent.shape), tuple(v.speaker_embedding.shape)) for v in voices}
+    if len(shapes) > 1:
+        raise SynthesisError(
+            "the blend's voices have latents of different shapes (a voice cloned with another model or from another "
+            "number of references): blend voices made alike"
+        )
+    gpt = _weighted([v.gpt_cond_latent for v in voices], weights)
+    speaker = _weighted([v.speaker_embedding for v in voices], weights)
+    return VoiceLatents(gpt, speaker)
+
+
+def _weighted(tensors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    total = torch.zeros_like(tensors[0], dtype=torch.float32)
+    for tensor, weight in zip(tensors, weights, strict=True):
+        total += weight * tensor.float()
+    return total.to(tensors[0].dtype)
+
+
+def blended_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], ref: str) -> VoiceLatents:
+    """A blend's voices (built-in, or saved: each through the cache at its current revision), mixed."""
+    voices, weights = [], []
+    for part in blends.read_ref(ref):
+        if part.kind is VoiceKind.BUILTIN:
+            voice = engine.builtin_voice(part.voice)
+            if voice is None:
+                raise SynthesisError(f"this worker's model has no built-in speaker {part.voice!r}")
+        else:
+            voice = saved_voice(engine, cache, part.voice)
+        voices.append(voice)
+        weights.append(part.weight)
+    return blend(voices, weights)
+
+
 def resolve_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], work: SegmentWork) -> VoiceLatents:
     if work.voice_kind is VoiceKind.BUILTIN:
         voice = engine.builtin_voice(work.voice_ref)
@@ -59,6 +94,8 @@ def resolve_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], work: Seg
         return voice
     if work.voice_kind is VoiceKind.SAVED:
         return saved_voice(engine, cache, work.voice_ref)
+    if work.voice_kind is VoiceKind.BLEND:
+        return blended_voice(engine, cache, work.voice_ref)
     if work.voice_kind is VoiceKind.INLINE:
 
         def load() -> VoiceLatents:

@@ -21,6 +21,7 @@ from api.schemas.voices import (
     CloneOptions,
     CloneResponse,
     DeletedVoice,
+    SaveBlendBody,
     SavedVoice,
     SaveVoiceBody,
     VoicePath,
@@ -30,12 +31,12 @@ from api.schemas.voices import (
     VoicesQuery,
     VoiceWithLatents,
 )
-from api.submission import LiveWorkers
-from shared import voice_control
+from api.submission import LiveWorkers, voice_by_name
+from shared import blends, voice_control
 from shared.errors import InvalidInput, NoWorkers
 from shared.redis_client import get_redis
 from shared.settings import get_settings
-from shared.tasks import CLONE_VOICE
+from shared.tasks import BLEND_VOICE, CLONE_VOICE
 from voices_store import staging, store
 from voices_store.errors import TooMuchReferenceAudio, VoiceExists
 from voices_store.ids import validate_voice_id, voice_key
@@ -168,6 +169,43 @@ def save_voice(path: VoicePath, body: SaveVoiceBody) -> Response:
     )
     voice_control.request_evict(get_redis(), voice_key(tenant, voice_id))
     return json_model(VoiceResponse.from_info(info), 201)
+
+
+@bp.post(
+    "/save_blend/<path:voice_id>",
+    responses={
+        201: VoiceResponse,
+        400: ErrorResponse,
+        409: ErrorResponse,
+        502: ErrorResponse,
+        503: ErrorResponse,
+        504: ErrorResponse,
+    },
+)
+def save_blend(path: VoicePath, body: SaveBlendBody) -> Response:
+    """Save a blend of 2 to 4 voices (`voice:weight+...`: saved voices, built-in speakers or aliases) as a voice of
+    its own, with its recipe: a worker mixes their latents by weight (the weights scaled to sum to 1)."""
+    tenant = caller().tenant
+    voice_id = validate_voice_id(path.voice_id)
+    if not blends.is_blend(body.blend):
+        raise blends.InvalidBlend(f"blend {body.blend[:80]!r} is one voice; write voice:weight+voice:weight")
+    choice = voice_by_name(LiveWorkers.now(), body.blend, tenant)
+    if not body.overwrite and store.voice_exists(tenant, voice_id):
+        raise VoiceExists(f"voice {voice_id!r} already exists; send overwrite=true to replace it")
+    recipe = blends.written(blends.parse_blend(body.blend))
+    task: dict[str, Any] = {"tenant": tenant, "voice_id": voice_id, "ref": choice.ref, "recipe": recipe}
+    task |= {"name": body.name, "description": body.description, "overwrite": body.overwrite}
+    result = current_app.extensions["celery"].send_task(BLEND_VOICE, kwargs=task)
+    timeout = get_settings().CLONE_TIMEOUT_SECONDS
+    try:
+        result.get(timeout=timeout, propagate=True)
+    except CeleryTimeout as exc:
+        result.forget()
+        raise CloneTimeout(f"no worker mixed the blend within CLONE_TIMEOUT_SECONDS={timeout}; retry later") from exc
+    except Exception as exc:
+        raise CloneFailed(f"the worker could not mix this blend: {type(exc).__name__}: {exc}") from exc
+    voice_control.request_evict(get_redis(), voice_key(tenant, voice_id))
+    return json_model(VoiceResponse.from_info(store.get_voice(tenant, voice_id)), 201)
 
 
 @bp.get("/saved_voices", responses={200: VoicesPage, 400: ErrorResponse})

@@ -195,16 +195,21 @@ def as_utc(value: datetime | None) -> datetime | None:
     return None if value is None else utc.as_utc(value)
 
 
-def text_or_segments(name: str) -> list[dict[str, Any]]:
-    """JSON Schema's `allOf` saying that a request has either its text (`name`) or `segments`, not both."""
+def either(first: str, first_type: str, second: str, second_type: str) -> list[dict[str, Any]]:
+    """JSON Schema's `allOf` saying that a body has exactly one of two fields, the other absent or null."""
     return [
         {
             "oneOf": [
-                {"required": [name], "properties": {name: {"type": "string"}, "segments": {"type": "null"}}},
-                {"required": ["segments"], "properties": {"segments": {"type": "array"}, name: {"type": "null"}}},
+                {"required": [first], "properties": {first: {"type": first_type}, second: {"type": "null"}}},
+                {"required": [second], "properties": {second: {"type": second_type}, first: {"type": "null"}}},
             ]
         }
     ]
+
+
+def text_or_segments(name: str) -> list[dict[str, Any]]:
+    """A request has either its text (`name`) or `segments`, not both."""
+    return either(name, "string", "segments", "array")
 
 
 LexiconName = Annotated[str, Field(pattern=LEXICON_NAME_PATTERN, min_length=1, max_length=64)]

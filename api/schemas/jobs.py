@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.encoding import AudioFormat
 from api.schemas.common import FORMATS_DESCRIPTION, NO_NUL, as_utc, documented_as, event_schema
+from shared import blends
 from shared.voice_kind import VoiceKind
 from voices_store.ids import split_voice_key
 
@@ -87,8 +89,19 @@ class Timestamps(BaseModel):
     _as_utc = field_validator("queued", "started", "first_chunk", "finished")(as_utc)
 
 
+def public_voice(kind: VoiceKind, ref: str) -> str:
+    """A voice as its tenant knows it: a saved voice by its id (a job holds its key, `tenant/id`), a blend as
+    written (`voice:weight+...`)."""
+    if kind is VoiceKind.SAVED:
+        return split_voice_key(ref)[1]
+    if kind is VoiceKind.BLEND:
+        parts = blends.read_ref(ref)
+        return blends.written([replace(p, voice=public_voice(p.kind or VoiceKind.BUILTIN, p.voice)) for p in parts])
+    return ref
+
+
 class SpeakerRef(BaseModel):
-    kind: str = Field(..., description="builtin, saved or inline")
+    kind: str = Field(..., description="builtin, saved, inline or blend")
     id: str
 
 
@@ -119,7 +132,7 @@ class SegmentStatus(BaseModel):
     @classmethod
     def from_segment(cls, segment: JobSegment, job: Job) -> SegmentStatus:
         sample_rate = job.sample_rate
-        voice = split_voice_key(segment.voice_ref)[1] if segment.voice_ref is not None else None
+        voice = public_voice(VoiceKind(segment.voice_kind or ""), segment.voice_ref) if segment.voice_ref else None
         return cls(
             index=segment.index,
             state=segment.state,
@@ -171,10 +184,7 @@ class JobStatus(BaseModel):
             priority=job.priority,
             language=job.language,
             # A saved voice is named as its tenant knows it (the job holds its key, `tenant/id`).
-            speaker=SpeakerRef(
-                kind=job.voice_kind,
-                id=split_voice_key(job.voice_ref)[1] if job.voice_kind == VoiceKind.SAVED else job.voice_ref,
-            ),
+            speaker=SpeakerRef(kind=job.voice_kind, id=public_voice(VoiceKind(job.voice_kind), job.voice_ref)),
             progress=Progress(
                 segments_done=job.segments_done,
                 segments_total=job.segments_total,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, as_utc, documented_as, not_blank, nullable
+from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, as_utc, documented_as, either, not_blank, nullable
 from shared.lexicons import LEXICON_NAME_PATTERN, MAX_ALIAS_CHARS, MAX_ENTRIES, MAX_GRAPHEME_CHARS, Entry
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class LexiconEntry(BaseModel):
 
 def _body_schema(schema: dict[str, Any]) -> None:
     schema["examples"] = [{"language": "en", "entries": [{"grapheme": "Nguyen", "alias": "Win"}]}]
-    schema["oneOf"] = [{"required": ["entries"]}, {"required": ["pls"]}]  # what `_entries_or_pls` checks
+    schema["allOf"] = either("entries", "array", "pls", "string")  # what `_entries_or_pls` checks
 
 
 class LexiconBody(BaseModel):

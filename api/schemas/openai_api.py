@@ -21,6 +21,7 @@ from api.schemas.common import (
     text_schema,
 )
 from api.schemas.synthesis import TtsRequest
+from shared.blends import MAX_BLEND_VOICES
 from shared.normalization import NormalizeMode
 from shared.priority import Priority
 from shared.ssml import InputFormat
@@ -46,6 +47,51 @@ class VoiceRef(BaseModel):
     id: str = Field(..., min_length=1, max_length=200, pattern=NO_NUL)
 
 
+BLEND_VOICE_PATTERN = r"^[^\x00+:|=]*$"  # a voice's name, without what a blend's string form uses
+
+
+class BlendVoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    voice: str = Field(..., min_length=1, max_length=200, pattern=BLEND_VOICE_PATTERN)
+    weight: float = Field(..., gt=0, le=100)
+
+
+BLEND_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["blend"],
+    "properties": {
+        "blend": {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": MAX_BLEND_VOICES,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["voice", "weight"],
+                "properties": {
+                    "voice": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": BLEND_VOICE_PATTERN},
+                    "weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+                },
+            },
+        }
+    },
+}
+
+
+class BlendRef(BaseModel):
+    """An extension: voices mixed by weight, `{"blend": [{"voice": "alloy", "weight": 0.7}, ...]}` (the same as the
+    string `alloy:0.7+...`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    blend: list[BlendVoice] = Field(..., min_length=2, max_length=MAX_BLEND_VOICES)
+
+    def written(self) -> str:
+        return "+".join(f"{part.voice}:{part.weight:g}" for part in self.blend)
+
+
 class SpeechRequest(BaseModel):
     """POST /v1/audio/speech, as OpenAI's `client.audio.speech.create` sends it."""
 
@@ -64,15 +110,17 @@ class SpeechRequest(BaseModel):
         description="The text to speak (at most MAX_TEXT_CHARS characters; long texts are split into segments).",
         json_schema_extra=documented_as(text_schema),
     )
-    voice: str | VoiceRef = Field(
+    voice: str | VoiceRef | BlendRef = Field(
         ...,
         description="A saved voice id of the caller's tenant, a built-in speaker name, or one of OpenAI's voice names "
-        '(alloy, ash, ... each standing for a built-in speaker; see GET /v1/audio/voices); also as {"id": ...}',
+        '(alloy, ash, ... each standing for a built-in speaker; see GET /v1/audio/voices); also as {"id": ...}. An '
+        'extension: a blend of 2 to 4 voices, "alloy:0.7+ash:0.3" or {"blend": [{"voice": ..., "weight": ...}]}',
         json_schema_extra=documented_as(
             {
                 "anyOf": [
                     {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL},
                     VoiceRef.model_json_schema(),
+                    BLEND_SCHEMA,
                 ]
             }
         ),
@@ -113,13 +161,14 @@ class SpeechRequest(BaseModel):
 
     @field_validator("voice")
     @classmethod
-    def _voice_not_blank(cls, value: str | VoiceRef) -> str | VoiceRef:
+    def _voice_not_blank(cls, value: str | VoiceRef | BlendRef) -> str | VoiceRef | BlendRef:
         if isinstance(value, str) and not 1 <= len(value) <= 200:
             raise ValueError("voice must be 1 to 200 characters")
         return value
 
     def tts_request(self) -> TtsRequest:
         voice = self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+        voice = voice.written() if isinstance(voice, BlendRef) else voice
         return TtsRequest(
             text=self.input,
             language=self.language,

@@ -76,6 +76,26 @@ class SaveVoiceBody(InlineLatents):
     overwrite: bool = False
 
 
+class SaveBlendBody(BaseModel):
+    """A blend to save as a voice: its voices, as the string form or the list."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"blend": "Claribel Dervla:0.7+Andrew Chipper:0.3", "name": "Mixed"}]},
+    )
+
+    blend: str = Field(
+        ...,
+        min_length=3,
+        max_length=1000,
+        pattern=NO_NUL,
+        description="2 to 4 voices (saved, built-in or aliases) with weights: voice:weight+voice:weight",
+    )
+    name: str = Field("", max_length=200, pattern=NO_NUL)
+    description: str = Field("", max_length=2000, pattern=NO_NUL)
+    overwrite: bool = False
+
+
 class VoiceResponse(BaseModel):
     """A saved voice (its latents only with include_latents=true)."""
 
@@ -84,8 +104,9 @@ class VoiceResponse(BaseModel):
     description: str
     gpt_width: int = Field(..., description="Width of its GPT latents (1024 for XTTS-v2)")
     revision: str = Field(..., description="Changes on every write of the voice")
-    source: str = Field(..., description="clone, latents or import")
+    source: str = Field(..., description="clone, latents, import or blend")
     content_hash: str | None
+    recipe: str | None = Field(None, description="A blend's voices and weights (voice:weight+...)")
     created_at: datetime
     updated_at: datetime
 
@@ -101,6 +122,7 @@ class VoiceResponse(BaseModel):
             revision=info.revision,
             source=info.source,
             content_hash=info.content_hash,
+            recipe=info.recipe,
             created_at=info.created_at,
             updated_at=info.updated_at,
         )
