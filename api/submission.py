@@ -15,7 +15,7 @@ from api.admission import admit, admit_live, check_request_size
 from api.errors import IdempotencyConflict
 from api.schemas.common import TextSegment
 from api.schemas.synthesis import TtsRequest
-from shared import blends, jobs, lexicon_store, logs, registry, ssml, streams
+from shared import alias_store, blends, jobs, lexicon_store, logs, registry, ssml, streams
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
@@ -161,18 +161,21 @@ def choose_voice(farm: LiveWorkers, request: TtsRequest, tenant: str) -> VoiceCh
     return voice_by_name(farm, request.speaker_id or "", tenant)
 
 
-def voice_by_name(farm: LiveWorkers, name: str, tenant: str) -> VoiceChoice:
-    """A voice a request names (speaker_id, SSML's <voice name>, a segment's voice), or a blend of several."""
+def voice_by_name(farm: LiveWorkers, name: str, tenant: str, *, aliases: bool = True) -> VoiceChoice:
+    """A voice a request names (speaker_id, SSML's <voice name>, a segment's voice), or a blend of several. With
+    `aliases`, a name may be one of the tenant's aliases (whose voice is then found without them: no chains)."""
     if blends.is_blend(name):
         parts = []
         for part in blends.parse_blend(name):
-            found = _one_voice(farm, part.voice, tenant)
+            found = _one_voice(farm, part.voice, tenant, aliases)
+            if found.kind is VoiceKind.BLEND:
+                raise blends.InvalidBlend(f"{part.voice!r} is a blend itself: a blend mixes voices, not blends")
             parts.append(blends.BlendPart(found.ref, part.weight, found.kind))
         return VoiceChoice(VoiceKind.BLEND, blends.blend_ref(parts))
-    return _one_voice(farm, name, tenant)
+    return _one_voice(farm, name, tenant, aliases)
 
 
-def _one_voice(farm: LiveWorkers, name: str, tenant: str) -> VoiceChoice:
+def _one_voice(farm: LiveWorkers, name: str, tenant: str, aliases: bool) -> VoiceChoice:
     if is_voice_id(name) and store.voice_exists(tenant, name):
         return VoiceChoice(VoiceKind.SAVED, voice_key(tenant, name))
     catalog = farm.catalog
@@ -182,6 +185,9 @@ def _one_voice(farm: LiveWorkers, name: str, tenant: str) -> VoiceChoice:
         )
     if name in catalog[1]:
         return VoiceChoice(VoiceKind.BUILTIN, name)
+    # A voice is never hidden by an alias; the tenant's own aliases come before OpenAI's names.
+    if aliases and (target := alias_store.target(tenant, name)) is not None:
+        return voice_by_name(farm, target, tenant, aliases=False)
     if (aliased := speaker_for_alias(name, catalog[1])) is not None:
         return VoiceChoice(VoiceKind.BUILTIN, aliased)  # OpenAI's voice names (shared/voice_aliases.py)
     raise UnknownVoice(

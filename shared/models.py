@@ -186,6 +186,20 @@ class PronunciationLexicon(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class VoiceAlias(Base):
+    """A tenant's name for a voice (a saved voice, a built-in speaker, an OpenAI voice name or a blend): requests
+    that name it get that voice. OpenAI's names are aliases by default (shared/voice_aliases.py); a tenant's own
+    alias of one of them replaces it for that tenant."""
+
+    __tablename__ = "voice_aliases"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    voice: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ApiKey(Base):
     """An API key: only its SHA-256 is stored (keys are 256 random bits, so a fast hash is enough: nothing to
     brute-force); the key itself is shown once, when `python -m api.keys create` makes it."""

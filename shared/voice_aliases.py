@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# A tenant's own alias (shared/alias_store.py): no blend syntax in it (`+`, `:`, `|`, `=`), no `/`, no NUL.
+ALIAS_NAME_PATTERN = r"^[^\x00+:|=/]{1,64}$"
+
 OPENAI_VOICES: dict[str, str] = {
     "alloy": "Claribel Dervla",
     "ash": "Andrew Chipper",

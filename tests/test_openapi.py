@@ -90,9 +90,10 @@ def test_schemathesis_with_every_check_finds_nothing_wrong_with_the_farm(farm_wi
     try:
         run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
     finally:
-        # The lexicons it made respell every later request of the farm's tenant that names none: gone with it.
-        for lexicon in requests.get(farm.url("/lexicons"), headers=farm.headers, timeout=30).json()["lexicons"]:
-            requests.delete(farm.url(f"/lexicons/{lexicon['name']}"), headers=farm.headers, timeout=30)
+        # The lexicons and aliases it made would change later requests of the farm's tenant: gone with it.
+        for listing, key in (("/lexicons", "lexicons"), ("/voice_aliases", "aliases")):
+            for made in requests.get(farm.url(listing), headers=farm.headers, timeout=30).json()[key]:
+                requests.delete(farm.url(f"{listing}/{made['name']}"), headers=farm.headers, timeout=30)
     report = run.stdout[-20_000:] + run.stderr[-5_000:]
     # Exit status 0: every check passed (a failure is 1; hooks that do not load, or any other error, 2).
     assert run.returncode == 0, report

@@ -210,6 +210,19 @@ def test_lexicons_belong_to_their_tenant(alice: Client, bob: Client) -> None:
         bob("DELETE", f"/lexicons/{name}")
 
 
+def test_voice_aliases_belong_to_their_tenant(alice: Client, bob: Client) -> None:
+    name = f"mine-{uuid.uuid4().hex[:6]}"
+    assert alice("PUT", f"/voice_aliases/{name}", json={"voice": DEV_SPEAKER}).status_code == 201
+    try:
+        assert name not in [a["name"] for a in bob("GET", "/voice_aliases").json()["aliases"]]
+        assert name not in [card["id"] for card in bob("GET", "/v1/audio/voices").json()["data"]]
+        assert _code(bob("DELETE", f"/voice_aliases/{name}")) == (404, "not_found")
+        assert _code(bob("POST", "/tts", json=_job_body(speaker_id=name))) == (400, "unknown_speaker")
+        assert alice("POST", "/tts", json=_job_body(speaker_id=name)).status_code == 200
+    finally:
+        alice("DELETE", f"/voice_aliases/{name}")
+
+
 def test_a_cloned_voice_belongs_to_its_tenant_and_reuse_stays_within_it(
     keyed_farm: Farm, alice: Client, bob: Client, make_audio
 ) -> None:

@@ -30,6 +30,7 @@ from api.schemas.openai_api import (
     VoiceList,
 )
 from api.submission import LiveWorkers
+from shared import alias_store
 from shared.voice_aliases import aliases_of
 from voices_store import store
 
@@ -92,9 +93,9 @@ def list_voices() -> Response:
     catalog = LiveWorkers.now().catalog
     speakers = catalog[1] if catalog else []
     cards = [VoiceCard(id=name, name=name, type="builtin") for name in speakers]
-    aliases = aliases_of(speakers).items()
-    cards += [VoiceCard(id=alias, name=alias, type="alias", voice=speaker) for alias, speaker in aliases]
     tenant, page = caller().tenant, 1
+    aliases = aliases_of(speakers) | {row.name: row.voice for row in alias_store.all_of(tenant)}
+    cards += [VoiceCard(id=alias, name=alias, type="alias", voice=voice) for alias, voice in aliases.items()]
     while True:
         total, voices = store.list_voices(tenant, page, SAVED_VOICES_PAGE)
         cards += [VoiceCard(id=v.id, name=v.name or v.id, type="saved") for v in voices]

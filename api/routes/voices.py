@@ -15,11 +15,16 @@ from api.errors import CloneFailed, CloneTimeout, invalid_input_from
 from api.responses import json_model
 from api.schemas.common import ErrorResponse
 from api.schemas.voices import (
+    AliasBody,
+    Aliases,
+    AliasPath,
+    AliasResponse,
     ClonedLatents,
     ClonedVoice,
     CloneForm,
     CloneOptions,
     CloneResponse,
+    DeletedAlias,
     DeletedVoice,
     SaveBlendBody,
     SavedVoice,
@@ -32,7 +37,7 @@ from api.schemas.voices import (
     VoiceWithLatents,
 )
 from api.submission import LiveWorkers, voice_by_name
-from shared import blends, voice_control
+from shared import alias_store, blends, voice_control
 from shared.errors import InvalidInput, NoWorkers
 from shared.redis_client import get_redis
 from shared.settings import get_settings
@@ -237,3 +242,30 @@ def delete_saved_voice(path: VoicePath) -> Response:
     store.delete_voice(tenant, path.voice_id)
     voice_control.request_evict(get_redis(), voice_key(tenant, path.voice_id))
     return json_model(DeletedVoice(deleted=path.voice_id))
+
+
+@bp.get("/voice_aliases", responses={200: Aliases})
+def list_aliases() -> Response:
+    """This tenant's voice aliases, by name (OpenAI's voice names are aliases too: GET /v1/audio/voices lists all)."""
+    return json_model(Aliases(aliases=[AliasResponse.of(row) for row in alias_store.all_of(caller().tenant)]))
+
+
+@bp.put(
+    "/voice_aliases/<name>",
+    responses={200: AliasResponse, 201: AliasResponse, 400: ErrorResponse, 409: ErrorResponse, 503: ErrorResponse},
+)
+def put_alias(path: AliasPath, body: AliasBody) -> Response:
+    """Make `name` stand for a voice in this tenant's requests (201 when new, 200 when it changed). The voice must
+    exist now; a saved voice or built-in speaker of the same name still comes first."""
+    tenant = caller().tenant
+    name = alias_store.check_name(path.name)
+    voice_by_name(LiveWorkers.now(), body.voice, tenant, aliases=False)
+    row, created = alias_store.put(tenant, name, body.voice)
+    return json_model(AliasResponse.of(row), 201 if created else 200)
+
+
+@bp.delete("/voice_aliases/<name>", responses={200: DeletedAlias, 400: ErrorResponse, 404: ErrorResponse})
+def delete_alias(path: AliasPath) -> Response:
+    """Delete an alias: the name means what it meant without it (an OpenAI voice name its default speaker)."""
+    alias_store.remove(caller().tenant, alias_store.check_name(path.name))
+    return json_model(DeletedAlias(deleted=path.name))

@@ -200,9 +200,11 @@ class VoiceCard(BaseModel):
     id: str = Field(..., description="What `voice` takes")
     name: str
     type: Literal["builtin", "saved", "alias"] = Field(
-        ..., description="alias: one of OpenAI's voice names, standing for the built-in speaker in `voice`"
+        ...,
+        description="alias: one of OpenAI's voice names or the tenant's own aliases (GET /voice_aliases), standing "
+        "for the voice in `voice`",
     )
-    voice: str | None = Field(None, description="For an alias: the built-in speaker it stands for")
+    voice: str | None = Field(None, description="For an alias: the voice it stands for")
 
 
 class VoiceList(BaseModel):

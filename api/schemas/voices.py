@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, m
 
 from api.schemas.common import NO_NUL, VOICE_ID_SCHEMA, InlineLatents, as_utc, documented_as
 from shared.settings import get_settings
+from shared.voice_aliases import ALIAS_NAME_PATTERN
 
 if TYPE_CHECKING:
+    from shared.models import VoiceAlias
     from voices_store.store import VoiceInfo
 
 
@@ -189,3 +191,45 @@ class VoicesPage(BaseModel):
     total: int
     page: int
     per_page: int
+
+
+class AliasPath(BaseModel):
+    name: str = Field(
+        ...,
+        description="The alias: 1 to 64 characters, none of + : | = /",
+        json_schema_extra=documented_as({"type": "string", "pattern": ALIAS_NAME_PATTERN}),
+    )
+
+
+class AliasBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"voice": "my-narrator"}]})
+
+    voice: str = Field(
+        ...,
+        min_length=1,
+        max_length=1000,
+        pattern=NO_NUL,
+        description="What the alias stands for: a saved voice id, a built-in speaker, one of OpenAI's voice names or a "
+        "blend (voice:weight+...)",
+    )
+
+
+class AliasResponse(BaseModel):
+    name: str
+    voice: str
+    created: datetime
+    updated: datetime
+
+    _as_utc = field_validator("created", "updated")(as_utc)
+
+    @classmethod
+    def of(cls, row: VoiceAlias) -> AliasResponse:
+        return cls(name=row.name, voice=row.voice, created=row.created_at, updated=row.updated_at)
+
+
+class Aliases(BaseModel):
+    aliases: list[AliasResponse]
+
+
+class DeletedAlias(BaseModel):
+    deleted: str
