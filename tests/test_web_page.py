@@ -364,3 +364,43 @@ def test_reads_split_anywhere_give_the_same_samples(page: Page, keyed_farm: Farm
     for result in found["results"]:
         assert result["out"] == found["samples"], result
         assert result["rate"] == SAMPLE_RATE
+
+
+def test_the_page_shows_what_will_be_said_segment_by_segment(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    _open_with_key(page, keyed_farm, web_key)
+    document = (
+        '<speak>It costs $5.<break time="300ms"/><lang xml:lang="de">Guten Tag.</lang>'
+        '<voice name="Andrew Chipper">Bye.</voice><mark name="m"/></speak>'
+    )
+    page.get_by_label("Text", exact=True).fill(document)
+    page.get_by_label("Voice", exact=True).select_option(DEV_SPEAKER)
+    page.get_by_role("button", name="Show what will be said").click()
+    said = page.get_by_role("region", name="What will be said").get_by_role("listitem")
+    expect(said).to_have_text(
+        [
+            "It costs five dollars.",
+            "(pause of 300 ms)",
+            "Guten Tag. [language de]",
+            "Bye. [voice Andrew Chipper]",
+            "<mark> was left out (the farm sends no mark events)",
+        ]
+    )
+    page.get_by_label("Text", exact=True).fill("<speak>\n<b>broken</speak>")
+    page.get_by_role("button", name="Show what will be said").click()
+    expect(page.locator("#speak-error")).to_contain_text("(invalid_ssml)")
+    expect(page.locator("#speak-error")).to_contain_text("line 2")
+
+
+def test_two_voices_are_blended_from_the_page(page: Page, keyed_farm: Farm, web_key: str) -> None:
+    _open_with_key(page, keyed_farm, web_key)
+    _bound_tokens(page, "tts_stream", 16)
+    page.get_by_label("Text", exact=True).fill(SENTENCE)
+    page.get_by_label("Voice", exact=True).select_option(DEV_SPEAKER)
+    page.get_by_label("Blend with").select_option("Andrew Chipper")
+    page.get_by_label("Share of the first voice (%)").fill("70")
+    page.get_by_role("button", name="Speak now").click()
+    player = page.locator("#player")
+    expect(player).to_have_attribute("data-state", "played")
+    job = _api(keyed_farm, web_key, "GET", f"/jobs/{player.get_attribute('data-job')}").json()
+    assert job["speaker"] == {"kind": "blend", "id": f"{DEV_SPEAKER}:0.7+Andrew Chipper:0.3"}
+    assert job["state"] == "succeeded" and job["progress"]["audio_samples"] == xtts_samples(16)

@@ -221,12 +221,61 @@ function stopPlayback() {
   playback = null;
 }
 
+// The voice, or a blend of two (shared/blends.py: "first:0.7+second:0.3").
+function chosenVoice() {
+  const first = $("voice").value;
+  const second = $("blend-voice").value;
+  if (!second || second === first) return first;
+  const share = Math.min(95, Math.max(5, Number($("blend-weight").value) || 50));
+  return `${first}:${share / 100}+${second}:${(100 - share) / 100}`;
+}
+
 function speechRequest() {
   return {
     text: $("text").value,
     language: $("language").value,
-    speaker_id: $("voice").value,
+    speaker_id: chosenVoice(),
   };
+}
+
+// What the farm will say, segment by segment (POST /v1/text/normalize): text, pauses, other voices and languages.
+async function previewSpeech() {
+  showError($("speak-error"), null);
+  const request = speechRequest();
+  try {
+    const answer = await apiJson("v1/text/normalize", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ input: request.text, language: request.language, voice: request.speaker_id }),
+    });
+    $("spoken-segments").replaceChildren(...answer.segments.map((s) => spokenItem(s, request)));
+    $("spoken-warnings").replaceChildren(
+      ...answer.warnings.map((warning) => {
+        const item = document.createElement("li");
+        item.textContent = warning;
+        return item;
+      }),
+    );
+    $("spoken").hidden = false;
+  } catch (err) {
+    $("spoken").hidden = true;
+    showError($("speak-error"), err);
+  }
+}
+
+function spokenItem(segment, request) {
+  const item = document.createElement("li");
+  if (segment.pause_ms) {
+    item.textContent = `(pause of ${segment.pause_ms} ms)`;
+    item.className = "pause";
+    return item;
+  }
+  const notes = [];
+  if (segment.voice && segment.voice !== request.speaker_id) notes.push(`voice ${segment.voice}`);
+  if (segment.language !== request.language) notes.push(`language ${segment.language}`);
+  if (segment.speed) notes.push(`speed ${segment.speed}`);
+  item.textContent = notes.length ? `${segment.text} [${notes.join(", ")}]` : segment.text;
+  return item;
 }
 
 async function speak(event) {
@@ -370,6 +419,7 @@ async function loadLanguages() {
 async function loadSpeakers() {
   const { speakers } = await apiJson("available_speakers");
   $("builtin-voices").replaceChildren(...speakers.map((name) => new Option(name, name)));
+  $("blend-builtin-voices").replaceChildren(...speakers.map((name) => new Option(name, name)));
 }
 
 const PER_PAGE = 500;
@@ -381,10 +431,12 @@ async function loadVoices() {
   $("voices-total").textContent =
     page.total > page.voices.length ? `(${page.voices.length} of ${page.total})` : `(${page.total})`;
   $("saved-voices").replaceChildren(...page.voices.map(voiceItem));
-  $("saved-voice-options").replaceChildren(
-    ...page.voices.map((v) => new Option(v.name ? `${v.name} (${v.id})` : v.id, v.id)),
-  );
+  const options = () => page.voices.map((v) => new Option(v.name ? `${v.name} (${v.id})` : v.id, v.id));
+  const blended = $("blend-voice").value;
+  $("saved-voice-options").replaceChildren(...options());
+  $("blend-saved-voices").replaceChildren(...options());
   if (chosen) $("voice").value = chosen;
+  $("blend-voice").value = blended;
 }
 
 function voiceItem(voice) {
@@ -452,6 +504,7 @@ async function start() {
     $("stop").disabled = true;
   });
   $("queue-job").addEventListener("click", queueJob);
+  $("preview").addEventListener("click", previewSpeech);
   $("job-cancel").addEventListener("click", cancelJob);
   $("clone-form").addEventListener("submit", cloneVoice);
   const results = await Promise.allSettled([loadLanguages(), loadSpeakers(), loadVoices()]);
