@@ -255,3 +255,10 @@ class TextSegment(BaseModel):
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
         return not_blank(value, "a segment's text")
+
+
+def source_of(text: str | None, segments: list[TextSegment] | None, name: str) -> str | list[TextSegment]:
+    """What a request says: its text (`name`) or its segments, exactly one of them."""
+    if (text is None) == (segments is None):
+        raise ValueError(f"give exactly one of {name} and segments")
+    return text if text is not None else list(segments or [])

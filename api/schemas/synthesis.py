@@ -27,6 +27,7 @@ from api.schemas.common import (
     lexicons_field,
     not_blank,
     nullable,
+    source_of,
     text_or_segments,
     text_schema,
 )
@@ -187,14 +188,12 @@ class TtsRequest(SynthesisParams, OfficialServerShape):
 
     @model_validator(mode="after")
     def _text_or_segments(self) -> TtsRequest:
-        if (self.text is None) == (self.segments is None):
-            raise ValueError("give exactly one of text and segments")
+        source_of(self.text, self.segments, "text")
         return self
 
     @property
     def source(self) -> str | list[TextSegment]:
-        """What the request says: its text, or its segments."""
-        return self.text if self.text is not None else list(self.segments or [])
+        return source_of(self.text, self.segments, "text")
 
     @property
     def written(self) -> str:

@@ -18,6 +18,7 @@ from api.schemas.common import (
     lexicons_field,
     not_blank,
     nullable,
+    source_of,
     text_or_segments,
     text_schema,
 )
@@ -68,13 +69,12 @@ class NormalizeRequest(BaseModel):
 
     @model_validator(mode="after")
     def _input_or_segments(self) -> NormalizeRequest:
-        if (self.input is None) == (self.segments is None):
-            raise ValueError("give exactly one of input and segments")
+        source_of(self.input, self.segments, "input")
         return self
 
     @property
     def source(self) -> str | list[TextSegment]:
-        return self.input if self.input is not None else list(self.segments or [])
+        return source_of(self.input, self.segments, "input")
 
 
 class SpokenSegment(BaseModel):
