@@ -20,7 +20,7 @@ class TooManyAliases(FarmError):
 
 
 def check_name(name: str) -> str:
-    if not _ALIAS_NAME.fullmatch(name) or not name.strip():
+    if not _ALIAS_NAME.fullmatch(name):
         raise InvalidInput(f"alias {name[:80]!r}: 1 to 64 characters, none of + : | = / (they write blends and keys)")
     return name
 

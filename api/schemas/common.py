@@ -71,15 +71,20 @@ _BLANK = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\uf
 _NOT_BLANK = re.compile(f"[^{_BLANK}]")
 
 
-def text_schema() -> dict[str, Any]:
-    """A text to speak: something besides blanks, no NUL, at most MAX_TEXT_CHARS (read when the document is made,
-    from the farm's settings; a longer text is a 413)."""
+def words_schema(max_length: int) -> dict[str, Any]:
+    """A string with something besides blanks (what `not_blank` checks), no NUL, at most `max_length` long."""
     return {
         "type": "string",
         "minLength": 1,
-        "maxLength": get_settings().MAX_TEXT_CHARS,
+        "maxLength": max_length,
         "pattern": f"^[^\\x00]*[^\\x00{_BLANK}][^\\x00]*$",
     }
+
+
+def text_schema() -> dict[str, Any]:
+    """A text to speak: something besides blanks, no NUL, at most MAX_TEXT_CHARS (read when the document is made,
+    from the farm's settings; a longer text is a 413)."""
+    return words_schema(get_settings().MAX_TEXT_CHARS)
 
 
 def not_blank(value: str, name: str) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, as_utc, documented_as, either, not_blank, nullable
+from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, as_utc, documented_as, either, not_blank, nullable, words_schema
 from shared.lexicons import LEXICON_NAME_PATTERN, MAX_ALIAS_CHARS, MAX_ENTRIES, MAX_GRAPHEME_CHARS, Entry
 
 if TYPE_CHECKING:
@@ -20,10 +20,20 @@ class LexiconEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grapheme: str = Field(
-        ..., min_length=1, max_length=MAX_GRAPHEME_CHARS, pattern=NO_NUL, description="The word as written"
+        ...,
+        min_length=1,
+        max_length=MAX_GRAPHEME_CHARS,
+        pattern=NO_NUL,
+        description="The word as written",
+        json_schema_extra=documented_as(words_schema(MAX_GRAPHEME_CHARS)),
     )
     alias: str = Field(
-        ..., min_length=1, max_length=MAX_ALIAS_CHARS, pattern=NO_NUL, description="What is said instead (a respelling)"
+        ...,
+        min_length=1,
+        max_length=MAX_ALIAS_CHARS,
+        pattern=NO_NUL,
+        description="What is said instead (a respelling)",
+        json_schema_extra=documented_as(words_schema(MAX_ALIAS_CHARS)),
     )
     case_sensitive: bool = Field(False, description="Match only with this case (default: any case)")
     whole_word: bool = Field(True, description="Match only as a whole word, not inside a longer one")
