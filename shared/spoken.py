@@ -101,6 +101,8 @@ def _absolute(voicing: Voicing, language: str) -> Voicing:
 def _normalized(span: Span, voicing: Voicing, normalize: NormalizeMode, emoji: EmojiMode, warnings: list[str]) -> str:
     if span.verbatim or normalize == "off":
         return span.text
+    if span.text.isspace():  # the line breaks around <p> and <s>: nothing to normalise (they are most spans)
+        return ""
     said = normalization.normalize(span.text, voicing.language or "en", emoji=emoji)
     warnings.extend(w for w in said.warnings if w not in warnings)
     return said.text
