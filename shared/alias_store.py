@@ -6,7 +6,7 @@ import re
 
 from sqlalchemy import delete, func, select
 
-from shared.db import session_scope
+from shared.db import rows_changed, session_scope
 from shared.errors import FarmError, InvalidInput, NotFound
 from shared.models import VoiceAlias, utcnow
 from shared.voice_aliases import ALIAS_NAME_PATTERN
@@ -66,6 +66,5 @@ def all_of(tenant: str) -> list[VoiceAlias]:
 
 def remove(tenant: str, name: str) -> None:
     with session_scope() as s:
-        gone = s.execute(delete(VoiceAlias).where(VoiceAlias.tenant == tenant, VoiceAlias.name == name))
-        if not getattr(gone, "rowcount", 0):
+        if not rows_changed(s, delete(VoiceAlias).where(VoiceAlias.tenant == tenant, VoiceAlias.name == name)):
             raise NotFound(f"no voice alias {name!r}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from shared.db import session_scope
+from shared.db import rows_changed, session_scope
 from shared.errors import FarmError, InvalidInput, NotFound
 from shared.lexicons import LEXICON_NAME, MAX_LEXICONS_PER_TENANT, Entry, Lexicon, Respeller, respeller
 from shared.models import PronunciationLexicon, utcnow
@@ -77,29 +78,38 @@ def summaries(tenant: str) -> list[dict[str, Any]]:
 
 def remove(tenant: str, name: str) -> None:
     with session_scope() as s:
-        gone = s.execute(
-            delete(PronunciationLexicon).where(PronunciationLexicon.tenant == tenant, PronunciationLexicon.name == name)
+        statement = delete(PronunciationLexicon).where(
+            PronunciationLexicon.tenant == tenant, PronunciationLexicon.name == name
         )
-        if not getattr(gone, "rowcount", 0):
+        if not rows_changed(s, statement):
             raise NotFound(f"no lexicon {name!r}")
 
 
 def for_request(tenant: str, names: list[str] | None) -> list[Lexicon]:
     """The lexicons a request uses: those it names, in its order (each must exist), or, naming none, all of the
-    tenant's, by name."""
+    tenant's, by name. Only their names and revisions are read on every request; a lexicon's entries only when
+    this process has not compiled that revision yet."""
     with session_scope() as s:
-        query = select(PronunciationLexicon).where(PronunciationLexicon.tenant == tenant)
+        query = select(PronunciationLexicon.name, PronunciationLexicon.revision).where(
+            PronunciationLexicon.tenant == tenant
+        )
         if names is not None:
             query = query.where(PronunciationLexicon.name.in_(names))
-        rows = {row.name: row for row in s.execute(query).scalars()}
+        revisions: dict[str, str] = dict(s.execute(query).tuples().all())
         if names is None:
-            return [_cached(rows[name]) for name in sorted(rows)]
-        missing = [name for name in names if name not in rows]
+            names = sorted(revisions)
+        missing = [name for name in names if name not in revisions]
         if missing:
             raise UnknownLexicon(
                 f"no lexicon {missing[0]!r}; GET /lexicons lists this tenant's", details={"missing": missing}
             )
-        return [_cached(rows[name]) for name in dict.fromkeys(names)]
+
+        def load(name: str) -> Lexicon:
+            row = s.get(PronunciationLexicon, (tenant, name))
+            assert row is not None  # read in this transaction
+            return _lexicon(row)
+
+        return [COMPILED.lexicon((tenant, name, revisions[name]), load) for name in dict.fromkeys(names)]
 
 
 class _Compiled:
@@ -111,14 +121,18 @@ class _Compiled:
         self._respellers: OrderedDict[tuple[Any, ...], Respeller] = OrderedDict()
         self._lock = threading.Lock()
 
-    def lexicon(self, row: PronunciationLexicon) -> Lexicon:
-        key = (row.tenant, row.name, row.revision)
+    def lexicon(self, key: tuple[str, str, str], load: Callable[[str], Lexicon]) -> Lexicon:
+        """The lexicon of (tenant, name, revision), loaded by name when this process has none of that revision."""
         with self._lock:
-            if key not in self._lexicons:
-                self._lexicons[key] = _lexicon(row)
-                _trim(self._lexicons)
-            self._lexicons.move_to_end(key)
-            return self._lexicons[key]
+            found = self._lexicons.get(key)
+            if found is not None:
+                self._lexicons.move_to_end(key)
+                return found
+        found = load(key[1])
+        with self._lock:
+            self._lexicons[key] = found
+            _trim(self._lexicons)
+        return found
 
     def respeller(self, lexicons: list[Lexicon], language: str) -> Respeller:
         key = (tuple(lexicon.revision for lexicon in lexicons), language)  # a revision is a fresh uuid
@@ -138,10 +152,6 @@ def _trim(cache: OrderedDict[Any, Any]) -> None:
 
 
 COMPILED = _Compiled()
-
-
-def _cached(row: PronunciationLexicon) -> Lexicon:
-    return COMPILED.lexicon(row)
 
 
 def check_name(name: str) -> str:

@@ -201,6 +201,9 @@ def test_a_lexicon_changes_what_normalize_answers_and_requests_choose_theirs(lex
     assert answer.json["segments"][0]["text"] == "koo-ber-net-eez Kubernetes"
     unknown = lexicons.post("/v1/text/normalize", json={"input": text, "language": "en", "lexicons": ["nope"]})
     assert unknown.status_code == 400 and unknown.json["error"]["code"] == "unknown_lexicon"
+    # A replaced lexicon is used as it is now (compiled lexicons are kept by revision).
+    lexicons.put("/lexicons/brands", json={"entries": [{"grapheme": "Kubernetes", "alias": "K eights"}]})
+    assert said(lexicons=["brands"]) == ("K eights needs five gigabytes.", ["brands"])
 
 
 def test_the_workers_say_the_respelled_text(farm: Farm) -> None:

@@ -61,11 +61,7 @@ def get_lexicon(path: LexiconPath) -> Response:
 
 @bp.get(
     "/lexicons/<name>/pls",
-    responses={
-        200: {"content": {PLS_MEDIA_TYPE: {"schema": {"type": "string"}}}},
-        400: ErrorResponse,
-        404: ErrorResponse,
-    },
+    responses={200: PLS_DOCUMENT, 400: ErrorResponse, 404: ErrorResponse},
 )
 def export_lexicon(path: LexiconPath) -> Response:
     """One lexicon as a W3C PLS 1.0 document (alias lexemes)."""
