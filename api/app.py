@@ -71,11 +71,35 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     telemetry.register(app)  # request counts for /metrics, job ids on log lines
     warnings_header.register(app)  # what a text could not be said as asked (X-TTS-Warnings)
 
-    from api.routes import cache, info, jobs, lexicons, metrics, openai_api, synthesis, text, voices, webpage
+    from api.routes import (
+        cache,
+        elevenlabs,
+        info,
+        jobs,
+        lexicons,
+        metrics,
+        openai_api,
+        synthesis,
+        text,
+        voices,
+        webpage,
+    )
 
-    blueprints = (synthesis.bp, jobs.bp, voices.bp, cache.bp, info.bp, metrics.bp, openai_api.bp, text.bp, lexicons.bp)
+    blueprints = (
+        synthesis.bp,
+        jobs.bp,
+        voices.bp,
+        cache.bp,
+        info.bp,
+        metrics.bp,
+        openai_api.bp,
+        elevenlabs.bp,
+        text.bp,
+        lexicons.bp,
+    )
     for blueprint in blueprints:
         app.register_api(blueprint)
     app.register_blueprint(webpage.bp)  # the web page's files: not API operations, so not in the OpenAPI document
+    app.register_blueprint(elevenlabs.sockets)  # WebSockets: GETs that upgrade, not OpenAPI operations either
     app.wsgi_app = ClientDeadlines(app.wsgi_app, settings.CLIENT_TIMEOUT_SECONDS)  # type: ignore[method-assign]
     return app

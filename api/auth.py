@@ -29,7 +29,8 @@ from shared.tenants import DEFAULT_TENANT
 # Served to anyone: health (without worker details unless admin), the OpenAPI document, Swagger UI and the web page's
 # files (the page holds no data: it asks for a key when the API calls it makes need one).
 PUBLIC_ENDPOINTS = frozenset({"info.health", "info.health_api", "info.index", "static"})
-PUBLIC_BLUEPRINTS = frozenset({"openapi", "swagger", "webpage"})
+# The voice agents' sockets find their caller themselves: ElevenLabs' clients may send the key in the first message.
+PUBLIC_BLUEPRINTS = frozenset({"openapi", "swagger", "webpage", "agent_sockets"})
 ADMIN_ENDPOINTS = frozenset({"cache.cache_clear", "cache.cache_stats", "metrics.metrics"})
 
 
@@ -89,8 +90,29 @@ def _local_client() -> bool:
 
 
 def _presented_key() -> str | None:
+    """`Authorization: Bearer <key>` or, as ElevenLabs' clients send it, `xi-api-key: <key>`; on a WebSocket also
+    its query's `authorization` (a browser cannot set headers on one)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if xi_key := request.headers.get("xi-api-key", "").strip():
+        return xi_key
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return bearer_value(request.args.get("authorization", ""))
+    return None
+
+
+def bearer_value(value: str) -> str | None:
+    """A key as written in a query or a message: `Bearer <key>` or the key alone."""
+    scheme, _, token = value.strip().partition(" ")
+    key = token.strip() if scheme.lower() == "bearer" else value.strip()
+    return key or None
+
+
+def caller_of_key(key: str | None) -> Caller | None:
+    """The caller a key names (None: no such key, or revoked)."""
+    found = keys.find_key(key) if key else None
+    return Caller(found.tenant, found.admin) if found is not None else None
 
 
 def identify(state: KeysState) -> Caller:
@@ -114,13 +136,12 @@ def _identify(state: KeysState, *, public: bool) -> Caller:
             "with `python -m api.keys create --name NAME` and gives it to you as `Authorization: Bearer <key>`"
         )
     presented = _presented_key()
-    found = keys.find_key(presented) if presented else None
-    if found is not None:
-        return Caller(found.tenant, found.admin)
+    if (found := caller_of_key(presented)) is not None:
+        return found
     if public:
         return ANONYMOUS
     if presented is None:
-        raise MissingKey("this endpoint needs an API key: send `Authorization: Bearer <key>`")
+        raise MissingKey("this endpoint needs an API key: send `Authorization: Bearer <key>` (or `xi-api-key: <key>`)")
     raise InvalidKey("the API key is not valid (unknown or revoked)")
 
 

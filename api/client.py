@@ -170,7 +170,9 @@ class ClientDeadlines:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         sock = environ.get("gunicorn.socket")
-        if not isinstance(sock, socket.socket):
+        # A WebSocket (api/routes/elevenlabs.py) has no body and lives as long as its conversation: its own
+        # inactivity timeout bounds it.
+        if not isinstance(sock, socket.socket) or environ.get("HTTP_UPGRADE", "").lower() == "websocket":
             return self.app(environ, start_response)
         deadline = _watch.watch(sock, time.monotonic() + self.seconds)
         length = environ.get("CONTENT_LENGTH")

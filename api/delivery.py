@@ -109,15 +109,15 @@ def audio_expired_message(job_id: str) -> str:
     )
 
 
-def job_audio(
+def job_chunks(
     job_id: str, segments_total: int, cursor: Cursor | None = None, client: ClientConnection | None = None
-) -> Generator[tuple[Cursor, bytes]]:
+) -> Generator[streams.Chunk]:
     """A job's audio chunks after `cursor`, in order, waiting for workers as needed. With `client`, raises
     ClientGone soon after the client closes its connection: between chunks, and every STREAM_READ_BLOCK_MS while
     waiting."""
     settings = get_settings()
     lifecycle.attach(job_id, segments_total)  # its audio stays while it is being listened to
-    chunks = streams.read_audio(
+    chunks = streams.read_chunks(
         get_redis(),
         job_id,
         segments_total,
@@ -128,7 +128,7 @@ def job_audio(
     meter = PlaybackMeter(job_id)
     try:
         for chunk in chunks:
-            meter.sent(chunk[1])
+            meter.sent(chunk.pcm)
             yield chunk
             if lifecycle.streams_must_end():
                 raise ServerLeaving
@@ -139,6 +139,18 @@ def job_audio(
     finally:
         meter.close()
         lifecycle.detach(job_id, segments_total)
+
+
+def job_audio(
+    job_id: str, segments_total: int, cursor: Cursor | None = None, client: ClientConnection | None = None
+) -> Generator[tuple[Cursor, bytes]]:
+    """`job_chunks` as (cursor, pcm); closing it closes the reader at once."""
+    chunks = job_chunks(job_id, segments_total, cursor, client)
+    try:
+        for chunk in chunks:
+            yield chunk.cursor, chunk.pcm
+    finally:
+        chunks.close()
 
 
 def job_pcm(job_id: str, segments_total: int, client: ClientConnection | None = None) -> Iterator[bytes]:

@@ -98,10 +98,17 @@ def _openai_fields(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "type": kind, "param": param}
 
 
+# ElevenLabs' paths (api/routes/elevenlabs.py): its clients read `detail: {status, message}`, beside the farm's own.
+ELEVENLABS_PREFIXES = ("/v1/text-to-speech/", "/v1/voices")
+
+
 def _error_body(body: dict[str, Any]) -> str:
-    if has_request_context() and request.path.startswith(OPENAI_PREFIX):
-        body = _openai_fields(body)
-    return json.dumps({"error": body})
+    if not has_request_context() or not request.path.startswith(OPENAI_PREFIX):
+        return json.dumps({"error": body})
+    document: dict[str, Any] = {"error": _openai_fields(body)}
+    if request.path.startswith(ELEVENLABS_PREFIXES):
+        document["detail"] = {"status": body["code"], "message": body["message"]}
+    return json.dumps(document)
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:

@@ -16,6 +16,7 @@ from api.errors import IdempotencyConflict
 from api.schemas.common import TextSegment
 from api.schemas.synthesis import TtsRequest
 from shared import alias_store, blends, jobs, lexicon_store, logs, registry, ssml, streams
+from shared.audio import SAMPLE_RATE
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
@@ -31,7 +32,7 @@ from shared.lexicons import Lexicon
 from shared.models import Job
 from shared.normalization import NormalizeMode
 from shared.params import SPEED_RANGE, SynthesisParams
-from shared.priority import priority_for
+from shared.priority import Priority, priority_for
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.spoken import Spoken, segments_of
@@ -197,10 +198,13 @@ def _one_voice(farm: LiveWorkers, name: str, tenant: str, aliases: bool) -> Voic
     )
 
 
-def stored_segments(farm: LiveWorkers, spoken: Spoken, request: TtsRequest, tenant: str) -> list[jobs.NewSegment]:
-    """The segments as the job stores them: each language checked, each voice found, each speed within bounds."""
-    for language in sorted(spoken.languages() | {request.language}):
-        check_language(farm, language)
+def stored_segments(
+    farm: LiveWorkers, spoken: Spoken, language: str, speed: float, tenant: str
+) -> list[jobs.NewSegment]:
+    """The segments as a job in `language` at `speed` stores them: each language checked, each voice found, each
+    speed within bounds."""
+    for said_in in sorted(spoken.languages() | {language}):
+        check_language(farm, said_in)
     voices = {name: voice_by_name(farm, name, tenant) for name in sorted(spoken.voices())}
     stored = []
     for segment in spoken.segments:
@@ -208,10 +212,10 @@ def stored_segments(farm: LiveWorkers, spoken: Spoken, request: TtsRequest, tena
         stored.append(
             jobs.NewSegment(
                 segment.text,
-                language=segment.language if segment.language != request.language else None,
+                language=segment.language if segment.language != language else None,
                 voice_kind=voice.kind if voice is not None else None,
                 voice_ref=voice.ref if voice is not None else None,
-                speed=_speed(request.speed, segment.speed),
+                speed=_speed(speed, segment.speed),
                 pause_ms=segment.pause_ms,
             )
         )
@@ -271,7 +275,7 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
     spoken = spoken_segments(request.source, request.language, request.normalize, request.input_format, lexicons)
     warnings_header.note(spoken.warnings)
     farm = LiveWorkers.now()
-    segments = stored_segments(farm, spoken, request, tenant)
+    segments = stored_segments(farm, spoken, request.language, request.speed, tenant)
     voice = choose_voice(farm, request, tenant)
     params = request.synthesis_params()
     check_request_size(spoken.texts, SynthesisParams.model_validate(params), spoken.pause_ms)
@@ -315,3 +319,63 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
         # seconds (shared/dispatch.py), so the job stands and the client gets it.
         log.warning("could not enqueue job %s now; the reaper will send it", job.id, exc_info=True)
     return job
+
+
+# --- texts written as they are spoken (a voice agent's context: api/agent_contexts.py) ----------------------------
+def open_text(celery: Celery, voice_name: str, language: str, params: dict[str, Any], tenant: str) -> Job:
+    """A live job with no text yet, taking segments as its text is written (`append_text`), until `jobs.close_text`.
+    Checked and admitted as any synthesis request; nothing is dispatched until it has text."""
+    farm = LiveWorkers.now()
+    check_language(farm, language)
+    voice = voice_by_name(farm, voice_name, tenant)
+    with session_scope() as s:
+        job = jobs.create_job(
+            s,
+            origin="agent",
+            tenant=tenant,
+            text="",
+            language=language,
+            voice_kind=voice.kind,
+            voice_ref=voice.ref,
+            params=params,
+            segments=[],
+            epoch=streams.current_epoch(get_redis()),
+            priority=Priority.LIVE,
+            priority_stated=True,
+            text_open=True,
+        )
+    logs.bind(job_id=job.id, tenant=tenant)
+    admit(job.id, tenant)
+    admit_live(job, farm.workers)
+    return job
+
+
+@dataclass(frozen=True)
+class Appended:
+    """A piece of text added to an open job: its segments' indexes, what each says, and how long each should be."""
+
+    first: int
+    said: list[str]
+    expected_samples: list[int]
+
+
+def append_text(celery: Celery, job: Job, text: str, normalize: NormalizeMode, lexicons: list[Lexicon]) -> Appended:
+    """Split, store and dispatch a piece of an open job's text, said as the job says it (its voice, language and
+    parameters). Raises as `spoken_segments` does, and `jobs.TextClosed` once the job takes no more text."""
+    params = SynthesisParams.model_validate(job.params)
+    spoken = spoken_segments(text, job.language, normalize, "text", lexicons)
+    check_request_size(spoken.texts, params, spoken.pause_ms)
+    farm = LiveWorkers.now()
+    segments = stored_segments(farm, spoken, job.language, params.speed, job.tenant)
+    first = jobs.append_segments(job.id, text, segments)
+    try:
+        dispatch(celery, job.id, len(farm.workers), opening=first == 0)
+    except Exception:
+        log.warning("could not enqueue text of job %s now; the reaper will send it", job.id, exc_info=True)
+    expected = [
+        round(seg.pause_ms * SAMPLE_RATE / 1000)
+        if seg.is_pause
+        else round(params.estimated_seconds(len(seg.text)) * SAMPLE_RATE)
+        for seg in spoken.segments
+    ]
+    return Appended(first, [seg.text for seg in spoken.segments], expected)

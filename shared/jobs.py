@@ -55,9 +55,10 @@ class NewSegment:
     pause_ms: int = 0
 
 
-def _new_segment(index: int, segment: str | NewSegment) -> JobSegment:
+def _new_segment(index: int, segment: str | NewSegment, job_id: str | None = None) -> JobSegment:
     said = NewSegment(segment) if isinstance(segment, str) else segment
     return JobSegment(
+        job_id=job_id,
         index=index,
         text=said.text,
         language=said.language,
@@ -89,8 +90,10 @@ def create_job(
     request_digest: str | None = None,
     priority: Priority = Priority.LIVE,
     priority_stated: bool = False,
+    text_open: bool = False,
 ) -> Job:
-    """A new job, queued; nothing is dispatched until `shared.dispatch.dispatch` claims its first segments."""
+    """A new job, queued; nothing is dispatched until `shared.dispatch.dispatch` claims its first segments.
+    `text_open`: its text is still being written (`append_segments`, `close_text`)."""
     job = Job(
         id=new_job_id(),
         tenant=tenant,
@@ -105,6 +108,7 @@ def create_job(
         voice_kind=voice_kind,
         voice_ref=voice_ref,
         params=params,
+        text_open=text_open,
         segments_total=len(segments),
         segments_dispatched=0,
         segments_done=0,
@@ -406,18 +410,61 @@ def finish_segment(job_id: str, index: int, run: str) -> bool:
             update(Job)
             .where(Job.id == job_id)
             .values(segments_done=Job.segments_done + 1)
-            .returning(Job.segments_done, Job.segments_total)
+            .returning(Job.segments_done, Job.segments_total, Job.text_open)
         ).one()
-        if row.segments_done < row.segments_total:
+        if row.segments_done < row.segments_total or row.text_open:
             return False
-        return bool(
-            rows_changed(
-                s,
-                update(Job)
-                .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
-                .values(state=JobState.SUCCEEDED.value, finished_at=now),
-            )
+        return _succeed(s, job_id, now)
+
+
+def _succeed(s: Session, job_id: str, now: datetime) -> bool:
+    return bool(
+        rows_changed(
+            s,
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
+            .values(state=JobState.SUCCEEDED.value, finished_at=now),
         )
+    )
+
+
+class TextClosed(Exception):
+    """The job's text is no longer open (closed, or the job has ended): nothing can be added to it."""
+
+
+def append_segments(job_id: str, text: str, segments: Sequence[str | NewSegment]) -> int:
+    """Add segments (and the text they come from) to a job whose text is open; returns the first one's index.
+    Counting them and adding them is one transaction, and the count is taken by the UPDATE that locks the job's row:
+    a worker finishing a segment meanwhile sees the job either before or after, never half of it."""
+    with session_scope() as s:
+        total = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.text_open.is_(True), Job.state.in_(ACTIVE_STATES))
+            .values(segments_total=Job.segments_total + len(segments), text=Job.text + text)
+            .returning(Job.segments_total)
+        ).scalar_one_or_none()
+        if total is None:
+            raise TextClosed(f"job {job_id} takes no more text")
+        first = int(total) - len(segments)
+        s.add_all([_new_segment(first + i, segment, job_id) for i, segment in enumerate(segments)])
+    return first
+
+
+def close_text(job_id: str) -> bool:
+    """Its writer says the job's text is complete: the job succeeds now if every segment is done (none, too), else
+    when its last segment is. True when this call ended the job. The same row lock as `finish_segment`: whichever
+    of the two comes second sees both the last segment done and the text closed."""
+    now = utcnow()
+    with session_scope() as s:
+        row = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.text_open.is_(True))
+            .values(text_open=False)
+            .returning(Job.segments_done, Job.segments_total)
+        ).one_or_none()
+        if row is None or row.segments_done < row.segments_total:
+            return False
+        return _succeed(s, job_id, now)
 
 
 def _stop_open_segments(s: Session, job_id: str, now: datetime) -> None:

@@ -83,6 +83,9 @@ class Job(Base):
     # Latents sent inline with the request (VoiceKind.INLINE), as an .npz without pickles.
     inline_voice: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
+    # The text is still being written (a voice agent's context, api/agents/): segments are appended as sentences
+    # arrive, and the job cannot succeed before its writer closes it, however many of its segments are done.
+    text_open: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     segments_total: Mapped[int] = mapped_column(Integer)
     segments_dispatched: Mapped[int] = mapped_column(Integer, default=0)
     segments_done: Mapped[int] = mapped_column(Integer, default=0)

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     STREAM_READ_BLOCK_MS: int = 1000
     # How long a streaming response waits for a job that makes no progress before giving up.
     STREAM_IDLE_TIMEOUT_SECONDS: int = 600
+    # A voice agent's text (api/agent_contexts.py) with no sentence end yet is spoken once no more of it has come for
+    # this long: an LLM writes 20 or more tokens a second, so a pause of a second means it has stopped for now.
+    AGENT_IDLE_FLUSH_SECONDS: float = Field(1.0, gt=0, le=60)
     # Time limits of one run of a segment: past the soft one it stops at its next chunk and fails with that
     # reason; the hard one bounds the wait for any chunk at all (a model that hangs).
     SEGMENT_SOFT_TIME_LIMIT: float = Field(600.0, gt=0)

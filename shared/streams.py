@@ -5,9 +5,10 @@ segments can be synthesized in parallel while readers still deliver them in orde
 
 * audio: an audio chunk: `type=audio`, `seq` (1, 2, ...), `pcm` (16-bit little-endian mono PCM at 24 kHz),
   `samples`, and what a new run needs to resume the segment exactly after it: `tokens` (the audio token ids
-  generated since the previous chunk, 16-bit little-endian), `part` (which GPT pass of the segment) and
-  `part_end` (1 on a part's last chunk). The entry id is `{seq}-1`, so a reader's cursor is simply
-  (segment, seq) and no chunk can be published twice.
+  generated since the previous chunk, 16-bit little-endian), `part` (which GPT pass of the segment),
+  `part_end` (1 on a part's last chunk) and `last` (1 on the segment's last chunk: the segment's length is known
+  with it, before its end entry, which character timing needs: shared/alignment.py). The entry id is `{seq}-1`,
+  so a reader's cursor is simply (segment, seq) and no chunk can be published twice.
 * end: `type=end` after the last audio entry; error: `type=error`, `reason`, if the segment failed for good.
 
 Only the run that owns a segment writes to its stream: `{stream}:owner` holds the run's token, and every
@@ -172,7 +173,15 @@ class StreamWriter:
                 raise NotOwner(f"{self.key} is now written by another run") from exc
             raise
 
-    def audio(self, seq: int, pcm: bytes, tokens: tuple[int, ...] = (), part: int = 0, part_end: bool = False) -> None:
+    def audio(
+        self,
+        seq: int,
+        pcm: bytes,
+        tokens: tuple[int, ...] = (),
+        part: int = 0,
+        part_end: bool = False,
+        last: bool = False,
+    ) -> None:
         self._add(
             seq,
             {
@@ -183,6 +192,7 @@ class StreamWriter:
                 "tokens": encode_tokens(tokens),
                 "part": part,
                 "part_end": int(part_end),
+                "last": int(last),
             },
         )
 
@@ -238,6 +248,15 @@ def all_segments_exist(r: redis.Redis, job_id: str, segments_total: int) -> bool
     return not keys or r.exists(*keys) == len(keys)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One audio chunk as a reader gets it: where it is, its PCM, and whether it is its segment's last."""
+
+    cursor: Cursor
+    pcm: bytes
+    last: bool = False
+
+
 def read_audio(
     r: redis.Redis,
     job_id: str,
@@ -247,7 +266,21 @@ def read_audio(
     block_ms: int = 1000,
     on_idle: Callable[[int], None] = lambda index: None,
 ) -> Iterator[tuple[Cursor, bytes]]:
-    """Yield (cursor, pcm) for every audio chunk after `cursor`, in order, blocking while workers produce.
+    """Yield (cursor, pcm) for every audio chunk after `cursor`, in order (`read_chunks`)."""
+    for chunk in read_chunks(r, job_id, segments_total, cursor, block_ms=block_ms, on_idle=on_idle):
+        yield chunk.cursor, chunk.pcm
+
+
+def read_chunks(
+    r: redis.Redis,
+    job_id: str,
+    segments_total: int,
+    cursor: Cursor | None = None,
+    *,
+    block_ms: int = 1000,
+    on_idle: Callable[[int], None] = lambda index: None,
+) -> Iterator[Chunk]:
+    """Yield every audio chunk after `cursor`, in order, blocking while workers produce.
 
     Raises SynthesisFailed / JobCancelled when the job fails or is cancelled. `on_idle(index)` runs whenever a
     blocking read of segment `index` times out with nothing new, so the caller can check the job's SQL state
@@ -276,7 +309,7 @@ def read_audio(
                     last = entry_id
                     kind = fields.get(b"type")
                     if kind == AUDIO:
-                        yield Cursor(index, int(fields[b"seq"])), fields[b"pcm"]
+                        yield Chunk(Cursor(index, int(fields[b"seq"])), fields[b"pcm"], fields.get(b"last") == b"1")
                     elif kind == END:
                         finished = True
                         break

@@ -180,7 +180,8 @@ def _synthesize(
                 return _fail(writer, work, f"synthesis took longer than SEGMENT_SOFT_TIME_LIMIT={limit:g} s")
             seq += 1
             pcm = pcm16(chunk.audio)
-            writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end)
+            last = chunk.part_end and chunk.part == len(segment.parts) - 1
+            writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end, last)
             if not jobs.record_chunk(work.job_id, work.index, work.run, len(pcm) // SAMPLE_WIDTH):
                 return SegmentResult(Outcome.LOST, attempts=work.attempts)
             samples += len(pcm) // SAMPLE_WIDTH
@@ -210,7 +211,7 @@ def _pause(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: j
     if seq == 0:
         seq = 1
         samples = round(work.pause_ms * SAMPLE_RATE / 1000)
-        writer.audio(seq, bytes(samples * SAMPLE_WIDTH), part_end=True)
+        writer.audio(seq, bytes(samples * SAMPLE_WIDTH), part_end=True, last=True)
         if not jobs.record_chunk(work.job_id, work.index, work.run, samples):
             return SegmentResult(Outcome.LOST, attempts=work.attempts)
     last = jobs.finish_segment(work.job_id, work.index, work.run)

@@ -29,10 +29,7 @@ from api.schemas.openai_api import (
     VoiceCard,
     VoiceList,
 )
-from api.submission import LiveWorkers
-from shared import alias_store
-from shared.voice_aliases import aliases_of
-from voices_store import store
+from api.voice_catalog import VoiceCatalog
 
 bp = APIBlueprint(
     "openai", __name__, url_prefix="/v1", abp_tags=[Tag(name="openai", description="OpenAI-compatible speech API")]
@@ -51,7 +48,6 @@ ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
     413: ErrorResponse,
     429: ErrorResponse,
 }
-SAVED_VOICES_PAGE = 500
 
 
 def sse_frames(audio: Iterator[bytes]) -> Iterator[bytes]:
@@ -90,16 +86,8 @@ def list_models() -> Response:
 def list_voices() -> Response:
     """The voices the caller may use: the live workers' built-in speakers, OpenAI's voice names (each an alias of
     one of them) and the tenant's saved voices."""
-    catalog = LiveWorkers.now().catalog
-    speakers = catalog[1] if catalog else []
-    cards = [VoiceCard(id=name, name=name, type="builtin") for name in speakers]
-    tenant, page = caller().tenant, 1
-    aliases = aliases_of(speakers) | {row.name: row.voice for row in alias_store.all_of(tenant)}
-    cards += [VoiceCard(id=alias, name=alias, type="alias", voice=voice) for alias, voice in aliases.items()]
-    while True:
-        total, voices = store.list_voices(tenant, page, SAVED_VOICES_PAGE)
-        cards += [VoiceCard(id=v.id, name=v.name or v.id, type="saved") for v in voices]
-        if not voices or page * SAVED_VOICES_PAGE >= total:
-            break
-        page += 1
+    catalog = VoiceCatalog.of(caller().tenant)
+    cards = [VoiceCard(id=name, name=name, type="builtin") for name in catalog.builtin]
+    cards += [VoiceCard(id=alias, name=alias, type="alias", voice=voice) for alias, voice in catalog.aliases.items()]
+    cards += [VoiceCard(id=v.id, name=v.name, type="saved") for v in catalog.saved]
     return json_model(VoiceList(data=cards))

@@ -25,6 +25,7 @@ from api.schemas.common import ErrorResponse, audio_response
 from api.schemas.synthesis import TtsRequest
 from api.submission import submit
 from shared.errors import FarmError
+from shared.models import Job
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("synthesis", __name__, abp_tags=[Tag(name="synthesis", description="Speech synthesis")])
@@ -67,10 +68,12 @@ def stream_synthesis(
     body: TtsRequest,
     content_type: str,
     frame: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
+    produce: Callable[[Job, ClientConnection | None], Iterator[bytes]] | None = None,
 ) -> Response:
     """A streamed synthesis response: the request holds a slot while it is served, its audio is encoded in
-    `body.response_format` as it arrives (and framed by `frame`, e.g. as Server-Sent Events), and a client that
-    leaves before the end cancels the job. /tts_stream and /v1/audio/speech both answer with it."""
+    `body.response_format` as it arrives (and framed by `frame`, e.g. as Server-Sent Events; or the whole body made
+    by `produce` from the job), and a client that leaves before the end cancels the job. /tts_stream,
+    /v1/audio/speech and /v1/text-to-speech all answer with it."""
     slot = _limit().acquire()
     try:
         job = submit(_celery(), body, origin="stream", tenant=caller().tenant)
@@ -84,8 +87,11 @@ def stream_synthesis(
     def audio() -> Iterator[bytes]:
         nonlocal finished
         try:
-            encoded = encode(job_pcm(job.id, job.segments_total, client=client), fmt)
-            yield from (frame(encoded) if frame is not None else encoded)
+            if produce is not None:
+                yield from produce(job, client)
+            else:
+                encoded = encode(job_pcm(job.id, job.segments_total, client=client), fmt)
+                yield from (frame(encoded) if frame is not None else encoded)
         except ClientGone:
             return
         except ServerLeaving:

@@ -116,6 +116,7 @@ class SegmentStatus(BaseModel):
     worker: str | None
     chunks: int = Field(..., description="Audio chunks this segment published")
     audio_seconds: float
+    audio_samples: int = Field(0, description="Its audio so far, in samples")
     started: datetime | None
     finished: datetime | None
     error: str | None
@@ -140,6 +141,7 @@ class SegmentStatus(BaseModel):
             worker=segment.worker,
             chunks=segment.chunks,
             audio_seconds=_seconds(segment.samples, sample_rate),
+            audio_samples=segment.samples,
             started=segment.started_at,
             finished=segment.finished_at,
             error=segment.error,
@@ -162,6 +164,9 @@ class JobStatus(BaseModel):
     language: str
     speaker: SpeakerRef
     progress: Progress
+    text_open: bool = Field(
+        False, description="Its text is still being written (a voice agent's context): more segments may come"
+    )
     timestamps: Timestamps
     error: str | None
     sample_rate: int
@@ -192,6 +197,7 @@ class JobStatus(BaseModel):
                 audio_seconds=_seconds(job.audio_samples, job.sample_rate),
                 audio_samples=job.audio_samples,
             ),
+            text_open=job.text_open,
             timestamps=Timestamps(
                 queued=job.created_at, started=job.started_at, first_chunk=job.first_chunk_at, finished=job.finished_at
             ),
