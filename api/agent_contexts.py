@@ -93,6 +93,8 @@ class SpeechContext:
         self._utterances: queue.Queue[Utterance | None] = queue.Queue()
         self._stopped = threading.Event()
         self._closed = False
+        self._kept_at = 0.0
+        self.keep()
         self._encoder: ChunkEncoder = settings.output.encoder()
         self._thread = threading.Thread(target=self._deliver, name=f"agent-context-{self.job.id[:8]}", daemon=True)
         self._thread.start()
@@ -127,6 +129,14 @@ class SpeechContext:
         if piece is not None:
             self._speak(piece)
         self.flushed = True
+
+    def keep(self) -> None:
+        """Say that this process still writes the job's text (shared/streams.py: a job whose writer lapsed is ended
+        by the reaper); at most once a second."""
+        now = time.monotonic()
+        if not self._closed and now - self._kept_at >= 1.0:
+            streams.keep_writer(get_redis(), self.job.id)
+            self._kept_at = now
 
     def idle_flush(self, idle_seconds: float) -> None:
         if self.incoming.pending and time.monotonic() - self.last_text_at >= idle_seconds:

@@ -292,6 +292,7 @@ class AgentSocket:
         idle = get_settings().AGENT_IDLE_FLUSH_SECONDS
         for context in self._open.values():
             context.idle_flush(idle)
+            context.keep()
         self._ending = [context for context in self._ending if not context.done]
         if lifecycle.streams_must_end():
             raise SocketError("shutting_down", "this API process is shutting down; reconnect", 1001, 503)

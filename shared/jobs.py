@@ -621,6 +621,40 @@ def stalled_jobs(limit: int = 100) -> list[str]:
         )
 
 
+WRITER_LOST = "its text was still being written when its writer (a voice agent's connection) was lost"
+
+
+def open_texts(older_than: float, limit: int = 100) -> list[str]:
+    """Active jobs whose text is open and that were created more than `older_than` seconds ago."""
+    with session_scope() as s:
+        return list(
+            s.execute(
+                select(Job.id)
+                .where(
+                    Job.text_open.is_(True),
+                    Job.state.in_(ACTIVE_STATES),
+                    Job.created_at < utcnow() - timedelta(seconds=older_than),
+                )
+                .limit(limit)
+            ).scalars()
+        )
+
+
+def abandon_text(job_id: str) -> bool:
+    """An open job whose writer is gone: cancelled, saying so (its text can never be complete). True if it ended."""
+    now = utcnow()
+    with session_scope() as s:
+        changed = rows_changed(
+            s,
+            update(Job)
+            .where(Job.id == job_id, Job.text_open.is_(True), Job.state.in_(ACTIVE_STATES))
+            .values(state=JobState.CANCELLED.value, error=WRITER_LOST, finished_at=now, text_open=False),
+        )
+        if changed:
+            _stop_open_segments(s, job_id, now)
+        return bool(changed)
+
+
 def cancel_job(job_id: str) -> bool:
     """Move an active job to cancelled; False when it had already ended."""
     now = utcnow()

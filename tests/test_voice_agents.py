@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import pytest
 import requests
+import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tools.localfarm import DEV_SPEAKER, Farm
+from tools.localfarm import DEV_SPEAKER, Farm, wait_for
 
 SAMPLE_RATE = 24000
 SENTENCES = ["The farm speaks as the agent writes. ", "Each sentence leaves at once. ", "The last one ends here. "]
@@ -257,3 +263,257 @@ def test_close_context_mid_sentence_stops_its_audio_within_a_chunk_and_cancels_i
 async def _until_audio(heard: dict[str, Heard], name: str) -> None:
     while name not in heard or heard[name].first_audio_at is None:
         await asyncio.sleep(0.005)
+
+
+FORMATS = (
+    "pcm_16000",
+    "pcm_22050",
+    "pcm_24000",
+    "pcm_44100",
+    "ulaw_8000",
+    "alaw_8000",
+    "mp3_44100_128",
+    "opus_48000_64",
+)
+# What a decoder may add to a compressed stream: LAME's delay and a last frame (MP3 without a Xing header says
+# neither), an Opus frame (Ogg signals its pre-skip).
+CODEC_SLACK = {"mp3": 1105 + 1152 + 529, "opus": 960}
+
+
+def _decoded(data: bytes, fmt: str) -> tuple[int, int]:
+    """(sample rate, samples) of `data` in ElevenLabs' `fmt`, as ffmpeg reads it."""
+    codec, rate = fmt.split("_")[:2]
+    demux = {
+        "pcm": ["-f", "s16le", "-ar", rate, "-ac", "1"],
+        "ulaw": ["-f", "mulaw", "-ar", rate, "-ac", "1"],
+        "alaw": ["-f", "alaw", "-ar", rate, "-ac", "1"],
+    }.get(codec, [])
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", *demux, "-i", "pipe:0", "-show_entries", "stream=sample_rate", "-of", "json"],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    found = int(json.loads(probe.stdout)["streams"][0]["sample_rate"])
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", *demux, "-i", "pipe:0", "-f", "s16le", "-ac", "1", "pipe:1"],
+        input=data,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    return found, len(done.stdout) // 2
+
+
+def test_every_output_format_decodes_to_its_rate_and_length(farm: Farm) -> None:
+    async def speak(fmt: str) -> Heard:
+        heard: dict[str, Heard] = {}
+        async with connect(ws_url(farm, output_format=fmt)) as ws:
+            receiver = asyncio.create_task(_receive(ws, heard))
+            await ws.send(json.dumps({"text": " "}))
+            await ws.send(json.dumps({"text": "Formats of every kind. "}))
+            await ws.send(json.dumps({"text": ""}))
+            await asyncio.wait_for(receiver, 300)
+        return heard[""]
+
+    async def all_formats() -> list[Heard]:
+        return list(await asyncio.gather(*(speak(fmt) for fmt in FORMATS)))
+
+    for fmt, heard in zip(FORMATS, asyncio.run(all_formats()), strict=True):
+        made = _job(farm, str(heard.session))["progress"]["audio_samples"]
+        rate = int(fmt.split("_")[1])
+        found, samples = _decoded(bytes(heard.audio), fmt)
+        assert found == rate, fmt
+        expected = round(made * rate / SAMPLE_RATE)
+        slack = CODEC_SLACK.get(fmt.split("_")[0], 0) * rate // 44100
+        assert expected <= samples <= expected + slack, (fmt, samples, expected)
+
+
+def _refused(farm: Farm, messages: list[Any], endpoint: str = "stream-input", **query: Any) -> tuple[int, str, Any]:
+    """Sends `messages` (a str or bytes as they are, anything else as JSON) and returns how the socket ended: its close
+    code and reason, and the last JSON message before the close."""
+
+    async def converse() -> tuple[int, str, Any]:
+        last = None
+        async with connect(ws_url(farm, endpoint, **query), max_size=None) as ws:
+            for message in messages:
+                try:
+                    await ws.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
+                except websockets.ConnectionClosed:
+                    break
+            try:
+                async for raw in ws:
+                    last = json.loads(raw)
+            except websockets.ConnectionClosed:
+                pass
+            assert ws.close_code is not None
+            return ws.close_code, ws.close_reason or "", last
+
+    return asyncio.run(asyncio.wait_for(converse(), 120))
+
+
+BAD = {
+    "unknown field": ([{"text": " "}, {"text": "Hi. ", "shout": True}], 1008, "invalid_message", "shout"),
+    "text before init": ([{"text": "Hello there. "}], 1008, "init_required", "first message"),
+    "not JSON": (["{text"], 1008, "invalid_message", "JSON"),
+    "binary frame": ([{"text": " "}, b"\x00\x01"], 1003, "binary_frame", "binary"),
+    "a voice that is no one's": ([{"text": " "}], 1008, "unknown_speaker", "Nobody"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_messages_get_a_clear_error_and_close_code_and_the_farm_goes_on(farm: Farm, case: str) -> None:
+    messages, code, error, words = BAD[case]
+    voice = "Nobody At All" if "no one" in case else DEV_SPEAKER
+    close_code, reason, last = _refused(farm, messages) if voice == DEV_SPEAKER else _refused_voice(farm, voice)
+    assert close_code == code, (close_code, reason, last)
+    if code != 1003 or last is not None:
+        assert last is not None and last["error"] == error and words in last["message"], last
+        assert last["code"] == code
+    assert reason
+    _farm_still_speaks(farm)
+
+
+def _refused_voice(farm: Farm, voice: str) -> tuple[int, str, Any]:
+    async def converse() -> tuple[int, str, Any]:
+        last = None
+        async with connect(ws_url(farm, voice=voice)) as ws:
+            await ws.send(json.dumps({"text": " "}))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for raw in ws:
+                    last = json.loads(raw)
+            assert ws.close_code is not None
+            return ws.close_code, ws.close_reason or "", last
+
+    return asyncio.run(asyncio.wait_for(converse(), 120))
+
+
+def _farm_still_speaks(farm: Farm) -> None:
+    """A request of another client right after: served, complete."""
+    response = requests.post(
+        farm.url("/tts"),
+        json={"text": "Still here.", "language": "en", "speaker_id": DEV_SPEAKER, "response_format": "pcm"},
+        timeout=300,
+    )
+    assert response.status_code == 200
+    assert len(response.content) // 2 == _job(farm, response.headers["X-Session-Id"])["progress"]["audio_samples"]
+
+
+def test_a_huge_frame_and_a_thousand_contexts_are_refused(farm: Farm) -> None:
+    code, reason, _ = _refused(farm, [{"text": " "}, json.dumps({"text": "x" * (10 << 20)})])
+    assert code == 1009 and "big" in reason
+    many = [{"text": " ", "context_id": f"c{n}"} for n in range(1000)]
+    code, reason, last = _refused(farm, many, "multi-stream-input")
+    assert code == 1008 and last["error"] == "max_active_conversations", (code, reason, last)
+    # The five contexts it did open were ended with it: cancelled, nothing left running.
+    wait_for(lambda: _active_agent_jobs(farm) == 0 or None, 30, "the refused socket's contexts to end")
+    _farm_still_speaks(farm)
+
+
+def _active_agent_jobs(farm: Farm) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(farm.database_url)
+    try:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT count(*) FROM jobs WHERE origin = 'agent' AND state IN ('queued', 'running')")
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def _opened_and_ended(
+    farm: Farm, headers: dict[str, str] | None = None, first: dict[str, Any] | None = None, **query: Any
+) -> tuple[int, Any]:
+    """A context opened and ended at once (no text): the close code and the last message (its isFinal)."""
+
+    async def converse() -> tuple[int, Any]:
+        last = None
+        async with connect(ws_url(farm, **query), additional_headers=headers or {}) as ws:
+            await ws.send(json.dumps(first or {"text": " "}))
+            await ws.send(json.dumps({"text": ""}))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for raw in ws:
+                    last = json.loads(raw)
+            assert ws.close_code is not None
+            return ws.close_code, last
+
+    return asyncio.run(asyncio.wait_for(converse(), 120))
+
+
+def test_api_keys_work_as_elevenlabs_clients_send_them(keyed_farm: Farm) -> None:
+    alice, bob = keyed_farm.api_keys["alice"], keyed_farm.api_keys["bob"]
+    ways: list[tuple[dict[str, str], dict[str, Any] | None, dict[str, Any]]] = [
+        ({"xi-api-key": alice}, None, {}),
+        ({"Authorization": f"Bearer {alice}"}, None, {}),
+        ({}, None, {"authorization": f"Bearer {alice}"}),
+        ({}, {"text": " ", "xi_api_key": alice}, {}),
+    ]
+    for headers, first, query in ways:
+        code, last = _opened_and_ended(keyed_farm, headers, first, **query)
+        assert code == 1000 and last["isFinal"] is True, (headers, first, query, last)
+        session = last["sessionId"]
+        mine = requests.get(keyed_farm.url(f"/jobs/{session}"), headers={"xi-api-key": alice}, timeout=30)
+        assert mine.status_code == 200 and mine.json()["state"] == "succeeded"
+        theirs = requests.get(keyed_farm.url(f"/jobs/{session}"), headers={"xi-api-key": bob}, timeout=30)
+        assert theirs.status_code == 404
+    code, last = _opened_and_ended(keyed_farm)
+    assert code == 1008 and last["error"] == "api_key_required"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        _opened_and_ended(keyed_farm, {"xi-api-key": "not-a-key"})
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body)["detail"]["status"] == "invalid_api_key"
+    # Another tenant's voice is no voice at all.
+    latents = {"gpt_cond_latent": [[0.02] * 64] * 32, "speaker_embedding": [0.03] * 512}
+    saved = requests.post(keyed_farm.url("/save_voice/alices"), json=latents, headers={"xi-api-key": alice}, timeout=30)
+    assert saved.status_code == 201, saved.text
+    code, last = _opened_and_ended(keyed_farm, {"xi-api-key": bob}, voice="alices")
+    assert code == 1008 and last["error"] == "unknown_speaker"
+    code, last = _opened_and_ended(keyed_farm, {"xi-api-key": alice}, voice="alices")
+    assert code == 1000 and last["isFinal"] is True
+
+
+def test_a_context_whose_api_process_dies_ends_cancelled_saying_why(farm_with: Any) -> None:
+    from tests.farms import SHORT_LEASES
+
+    farm = farm_with(**SHORT_LEASES)
+
+    async def open_and_leave() -> str:
+        async with connect(ws_url(farm)) as ws:
+            await ws.send(json.dumps({"text": " "}))
+            await ws.send(json.dumps({"text": "A sentence that is said. And a half"}))
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("sessionId"):
+                    session = str(message["sessionId"])
+                    break
+            assert farm.api is not None
+            os.killpg(farm.api.pid, signal.SIGKILL)  # the API process dies with the socket open
+            farm.api.wait(10)
+            return session
+
+    session = asyncio.run(asyncio.wait_for(open_and_leave(), 120))
+    state = wait_for(lambda: _state(farm, session, ("cancelled", "failed", "succeeded")), 60, "the job to end")
+    assert state == (
+        "cancelled",
+        "its text was still being written when its writer (a voice agent's connection) was lost",
+    )
+    farm.start_api()
+    farm.wait_for_api()
+
+
+def _state(farm: Farm, job_id: str, ended: tuple[str, ...]) -> tuple[str, str | None] | None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(farm.database_url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT state, error FROM jobs WHERE id = :id"), {"id": job_id}).one()
+    finally:
+        engine.dispose()
+    return (row.state, row.error) if row.state in ended else None
