@@ -703,6 +703,30 @@ def segment_state(job_id: str, index: int) -> str | None:
         ).scalar_one_or_none()
 
 
+@dataclass(frozen=True)
+class SegmentStart:
+    """What a segment says, and how many samples of its job's audio come before it."""
+
+    text: str
+    start: int
+
+
+def segment_start(job_id: str, index: int) -> SegmentStart | None:
+    """Read once every earlier segment has ended (its count of samples is final then)."""
+    with session_scope() as s:
+        text = s.execute(
+            select(JobSegment.text).where(JobSegment.job_id == job_id, JobSegment.index == index)
+        ).scalar_one_or_none()
+        if text is None:
+            return None
+        before = s.execute(
+            select(func.coalesce(func.sum(JobSegment.samples), 0)).where(
+                JobSegment.job_id == job_id, JobSegment.index < index
+            )
+        ).scalar_one()
+    return SegmentStart(text, int(before))
+
+
 def job_for_key(tenant: str, idempotency_key: str) -> Job | None:
     """The job a tenant made with this Idempotency-Key, if any."""
     with session_scope() as s:

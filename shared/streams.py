@@ -132,6 +132,26 @@ class Delivered:
     ended: bool = False  # an end or error entry closes the stream
 
 
+def delivered(r: redis.Redis, key: str) -> Delivered:
+    """What the segment stream `key` holds."""
+    entries = cast(list[Entry], r.xrange(key))
+    last_seq = samples = 0
+    tokens: dict[int, list[int]] = {}
+    ended_parts: set[int] = set()
+    ended = False
+    for _entry_id, fields in entries:
+        kind = fields.get(b"type")
+        if kind != AUDIO:
+            ended = ended or kind in (END, ERROR)
+            continue
+        last_seq, samples = int(fields[b"seq"]), samples + int(fields[b"samples"])
+        part = int(fields.get(b"part", b"0"))
+        tokens.setdefault(part, []).extend(decode_tokens(fields.get(b"tokens", b"")))
+        if fields.get(b"part_end") == b"1":
+            ended_parts.add(part)
+    return Delivered(last_seq, samples, tokens, frozenset(ended_parts), ended)
+
+
 class StreamWriter:
     """Publishes one segment's entries; used by the worker run that owns the segment (`claim`)."""
 
@@ -147,22 +167,7 @@ class StreamWriter:
         return self.delivered()
 
     def delivered(self) -> Delivered:
-        entries = cast(list[Entry], self.r.xrange(self.key))
-        last_seq = samples = 0
-        tokens: dict[int, list[int]] = {}
-        ended_parts: set[int] = set()
-        ended = False
-        for _entry_id, fields in entries:
-            kind = fields.get(b"type")
-            if kind != AUDIO:
-                ended = ended or kind in (END, ERROR)
-                continue
-            last_seq, samples = int(fields[b"seq"]), samples + int(fields[b"samples"])
-            part = int(fields.get(b"part", b"0"))
-            tokens.setdefault(part, []).extend(decode_tokens(fields.get(b"tokens", b"")))
-            if fields.get(b"part_end") == b"1":
-                ended_parts.add(part)
-        return Delivered(last_seq, samples, tokens, frozenset(ended_parts), ended)
+        return delivered(self.r, self.key)
 
     def _add(self, seq: int, fields: dict[str, bytes | str | int]) -> None:
         flat: list[bytes | str | int] = [item for pair in fields.items() for item in pair]

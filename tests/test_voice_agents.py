@@ -517,3 +517,81 @@ def _state(farm: Farm, job_id: str, ended: tuple[str, ...]) -> tuple[str, str | 
     finally:
         engine.dispose()
     return (row.state, row.error) if row.state in ended else None
+
+
+def _tts(farm: Farm, endpoint: str, text: str, voice: str = DEV_SPEAKER, **query: Any) -> requests.Response:
+    return requests.post(
+        farm.url(f"/v1/text-to-speech/{quote(voice)}{endpoint}"),
+        params={"output_format": "pcm_24000", **query},
+        json={"text": text, "model_id": "eleven_flash_v2_5", "voice_settings": {"stability": 0.5}},
+        timeout=300,
+    )
+
+
+def _http_timing(alignment: dict[str, Any]) -> list[tuple[str, float, float]]:
+    return list(
+        zip(
+            alignment["characters"],
+            alignment["character_start_times_seconds"],
+            alignment["character_end_times_seconds"],
+            strict=True,
+        )
+    )
+
+
+def test_http_text_to_speech_with_timestamps_whole_and_streamed(farm: Farm) -> None:
+    whole = _tts(farm, "/with-timestamps", TEXT)
+    assert whole.status_code == 200, whole.text
+    answer = whole.json()
+    job = _job(farm, whole.headers["X-Session-Id"])
+    audio = base64.b64decode(answer["audio_base64"])
+    assert len(audio) // 2 == job["progress"]["audio_samples"]
+    duration = len(audio) / 2 / SAMPLE_RATE
+    written = _http_timing(answer["alignment"])
+    assert "".join(ch for ch, _, _ in written) == TEXT and answer["alignment_source"] == "estimate"
+    said = _http_timing(answer["normalized_alignment"])
+    assert len(said) == sum(s["characters"] for s in job["segments"])
+    for timing in (written, said):
+        assert [start for _, start, _ in timing] == sorted(start for _, start, _ in timing)
+        assert timing[0][1] == 0 and abs(timing[-1][2] - duration) < 0.002
+
+    streamed = _tts(farm, "/stream/with-timestamps", TEXT)
+    assert streamed.status_code == 200 and streamed.headers["Content-Type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in streamed.text.splitlines() if line]
+    assert len(lines) > 1  # one per chunk, as made
+    pieces = b"".join(base64.b64decode(line["audio_base64"]) for line in lines)
+    assert len(pieces) // 2 == _job(farm, streamed.headers["X-Session-Id"])["progress"]["audio_samples"]
+    chars = "".join(ch for line in lines if line["alignment"] for ch in line["alignment"]["characters"])
+    assert chars == TEXT
+
+
+def test_http_text_to_speech_audio_in_an_elevenlabs_format_and_errors_in_both_shapes(farm: Farm) -> None:
+    response = _tts(farm, "/stream", "Sixteen thousand a second.", output_format="pcm_16000")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("audio/pcm")
+    made = _job(farm, response.headers["X-Session-Id"])["progress"]["audio_samples"]
+    assert len(response.content) // 2 == round(made * 16000 / SAMPLE_RATE)
+    plain = _tts(farm, "", "An mp3 by default.", output_format="mp3_44100_128")
+    assert plain.status_code == 200 and plain.headers["Content-Type"] == "audio/mpeg"
+    assert _decoded(plain.content, "mp3_44100_128")[0] == 44100
+    unknown = _tts(farm, "", "Hello.", voice="Nobody At All")
+    assert unknown.status_code == 400
+    body = unknown.json()
+    assert body["detail"]["status"] == "unknown_speaker" and body["error"]["code"] == "unknown_speaker"
+    bad_format = _tts(farm, "", "Hello.", output_format="pcm_12345")
+    assert bad_format.status_code == 400 and "output_format" in bad_format.json()["detail"]["message"]
+
+
+def test_voices_are_listed_in_elevenlabs_shape(farm: Farm) -> None:
+    latents = {"gpt_cond_latent": [[0.02] * 64] * 32, "speaker_embedding": [0.03] * 512, "name": "Narrator"}
+    assert requests.post(farm.url("/save_voice/narrator"), json=latents, timeout=30).status_code == 201
+    voices = requests.get(farm.url("/v1/voices"), timeout=30).json()["voices"]
+    by_id = {v["voice_id"]: v for v in voices}
+    assert by_id[DEV_SPEAKER]["category"] == "premade" and by_id["narrator"]["category"] == "cloned"
+    assert by_id["narrator"]["name"] == "Narrator" and by_id["alloy"]["labels"]["alias_of"]
+    one = requests.get(farm.url("/v1/voices/narrator"), timeout=30)
+    assert one.status_code == 200 and one.json()["voice_id"] == "narrator"
+    missing = requests.get(farm.url("/v1/voices/nobody"), timeout=30)
+    assert missing.status_code == 404 and missing.json()["detail"]["status"] == "not_found"
+    # And the saved voice speaks on the socket, named in the path.
+    code, last = _opened_and_ended(farm, voice="narrator")
+    assert code == 1000 and last["isFinal"] is True

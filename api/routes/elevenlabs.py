@@ -23,7 +23,7 @@ from api.errors import invalid_input_from
 from api.output_formats import OutputFormat, output_format
 from api.responses import json_model
 from api.routes.synthesis import stream_synthesis
-from api.schemas.common import ErrorResponse
+from api.schemas.common import NO_NUL, ErrorResponse
 from api.schemas.elevenlabs import (
     AudioWithTimestamps,
     ElevenLabsVoice,
@@ -53,7 +53,9 @@ sockets = Blueprint("agent_sockets", __name__, url_prefix="/v1/text-to-speech")
 
 
 class VoicePath(BaseModel):
-    voice_id: str = Field(..., min_length=1, max_length=200, description="A saved voice, built-in speaker or alias.")
+    voice_id: str = Field(
+        ..., min_length=1, max_length=200, pattern=NO_NUL, description="A saved voice, built-in speaker or alias."
+    )
 
 
 ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
@@ -62,9 +64,11 @@ ERRORS: dict[int | str, type[BaseModel] | dict[str, Any] | None] = {
     413: ErrorResponse,
     429: ErrorResponse,
 }
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 _AUDIO = {
-    "description": "The audio in output_format, streamed as it is synthesized",
-    "content": {"audio/mpeg": {"schema": {"type": "string", "format": "binary"}}},
+    "description": "The audio in output_format, streamed as it is synthesized (pcm_*: raw 16-bit little-endian mono at "
+    "its rate; ulaw_8000, alaw_8000: G.711 at 8 kHz; mp3_*; opus_*: Ogg Opus)",
+    "content": dict.fromkeys(("audio/mpeg", "audio/pcm", "audio/basic", "audio/x-alaw-basic", "audio/ogg"), _BINARY),
 }
 _TIMED_LINES = {
     "description": "One JSON object per line (application/x-ndjson), each a piece of the audio with the timing of the "
@@ -85,6 +89,9 @@ def _tts_request(voice_id: str, body: TextToSpeechRequest) -> TtsRequest:
             normalize=normalize_mode(body.apply_text_normalization),
             lexicons=[item.pronunciation_dictionary_id for item in locators] if locators is not None else None,
             response_format="pcm",
+            input_format="text",  # ElevenLabs reads no SSML over HTTP
+            min_new_tokens=body.min_new_tokens,
+            max_new_tokens=body.max_new_tokens,
         )
     except ValidationError as exc:
         raise invalid_input_from(exc, "request") from None

@@ -12,7 +12,7 @@ from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy.exc import OperationalError
 
-from api import admission
+from api import admission, captions
 from api.auth import caller
 from api.client import ClientConnection, ClientGone
 from api.delivery import (
@@ -20,7 +20,7 @@ from api.delivery import (
     cancel,
     check_cursor,
     current_job,
-    job_audio,
+    job_chunks,
     job_pcm,
     sse_audio,
     sse_error,
@@ -30,10 +30,20 @@ from api.framing import sse_event
 from api.lifecycle import ServerLeaving
 from api.responses import json_model
 from api.schemas.common import ErrorResponse, audio_response
-from api.schemas.jobs import JOB_EVENT_SCHEMA, AudioQuery, JobCreated, JobPath, JobStatus, StreamJobPath, StreamQuery
+from api.schemas.jobs import (
+    JOB_EVENT_SCHEMA,
+    AudioQuery,
+    CaptionsQuery,
+    JobCreated,
+    JobPath,
+    JobStatus,
+    StreamJobPath,
+    StreamQuery,
+)
 from api.schemas.synthesis import TtsRequest
 from api.submission import submit, submit_once
 from shared import jobs, streams
+from shared.alignment import ALIGNMENT_SOURCE, proportional
 from shared.errors import AudioExpired, FarmError, InvalidInput, JobNotReady, SynthesisFailed
 from shared.models import JobState
 from shared.redis_client import get_redis
@@ -146,8 +156,10 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
 
     def events() -> Iterator[bytes]:
         try:
-            for position, pcm in job_audio(job.id, job.segments_total, cursor, client=client):
-                yield sse_audio(position, pcm)
+            for chunk in job_chunks(job.id, job.segments_total, cursor, client=client):
+                yield sse_audio(chunk.cursor, chunk.pcm)
+                if chunk.last and (timing := sse_timestamps(job.id, chunk.cursor.segment, job.sample_rate)):
+                    yield timing
             yield sse_event({"state": _final_state(job.id)}, "end")
         except ClientGone:
             return  # a /jobs job runs on without its listener; it can reconnect with its last event id
@@ -166,6 +178,49 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     # close() runs however the response ends, HEAD included (which never iterates the body).
     response.call_on_close(slot.release)
     return response
+
+
+def sse_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
+    """The `timestamps` event of a segment whose audio is complete (None for a pause: nothing is said). Its length
+    comes from its stream, which holds its last chunk before SQL counts it."""
+    start = jobs.segment_start(job_id, index)
+    if start is None or not start.text.strip():
+        return None
+    samples = streams.delivered(get_redis(), streams.segment_key(job_id, index)).samples
+    timing = proportional(start.text, samples, rate)
+    data = {
+        "segment": index,
+        "start_ms": round(start.start * 1000 / rate),
+        "end_ms": round((start.start + samples) * 1000 / rate),
+        "text": start.text,
+        "chars": timing.chars,
+        "charStartTimesMs": timing.starts_ms,
+        "charDurationsMs": timing.durations_ms,
+        "alignment_source": ALIGNMENT_SOURCE,
+    }
+    return sse_event(data, "timestamps")
+
+
+@bp.get(
+    "/jobs/<job_id>/captions",
+    responses={
+        200: {
+            "description": "The captions (WebVTT or SRT) of the segments whose audio is complete",
+            "content": {
+                "text/vtt": {"schema": {"type": "string"}},
+                "application/x-subrip": {"schema": {"type": "string"}},
+            },
+        },
+        404: ErrorResponse,
+    },
+)
+def job_captions(path: JobPath, query: CaptionsQuery) -> Response:
+    """Captions of a job's audio: a cue per segment (exact times, from the audio each segment made) or per word
+    (`granularity=word`: within a segment, timing proportional to the text), as WebVTT (`format=vtt`) or SRT. A
+    running job's captions cover the segments done so far."""
+    job = current_job(path.job_id, tenant=caller().tenant, with_segments=True)
+    text = captions.render(captions.cues(job, query.granularity), query.format)
+    return Response(text, content_type=captions.MEDIA_TYPES[query.format])
 
 
 def _final_state(job_id: str) -> str:

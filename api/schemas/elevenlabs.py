@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.output_formats import OUTPUT_FORMATS
+from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, LexiconName, documented_as, not_blank, text_schema
 from shared.normalization import NormalizeMode
+from shared.params import MAX_TOKENS_PER_SEGMENT
 
 MAX_PIECE_CHARS = 10_000
 MAX_KEY_CHARS = 200
@@ -39,18 +42,25 @@ class VoiceSettings(BaseModel):
 class DictionaryLocator(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pronunciation_dictionary_id: str = Field(..., min_length=1, max_length=64)
+    pronunciation_dictionary_id: LexiconName = Field(..., description="A lexicon of the farm's (GET /lexicons).")
     version_id: str | None = Field(None, max_length=64)
 
 
 class TextToSpeechRequest(BaseModel):
     """The body of POST /v1/text-to-speech/{voice_id} (and /stream, /with-timestamps, /stream/with-timestamps)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "Hello there.", "model_id": "eleven_flash_v2_5"}]},
+    )
 
-    text: str = Field(..., min_length=1, max_length=MAX_PIECE_CHARS, description="The text to speak.")
+    text: str = Field(..., description="The text to speak.", json_schema_extra=documented_as(text_schema))
     model_id: str | None = Field(None, max_length=100, description="Accepted; the farm serves its one model.")
-    language_code: str | None = Field(None, max_length=16, description="ISO 639-1 language (default en).")
+    language_code: str | None = Field(
+        None,
+        description="The language (one of GET /languages; default en).",
+        json_schema_extra=documented_as(lambda: {"anyOf": [LANGUAGE_SCHEMA, {"type": "null"}]}),
+    )
     voice_settings: VoiceSettings | None = None
     pronunciation_dictionary_locators: list[DictionaryLocator] | None = Field(
         None,
@@ -65,12 +75,27 @@ class TextToSpeechRequest(BaseModel):
     use_pvc_as_ivc: bool | None = None
     apply_text_normalization: TextNormalization = "auto"
     apply_language_text_normalization: bool | None = None
+    # Extensions: the farm's bounds on a segment's audio tokens (tests and benchmarks pin the dev model's length).
+    min_new_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_PER_SEGMENT, description="Extension.")
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_PER_SEGMENT, description="Extension.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        return not_blank(value, "text")
+
+
+OUTPUT_FORMAT_SCHEMA = {"type": "string", "enum": list(OUTPUT_FORMATS)}
 
 
 class TextToSpeechQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients add query parameters with every release
 
-    output_format: str = Field("mp3_44100_128", max_length=32, description="codec_samplerate[_bitrate].")
+    output_format: str = Field(
+        "mp3_44100_128",
+        description="codec_samplerate[_bitrate]: raw 16-bit PCM (pcm_*), G.711 (ulaw_8000, alaw_8000), MP3, Opus",
+        json_schema_extra=documented_as(OUTPUT_FORMAT_SCHEMA),
+    )
     optimize_streaming_latency: int | None = Field(None, ge=0, le=4, description="Accepted, no effect.")
     enable_logging: bool | None = None
 
@@ -145,7 +170,7 @@ class _Message(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    text: str | None = Field(None, max_length=MAX_PIECE_CHARS)
+    text: str | None = Field(None, max_length=MAX_PIECE_CHARS, pattern=NO_NUL)
     flush: bool = False
     try_trigger_generation: bool | None = None
     voice_settings: VoiceSettings | None = None
@@ -171,11 +196,13 @@ class MultiStreamInputMessage(_Message):
     `close_socket`; `{"text": ""}` keeps a context alive. `voice_id` and `language_code` (extensions) give a context
     its own voice or language."""
 
-    context_id: str | None = Field(None, alias="context_id", min_length=1, max_length=MAX_CONTEXT_ID_CHARS)
-    context_id_camel: str | None = Field(None, alias="contextId", min_length=1, max_length=MAX_CONTEXT_ID_CHARS)
+    context_id: str | None = Field(None, min_length=1, max_length=MAX_CONTEXT_ID_CHARS, pattern=NO_NUL)
+    context_id_camel: str | None = Field(
+        None, alias="contextId", min_length=1, max_length=MAX_CONTEXT_ID_CHARS, pattern=NO_NUL
+    )
     close_context: bool = False
     close_socket: bool = False
-    voice_id: str | None = Field(None, min_length=1, max_length=200)
+    voice_id: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
     language_code: str | None = Field(None, min_length=1, max_length=16)
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,6 +22,9 @@ CURSOR_PATTERN = r"^[0-9]{1,9}-[0-9]{1,9}$"
 JOB_EVENT_SCHEMA = event_schema(
     {
         "audio": "one audio chunk, {segment, seq, samples, pcm_s16le_base64} (16-bit PCM), its id `<segment>-<seq>`",
+        "timestamps": "after a segment's last audio chunk: its timing, {segment, start_ms, end_ms (from the job's "
+        "first sample), text (as said), chars, charStartTimesMs, charDurationsMs (from the segment's start), "
+        "alignment_source}",
         "end": "the audio is complete, {state}",
         "error": "the stream broke off, {error: {status, code, message, details}} (the error contract's body)",
     },
@@ -60,6 +63,17 @@ class StreamQuery(BaseModel):
         None,
         description="Resume after this event id ('<segment>-<seq>'); the Last-Event-ID header works too.",
         json_schema_extra=documented_as({"type": "string", "pattern": CURSOR_PATTERN}),
+    )
+
+
+class CaptionsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["vtt", "srt"] = Field("vtt", description="vtt: WebVTT; srt: SubRip")
+    granularity: Literal["sentence", "word"] = Field(
+        "sentence",
+        description="sentence: a cue per segment (exact: its own audio); word: a cue per word (its timing within "
+        "the segment an estimate proportional to the text)",
     )
 
 
