@@ -166,14 +166,20 @@ def _lexicons(body: dict[str, Any]) -> Any:
     return body.get("lexicons")
 
 
+def _not_an_object(error: dict[str, Any], case: Any) -> bool | None:
+    """Not schema-valid at all: every JSON body of the farm is an object. Schemathesis's coverage phase sends a number
+    as the body of an operation with both a query and a JSON body (ElevenLabs' text-to-speech) while it varies the
+    query, and calls it positive. None: the body is an object (or none)."""
+    if case.body is None or isinstance(case.body, dict) or case.media_type != "application/json":
+        return None
+    return error.get("code") == "validation_error" and "must be a JSON object" in error.get("message", "")
+
+
 def _excused(error: dict[str, Any], case: Any) -> bool:
     """Whether the farm refused this schema-valid request for a reason the document cannot state."""
     code, details, body = error.get("code"), error.get("details"), _body(case)
-    if case.body is not None and not isinstance(case.body, dict) and case.media_type == "application/json":
-        # Not schema-valid at all: every JSON body of the farm is an object. Schemathesis's coverage phase sends a
-        # number as the body of an operation with both a query and a JSON body (ElevenLabs' text-to-speech) while
-        # it varies the query, and calls it positive.
-        return code == "validation_error" and "must be a JSON object" in error.get("message", "")
+    if (refused := _not_an_object(error, case)) is not None:
+        return refused
     path_voice = (case.path_parameters or {}).get("voice_id")
     if code == "unknown_speaker":
         builtin = details.get("builtin_speakers", []) if isinstance(details, dict) else []
