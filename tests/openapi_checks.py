@@ -178,8 +178,6 @@ def _not_an_object(error: dict[str, Any], case: Any) -> bool | None:
 def _excused(error: dict[str, Any], case: Any) -> bool:
     """Whether the farm refused this schema-valid request for a reason the document cannot state."""
     code, details, body = error.get("code"), error.get("details"), _body(case)
-    if (refused := _not_an_object(error, case)) is not None:
-        return refused
     path_voice = (case.path_parameters or {}).get("voice_id")
     if code == "unknown_speaker":
         builtin = details.get("builtin_speakers", []) if isinstance(details, dict) else []
@@ -224,6 +222,9 @@ def positive_data_accepted_or_refused_for_a_live_reason(ctx: Any, response: Any,
             error = json.loads(response.content)["error"]
         except (ValueError, KeyError, TypeError):
             raise
-        if not isinstance(error, dict) or not _excused(error, case):
+        if not isinstance(error, dict):
+            raise
+        refused_as_no_object = _not_an_object(error, case)
+        if refused_as_no_object is False or (refused_as_no_object is None and not _excused(error, case)):
             raise
         return None
