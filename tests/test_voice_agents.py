@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ import requests
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tools.localfarm import DEV_SPEAKER, Farm, wait_for
+from tools.localfarm import DEV_SPEAKER, ROOT, Farm, wait_for
 
 SAMPLE_RATE = 24000
 SENTENCES = ["The farm speaks as the agent writes. ", "Each sentence leaves at once. ", "The last one ends here. "]
@@ -595,3 +596,41 @@ def test_voices_are_listed_in_elevenlabs_shape(farm: Farm) -> None:
     # And the saved voice speaks on the socket, named in the path.
     code, last = _opened_and_ended(farm, voice="narrator")
     assert code == 1000 and last["isFinal"] is True
+
+
+def test_the_python_client_pipes_tokens_into_a_speaking_session_and_its_example_runs(farm: Farm, tmp_path: Any) -> None:
+    from xtts_client import XTTSClient
+
+    async def converse() -> tuple[bytes, str, str | None]:
+        audio = bytearray()
+        async with XTTSClient(farm.base_url).speak_stream(DEV_SPEAKER) as session:
+
+            async def write() -> None:
+                for word in TEXT.split():
+                    await session.send(word + " ")
+                    await asyncio.sleep(0.05)
+                await session.end()
+
+            writer = asyncio.create_task(write())
+            async for chunk in session:
+                audio += chunk
+            await writer
+        return bytes(audio), session.spoken, session.session_id
+
+    audio, spoken, session = asyncio.run(asyncio.wait_for(converse(), 300))
+    assert spoken == TEXT and session is not None
+    assert len(audio) // 2 == _job(farm, session)["progress"]["audio_samples"]
+    assert len(audio) == sum(len(_spoken_alone(farm, s)) for s in SENTENCES)
+
+    out = tmp_path / "reply.pcm"
+    ran = subprocess.run(
+        [sys.executable, str(ROOT / "client" / "examples" / "agent_pipe.py"), "--url", farm.base_url, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "client")},  # as `pip install ./client` makes it importable
+    )
+    assert ran.returncode == 0, ran.stderr
+    session_id = ran.stdout.split("session ")[-1].strip()
+    assert out.stat().st_size // 2 == _job(farm, session_id)["progress"]["audio_samples"] > 0

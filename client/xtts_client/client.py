@@ -14,6 +14,7 @@ import requests
 from xtts_client.errors import FarmError, FarmUnreachable, UnsupportedFormat, XTTSError, describe_connection_error
 from xtts_client.formats import CLIENT_SIDE, FORMATS, answered_format
 from xtts_client.resume import AudioEvent, Dropped, EndEvent, OnReconnect, RetryPolicy, follow
+from xtts_client.speaking import SpeakingSession, session_url
 from xtts_client.wav import WavReader
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -339,6 +340,18 @@ class XTTSClient:
 
     def delete_voice(self, voice_id: str) -> dict[str, Any]:
         return dict(self._json("DELETE", f"/saved_voices/{voice_id}"))
+
+    def speak_stream(
+        self, voice: str, *, language: str = "en", output_format: str = "pcm_24000", speed: float | None = None
+    ) -> SpeakingSession:
+        """An async session for text written as it is spoken (a voice agent's LLM): `async with` it, `await
+        session.send(text)` as text comes, `await session.end()`, and `async for audio in session` (raw 16-bit PCM at
+        24 kHz by default; any of ElevenLabs' output formats)."""
+        headers = {"User-Agent": "xtts-client/0.1"}
+        if auth := self._session.headers.get("Authorization"):
+            headers["Authorization"] = str(auth)
+        settings: dict[str, Any] = {"voice_settings": {"speed": speed}} if speed is not None else {}
+        return SpeakingSession(session_url(self.base_url, voice, output_format, language), headers, settings)
 
     def close(self) -> None:
         self._session.close()
