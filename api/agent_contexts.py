@@ -79,10 +79,8 @@ class SpeechContext:
     """One context: its job, its incoming text, its delivery thread. `send` writes one message to the socket (the
     socket adds `contextId`); it is called from the delivery thread. Its messages carry `sessionId`, the job's id."""
 
-    def __init__(
-        self, celery: Celery, tenant: str, settings: ContextSettings, send: Send, on_end: Callable[[], None]
-    ) -> None:
-        self.celery, self.settings, self._on_end = celery, settings, on_end
+    def __init__(self, celery: Celery, tenant: str, settings: ContextSettings, send: Send) -> None:
+        self.celery, self.settings = celery, settings
         self.job = open_text(celery, settings.voice, settings.language, settings.params, tenant)
         # Every message names the context's session (an extension): GET /jobs/{id} shows its state and metrics.
         self._send: Send = lambda body: send({**body, "sessionId": self.job.id})
@@ -193,7 +191,6 @@ class SpeechContext:
         finally:
             self._encoder.close()
             self._send({"isFinal": True})
-            self._on_end()
 
     def _deliver_utterance(self, utterance: Utterance) -> None:
         appended = utterance.appended

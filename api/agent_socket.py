@@ -267,13 +267,7 @@ class AgentSocket:
             long_after=max(schedule) if schedule else 250,
             eager=self.query.auto_mode,
         )
-        context = SpeechContext(
-            self.celery,
-            self.caller.tenant,
-            settings,
-            send=lambda body: self._send(name, body),
-            on_end=lambda: None,
-        )
+        context = SpeechContext(self.celery, self.caller.tenant, settings, send=lambda body: self._send(name, body))
         self._open[name] = context
         self._voice_settings[name] = message.voice_settings
         return context

@@ -25,6 +25,9 @@ machines are noisy. Sections (run all, or pick with --only):
   realtime    live streams played by a real-time listener on 2 workers: the farm's live capacity, first audio,
               stall and refusals at 0.5x-4x it, and live streams against a bulk job, scheduling on and off
               (sizes: REALTIME_* in benchmarks/realtime_bench.py)
+  agents      voice agents on 2 workers: ElevenLabs' WebSocket against /tts_stream, first audio from the flush
+              (p50/p95, idle and at the live capacity), and text written at 20 tokens/s played by a real-time
+              listener (stall, first audio against the first sentence's end)
 
 Sections run one after another, each isolated: one that fails is reported (a table row, and its error and
 traceback in the JSON) and the others still run; the exit status is then 1.
@@ -44,10 +47,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import concurrency_bench, farm_bench, formats_bench, model_bench, realtime_bench
+from benchmarks import agents_bench, concurrency_bench, farm_bench, formats_bench, model_bench, realtime_bench
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("streaming", "steps", "pipeline", "throughput", "longtext", "concurrency", "gpu", "formats", "realtime")
+SECTIONS = (
+    "streaming",
+    "steps",
+    "pipeline",
+    "throughput",
+    "longtext",
+    "concurrency",
+    "gpu",
+    "formats",
+    "realtime",
+    "agents",
+)
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> str:
@@ -88,6 +102,7 @@ RUNNERS: dict[str, Section] = {
     "concurrency": concurrency_bench.concurrency,
     "formats": formats_bench.formats,
     "realtime": realtime_bench.realtime,
+    "agents": agents_bench.agents,
 }
 
 
