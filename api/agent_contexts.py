@@ -30,6 +30,7 @@ from celery import Celery
 from api.delivery import Watchdog, cancel
 from api.output_formats import ChunkEncoder, OutputFormat
 from api.submission import Appended, append_text, open_text
+from api.telemetry import PlaybackMeter
 from shared import jobs, streams
 from shared.alignment import ALIGNMENT_SOURCE, CharTiming, UtteranceAligner
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
@@ -133,7 +134,7 @@ class SpeechContext:
         by the reaper); at most once a second."""
         now = time.monotonic()
         if not self._closed and now - self._kept_at >= 1.0:
-            streams.keep_writer(get_redis(), self.job.id)
+            streams.keep_writer(get_redis(), self.job.id, get_settings().AGENT_WRITER_TTL_SECONDS)
             self._kept_at = now
 
     def idle_flush(self, idle_seconds: float) -> None:
@@ -143,7 +144,11 @@ class SpeechContext:
                 self._speak(piece)
 
     def _speak(self, piece: str) -> None:
-        appended = append_text(self.celery, self.job, piece, self.settings.normalize, self.settings.lexicons)
+        try:
+            appended = append_text(self.celery, self.job, piece, self.settings.normalize, self.settings.lexicons)
+        except jobs.TextClosed:  # the session was cancelled (DELETE /jobs/{id}): its delivery has ended
+            self._closed = True
+            return
         self._utterances.put(Utterance(piece, appended))
 
     # --- ends ---------------------------------------------------------------------------------------------------
@@ -189,10 +194,19 @@ class SpeechContext:
             if not self._stopped.is_set():
                 self._send({"error": "internal_error", "message": "delivery failed", "code": 1011, "status": 500})
         finally:
+            self._closed = True  # whatever ended it (DELETE /jobs/{id} too), it takes no more text
             self._encoder.close()
             self._send({"isFinal": True})
 
     def _deliver_utterance(self, utterance: Utterance) -> None:
+        # Listening metrics per piece: a gap before a piece whose text came late is the agent's, not the farm's.
+        meter = PlaybackMeter(self.job.id)
+        try:
+            self._deliver_segments(utterance, meter)
+        finally:
+            meter.close()
+
+    def _deliver_segments(self, utterance: Utterance, meter: PlaybackMeter) -> None:
         appended = utterance.appended
         aligner = UtteranceAligner(utterance.written, appended.said, appended.expected_samples, SAMPLE_RATE)
         settings, r = get_settings(), get_redis()
@@ -214,6 +228,7 @@ class SpeechContext:
                 timed = aligner.chunk(k, samples, chunk.last)
                 ended = ended or chunk.last
                 self._send_audio(self._encoder.chunk(chunk.pcm), timed)
+                meter.sent(chunk.pcm)
             if not ended and not self._stopped.is_set():  # a stream written before chunks said which was last
                 self._send_audio(b"", aligner.chunk(k, 0, True))
 

@@ -217,6 +217,9 @@ class AgentSocket:
             return
         name = message.context
         context = self._open.get(name)
+        if context is not None and context.closed:  # ended from outside (DELETE /jobs/{id}): the name is free
+            self._ending.append(self._open.pop(name))
+            context = None
         if context is None:
             if message.close_context or not message.text:
                 return  # a flush, keep-alive or close of a context that has ended (or never was): nothing to do
@@ -284,7 +287,10 @@ class AgentSocket:
         """Between messages: speak text left waiting, end what has ended, stop when the process stops or the
         agent has been silent for inactivity_timeout."""
         idle = get_settings().AGENT_IDLE_FLUSH_SECONDS
-        for context in self._open.values():
+        for name, context in list(self._open.items()):
+            if context.closed:  # ended from outside (DELETE /jobs/{id}): the name may open a new context
+                self._ending.append(self._open.pop(name))
+                continue
             context.idle_flush(idle)
             context.keep()
         self._ending = [context for context in self._ending if not context.done]

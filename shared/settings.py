@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # A voice agent's text (api/agent_contexts.py) with no sentence end yet is spoken once no more of it has come for
     # this long: an LLM writes 20 or more tokens a second, so a pause of a second means it has stopped for now.
     AGENT_IDLE_FLUSH_SECONDS: float = Field(1.0, gt=0, le=60)
+    # A voice agent's open context is renewed by its API process every second; one not renewed for this long lost its
+    # process, and the reaper cancels it.
+    AGENT_WRITER_TTL_SECONDS: int = Field(15, ge=3, le=3600)
     # Time limits of one run of a segment: past the soft one it stops at its next chunk and fails with that
     # reason; the hard one bounds the wait for any chunk at all (a model that hangs).
     SEGMENT_SOFT_TIME_LIMIT: float = Field(600.0, gt=0)

@@ -248,14 +248,11 @@ def writer_key(job_id: str) -> str:
     return f"xtts:job:{job_id}:writer"
 
 
-# A job whose text is open (a voice agent's context) has a writer, the API process that holds its socket, which
-# renews this key while it lives: a job whose key has lapsed lost its writer (the process died) and is ended by the
-# reaper rather than waiting for text that cannot come.
-WRITER_TTL_SECONDS = 15
-
-
-def keep_writer(r: redis.Redis, job_id: str) -> None:
-    r.set(writer_key(job_id), b"1", ex=WRITER_TTL_SECONDS)
+def keep_writer(r: redis.Redis, job_id: str, ttl: int) -> None:
+    """A job whose text is open (a voice agent's context) has a writer, the API process that holds its socket, which
+    renews this key while it lives: a job whose key has lapsed lost its writer (the process died) and is ended by
+    the reaper rather than waiting for text that cannot come."""
+    r.set(writer_key(job_id), b"1", ex=ttl)
 
 
 def has_writer(r: redis.Redis, job_id: str) -> bool:

@@ -50,6 +50,7 @@ SHORT_LEASES: dict[str, Any] = {
     "SEGMENT_LEASE_SECONDS": "4",
     "REAPER_INTERVAL_SECONDS": "1",
     "WORKER_MAX_BATCH": "4",
+    "AGENT_WRITER_TTL_SECONDS": "3",  # a voice agent's context whose API process died is cancelled in seconds
 }
 # One worker that a test may freeze (SIGSTOP) for seconds while requests arrive: its registry entry outlives that
 # (a heartbeat every 5 s, so 15 s), and its live capacity is pinned to 1 stream (not measured on a busy machine).

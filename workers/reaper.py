@@ -126,7 +126,7 @@ class Reaper:
         live = len(registry.live_workers(r))
         for job_id in jobs.stalled_jobs():
             dispatch(self.celery, job_id, live)
-        for job_id in jobs.open_texts(older_than=streams.WRITER_TTL_SECONDS):
+        for job_id in jobs.open_texts(older_than=settings.AGENT_WRITER_TTL_SECONDS):
             if not streams.has_writer(r, job_id) and jobs.abandon_text(job_id):
                 log.warning("job %s lost the writer of its text (an API process died): cancelled", job_id)
                 streams.publish_cancel(r, job_id, settings.STREAM_TTL_SECONDS)
