@@ -604,21 +604,18 @@ def overtaken(now: datetime, grace: float = 5.0, limit: int = 100) -> list[tuple
     return _queued_segments(limit, Job.priority == Priority.LIVE.value, JobSegment.sent_at.is_not(None), started_later)
 
 
+def _active_jobs(limit: int, *conditions: ColumnElement[bool]) -> list[str]:
+    """Ids of active jobs that meet `conditions`."""
+    with session_scope() as s:
+        return list(s.execute(select(Job.id).where(Job.state.in_(ACTIVE_STATES), *conditions).limit(limit)).scalars())
+
+
 def stalled_jobs(limit: int = 100) -> list[str]:
     """Active jobs with segments left to dispatch and none claimed and unfinished: whoever should have
     dispatched their next segment died first. Dispatching them again is harmless (claims are atomic)."""
-    with session_scope() as s:
-        return list(
-            s.execute(
-                select(Job.id)
-                .where(
-                    Job.state.in_(ACTIVE_STATES),
-                    Job.segments_dispatched < Job.segments_total,
-                    Job.segments_dispatched == Job.segments_done,
-                )
-                .limit(limit)
-            ).scalars()
-        )
+    return _active_jobs(
+        limit, Job.segments_dispatched < Job.segments_total, Job.segments_dispatched == Job.segments_done
+    )
 
 
 WRITER_LOST = "its text was still being written when its writer (a voice agent's connection) was lost"
@@ -626,18 +623,7 @@ WRITER_LOST = "its text was still being written when its writer (a voice agent's
 
 def open_texts(older_than: float, limit: int = 100) -> list[str]:
     """Active jobs whose text is open and that were created more than `older_than` seconds ago."""
-    with session_scope() as s:
-        return list(
-            s.execute(
-                select(Job.id)
-                .where(
-                    Job.text_open.is_(True),
-                    Job.state.in_(ACTIVE_STATES),
-                    Job.created_at < utcnow() - timedelta(seconds=older_than),
-                )
-                .limit(limit)
-            ).scalars()
-        )
+    return _active_jobs(limit, Job.text_open.is_(True), Job.created_at < utcnow() - timedelta(seconds=older_than))
 
 
 def abandon_text(job_id: str) -> bool:

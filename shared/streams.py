@@ -277,20 +277,6 @@ class Chunk:
     last: bool = False
 
 
-def read_audio(
-    r: redis.Redis,
-    job_id: str,
-    segments_total: int,
-    cursor: Cursor | None = None,
-    *,
-    block_ms: int = 1000,
-    on_idle: Callable[[int], None] = lambda index: None,
-) -> Iterator[tuple[Cursor, bytes]]:
-    """Yield (cursor, pcm) for every audio chunk after `cursor`, in order (`read_chunks`)."""
-    for chunk in read_chunks(r, job_id, segments_total, cursor, block_ms=block_ms, on_idle=on_idle):
-        yield chunk.cursor, chunk.pcm
-
-
 def read_chunks(
     r: redis.Redis,
     job_id: str,
