@@ -5,6 +5,7 @@ No worker and no Redis: these call `shared.jobs` directly against a real, migrat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -325,3 +326,91 @@ def test_a_reader_makes_a_bulk_job_live_unless_its_request_said_bulk(database: s
     assert not jobs.make_live(default)  # once is enough
     assert not jobs.make_live(stated) and jobs.priority_of(stated) is Priority.BULK
     assert not jobs.make_live(ended) and jobs.priority_of(ended) is Priority.BULK
+
+
+# --- a text written as it is spoken (a voice agent's context) ----------------------------------------------------
+def _open_job() -> str:
+    with session_scope() as s:
+        job = jobs.create_job(
+            s,
+            origin="agent",
+            text="",
+            language="en",
+            voice_kind="builtin",
+            voice_ref="x",
+            params={},
+            segments=[],
+            epoch="e1",
+            text_open=True,
+        )
+    return job.id
+
+
+def test_an_open_text_takes_segments_until_closed_and_succeeds_only_then(database: str) -> None:
+    job_id = _open_job()
+    assert jobs.append_segments(job_id, "One. ", ["One."]) == 0
+    assert jobs.append_segments(job_id, "Two. Three.", ["Two.", "Three."]) == 1
+    assert _claim_all(job_id, 5) == [0, 1, 2]
+    for index in range(3):
+        _start(job_id, index, f"run-{index}")
+        assert jobs.finish_segment(job_id, index, f"run-{index}") is False  # its text may go on
+    job = jobs.get_job(job_id, with_segments=True)
+    assert job.state == RUNNING and job.text == "One. Two. Three." and job.segments_total == 3
+    assert [seg.text for seg in job.segments] == ["One.", "Two.", "Three."]
+    assert jobs.close_text(job_id) is True  # everything said: it ends with its close
+    assert jobs.get_job(job_id).state == SUCCEEDED
+    with pytest.raises(jobs.TextClosed):
+        jobs.append_segments(job_id, "Four.", ["Four."])
+
+
+def test_a_closed_text_ends_with_its_last_segment_and_an_empty_one_at_once(database: str) -> None:
+    job_id = _open_job()
+    jobs.append_segments(job_id, "One.", ["One."])
+    _claim_all(job_id, 5)
+    _start(job_id, 0)
+    assert jobs.close_text(job_id) is False  # a segment is still running
+    assert jobs.finish_segment(job_id, 0, "run-a") is True
+    assert jobs.get_job(job_id).state == SUCCEEDED
+    empty = _open_job()
+    assert jobs.close_text(empty) is True and jobs.get_job(empty).state == SUCCEEDED
+
+
+def test_a_cancelled_or_abandoned_text_takes_nothing_more(database: str) -> None:
+    cancelled = _open_job()
+    jobs.cancel_job(cancelled)
+    with pytest.raises(jobs.TextClosed):
+        jobs.append_segments(cancelled, "One.", ["One."])
+    abandoned, closed = _open_job(), _open_job()
+    jobs.close_text(closed)
+    assert abandoned in jobs.open_texts(older_than=0) and closed not in jobs.open_texts(older_than=0)
+    assert abandoned not in jobs.open_texts(older_than=3600)
+    assert jobs.abandon_text(abandoned) is True and jobs.abandon_text(closed) is False
+    job = jobs.get_job(abandoned)
+    assert job.state == CANCELLED and job.error == jobs.WRITER_LOST and not job.text_open
+
+
+def test_the_last_segment_and_the_close_racing_end_the_text_exactly_once(database: str) -> None:
+    """Whichever of the two commits second sees both the segment done and the text closed (the job's row lock)."""
+    for _ in range(20):
+        job_id = _open_job()
+        jobs.append_segments(job_id, "One.", ["One."])
+        _claim_all(job_id, 5)
+        _start(job_id, 0)
+        barrier = threading.Barrier(2)
+        ended: list[bool] = []
+
+        def finish(job_id: str = job_id, barrier: threading.Barrier = barrier, ended: list[bool] = ended) -> None:
+            barrier.wait()
+            ended.append(jobs.finish_segment(job_id, 0, "run-a"))
+
+        def close(job_id: str = job_id, barrier: threading.Barrier = barrier, ended: list[bool] = ended) -> None:
+            barrier.wait()
+            ended.append(jobs.close_text(job_id))
+
+        threads = [threading.Thread(target=finish), threading.Thread(target=close)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert jobs.get_job(job_id).state == SUCCEEDED
+        assert sorted(ended) == [False, True]  # one of them ended it
