@@ -34,7 +34,7 @@ from api.telemetry import PlaybackMeter
 from shared import jobs, streams
 from shared.alignment import ALIGNMENT_SOURCE, CharTiming, UtteranceAligner
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from shared.errors import FarmError, InvalidInput, JobCancelled
+from shared.errors import FarmError, InvalidInput, JobCancelled, NothingToSpeak
 from shared.lexicons import Lexicon
 from shared.normalization import NormalizeMode
 from shared.redis_client import get_redis
@@ -148,6 +148,9 @@ class SpeechContext:
             appended = append_text(self.celery, self.job, piece, self.settings.normalize, self.settings.lexicons)
         except jobs.TextClosed:  # the session was cancelled (DELETE /jobs/{id}): its delivery has ended
             self._closed = True
+            return
+        except NothingToSpeak:  # a piece of markup or symbols alone (a code fence): nothing to say, go on
+            log.info("agent context of job %s: a piece with nothing to say was left out", self.job.id)
             return
         self._utterances.put(Utterance(piece, appended))
 

@@ -654,6 +654,23 @@ def test_the_python_client_pipes_tokens_into_a_speaking_session_and_its_example_
     assert out.stat().st_size // 2 == _job(farm, session_id)["progress"]["audio_samples"] > 0
 
 
+def test_a_piece_with_nothing_to_say_is_left_out_and_the_context_goes_on(farm: Farm) -> None:
+    async def converse() -> Heard:
+        heard: dict[str, Heard] = {}
+        async with connect(ws_url(farm)) as ws:
+            receiver = asyncio.create_task(_receive(ws, heard))
+            await ws.send(json.dumps({"text": " "}))
+            await ws.send(json.dumps({"text": "```\nprint(42)\n```\n", "flush": True}))  # a code block: not said
+            await ws.send(json.dumps({"text": SENTENCES[2]}))
+            await ws.send(json.dumps({"text": ""}))
+            await asyncio.wait_for(receiver, 120)
+        return heard[""]
+
+    heard = asyncio.run(converse())
+    assert heard.final and _job(farm, str(heard.session))["state"] == "succeeded"
+    assert len(heard.audio) == len(_spoken_alone(farm, SENTENCES[2]))
+
+
 def test_a_session_cancelled_over_http_ends_its_context_and_its_name_opens_a_new_one(farm: Farm) -> None:
     long = "This sentence runs on for a good while so that it is still being spoken when it is cancelled. "
 
