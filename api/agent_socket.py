@@ -156,7 +156,7 @@ class AgentSocket:
             raise SocketError("binary_frame", "this socket takes JSON text messages; binary frames are refused", 1003)
         try:
             raw = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
             raise SocketError("invalid_message", "a message is one JSON object; this one is not JSON") from None
         model: type[BaseModel] = MultiStreamInputMessage if self.multi else StreamInputMessage
         try:
@@ -345,5 +345,6 @@ class AgentSocket:
             self.ws.send(text)
 
     def _close(self, code: int, reason: str) -> None:
+        # A close frame's reason is at most 123 bytes of UTF-8.
         with self._lock, contextlib.suppress(ConnectionClosed, OSError):
-            self.ws.close(code, reason[:120])
+            self.ws.close(code, reason.encode()[:120].decode(errors="ignore"))

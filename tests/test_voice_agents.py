@@ -371,6 +371,7 @@ BAD = {
     "unknown field": ([{"text": " "}, {"text": "Hi. ", "shout": True}], 1008, "invalid_message", "shout"),
     "text before init": ([{"text": "Hello there. "}], 1008, "init_required", "first message"),
     "not JSON": (["{text"], 1008, "invalid_message", "JSON"),
+    "JSON nested past the recursion limit": (["[" * 100_000 + "]" * 100_000], 1008, "invalid_message", "JSON"),
     "binary frame": ([{"text": " "}, b"\x00\x01"], 1003, "binary_frame", "binary"),
     "a voice that is no one's": ([{"text": " "}], 1008, "unknown_speaker", "Nobody"),
 }
@@ -379,7 +380,7 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_messages_get_a_clear_error_and_close_code_and_the_farm_goes_on(farm: Farm, case: str) -> None:
     messages, code, error, words = BAD[case]
-    voice = "Nobody At All" if "no one" in case else DEV_SPEAKER
+    voice = "Nobody At All — ünïcödé ✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓✓" if "no one" in case else DEV_SPEAKER
     close_code, reason, last = _refused(farm, messages) if voice == DEV_SPEAKER else _refused_voice(farm, voice)
     assert close_code == code, (close_code, reason, last)
     if code != 1003 or last is not None:
