@@ -344,9 +344,15 @@ def test_every_output_format_decodes_to_its_rate_and_length(farm: Farm) -> None:
         assert expected <= samples <= expected + slack, (fmt, samples, expected)
 
 
+def _telling(kept: Any, message: dict[str, Any]) -> Any:
+    """The message that tells how a socket ended: its error, else its last message (an interrupted context's
+    isFinal may come after the error)."""
+    return kept if kept is not None and kept.get("error") else message
+
+
 def _refused(farm: Farm, messages: list[Any], endpoint: str = "stream-input", **query: Any) -> tuple[int, str, Any]:
     """Sends `messages` (a str or bytes as they are, anything else as JSON) and returns how the socket ended: its close
-    code and reason, and the last JSON message before the close."""
+    code and reason, and its error message (or its last message)."""
 
     async def converse() -> tuple[int, str, Any]:
         last = None
@@ -358,7 +364,7 @@ def _refused(farm: Farm, messages: list[Any], endpoint: str = "stream-input", **
                     break
             try:
                 async for raw in ws:
-                    last = json.loads(raw)
+                    last = _telling(last, json.loads(raw))
             except websockets.ConnectionClosed:
                 pass
             assert ws.close_code is not None
@@ -397,7 +403,7 @@ def _refused_voice(farm: Farm, voice: str) -> tuple[int, str, Any]:
             await ws.send(json.dumps({"text": " "}))
             with contextlib.suppress(websockets.ConnectionClosed):
                 async for raw in ws:
-                    last = json.loads(raw)
+                    last = _telling(last, json.loads(raw))
             assert ws.close_code is not None
             return ws.close_code, ws.close_reason or "", last
 
@@ -453,7 +459,7 @@ def _opened_and_ended(
             await ws.send(json.dumps({"text": ""}))
             with contextlib.suppress(websockets.ConnectionClosed):
                 async for raw in ws:
-                    last = json.loads(raw)
+                    last = _telling(last, json.loads(raw))
             assert ws.close_code is not None
             return ws.close_code, last
 
