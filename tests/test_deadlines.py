@@ -345,9 +345,32 @@ def test_a_live_texts_later_sentences_come_before_their_deadlines_while_a_bulk_j
     assert len(audio.content) // 2 == BULK_SENTENCES * xtts_samples(SENTENCE_TOKENS)
 
 
+class _StillClock:
+    """The scheduler's clock, advancing a microsecond a reading: the model's steps and decodes take no time by it, so
+    what a listener has in hand, and what the worker measures of its own speed, do not depend on this machine's
+    speed (seen: on a loaded 2-core machine the real clock left a fast-seeded live stream no audio in hand to grow its
+    chunks with)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+    perf_counter = monotonic
+
+
 def _chunk_sizes(engine: XttsEngine, *, live: bool, decode_seconds_per_token: float) -> list[int]:
     """The tokens of each chunk of one 64-token segment (first chunk 8) run alone, the worker's decode speed as
-    measured seeded (an exponentially weighted mean: the seed dominates the estimate for the segment's few decodes)."""
+    measured seeded (an exponentially weighted mean: the seed dominates the estimate for the segment's few decodes),
+    by the scheduler's clock alone (_StillClock)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scheduler_module, "time", _StillClock())
+        return _run_alone(engine, live=live, decode_seconds_per_token=decode_seconds_per_token)
+
+
+def _run_alone(engine: XttsEngine, *, live: bool, decode_seconds_per_token: float) -> list[int]:
     scheduler = engine.new_scheduler(max_batch=1)
     scheduler.capacity.observe_step(1, 0.001)
     scheduler.capacity.observe_decode(1, decode_seconds_per_token)
