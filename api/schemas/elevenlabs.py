@@ -43,7 +43,7 @@ class DictionaryLocator(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pronunciation_dictionary_id: LexiconName = Field(..., description="A lexicon of the farm's (GET /lexicons).")
-    version_id: str | None = Field(None, max_length=64)
+    version_id: str | None = Field(None, max_length=64, pattern=NO_NUL)
 
 
 class TextToSpeechRequest(BaseModel):
@@ -55,7 +55,9 @@ class TextToSpeechRequest(BaseModel):
     )
 
     text: str = Field(..., description="The text to speak.", json_schema_extra=documented_as(text_schema))
-    model_id: str | None = Field(None, max_length=100, description="Accepted; the farm serves its one model.")
+    model_id: str | None = Field(
+        None, max_length=100, pattern=NO_NUL, description="Accepted; the farm serves its one model."
+    )
     language_code: str | None = Field(
         None,
         description="The language (one of GET /languages; default en).",
@@ -68,10 +70,13 @@ class TextToSpeechRequest(BaseModel):
         description="The farm's lexicons (GET /lexicons) to apply, by name as `pronunciation_dictionary_id`.",
     )
     seed: int | None = Field(None, ge=0, le=4294967295, description="Accepted; each segment has its own seed.")
-    previous_text: str | None = Field(None, max_length=MAX_PIECE_CHARS, description="Accepted, not used.")
-    next_text: str | None = Field(None, max_length=MAX_PIECE_CHARS, description="Accepted, not used.")
-    previous_request_ids: list[str] | None = Field(None, max_length=3)
-    next_request_ids: list[str] | None = Field(None, max_length=3)
+    # No string holds a NUL (api/request_bounds.py refuses one anywhere in a body): each says so.
+    previous_text: str | None = Field(
+        None, max_length=MAX_PIECE_CHARS, pattern=NO_NUL, description="Accepted, not used."
+    )
+    next_text: str | None = Field(None, max_length=MAX_PIECE_CHARS, pattern=NO_NUL, description="Accepted, not used.")
+    previous_request_ids: list[Annotated[str, Field(pattern=NO_NUL)]] | None = Field(None, max_length=3)
+    next_request_ids: list[Annotated[str, Field(pattern=NO_NUL)]] | None = Field(None, max_length=3)
     use_pvc_as_ivc: bool | None = None
     apply_text_normalization: TextNormalization = "auto"
     apply_language_text_normalization: bool | None = None
