@@ -16,7 +16,6 @@ from api.errors import IdempotencyConflict
 from api.schemas.common import TextSegment
 from api.schemas.synthesis import TtsRequest
 from shared import alias_store, blends, jobs, lexicon_store, logs, registry, ssml, streams
-from shared.audio import SAMPLE_RATE
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import (
@@ -372,10 +371,5 @@ def append_text(celery: Celery, job: Job, text: str, normalize: NormalizeMode, l
         dispatch(celery, job.id, len(farm.workers), opening=first == 0)
     except Exception:
         log.warning("could not enqueue text of job %s now; the reaper will send it", job.id, exc_info=True)
-    expected = [
-        round(seg.pause_ms * SAMPLE_RATE / 1000)
-        if seg.is_pause
-        else round(params.estimated_seconds(len(seg.text)) * SAMPLE_RATE)
-        for seg in spoken.segments
-    ]
+    expected = [params.expected_samples(seg.text, seg.pause_ms) for seg in spoken.segments]
     return Appended(first, [seg.text for seg in spoken.segments], expected)

@@ -10,7 +10,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.audio import TOKEN_SECONDS, TOKENS_PER_CHAR
+from shared.audio import SAMPLE_RATE, TOKEN_SECONDS, TOKENS_PER_CHAR
 from shared.settings import get_settings
 
 # XTTS's GPT stops a segment at 605 audio tokens (about 28 s) whatever the text.
@@ -55,6 +55,13 @@ class SynthesisParams(BaseModel):
         low = self.min_new_tokens or 1
         high = self.max_new_tokens or MAX_TOKENS_PER_SEGMENT
         return min(max(math.ceil(TOKENS_PER_CHAR * chars), low), high)
+
+    def expected_samples(self, text: str, pause_ms: int = 0) -> int:
+        """The audio a segment should make: a pause's silence, else its text's estimate (character timing spreads a
+        streamed segment's characters over it until its real length is known)."""
+        if pause_ms:
+            return round(pause_ms * SAMPLE_RATE / 1000)
+        return round(self.estimated_seconds(len(text)) * SAMPLE_RATE)
 
     def estimated_seconds(self, chars: int) -> float:
         """The audio a segment of `chars` characters will last (estimated_tokens, at this speed)."""

@@ -152,12 +152,7 @@ def timed_pieces(job: Job, client: ClientConnection | None, fmt: OutputFormat) -
     written across the whole audio, each segment's said text across its own."""
     stored = jobs.get_job(job.id, with_segments=True)
     params = SynthesisParams.model_validate(stored.params)
-    expected = [
-        round(seg.pause_ms * SAMPLE_RATE / 1000)
-        if seg.pause_ms
-        else round(params.estimated_seconds(len(seg.text)) * SAMPLE_RATE)
-        for seg in stored.segments
-    ]
+    expected = [params.expected_samples(seg.text, seg.pause_ms) for seg in stored.segments]
     aligner = UtteranceAligner(stored.text, [seg.text for seg in stored.segments], expected, SAMPLE_RATE)
     encoder = fmt.encoder()
     offset = 0
