@@ -32,7 +32,7 @@ from api.output_formats import ChunkEncoder, OutputFormat
 from api.submission import Appended, append_text, open_text
 from api.telemetry import PlaybackMeter
 from shared import jobs, streams
-from shared.alignment import ALIGNMENT_SOURCE, CharTiming, UtteranceAligner
+from shared.alignment import ESTIMATE, CharTiming, Timed, UtteranceAligner
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.errors import FarmError, InvalidInput, JobCancelled, NothingToSpeak
 from shared.lexicons import Lexicon
@@ -228,17 +228,17 @@ class SpeechContext:
                 if self._stopped.is_set():
                     return
                 samples = len(chunk.pcm) // SAMPLE_WIDTH
-                timed = aligner.chunk(k, samples, chunk.last)
+                timed = aligner.chunk(k, samples, chunk.last, chunk.marks)
                 ended = ended or chunk.last
                 self._send_audio(self._encoder.chunk(chunk.pcm), timed)
                 meter.sent(chunk.pcm)
             if not ended and not self._stopped.is_set():  # a stream written before chunks said which was last
                 self._send_audio(b"", aligner.chunk(k, 0, True))
 
-    def _send_audio(self, audio: bytes, timed: Any) -> None:
+    def _send_audio(self, audio: bytes, timed: Timed | None) -> None:
         message: dict[str, Any] = {"audio": base64.b64encode(audio).decode(), "isFinal": None}
         message["normalizedAlignment"] = alignment_json(timed.said) if timed is not None else None
         message["alignment"] = alignment_json(timed.written) if timed is not None else None
-        message["alignment_source"] = ALIGNMENT_SOURCE
+        message["alignment_source"] = timed.source if timed is not None else ESTIMATE
         if not self._stopped.is_set():
             self._send(message)

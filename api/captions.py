@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from webvtt import Caption, WebVTT
 
-from shared.alignment import proportional
+from shared.alignment import Mark, segment_timing
 from shared.models import Job, JobState
 
 CaptionFormat = Literal["vtt", "srt"]
@@ -27,8 +28,11 @@ class Cue:
     text: str
 
 
-def cues(job: Job, granularity: Granularity) -> list[Cue]:
-    """The job's cues, from its segments (loaded with it), in order; pauses are silence, not cues."""
+def cues(
+    job: Job, granularity: Granularity, marks: Callable[[int], tuple[Mark, ...] | None] = lambda index: None
+) -> list[Cue]:
+    """The job's cues, from its segments (loaded with it), in order; pauses are silence, not cues. `marks`: a
+    segment's attention marks, where they are still known (the word cues follow them)."""
     out: list[Cue] = []
     at = 0  # samples before the segment
     for segment in job.segments:
@@ -40,13 +44,13 @@ def cues(job: Job, granularity: Granularity) -> list[Cue]:
             if granularity == "sentence":
                 out.append(Cue(start_ms, end_ms, segment.text.strip()))
             else:
-                out += _words(segment.text, segment.samples, job.sample_rate, start_ms)
+                out += _words(segment.text, segment.samples, marks(segment.index), job.sample_rate, start_ms)
         at += segment.samples
     return out
 
 
-def _words(text: str, samples: int, rate: int, offset_ms: int) -> list[Cue]:
-    timing = proportional(text, samples, rate)
+def _words(text: str, samples: int, marks: tuple[Mark, ...] | None, rate: int, offset_ms: int) -> list[Cue]:
+    timing, _source = segment_timing(text, samples, marks, rate)
     words = []
     for match in _WORD.finditer(text):
         first, last = match.start(), match.end() - 1

@@ -2,22 +2,35 @@
 (ElevenLabs' `alignment`: `chars`, `charStartTimesMs`, `charDurationsMs`) and as captions are cut from it.
 
 The timing is exact where the farm knows it exactly, at the joins between segments (a segment's first character
-starts with its first sample, its last ends with its last), and within a segment an estimate proportional to the
-text: letters and digits weigh 1, other characters (spaces, punctuation) half as much. XTTS's GPT attends from audio
-tokens to text tokens, but nothing in the farm reads that attention yet, so every timing says `estimate`
-(`ALIGNMENT_SOURCE`).
+starts with its first sample, its last ends with its last). Within a segment it comes from XTTS's own attention while
+that reads as an alignment (`AttentionCursor`: each audio token's most attended text token, moving forward through
+the text), and the worker sends it with the audio as *marks* (this many characters said by that sample); where the
+attention does not (a model that attends all over its text, as the random dev checkpoint does), it is an estimate
+proportional to the text: letters and digits weigh 1, other characters (spaces, punctuation) half as much. Each
+timing says which (`ATTENTION` or `ESTIMATE`).
 
 A segment's audio is streamed before its length is known, so `StreamingAligner` times its characters chunk by
-chunk: a chunk carries the characters that start within it by the estimate (never the last one, which ends with the
-segment), their times relative to the chunk's first sample and never past its end; the segment's last chunk carries
-the rest, spread over what is left of it. What was sent is never revised: an agent interrupted mid-segment knows
-exactly which characters the audio it received covers."""
+chunk: a chunk carries the characters its marks say were said by its end, or without marks those that start within
+it by the estimate (never the last one, which ends with the segment), their times relative to the chunk's first
+sample and never past its end; the segment's last chunk carries the rest, spread over what is left of it. What was
+sent is never revised: an agent interrupted mid-segment knows exactly which characters the audio it received covers."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-ALIGNMENT_SOURCE = "estimate"
+ATTENTION, ESTIMATE = "attention", "estimate"
+ALIGNMENT_SOURCE = ESTIMATE  # where no marks are read: whole texts timed after the fact (captions, HTTP timestamps)
+# The attention reads as an alignment while each audio token's most attended text token stays within this many
+# tokens behind the furthest one reached and jumps at most this many ahead (a text token lasts several audio tokens).
+MAX_BACKTRACK, MAX_JUMP = 2, 3
+# ... and while it stays on one text token no longer than this many audio tokens (1.9 s: a pause at a comma is far
+# shorter; attention stuck on one token is a model that lost its place).
+MAX_DWELL = 40
+
+Mark = tuple[int, int]  # (characters said, by this sample of the segment's audio)
 
 
 def weight(ch: str) -> float:
@@ -71,6 +84,103 @@ def proportional(text: str, samples: int, rate: int) -> CharTiming:
     return _timing(text, starts, ends, 0.0, rate)
 
 
+def token_char_ends(pieces: Sequence[str], text: str) -> list[int] | None:
+    """For each text token (`pieces`: what each stands for, as XTTS's tokenizer spells it: `[SPACE]` a space,
+    `[en]` and other bracketed tags nothing), how many characters of `text` are said once it is: the tokenizer's
+    cleaned, lower-cased text matched to `text` character by character. None if they do not match at all."""
+    spelled = [" " if p == "[SPACE]" else "" if p.startswith("[") and p.endswith("]") else p for p in pieces]
+    cleaned, lowered = "".join(spelled), text.lower()
+    if not cleaned.strip() or not text:
+        return None
+    matcher = difflib.SequenceMatcher(None, cleaned, lowered, autojunk=False)
+    if matcher.ratio() < 0.5:
+        return None
+    # Where each cleaned character lands in `text`: matched ones exactly, the others after the last match.
+    position, lands = 0, [0] * (len(cleaned) + 1)
+    blocks = {a + k: b + k for a, b, size in matcher.get_matching_blocks() for k in range(size)}
+    for i in range(len(cleaned)):
+        if i in blocks:
+            position = blocks[i] + 1
+        lands[i + 1] = position
+    ends, at = [], 0
+    for piece in spelled:
+        at += len(piece)
+        ends.append(lands[at])
+    ends[-1] = len(text)
+    return [min(max(e, 0), len(text)) for e in _running_max(ends)]
+
+
+def _running_max(values: list[int]) -> list[int]:
+    out, best = [], 0
+    for v in values:
+        best = max(best, v)
+        out.append(best)
+    return out
+
+
+def segment_timing(text: str, samples: int, marks: Sequence[Mark] | None, rate: int) -> tuple[CharTiming, str]:
+    """A whole segment's timing once its audio is complete, and its source: between its marks, where its attention
+    gave them (each mark's characters end at its sample), else proportional to the text."""
+    if marks is None:
+        return proportional(text, samples, rate), ESTIMATE
+    starts, ends, sent, at = _marked_spans(text, 0, 0.0, marks, float(samples))
+    rest_starts, rest_ends = _spread(text[sent:], at, float(samples))
+    return _timing(text, starts + rest_starts, ends + rest_ends, 0.0, rate), ATTENTION
+
+
+def _marked_spans(
+    text: str, sent: int, at: float, marks: Sequence[Mark], limit: float
+) -> tuple[list[float], list[float], int, float]:
+    """The characters of `text` after the first `sent` that the marks say were said, each mark's spread from `at`
+    (where the last timed one ends) up to its sample, never past `limit`; the text's last character always waits
+    for its end. Their starts and ends, and the new `sent` and `at`."""
+    starts: list[float] = []
+    ends: list[float] = []
+    for said, sample in marks:
+        count = min(said, len(text) - 1)
+        if count <= sent:
+            continue
+        end = max(at, min(float(sample), limit))
+        own_starts, own_ends = _spread(text[sent:count], at, end)
+        starts, ends, sent, at = starts + own_starts, ends + own_ends, count, end
+    return starts, ends, sent, at
+
+
+class AttentionCursor:
+    """Follows a segment's attention from audio tokens to text tokens: `advance` takes the text token each new audio
+    token attended to most (None: unknown) and gives the marks it makes. The first focus far from the text's start,
+    one far behind what was reached or a jump far ahead, and the cursor is lost for good: the rest of the segment
+    is timed by the estimate."""
+
+    def __init__(self, char_ends: Sequence[int] | None) -> None:
+        self.char_ends = list(char_ends or [])
+        self.lost = not self.char_ends
+        self._reached = -1  # the furthest text token attended to
+        self._said = 0  # characters said (those of the tokens before the one being said)
+        self._dwell = 0  # audio tokens since the cursor last moved
+
+    def advance(self, focus: Sequence[int | None], first_sample: int, samples: int) -> list[Mark] | None:
+        """The marks of a chunk of `samples` starting at `first_sample` of the segment, made by audio tokens with
+        these foci (spread evenly over it); None once the cursor is lost."""
+        marks: list[Mark] = []
+        for k, f in enumerate(focus):
+            self._dwell += 1
+            if self.lost or f is None or not self._follows(f):
+                self.lost = True
+                return None
+            if f > self._reached:
+                self._reached, self._dwell = f, 0
+                said = self.char_ends[f - 1] if f > 0 else 0
+                if said > self._said:
+                    self._said = said
+                    marks.append((said, first_sample + round(k * samples / max(len(focus), 1))))
+        return None if self.lost else marks
+
+    def _follows(self, f: int) -> bool:
+        """Whether a focus on text token `f` keeps the cursor on the text."""
+        return self._reached - MAX_BACKTRACK <= f <= self._reached + MAX_JUMP and self._dwell <= MAX_DWELL
+
+
 class StreamingAligner:
     """Times one text spoken by a stream of audio chunks (see the module's text). `expected_samples`: the audio the
     text should make (an estimate: the real length is known at the last chunk only)."""
@@ -82,10 +192,12 @@ class StreamingAligner:
         self._at = 0.0  # where the last timed character ends (samples from the text's first)
         self._samples = 0  # audio so far
 
-    def chunk(self, samples: int, last: bool) -> CharTiming:
+    def chunk(self, samples: int, last: bool, marks: Sequence[Mark] | None = None) -> CharTiming:
         """The characters this chunk of `samples` (the text's last chunk when `last`) carries, relative to its
-        first sample."""
+        first sample; `marks` (characters said by a sample of the text's audio), when the attention gives them."""
         begin, self._samples = self._samples, self._samples + samples
+        if marks is not None and not last:
+            return self._marked(marks, float(begin))
         if last:
             chars = self.text[self._sent :]
             starts, ends = _spread(chars, max(self._at, float(begin)), float(self._samples))
@@ -106,6 +218,14 @@ class StreamingAligner:
         self._sent, self._at = count, span_end
         return _timing(chars, own_starts, own_ends, float(begin), self.rate)
 
+    def _marked(self, marks: Sequence[Mark], begin: float) -> CharTiming:
+        """The characters the marks say were said, within this chunk's audio."""
+        first = self._sent
+        starts, ends, self._sent, self._at = _marked_spans(
+            self.text, self._sent, max(self._at, begin), marks, float(self._samples)
+        )
+        return _timing(self.text[first : self._sent], starts, ends, begin, self.rate)
+
 
 @dataclass(frozen=True)
 class Timed:
@@ -113,6 +233,7 @@ class Timed:
 
     written: CharTiming
     said: CharTiming
+    source: str = ESTIMATE  # how the said text was timed within its segment
 
 
 class UtteranceAligner:
@@ -128,7 +249,9 @@ class UtteranceAligner:
     def segments(self) -> int:
         return len(self._said)
 
-    def chunk(self, segment: int, samples: int, last: bool) -> Timed:
-        """Segment `segment` (0: the utterance's first) made a chunk of `samples`; `last`: its last one."""
+    def chunk(self, segment: int, samples: int, last: bool, marks: Sequence[Mark] | None = None) -> Timed:
+        """Segment `segment` (0: the utterance's first) made a chunk of `samples`; `last`: its last one; `marks`:
+        its attention's, if any (they time the said text; the written one keeps the estimate)."""
         final = last and segment == len(self._said) - 1
-        return Timed(self._written.chunk(samples, final), self._said[segment].chunk(samples, last))
+        said = self._said[segment].chunk(samples, last, marks)
+        return Timed(self._written.chunk(samples, final), said, ESTIMATE if marks is None else ATTENTION)

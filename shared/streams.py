@@ -7,8 +7,10 @@ segments can be synthesized in parallel while readers still deliver them in orde
   `samples`, and what a new run needs to resume the segment exactly after it: `tokens` (the audio token ids
   generated since the previous chunk, 16-bit little-endian), `part` (which GPT pass of the segment),
   `part_end` (1 on a part's last chunk) and `last` (1 on the segment's last chunk: the segment's length is known
-  with it, before its end entry, which character timing needs: shared/alignment.py). The entry id is `{seq}-1`,
-  so a reader's cursor is simply (segment, seq) and no chunk can be published twice.
+  with it, before its end entry, which character timing needs: shared/alignment.py), and `marks`: what the
+  segment's attention says of the characters said by then (`chars:sample` pairs of the segment's audio, `-` where
+  the timing is an estimate). The entry id is `{seq}-1`, so a reader's cursor is simply (segment, seq) and no chunk
+  can be published twice.
 * end: `type=end` after the last audio entry; error: `type=error`, `reason`, if the segment failed for good.
 
 Only the run that owns a segment writes to its stream: `{stream}:owner` holds the run's token, and every
@@ -27,12 +29,13 @@ from __future__ import annotations
 import re
 import struct
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 import redis
 
+from shared.alignment import Mark
 from shared.audio import SAMPLE_WIDTH
 from shared.errors import InvalidCursor, JobCancelled, SynthesisFailed
 
@@ -117,6 +120,21 @@ def decode_tokens(data: bytes) -> list[int]:
     return list(struct.unpack(f"<{len(data) // 2}H", data))
 
 
+def encode_marks(marks: Sequence[Mark] | None) -> bytes:
+    """A chunk's attention marks (shared.alignment): `chars:sample` pairs, comma-separated; `-` where the segment's
+    timing is an estimate (its attention does not read as an alignment)."""
+    if marks is None:
+        return b"-"
+    return ",".join(f"{chars}:{sample}" for chars, sample in marks).encode()
+
+
+def decode_marks(data: bytes | None) -> tuple[Mark, ...] | None:
+    if data is None or data == b"-":
+        return None
+    pairs = [item.split(b":") for item in data.split(b",") if item]
+    return tuple((int(chars), int(sample)) for chars, sample in pairs)
+
+
 @dataclass(frozen=True)
 class Delivered:
     """What a segment's stream already holds: everything a new run needs to resume it exactly.
@@ -130,6 +148,8 @@ class Delivered:
     tokens: dict[int, list[int]] = field(default_factory=dict)
     parts_ended: frozenset[int] = frozenset()
     ended: bool = False  # an end or error entry closes the stream
+    # Every chunk's attention marks, in order, if every chunk has them (the segment was timed by its attention).
+    marks: tuple[Mark, ...] | None = None
 
 
 def delivered(r: redis.Redis, key: str) -> Delivered:
@@ -139,6 +159,7 @@ def delivered(r: redis.Redis, key: str) -> Delivered:
     tokens: dict[int, list[int]] = {}
     ended_parts: set[int] = set()
     ended = False
+    marks: list[Mark] | None = []
     for _entry_id, fields in entries:
         kind = fields.get(b"type")
         if kind != AUDIO:
@@ -149,7 +170,10 @@ def delivered(r: redis.Redis, key: str) -> Delivered:
         tokens.setdefault(part, []).extend(decode_tokens(fields.get(b"tokens", b"")))
         if fields.get(b"part_end") == b"1":
             ended_parts.add(part)
-    return Delivered(last_seq, samples, tokens, frozenset(ended_parts), ended)
+        chunk_marks = decode_marks(fields.get(b"marks"))
+        marks = None if marks is None or chunk_marks is None else [*marks, *chunk_marks]
+    timed = None if marks is None or not last_seq else tuple(marks)
+    return Delivered(last_seq, samples, tokens, frozenset(ended_parts), ended, timed)
 
 
 class StreamWriter:
@@ -186,6 +210,7 @@ class StreamWriter:
         part: int = 0,
         part_end: bool = False,
         last: bool = False,
+        marks: Sequence[Mark] | None = None,
     ) -> None:
         self._add(
             seq,
@@ -198,6 +223,7 @@ class StreamWriter:
                 "part": part,
                 "part_end": int(part_end),
                 "last": int(last),
+                "marks": encode_marks(marks),
             },
         )
 
@@ -275,6 +301,7 @@ class Chunk:
     cursor: Cursor
     pcm: bytes
     last: bool = False
+    marks: tuple[Mark, ...] | None = None  # the segment's attention's (shared.alignment), None where it has none
 
 
 def read_chunks(
@@ -315,7 +342,9 @@ def read_chunks(
                     last = entry_id
                     kind = fields.get(b"type")
                     if kind == AUDIO:
-                        yield Chunk(Cursor(index, int(fields[b"seq"])), fields[b"pcm"], fields.get(b"last") == b"1")
+                        cursor = Cursor(index, int(fields[b"seq"]))
+                        marks = decode_marks(fields.get(b"marks"))
+                        yield Chunk(cursor, fields[b"pcm"], fields.get(b"last") == b"1", marks)
                     elif kind == END:
                         finished = True
                         break

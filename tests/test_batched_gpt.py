@@ -412,3 +412,50 @@ def test_fp16_autocast_on_cuda_follows_coqui_under_the_same_autocast(
     report(capsys, f"CUDA fp16 autocast: {matches}/{sum(LENGTHS)} tokens as coqui's")
     assert all(torch.isfinite(o.latent).all() for outs in results.values() for o in outs)
     assert matches >= 0.9 * sum(LENGTHS)
+
+
+@torch.inference_mode()
+def eager_text_attention(
+    engine: XttsEngine, batch: BatchedGPT, cond: torch.Tensor, text: torch.Tensor, generated: list[int]
+) -> torch.Tensor:
+    """[steps, T]: the attention weights the GPT-2 stack itself reports (eager attention, `output_attentions`) from
+    each step's input position to the text tokens, averaged over the heads of the alignment layers, for the whole
+    sequence run at once, alone."""
+    gpt = engine.model.gpt
+    audio = batch._audio_embeddings(
+        torch.tensor([gpt.start_audio_token, *generated[:-1]], device=engine.device),
+        torch.arange(len(generated), device=engine.device),
+    )
+    prefix = batch._prompt_embeddings(cond, text)
+    stack = gpt.gpt
+    implementation = stack.config._attn_implementation
+    stack.set_attn_implementation("eager")
+    try:
+        out = stack(inputs_embeds=torch.cat([prefix, audio[None]], dim=1), output_attentions=True, use_cache=False)
+    finally:
+        stack.set_attn_implementation(implementation)
+    layers = torch.stack([out.attentions[layer][0] for layer in batch.alignment_layers]).mean(dim=(0, 1))  # [L, L]
+    text_at, steps = cond.shape[1] + 1, prefix.shape[1] + torch.arange(len(generated))
+    return layers[steps][:, text_at : text_at + text.numel()]
+
+
+def test_the_text_a_step_attends_to_is_read_from_the_models_own_attention_weights(
+    engine: XttsEngine, cond: torch.Tensor, tokens: list[torch.Tensor]
+) -> None:
+    """Sequences joined at different steps (rows left-padded differently, prompts of different lengths): each step's
+    `text_focus` is the text token with the most attention weight by the GPT-2 stack's own eager attention run on
+    that sequence alone. Steps whose two heaviest text tokens are within float rounding of each other (the random
+    model attends nearly evenly) are left out of the comparison, and they are few."""
+    samplings = [fixed(n, repetition_penalty=5.0) for n in LENGTHS]
+    batch = BatchedGPT(engine.model.gpt, engine.device)
+    joins = {step: [(i, tokens[i], samplings[i], generator(engine, i))] for i, step in enumerate(JOIN_AFTER)}
+    results = drive(batch, joins, cond)
+    compared = 0
+    for i, outs in results.items():
+        weights = eager_text_attention(engine, batch, cond, tokens[i], [o.token for o in outs])
+        top2 = weights.topk(2, dim=1)
+        clear = (top2.values[:, 0] - top2.values[:, 1]) > 1e-6  # rounding: about 1e-7
+        focus = torch.tensor([o.text_focus for o in outs])
+        assert torch.equal(focus[clear], top2.indices[clear, 0]), (focus, top2.indices[:, 0])
+        compared += int(clear.sum())
+    assert compared > 0.9 * sum(LENGTHS), compared

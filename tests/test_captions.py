@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import io
 
+import redis
 import requests
 import webvtt
 
+from shared import jobs, streams
+from shared.db import session_scope
+from shared.settings import Settings, configure
 from tests.audio import sse_events
 from tools.localfarm import DEV_SPEAKER, Farm
 
@@ -90,3 +94,53 @@ def test_the_job_stream_times_each_segment_after_its_audio(farm: Farm) -> None:
         if name == "timestamps":
             assert names[k - 1] == "audio"
     assert names[-1] == "end"
+
+
+def test_a_segment_timed_by_its_attention_is_captioned_and_stamped_by_its_marks(farm: Farm) -> None:
+    """A worker whose model's attention reads as an alignment sends marks with its chunks (the random dev model's
+    never does: a ghost run writes them here, as workers/synthesis.py would): the segment's `timestamps` event says
+    `attention` and puts each word's end at its mark, and so do the word captions; the segment's joins stay exact."""
+    text = "Marks time words."
+    marks = [[(6, 12000)], [(11, 30000)]]  # "Marks " said by sample 12000, "time " by 30000
+    chunks = [b"\x01\x00" * 24000, b"\x02\x00" * 24000]
+    settings = Settings(DATABASE_URL=farm.database_url, REDIS_URL=farm.redis_url)
+    configure(settings)
+    try:
+        r = redis.Redis.from_url(farm.redis_url)
+        with session_scope() as s:
+            job_id = jobs.create_job(
+                s,
+                origin="job",
+                text=text,
+                language="en",
+                voice_kind="builtin",
+                voice_ref=DEV_SPEAKER,
+                params={},
+                segments=[text],
+                epoch=streams.current_epoch(r),
+            ).id
+        assert jobs.claim_next_segment(job_id, window=1, send_grace=3600) == 0
+        assert isinstance(jobs.start_segment(job_id, 0, "ghost", "ghost-run", 60), jobs.SegmentWork)
+        writer = streams.StreamWriter(r, job_id, 0, "ghost-run", 600)
+        writer.claim()
+        for seq, (pcm, chunk_marks) in enumerate(zip(chunks, marks, strict=True), start=1):
+            writer.audio(seq, pcm, part_end=seq == 2, last=seq == 2, marks=chunk_marks)
+            assert jobs.record_chunk(job_id, 0, "ghost-run", len(pcm) // 2)
+        assert jobs.finish_segment(job_id, 0, "ghost-run") is True
+        writer.end(3)
+    finally:
+        configure(None)
+
+    with requests.get(farm.url(f"/jobs/{job_id}/stream"), stream=True, timeout=60) as stream:
+        (timing,) = [e.data for e in sse_events(stream) if e.event == "timestamps"]
+    assert timing["alignment_source"] == "attention" and "".join(timing["chars"]) == text
+    ends = [start + length for start, length in zip(timing["charStartTimesMs"], timing["charDurationsMs"], strict=True)]
+    assert ends[5] == 500 and ends[10] == 1250 and ends[-1] == 2000  # marks at 12000 and 30000; 48000 samples in all
+    words = webvtt.from_string(
+        requests.get(farm.url(f"/jobs/{job_id}/captions"), params={"granularity": "word"}, timeout=30).text
+    ).captions
+    assert [(w.text, _stamp(w, "start"), _stamp(w, "end")) for w in words] == [
+        ("Marks", 0, ends[4]),
+        ("time", 500, ends[9]),
+        ("words.", 1250, 2000),
+    ]

@@ -4,11 +4,21 @@ speaking (shared/text_stream.py), and characters timed chunk by chunk while the 
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.alignment import StreamingAligner, UtteranceAligner, proportional
+from shared.alignment import (
+    ATTENTION,
+    ESTIMATE,
+    AttentionCursor,
+    StreamingAligner,
+    UtteranceAligner,
+    proportional,
+    token_char_ends,
+)
 from shared.text_stream import IncomingText
 
 RATE = 24000
@@ -87,7 +97,9 @@ def test_streamed_timing_times_each_character_once_in_order_within_the_audio_and
         offset += chunk_ms
     assert "".join(ch for ch, _, _ in timed) == text
     starts = [start for _, start, _ in timed]
-    assert starts == sorted(starts) and starts[0] == 0
+    # In order, up to the rounding of times within a chunk to whole milliseconds (a chunk of 65 samples lasts
+    # 2.708 ms: a character at its end says 3 ms, the next chunk's first 2.708 ms).
+    assert all(later >= earlier - 0.5 for earlier, later in itertools.pairwise(starts)) and starts[0] == 0
     assert abs(timed[-1][2] - offset) <= 1
 
 
@@ -107,3 +119,87 @@ def test_a_last_chunk_of_no_audio_still_times_what_is_left(samples: int) -> None
     aligner.chunk(2400, last=False)
     rest = aligner.chunk(samples, last=True)
     assert rest.chars and all(d >= 0 for d in rest.durations_ms)
+
+
+# --- timing from XTTS's attention ------------------------------------------------------------------------------------
+def test_text_tokens_are_mapped_to_the_characters_they_say() -> None:
+    """XTTS's tokenizer lower-cases and spells spaces `[SPACE]`, with its language tag first: each token's end lands
+    on the written character it reaches; what the cleaners expanded ("Mr" said "mister") ends where its written form
+    does."""
+    pieces = ["[en]", "he", "llo", "[SPACE]", "wor", "ld", "."]
+    assert token_char_ends(pieces, "Hello world.") == [0, 2, 5, 6, 9, 11, 12]
+    assert token_char_ends(["[en]", "mis", "ter", "[SPACE]", "smith"], "Mr smith") == [0, 1, 2, 3, 8]  # "mister"
+    assert token_char_ends(["xyz"], "Hello") is None  # nothing in common: no map
+    assert token_char_ends(["[en]"], "Hello") is None
+
+
+def test_a_cursor_that_moves_forward_through_the_text_marks_what_is_said_and_when() -> None:
+    cursor = AttentionCursor([2, 5, 6, 9])  # four text tokens: "he", "llo", " ", "wor"
+    assert cursor.advance([0, 0, 1, 1], first_sample=0, samples=4000) == [(2, 2000)]  # "he" said when "llo" starts
+    assert cursor.advance([1, 0, 2, 3], first_sample=4000, samples=4000) == [(5, 6000), (6, 7000)]
+    assert cursor.advance([3, 3], first_sample=8000, samples=2000) == []  # still on its last token: no new mark
+    assert not cursor.lost
+
+
+@pytest.mark.parametrize(
+    "focus",
+    [
+        [4],  # its first audio attends far into the text
+        [0, 1, 5],  # a jump over text
+        [0, 1, 2, 3, 0],  # back to the start: no alignment
+        [0, None],  # a step without attention read
+        [0] + [1] * 42,  # stuck on one token
+    ],
+)
+def test_a_cursor_that_does_not_read_as_an_alignment_is_lost_for_the_rest_of_the_segment(
+    focus: list[int | None],
+) -> None:
+    cursor = AttentionCursor([1, 2, 3, 4, 5, 6, 7])
+    assert cursor.advance(focus, first_sample=0, samples=len(focus) * 1000) is None
+    assert cursor.lost and cursor.advance([0], first_sample=0, samples=1000) is None
+    assert AttentionCursor(None).advance([0], first_sample=0, samples=1000) is None  # no map: no cursor
+
+
+def test_marks_time_characters_by_the_attention_and_the_segments_end_stays_exact() -> None:
+    """Marks say "he" ends at 3000 samples and "llo" at 6000: those characters end there (not where the estimate
+    puts them), the last chunk carries the rest up to its own end, and every character comes once, in order."""
+    text = "hello world."
+    aligner = UtteranceAligner(text, [text], [24000], RATE)
+    first = aligner.chunk(0, 4000, last=False, marks=[(2, 3000)])
+    assert first.source == ATTENTION and first.said.chars == list("he")
+    assert first.said.starts_ms[-1] + first.said.durations_ms[-1] == 3000 * 1000 // RATE
+    second = aligner.chunk(0, 4000, last=False, marks=[(5, 6000)])
+    assert second.said.chars == list("llo")
+    assert second.said.starts_ms[0] == 0  # where the chunk starts: "he" ended before it
+    assert second.said.starts_ms[-1] + second.said.durations_ms[-1] == 2000 * 1000 // RATE  # at 6000 of the text
+    last = aligner.chunk(0, 16000, last=True, marks=[])
+    assert "".join(first.said.chars + second.said.chars + last.said.chars) == text
+    assert last.said.starts_ms[-1] + last.said.durations_ms[-1] == round(16000 * 1000 / RATE)
+    estimated = UtteranceAligner(text, [text], [24000], RATE).chunk(0, 4000, last=False)
+    assert estimated.source == ESTIMATE
+    assert estimated.said.starts_ms[-1] + estimated.said.durations_ms[-1] != 3000 * 1000 // RATE
+
+
+@given(
+    st.text(min_size=2, max_size=60),
+    st.lists(st.tuples(st.integers(0, 9000), st.lists(st.integers(0, 70), max_size=4)), min_size=1, max_size=12),
+)
+def test_marked_timing_times_each_character_once_in_order_within_the_audio(
+    text: str, chunks: list[tuple[int, list[int]]]
+) -> None:
+    """Whatever marks come (characters said, at samples anywhere, even past their chunk's audio), every character is
+    timed once, in order, within the audio sent with it, and the last one ends with the text's audio."""
+    aligner = StreamingAligner(text, 24000, RATE)
+    timed, offset, at = [], 0.0, 0
+    for n, (samples, reached) in enumerate(chunks):
+        marks = [(chars, at + k * 500) for k, chars in enumerate(sorted(reached))]
+        timing = aligner.chunk(samples, last=n == len(chunks) - 1, marks=marks)
+        chunk_ms = samples * 1000 / RATE
+        for ch, start, duration in zip(timing.chars, timing.starts_ms, timing.durations_ms, strict=True):
+            assert start >= 0 and start + duration <= chunk_ms + 1
+            timed.append((ch, offset + start, offset + start + duration))
+        offset, at = offset + chunk_ms, at + samples
+    assert "".join(ch for ch, _, _ in timed) == text
+    starts = [start for _, start, _ in timed]
+    assert all(later >= earlier - 0.5 for earlier, later in itertools.pairwise(starts))
+    assert abs(timed[-1][2] - offset) <= 1

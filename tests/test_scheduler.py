@@ -5,6 +5,7 @@ segment continues its utterance exactly."""
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -174,3 +175,40 @@ def test_finished_parts_are_skipped_when_resuming(engine: XttsEngine) -> None:
     segment = engine.segment("done", "Short.", "en", _voice(engine), _params(10), seed=1, resume=so_far)
     scheduler = engine.new_scheduler(max_batch=1)
     assert _drive(scheduler, [scheduler.submit(segment)])[0] == []  # its only part was delivered already
+
+
+# --- the attention's marks ---------------------------------------------------------------------------------------
+def test_a_segments_text_tokens_map_onto_its_text_across_its_parts(engine: XttsEngine) -> None:
+    """A text too long for one GPT pass is split in parts: each part's tokens map onto the characters of the whole
+    segment's text, the parts one after the other, the last ending with the text."""
+    text = " ".join(["Words that make a long segment, one of several parts."] * 9)
+    segment = engine.segment("k", text, "en", engine.builtin_voice(DEV_SPEAKER), SynthesisParams(), 0)  # type: ignore[arg-type]
+    assert len(segment.parts) > 1
+    ends = [part.char_ends for part in segment.parts]
+    assert all(e is not None and list(e) == sorted(e) for e in ends)
+    assert ends[-1] is not None and ends[-1][-1] == len(text)
+    for before, after in itertools.pairwise(ends):  # a part ends where the space before the next one is
+        assert before is not None and after is not None and text[before[-1]] == " " and before[-1] + 1 == after[0]
+
+
+def test_a_chunks_marks_come_from_its_tokens_foci_at_their_place_in_the_segments_audio(engine: XttsEngine) -> None:
+    from workers.synthesis import AttentionTiming
+
+    voice = engine.builtin_voice(DEV_SPEAKER)
+    segment = engine.segment("k", "Hi there.", "en", voice, SynthesisParams(), 0)  # type: ignore[arg-type]
+    char_ends = segment.parts[0].char_ends
+    assert char_ends is not None and char_ends[-1] == len("Hi there.")
+    timing = AttentionTiming(segment, first_sample=48000)  # resumed after 2 s already delivered
+
+    def chunk(foci: list[int | None], part_end: bool = False) -> Chunk:
+        return Chunk(torch.zeros(0), tuple(range(len(foci))), 0, part_end, tuple(foci))
+
+    # Tokens "[en]", "h", "i", "[SPACE]", ...: the language tag says nothing; the third audio token reaches "i", so
+    # "h" is said by then.
+    assert char_ends[:3] == (0, 1, 2)
+    assert timing.marks(chunk([0, 1, 2, 2]), 4000) == [(1, 48000 + 2000)]
+    assert timing.marks(chunk([3, 3], part_end=True), 2000) == [(2, 52000), (len("Hi there."), 54000)]
+    lost = AttentionTiming(segment, first_sample=0)
+    assert lost.marks(chunk([0, 9]), 2000) is None and lost.marks(chunk([0]), 1000) is None
+    resumed = engine.segment("k", "Hi there.", "en", voice, SynthesisParams(), 0, Delivered(1, 100, {0: [5, 6]}))  # type: ignore[arg-type]
+    assert AttentionTiming(resumed, first_sample=100).marks(chunk([0]), 1000) is None  # mid-text: no cursor

@@ -48,6 +48,11 @@ saved with a segment: the scheduler seeds a resumed segment's generator afresh (
 replayed tokens a sampled segment draws different noise than the uninterrupted run would have (a different but
 equally valid continuation: about 36 dB SNR between the two on the dev model); with top_k=1 it is the same.
 
+*Attention to the text.* Each step also reports the text token the new position attended to most
+(`StepOutput.text_focus`), for character timing: the alignment layers' c_attn outputs are caught by forward
+hooks during the step's own forward pass, and their queries are multiplied with the keys the cache now holds (the
+attention weights the model computes, whatever attention kernel ran), averaged over heads and layers.
+
 *Replay.* A segment resumed after an interruption passes the audio tokens it had already generated: they are
 teacher-forced through the prefill (not sampled), their latents are returned, and decoding continues from the
 same state as the uninterrupted run (same positions, same repetition-penalty history, same length bounds).
@@ -56,7 +61,7 @@ same state as the uninterrupted run (same positions, same repetition-penalty his
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -126,6 +131,9 @@ class StepOutput:
     token: int
     latent: Tensor  # [D]
     finished: bool
+    # The text token (index into the sequence's text tokens) this step's position attended to most, averaged over
+    # the heads of the alignment layers (`alignment_layers`); None for a sequence without text tokens.
+    text_focus: int | None = None
 
 
 @dataclass
@@ -138,6 +146,8 @@ class _Seq:
     min_new: int
     max_new: int
     generated: int  # audio tokens generated so far (replayed ones included) = position of the pending input
+    text_at: int = 0  # the prompt position of its first text token (after the conditioning rows and start_text)
+    text_len: int = 0  # its text tokens
 
 
 @dataclass
@@ -321,6 +331,7 @@ class BatchedGPT:
             raise ValueError(f"generator on {generator.device}, batch on {self.device}")
         replayed = [int(t) for t in replay]
         seq = self._new_seq(key, sampling, generator, replayed)
+        seq.text_at, seq.text_len = int(cond_latent.shape[1]) + 1, int(text_tokens.numel())
         prefix = self._prompt_embeddings(cond_latent, text_tokens)
         audio = self._audio_embeddings(
             torch.tensor([self.gpt.start_audio_token, *replayed], device=self.device),
@@ -361,8 +372,10 @@ class BatchedGPT:
         if rows is None:
             return {}
         mask = torch.cat([rows.mask, rows.mask.new_ones(len(self._seqs), 1)], dim=1)
-        hidden, rows.cache = self._forward(rows.pending[:, None], mask, rows.cache)
+        with self._queries() as queries:
+            hidden, rows.cache = self._forward(rows.pending[:, None], mask, rows.cache)
         rows.mask = mask
+        focus = self._text_focus(queries, rows)
         latents = self._latents(hidden[:, -1])
         tokens = self._sample(self._logits(latents), rows.seen)
         rows.seen[torch.arange(len(tokens), device=self.device), tokens] = True
@@ -372,7 +385,7 @@ class BatchedGPT:
         for i, (seq, token) in enumerate(zip(self._seqs, token_list, strict=True)):
             seq.generated += 1
             finished = token == self.gpt.stop_audio_token or seq.generated >= seq.max_new
-            outputs[seq.key] = StepOutput(token, latents[i], finished)
+            outputs[seq.key] = StepOutput(token, latents[i], finished, focus[i])
             if not finished:
                 keep.append(i)
         self._keep(keep)
@@ -387,6 +400,62 @@ class BatchedGPT:
         ban_stop = torch.tensor([s.generated < s.min_new for s in self._seqs], device=self.device)
         scores = process_scores(logits, self._params, seen, ban_stop, int(self.gpt.stop_audio_token))
         return sample_rows(scores.softmax(dim=-1), [s.generator for s in self._seqs])
+
+    # --- attention to the text ------------------------------------------------------------------------
+    @property
+    def alignment_layers(self) -> range:
+        """The layers whose attention from audio to text is read: the middle third of the stack. A choice, not a
+        measurement: the random weights here cannot say which layers of XTTS-v2 align best; the cursor
+        (shared.alignment.AttentionCursor) refuses whatever does not read as an alignment."""
+        n = len(self.gpt.gpt.h)
+        return range(n // 3, max(n // 3 + 1, 2 * n // 3))
+
+    @contextlib.contextmanager
+    def _queries(self) -> Iterator[dict[int, Tensor]]:
+        """Catch the alignment layers' query/key/value projections of the positions a forward pass runs (forward
+        hooks on `attn.c_attn`, removed after), so that their attention can be read without a second pass."""
+        caught: dict[int, Tensor] = {}
+        handles = [
+            self.gpt.gpt.h[layer].attn.c_attn.register_forward_hook(
+                lambda _m, _i, out, layer=layer: caught.__setitem__(layer, out)
+            )
+            for layer in self.alignment_layers
+        ]
+        try:
+            yield caught
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _text_focus(self, queries: dict[int, Tensor], rows: _Rows) -> list[int | None]:
+        """Each row's text token that its newest position attends to most: the attention weights of the alignment
+        layers (softmax over every real position of the row, as the model computes them), averaged over their
+        heads and layers, compared over the row's text tokens."""
+        if not queries or not any(seq.text_len for seq in self._seqs):
+            return [None] * len(self._seqs)
+        weights = torch.stack([self._attention(layer, qkv, rows) for layer, qkv in queries.items()]).mean(dim=0)
+        length = rows.mask.shape[1]
+        offsets = length - rows.mask.sum(dim=1)  # each row's left padding
+        widest = max(seq.text_len for seq in self._seqs)
+        first = torch.tensor([seq.text_at for seq in self._seqs], device=self.device) + offsets
+        count = torch.tensor([max(seq.text_len, 1) for seq in self._seqs], device=self.device)
+        steps = torch.arange(widest, device=self.device)
+        columns = first[:, None] + torch.minimum(steps[None, :], count[:, None] - 1)
+        text = weights.gather(1, columns).masked_fill(steps[None, :] >= count[:, None], -1.0)
+        best = text.argmax(dim=1).tolist()
+        return [int(b) if seq.text_len else None for b, seq in zip(best, self._seqs, strict=True)]
+
+    def _attention(self, layer: int, qkv: Tensor, rows: _Rows) -> Tensor:
+        """[B, L]: layer `layer`'s attention weights from each row's newest position, averaged over its heads."""
+        attn = self.gpt.gpt.h[layer].attn
+        heads, width = int(attn.num_heads), int(attn.head_dim)
+        query = qkv[:, -1, : attn.embed_dim].float().view(len(self._seqs), heads, 1, width)
+        keys = rows.layers()[layer].keys
+        assert keys is not None  # the forward pass just filled it
+        scores = (query @ keys.float().transpose(-1, -2)) * float(attn.scaling)  # [B, heads, 1, L]
+        scores = scores.masked_fill(rows.mask[:, None, None, :] == 0, float("-inf"))
+        weights: Tensor = scores.softmax(dim=-1).mean(dim=1)[:, 0]
+        return weights
 
     # --- leaving -------------------------------------------------------------------------------------
     @torch.inference_mode()

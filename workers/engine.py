@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shared.alignment import token_char_ends
 from shared.audio import SAMPLE_RATE
 from shared.params import SynthesisParams
 from shared.settings import Settings
@@ -173,11 +174,13 @@ class XttsEngine:
         """What the scheduler needs to synthesize one segment; `resume`: what an earlier run delivered; `live`: a
         listener waits for it (else it yields its batch slot to live segments); `deadline`: when (time.monotonic())
         that listener runs out of earlier audio (None: as soon as possible)."""
-        parts = []
-        for number, (part_text, tokens) in enumerate(self._token_parts(text, language)):
+        parts, at = [], 0
+        for number, (part_text, ids) in enumerate(self._token_parts(text, language)):
             done = resume is not None and number in resume.parts_ended
             replay = tuple(resume.tokens.get(number, ())) if resume is not None and not done else ()
-            parts.append(Part(tokens, self._sampling(part_text, params), seed + number, replay, done))
+            char_ends, at = self._char_ends(text, part_text, ids, at)
+            tokens = torch.IntTensor(ids).unsqueeze(0).to(self.device)
+            parts.append(Part(tokens, self._sampling(part_text, params), seed + number, replay, done, char_ends))
         voice = voice.to(self.device)
         return Segment(
             key,
@@ -207,12 +210,23 @@ class XttsEngine:
             max_new_tokens=max_new,
         )
 
-    def _token_parts(self, text: str, language: str) -> list[tuple[str, torch.Tensor]]:
+    def _char_ends(self, text: str, part_text: str, ids: list[int], after: int) -> tuple[tuple[int, ...] | None, int]:
+        """The characters of the segment's `text` said after each of a part's text tokens (the part found in the
+        text from `after` on), and where the part ends; None where they do not map (timing then by estimate)."""
+        said = part_text.strip()
+        start = text.find(said, after)
+        if start < 0 or not said:
+            return None, after
+        vocabulary = self.model.tokenizer.tokenizer
+        ends = token_char_ends([vocabulary.id_to_token(i) or "" for i in ids], said)
+        return (None if ends is None else tuple(start + e for e in ends)), start + len(said)
+
+    def _token_parts(self, text: str, language: str) -> list[tuple[str, list[int]]]:
         """Text tokens for a segment, split further if XTTS's cleaners made it too long for the GPT
         (numbers and abbreviations expand: "1999" becomes "one thousand nine hundred ninety-nine")."""
         tokens = self.model.tokenizer.encode(text.strip().lower(), lang=language.split("-", maxsplit=1)[0])
         if len(tokens) < self.model.args.gpt_max_text_tokens:
-            return [(text, torch.IntTensor(tokens).unsqueeze(0).to(self.device))]
+            return [(text, list(tokens))]
         words = text.split()
         if len(words) > 1:
             halves = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]

@@ -82,6 +82,9 @@ class Part:
     seed: int
     replay: tuple[int, ...] = ()  # audio tokens already generated and delivered (teacher-forced, not decoded)
     done: bool = False  # an earlier run delivered all of this part's audio
+    # For each text token, the characters of the segment's text said once it is (shared.alignment.token_char_ends);
+    # None where the tokens do not map onto the text.
+    char_ends: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class Chunk:
     tokens: tuple[int, ...]
     part: int
     part_end: bool
+    focus: tuple[int | None, ...] = ()  # for each of `tokens`, the text token it attended to most
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,7 @@ class _Member:
     part_tokens: list[int] = field(default_factory=list)  # every token of the current part (replayed on resume)
     pending: list[torch.Tensor] = field(default_factory=list)  # latents not fed to the decoder yet
     tokens: list[int] = field(default_factory=list)  # tokens generated since the last chunk
+    focus: list[int | None] = field(default_factory=list)  # and the text token each attended to most
     target: int = 0  # latents to gather before the next decode
     part_finished: bool = False
     first_chunk_at: float | None = None
@@ -494,7 +499,7 @@ class BatchScheduler:
             length_scale=segment.length_scale,
             margin=self.decode_context,
         )
-        member.pending, member.tokens, member.part_finished = [], [], False
+        member.pending, member.tokens, member.focus, member.part_finished = [], [], [], False
         member.target = segment.chunk_tokens
         replayed = self.gpt.add(
             member.key, segment.cond_latent, part.text_tokens, part.sampling, member.generator, replay=part.replay
@@ -513,6 +518,7 @@ class BatchScheduler:
             member = self._members[key]
             member.pending.append(out.latent.float())
             member.tokens.append(out.token)
+            member.focus.append(out.text_focus)
             member.part_tokens.append(out.token)
             member.part_finished = out.finished
 
@@ -619,8 +625,8 @@ class BatchScheduler:
         part_end = member.part_finished
         if audio.numel() == 0 and not part_end:
             return  # nothing new to say yet: the tokens stay with the next chunk
-        member.handle.put(Chunk(audio, tuple(member.tokens), member.part_index, part_end))
-        member.tokens = []
+        member.handle.put(Chunk(audio, tuple(member.tokens), member.part_index, part_end, tuple(member.focus)))
+        member.tokens, member.focus = [], []
         if member.first_chunk_at is None and audio.numel():
             member.first_chunk_at = now
         member.emitted_seconds += audio.numel() / self.sample_rate

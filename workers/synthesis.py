@@ -20,6 +20,7 @@ from typing import Protocol
 import redis
 
 from shared import jobs, logs, streams
+from shared.alignment import AttentionCursor, Mark
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.params import SynthesisParams
 from shared.priority import Priority
@@ -29,7 +30,7 @@ from voices_store.cache import VoiceCache
 from workers.engine import VoiceLatents, XttsEngine, pcm16
 from workers.errors import SynthesisError
 from workers.metrics import WorkerMetrics
-from workers.scheduler import BatchScheduler, Cancelled
+from workers.scheduler import BatchScheduler, Cancelled, Chunk, Segment
 from workers.voices import resolve_voice
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ def _synthesize(
         work.run, work.text, work.language, voice, params, seed, delivered, live=live, deadline=deadline
     )
     handle = shop.scheduler.submit(segment)
+    timing = AttentionTiming(segment, delivered.samples)
     seq = first_seq = delivered.last_seq
     samples = 0
     log.debug(
@@ -181,7 +183,8 @@ def _synthesize(
             seq += 1
             pcm = pcm16(chunk.audio)
             last = chunk.part_end and chunk.part == len(segment.parts) - 1
-            writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end, last)
+            marks = timing.marks(chunk, len(pcm) // SAMPLE_WIDTH)
+            writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end, last, marks)
             if not jobs.record_chunk(work.job_id, work.index, work.run, len(pcm) // SAMPLE_WIDTH):
                 return SegmentResult(Outcome.LOST, attempts=work.attempts)
             samples += len(pcm) // SAMPLE_WIDTH
@@ -200,6 +203,24 @@ def _synthesize(
     # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
     streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
+class AttentionTiming:
+    """The attention marks of a segment's chunks (shared.alignment), one cursor per part. A part resumed from
+    replayed tokens starts in the middle of its text, where no cursor can pick it up: it is timed by estimate."""
+
+    def __init__(self, segment: Segment, first_sample: int) -> None:
+        self._cursors = [AttentionCursor(None if part.replay else part.char_ends) for part in segment.parts]
+        self._at = first_sample
+
+    def marks(self, chunk: Chunk, samples: int) -> list[Mark] | None:
+        """The marks of a chunk of `samples`; at the end of a part its whole text is said."""
+        cursor = self._cursors[chunk.part]
+        marks = cursor.advance(chunk.focus, self._at, samples)
+        self._at += samples
+        if marks is not None and chunk.part_end:
+            marks.append((cursor.char_ends[-1], self._at))
+        return marks
 
 
 def _pause(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: jobs.SegmentWork) -> SegmentResult:

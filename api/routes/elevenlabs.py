@@ -36,7 +36,7 @@ from api.schemas.elevenlabs import (
 from api.schemas.synthesis import TtsRequest
 from api.voice_catalog import VoiceCatalog
 from shared import jobs
-from shared.alignment import ALIGNMENT_SOURCE, CharTiming, UtteranceAligner
+from shared.alignment import ATTENTION, ESTIMATE, CharTiming, UtteranceAligner
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.errors import NotFound
 from shared.models import Job
@@ -159,12 +159,12 @@ def timed_pieces(job: Job, client: ClientConnection | None, fmt: OutputFormat) -
     try:
         for chunk in job_chunks(job.id, job.segments_total, client=client):
             samples = len(chunk.pcm) // SAMPLE_WIDTH
-            timed = aligner.chunk(chunk.cursor.segment, samples, chunk.last)
+            timed = aligner.chunk(chunk.cursor.segment, samples, chunk.last, chunk.marks)
             yield {
                 "audio_base64": base64.b64encode(encoder.chunk(chunk.pcm)).decode(),
                 "alignment": http_alignment(timed.written, offset),
                 "normalized_alignment": http_alignment(timed.said, offset),
-                "alignment_source": ALIGNMENT_SOURCE,
+                "alignment_source": timed.source,
             }
             offset += samples
         if tail := encoder.finish():
@@ -193,16 +193,18 @@ def text_to_speech_timed(path: VoicePath, body: TextToSpeechRequest, query: Text
     fmt = _query(query)
 
     def whole(job: Job, client: ClientConnection | None) -> Iterator[bytes]:
-        audio, written, said = b"", CharTiming(), CharTiming()
+        audio, written, said, sources = b"", CharTiming(), CharTiming(), set()
         for piece in timed_pieces(job, client, fmt):
             audio += base64.b64decode(piece["audio_base64"])
+            if piece["normalized_alignment"]:
+                sources.add(piece["alignment_source"])
             written = written.joined(_timing(piece["alignment"]))
             said = said.joined(_timing(piece["normalized_alignment"]))
         answer = AudioWithTimestamps(
             audio_base64=base64.b64encode(audio).decode(),
             alignment=HttpAlignment.model_validate(http_alignment(written, 0)) if written else None,
             normalized_alignment=HttpAlignment.model_validate(http_alignment(said, 0)) if said else None,
-            alignment_source=ALIGNMENT_SOURCE,
+            alignment_source=ATTENTION if sources == {ATTENTION} else ESTIMATE,
         )
         yield answer.model_dump_json().encode()
 

@@ -43,7 +43,7 @@ from api.schemas.jobs import (
 from api.schemas.synthesis import TtsRequest
 from api.submission import submit, submit_once
 from shared import jobs, streams
-from shared.alignment import ALIGNMENT_SOURCE, proportional
+from shared.alignment import Mark, segment_timing
 from shared.errors import AudioExpired, FarmError, InvalidInput, JobNotReady, SynthesisFailed
 from shared.models import JobState
 from shared.redis_client import get_redis
@@ -186,8 +186,9 @@ def sse_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
     start = jobs.segment_start(job_id, index)
     if start is None or not start.text.strip():
         return None
-    samples = streams.delivered(get_redis(), streams.segment_key(job_id, index)).samples
-    timing = proportional(start.text, samples, rate)
+    held = streams.delivered(get_redis(), streams.segment_key(job_id, index))
+    samples = held.samples
+    timing, source = segment_timing(start.text, samples, held.marks, rate)
     data = {
         "segment": index,
         "start_ms": round(start.start * 1000 / rate),
@@ -196,7 +197,7 @@ def sse_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
         "chars": timing.chars,
         "charStartTimesMs": timing.starts_ms,
         "charDurationsMs": timing.durations_ms,
-        "alignment_source": ALIGNMENT_SOURCE,
+        "alignment_source": source,
     }
     return sse_event(data, "timestamps")
 
@@ -216,10 +217,16 @@ def sse_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
 )
 def job_captions(path: JobPath, query: CaptionsQuery) -> Response:
     """Captions of a job's audio: a cue per segment (exact times, from the audio each segment made) or per word
-    (`granularity=word`: within a segment, timing proportional to the text), as WebVTT (`format=vtt`) or SRT. A
-    running job's captions cover the segments done so far."""
+    (`granularity=word`: within a segment, XTTS's attention's timing while the segment's audio is still held, else
+    timing proportional to the text), as WebVTT (`format=vtt`) or SRT. A running job's captions cover the segments
+    done so far."""
     job = current_job(path.job_id, tenant=caller().tenant, with_segments=True)
-    text = captions.render(captions.cues(job, query.granularity), query.format)
+    r = get_redis()
+
+    def marks(index: int) -> tuple[Mark, ...] | None:
+        return streams.delivered(r, streams.segment_key(job.id, index)).marks if query.granularity == "word" else None
+
+    text = captions.render(captions.cues(job, query.granularity, marks), query.format)
     return Response(text, content_type=captions.MEDIA_TYPES[query.format])
 
 

@@ -119,10 +119,11 @@ class AudioWithTimestamps(BaseModel):
     audio_base64: str
     alignment: HttpAlignment | None
     normalized_alignment: HttpAlignment | None
-    alignment_source: str = Field(
+    alignment_source: Literal["attention", "estimate"] = Field(
         "estimate",
-        description="Where the timing within a segment comes from: `estimate` (proportional to the text); exact at "
-        "every segment boundary.",
+        description="Where the timing within segments comes from: `attention` (XTTS's attention from audio to text "
+        "tokens, in every segment) or `estimate` (proportional to the text, in some segment at least); exact at "
+        "every segment boundary either way.",
     )
 
 
