@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,7 @@ def test_a_failing_section_is_reported_and_the_others_run(
         ran.append("formats")
         return "Formats", [{"format": "wav", "first_bytes_ms": 1.0}], {"notes": ["fine"]}
 
-    monkeypatch.setitem(run.RUNNERS, "streaming", broken)
-    monkeypatch.setitem(run.RUNNERS, "formats", working)
+    monkeypatch.setattr(run, "runner", {"streaming": broken, "formats": working}.__getitem__)
     status = run.main(["--only", "streaming", "formats", "--out", str(tmp_path)])
 
     assert status == 1
@@ -41,9 +41,23 @@ def test_a_failing_section_is_reported_and_the_others_run(
 
 
 def test_all_sections_passing_exit_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(run.RUNNERS, "formats", lambda quick: ("Formats", [{"a": 1}], {}))
+    monkeypatch.setattr(run, "runner", {"formats": lambda quick: ("Formats", [{"a": 1}], {})}.__getitem__)
     assert run.main(["--only", "formats", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "latest.json").read_text())["failed_sections"] == []
+
+
+def test_a_section_whose_module_cannot_be_imported_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU machine lacks the WebSocket client the agents section imports: that section fails, reported, and the
+    others are not kept from running (each module is imported when its section runs)."""
+    monkeypatch.setitem(run.RUNNERS, "agents", "no_such_bench.agents")
+    real = run.runner
+    monkeypatch.setattr(run, "runner", lambda name: real(name) if name == "agents" else lambda quick: ("F", [], {}))
+    assert run.main(["--only", "agents", "formats", "--out", str(tmp_path)]) == 1
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["failed_sections"] == ["agents"] and "ModuleNotFoundError" in results["agents"]["error"]
+    assert not results["formats"]["failed"]
+    modules = {spec.split(".")[0] for name, spec in run.RUNNERS.items() if name != "agents"}
+    assert all(importlib.util.find_spec(f"benchmarks.{m}") for m in modules)  # the others name modules that exist
 
 
 def test_the_real_time_listener_stalls_only_when_its_audio_runs_out() -> None:
