@@ -61,6 +61,23 @@ class TextTooLong(FarmError):
     status, code = 413, "text_too_long"
 
 
+class InvalidDocument(InvalidInput):
+    """A document (a book) that cannot be read: not the format it claims, or built to harm its reader (a zip bomb,
+    an entity declaration, a path that leaves the archive)."""
+
+    code = "invalid_document"
+
+
+class DocumentTooLarge(FarmError):
+    status, code = 413, "document_too_large"
+
+
+class DrmProtected(FarmError):
+    """An EPUB whose content is encrypted (DRM): the farm cannot read it."""
+
+    status, code = 422, "drm_protected"
+
+
 class NotFound(FarmError):
     status, code = 404, "not_found"
 

@@ -1,0 +1,230 @@
+"""Documents read for books (shared/documents/), no service needed: an EPUB built here with EbookLib (three chapters,
+a cover, metadata, footnotes and markup noise), Markdown, HTML and plain text into chapters of paragraphs as a
+reader says them; and hostile documents (zip bombs, entity expansion, paths out of the archive, huge chapters, DRM)
+refused with a clear error, fast, with memory bounded."""
+
+from __future__ import annotations
+
+import io
+import time
+import tracemalloc
+import zipfile
+from collections.abc import Callable
+
+import pytest
+from ebooklib import epub
+
+from shared.documents import Document, read_document
+from shared.documents.model import MAX_CHAPTER_CHARS
+from shared.errors import DocumentTooLarge, DrmProtected, FarmError, InvalidDocument, NothingToSpeak
+
+COVER = b"\x89PNG\r\n\x1a\n" + bytes(100)  # a PNG's signature: only its media type and bytes matter here
+CHAPTERS = [
+    ("The Arrival", ["The train came in late.", "Nobody waited on the platform."]),
+    ("The House", ["It stood at the end of the lane.", "Its windows were dark."]),
+    ("The Letter", ["A letter lay on the table.", "It was addressed to her."]),
+]
+NOISE = (
+    '<p>{first}<sup><a epub:type="noteref" href="#n1">1</a></sup> Then<sup>*</sup> more.</p>'
+    '<span epub:type="pagebreak" id="p12" title="12">12</span>'
+    '<script>alert("never said")</script><style>p {{ color: red }}</style>'
+    '<nav><a href="#top">Back to top</a></nav>'
+    "<p>{second}</p>"
+    '<aside epub:type="footnote" id="n1"><p>A footnote, not read in the flow.</p></aside>'
+)
+
+
+def build_epub(chapters: list[tuple[str, list[str]]] = CHAPTERS, noise: bool = True) -> bytes:
+    book = epub.EpubBook()
+    book.set_identifier("book-1")
+    book.set_title("A Quiet Town")
+    book.set_language("en")
+    book.add_author("Jane Writer")
+    book.set_cover("cover.png", COVER)
+    items = []
+    for n, (title, (first, second)) in enumerate(chapters, start=1):
+        item = epub.EpubHtml(title=title, file_name=f"chap_{n}.xhtml", lang="en")
+        body = NOISE.format(first=first, second=second) if noise else f"<p>{first}</p><p>{second}</p>"
+        item.content = f"<h1>{title}</h1>{body}"
+        book.add_item(item)
+        items.append(item)
+    book.toc = [epub.Link(f"chap_{n}.xhtml", title, f"c{n}") for n, (title, _) in enumerate(chapters, start=1)]
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = ["nav", *items]
+    out = io.BytesIO()
+    epub.write_epub(out, book)
+    return out.getvalue()
+
+
+def test_an_epub_gives_its_chapters_metadata_and_cover_without_notes_or_markup_noise() -> None:
+    document = read_document(build_epub(), "epub")
+    assert (document.title, document.author, document.language) == ("A Quiet Town", "Jane Writer", "en")
+    assert document.cover is not None and document.cover.data == COVER and document.cover.media_type == "image/png"
+    assert [c.title for c in document.chapters] == [title for title, _ in CHAPTERS]
+    for chapter, (_, (first, second)) in zip(document.chapters, CHAPTERS, strict=True):
+        assert chapter.paragraphs == (f"{first} Then more.", second)
+    said = " ".join(p for c in document.chapters for p in c.paragraphs)
+    for absent in ("footnote", "alert", "color", "Back to top", "12", "*"):
+        assert absent not in said
+
+
+def test_a_spine_document_the_table_of_contents_does_not_name_continues_the_chapter_before_it() -> None:
+    book = epub.EpubBook()
+    book.set_identifier("b")
+    book.set_title("Split")
+    book.set_language("en")
+    first = epub.EpubHtml(title="One", file_name="a.xhtml", content="<h2>One</h2><p>First half.</p>")
+    second = epub.EpubHtml(title="", file_name="b.xhtml", content="<p>Second half.</p>")
+    third = epub.EpubHtml(title="Two", file_name="c.xhtml", content="<h2>Two</h2><p>Next chapter.</p>")
+    for item in (first, second, third):
+        book.add_item(item)
+    book.toc = [epub.Link("a.xhtml", "One", "1"), epub.Link("c.xhtml", "Two", "2")]
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = [first, second, third]
+    out = io.BytesIO()
+    epub.write_epub(out, book)
+    chapters = read_document(out.getvalue(), "epub").chapters
+    assert [(c.title, c.paragraphs) for c in chapters] == [
+        ("One", ("First half.", "Second half.")),
+        ("Two", ("Next chapter.",)),
+    ]
+
+
+def test_markdown_chapters_come_from_its_headings_and_its_footnotes_are_not_read() -> None:
+    text = (
+        "# The Book\n\nBy someone.\n\n## One\n\nA sentence with a note.[^1] And *emphasis*.\n\n"
+        "## Two\n\n- a list item\n- another\n\n```\ncode is read as text\n```\n\n[^1]: The note itself.\n"
+    )
+    document = read_document(text.encode(), "markdown")
+    assert document.title == "The Book"
+    assert [(c.title, c.paragraphs) for c in document.chapters] == [
+        ("The Book", ("By someone.",)),
+        ("One", ("A sentence with a note. And emphasis.",)),
+        ("Two", ("a list item", "another", "code is read as text")),
+    ]
+
+
+def test_html_chapters_title_author_and_language_come_from_the_document() -> None:
+    html = (
+        '<html lang="fr"><head><title>Un livre</title><meta name="author" content="Anne Auteur"></head>'
+        "<body><nav>Menu</nav><h2>Premier</h2><p>Il était une fois.</p><div>Un texte<br>sur deux lignes.</div>"
+        "<h2>Second</h2><p>La fin.</p><script>x()</script></body></html>"
+    )
+    document = read_document(html.encode(), "html")
+    assert (document.title, document.author, document.language) == ("Un livre", "Anne Auteur", "fr")
+    assert [(c.title, c.paragraphs) for c in document.chapters] == [
+        ("Premier", ("Il était une fois.", "Un texte sur deux lignes.")),
+        ("Second", ("La fin.",)),
+    ]
+
+
+def test_plain_text_chapters_start_at_chapter_lines_and_page_numbers_and_running_headers_are_dropped() -> None:
+    pages = []
+    for n in range(1, 4):
+        pages.append(f'Chapter {n}\n\nThe text of part {n},\nwrapped over two lines.\n\n"Yes."\n\nA QUIET TOWN\n\n{n}')
+    text = "A preface.\n\n" + "\n\n".join(pages)
+    document = read_document(text.encode(), "text")
+    assert [(c.title, c.paragraphs) for c in document.chapters] == [("Opening", ("A preface.",))] + [
+        (f"Chapter {n}", (f"The text of part {n}, wrapped over two lines.", '"Yes."')) for n in range(1, 4)
+    ]
+
+
+# --- hostile documents -------------------------------------------------------------------------------------------
+def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def _with_entries(extra: dict[str, bytes]) -> bytes:
+    """The test EPUB with entries added (or replaced)."""
+    source = zipfile.ZipFile(io.BytesIO(build_epub(noise=False)))
+    entries = {name: source.read(name) for name in source.namelist()}
+    return _zip({**entries, **extra})
+
+
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + b"".join(
+        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i > 1 else "&lol;" * 10}">'.encode()
+        for i in range(1, 10)
+    )
+    + b']><html xmlns="http://www.w3.org/1999/xhtml"><body><p>&lol9;</p></body></html>'
+)
+EXTERNAL_ENTITY = (
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY secret SYSTEM "file:///etc/passwd">]>'
+    b'<html xmlns="http://www.w3.org/1999/xhtml"><body><p>&secret;</p></body></html>'
+)
+ADEPT = (
+    b'<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container" '
+    b'xmlns:enc="http://www.w3.org/2001/04/xmlenc#"><enc:EncryptedData>'
+    b'<enc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>'
+    b'<enc:CipherData><enc:CipherReference URI="EPUB/chap_1.xhtml"/></enc:CipherData></enc:EncryptedData></encryption>'
+)
+HOSTILE: dict[str, tuple[Callable[[], bytes], type[FarmError], str]] = {
+    "a zip bomb": (
+        lambda: _with_entries({"EPUB/bomb.xhtml": b"\0" * (150 * 1024 * 1024)}),
+        InvalidDocument,
+        "zip bomb",
+    ),
+    "more unpacked than allowed": (
+        lambda: _zip({f"EPUB/{n}.bin": bytes(70 * 1024 * 1024) for n in range(3)}),
+        DocumentTooLarge,
+        "unpacks to",
+    ),
+    "billion laughs": (lambda: _with_entries({"EPUB/chap_1.xhtml": BILLION_LAUGHS}), InvalidDocument, "XML entity"),
+    "an external entity": (lambda: _with_entries({"EPUB/chap_2.xhtml": EXTERNAL_ENTITY}), InvalidDocument, "entity"),
+    "a path out of the archive": (lambda: _with_entries({"../../etc/evil": b"x"}), InvalidDocument, "leaves"),
+    "an absolute path": (lambda: _with_entries({"/etc/evil": b"x"}), InvalidDocument, "leaves"),
+    "DRM (Adobe ADEPT)": (lambda: _with_entries({"META-INF/encryption.xml": ADEPT}), DrmProtected, "DRM"),
+    "DRM (rights file)": (lambda: _with_entries({"META-INF/rights.xml": b"<rights/>"}), DrmProtected, "DRM"),
+    "not a ZIP": (lambda: b"PK\x03\x04 not really", InvalidDocument, "not an EPUB"),
+    "a huge chapter": (
+        lambda: build_epub([("Long", ["word " * (MAX_CHAPTER_CHARS // 5 + 10), "end"])], noise=False),
+        DocumentTooLarge,
+        "chapter 'Long'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_epub_is_refused_fast_with_its_error_and_bounded_memory(case: str) -> None:
+    make, error, words = HOSTILE[case]
+    data = make()
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(error) as refused:
+            read_document(data, "epub")
+        took = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert words in refused.value.message, refused.value.message
+    assert took < 1.0, f"{case}: refused after {took:.2f} s"
+    # What reading may hold beyond the document itself: the archive's directory and the files it had checked.
+    assert peak < len(data) + 40 * 1024 * 1024, f"{case}: {peak / 2**20:.1f} MiB at peak"
+    print(f"{case}: {refused.value.code} in {took * 1000:.1f} ms, peak {peak / 2**20:.1f} MiB")
+
+
+def test_font_obfuscation_is_not_drm() -> None:
+    fonts = ADEPT.replace(b"http://www.w3.org/2001/04/xmlenc#aes128-cbc", b"http://www.idpf.org/2008/embedding")
+    assert isinstance(read_document(_with_entries({"META-INF/encryption.xml": fonts}), "epub"), Document)
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "error"),
+    [
+        (b"\xff\xfe not utf-8", "text", InvalidDocument),
+        (b"\n\n   \n", "text", NothingToSpeak),
+        (b"<html><body><script>x</script></body></html>", "html", NothingToSpeak),
+        (b"x" * (50 * 1024 * 1024 + 1), "text", DocumentTooLarge),
+    ],
+)
+def test_a_document_with_nothing_to_read_or_too_much_is_refused(data: bytes, kind: str, error: type) -> None:
+    with pytest.raises(error):
+        read_document(data, kind)  # type: ignore[arg-type]
