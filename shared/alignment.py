@@ -89,7 +89,8 @@ def token_char_ends(pieces: Sequence[str], text: str) -> list[int] | None:
     `[en]` and other bracketed tags nothing), how many characters of `text` are said once it is: the tokenizer's
     cleaned, lower-cased text matched to `text` character by character. None if they do not match at all."""
     spelled = [" " if p == "[SPACE]" else "" if p.startswith("[") and p.endswith("]") else p for p in pieces]
-    cleaned, lowered = "".join(spelled), text.lower()
+    # Lower-cased a character at a time, one for one ("İ" alone lower-cases to two), so positions stay the text's.
+    cleaned, lowered = "".join(spelled), "".join(ch.lower()[:1] or ch for ch in text)
     if not cleaned.strip() or not text:
         return None
     matcher = difflib.SequenceMatcher(None, cleaned, lowered, autojunk=False)
@@ -121,9 +122,10 @@ def _running_max(values: list[int]) -> list[int]:
 def segment_timing(text: str, samples: int, marks: Sequence[Mark] | None, rate: int) -> tuple[CharTiming, str]:
     """A whole segment's timing once its audio is complete, and its source: between its marks, where its attention
     gave them (each mark's characters end at its sample), else proportional to the text."""
-    if marks is None:
+    inside = [mark for mark in marks or () if mark[1] < samples]  # one at the very end says nothing
+    if not inside:
         return proportional(text, samples, rate), ESTIMATE
-    starts, ends, sent, at = _marked_spans(text, 0, 0.0, marks, float(samples))
+    starts, ends, sent, at = _marked_spans(text, 0, 0.0, inside, float(samples))
     rest_starts, rest_ends = _spread(text[sent:], at, float(samples))
     return _timing(text, starts + rest_starts, ends + rest_ends, 0.0, rate), ATTENTION
 
@@ -146,11 +148,15 @@ def _marked_spans(
     return starts, ends, sent, at
 
 
+Step = tuple[int, int]  # (characters said, by the audio token at this index of the foci given)
+
+
 class AttentionCursor:
-    """Follows a segment's attention from audio tokens to text tokens: `advance` takes the text token each new audio
-    token attended to most (None: unknown) and gives the marks it makes. The first focus far from the text's start,
-    one far behind what was reached or a jump far ahead, and the cursor is lost for good: the rest of the segment
-    is timed by the estimate."""
+    """Follows a part's attention from audio tokens to text tokens: `advance` takes the text token each new audio
+    token attended to most (None: unknown) and says when characters were said. The first focus far from the text's
+    start, one far behind what was reached or a jump far ahead, and the cursor is lost for good: the rest of the part
+    is timed by the estimate. Once it reaches the last text token it is done: what the model attends to while it
+    finishes (a pause, the text's end) no longer matters."""
 
     def __init__(self, char_ends: Sequence[int] | None) -> None:
         self.char_ends = list(char_ends or [])
@@ -159,22 +165,26 @@ class AttentionCursor:
         self._said = 0  # characters said (those of the tokens before the one being said)
         self._dwell = 0  # audio tokens since the cursor last moved
 
-    def advance(self, focus: Sequence[int | None], first_sample: int, samples: int) -> list[Mark] | None:
-        """The marks of a chunk of `samples` starting at `first_sample` of the segment, made by audio tokens with
-        these foci (spread evenly over it); None once the cursor is lost."""
-        marks: list[Mark] = []
+    def advance(self, focus: Sequence[int | None]) -> list[Step] | None:
+        """The steps that audio tokens with these foci make; None if the cursor was lost before them (one lost among
+        them gives the steps before it)."""
+        if self.lost:
+            return None
+        steps: list[Step] = []
         for k, f in enumerate(focus):
+            if self._reached == len(self.char_ends) - 1:
+                break  # done
             self._dwell += 1
-            if self.lost or f is None or not self._follows(f):
+            if f is None or not self._follows(f):
                 self.lost = True
-                return None
+                break
             if f > self._reached:
                 self._reached, self._dwell = f, 0
                 said = self.char_ends[f - 1] if f > 0 else 0
                 if said > self._said:
                     self._said = said
-                    marks.append((said, first_sample + round(k * samples / max(len(focus), 1))))
-        return None if self.lost else marks
+                    steps.append((said, k))
+        return steps
 
     def _follows(self, f: int) -> bool:
         """Whether a focus on text token `f` keeps the cursor on the text."""
@@ -199,10 +209,13 @@ class StreamingAligner:
         if marks is not None and not last:
             return self._marked(marks, float(begin))
         if last:
-            chars = self.text[self._sent :]
-            starts, ends = _spread(chars, max(self._at, float(begin)), float(self._samples))
+            first = self._sent
+            starts, ends, self._sent, self._at = _marked_spans(
+                self.text, self._sent, max(self._at, float(begin)), marks or (), float(self._samples)
+            )
+            rest_starts, rest_ends = _spread(self.text[self._sent :], self._at, float(self._samples))
             self._sent = len(self.text)
-            return _timing(chars, starts, ends, float(begin), self.rate)
+            return _timing(self.text[first:], starts + rest_starts, ends + rest_ends, float(begin), self.rate)
         expected = max(self._expected, self._samples + 1)
         starts, ends = _spread(self.text, 0.0, float(expected))
         count = self._sent
@@ -254,4 +267,6 @@ class UtteranceAligner:
         its attention's, if any (they time the said text; the written one keeps the estimate)."""
         final = last and segment == len(self._said) - 1
         said = self._said[segment].chunk(samples, last, marks)
-        return Timed(self._written.chunk(samples, final), said, ESTIMATE if marks is None else ATTENTION)
+        # A segment's last chunk spreads what its marks leave by the estimate: attention only if it had some.
+        source = ATTENTION if marks is not None and (marks or not last) else ESTIMATE
+        return Timed(self._written.chunk(samples, final), said, source)

@@ -129,10 +129,26 @@ def encode_marks(marks: Sequence[Mark] | None) -> bytes:
 
 
 def decode_marks(data: bytes | None) -> tuple[Mark, ...] | None:
+    """The marks `encode_marks` wrote; None for `-`, for none, or for anything else (timing is then an estimate)."""
     if data is None or data == b"-":
         return None
-    pairs = [item.split(b":") for item in data.split(b",") if item]
-    return tuple((int(chars), int(sample)) for chars, sample in pairs)
+    try:
+        pairs = [item.split(b":") for item in data.split(b",") if item]
+        return tuple((int(chars), int(sample)) for chars, sample in pairs)
+    except ValueError:
+        return None
+
+
+def segment_marks(r: redis.Redis, key: str) -> tuple[Mark, ...] | None:
+    """Every attention mark of a segment whose stream has ended, from its end entry alone (no audio is read); None
+    where there are none, or Redis cannot say."""
+    try:
+        entries = cast(list[Entry], r.xrevrange(key, count=1))
+    except redis.RedisError:
+        return None
+    if not entries or entries[0][1].get(b"type") != END:
+        return None
+    return decode_marks(entries[0][1].get(b"marks"))
 
 
 @dataclass(frozen=True)
@@ -148,7 +164,7 @@ class Delivered:
     tokens: dict[int, list[int]] = field(default_factory=dict)
     parts_ended: frozenset[int] = frozenset()
     ended: bool = False  # an end or error entry closes the stream
-    # Every chunk's attention marks, in order, if every chunk has them (the segment was timed by its attention).
+    # The attention marks of its chunks, in order (None: none; chunks after a cursor lost have none).
     marks: tuple[Mark, ...] | None = None
 
 
@@ -159,7 +175,7 @@ def delivered(r: redis.Redis, key: str) -> Delivered:
     tokens: dict[int, list[int]] = {}
     ended_parts: set[int] = set()
     ended = False
-    marks: list[Mark] | None = []
+    marks: list[Mark] = []
     for _entry_id, fields in entries:
         kind = fields.get(b"type")
         if kind != AUDIO:
@@ -170,9 +186,8 @@ def delivered(r: redis.Redis, key: str) -> Delivered:
         tokens.setdefault(part, []).extend(decode_tokens(fields.get(b"tokens", b"")))
         if fields.get(b"part_end") == b"1":
             ended_parts.add(part)
-        chunk_marks = decode_marks(fields.get(b"marks"))
-        marks = None if marks is None or chunk_marks is None else [*marks, *chunk_marks]
-    timed = None if marks is None or not last_seq else tuple(marks)
+        marks += decode_marks(fields.get(b"marks")) or ()
+    timed = tuple(marks) or None
     return Delivered(last_seq, samples, tokens, frozenset(ended_parts), ended, timed)
 
 
@@ -227,8 +242,9 @@ class StreamWriter:
             },
         )
 
-    def end(self, seq: int) -> None:
-        self._add(seq, {"type": END, "seq": seq})
+    def end(self, seq: int, marks: Sequence[Mark] | None = None) -> None:
+        """The stream's end; `marks`: all the segment's attention marks (what captions read without its audio)."""
+        self._add(seq, {"type": END, "seq": seq, "marks": encode_marks(marks)})
 
     def error(self, seq: int, reason: str) -> None:
         self._add(seq, {"type": ERROR, "seq": seq, "reason": reason.encode()[:2000]})

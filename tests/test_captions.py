@@ -127,7 +127,7 @@ def test_a_segment_timed_by_its_attention_is_captioned_and_stamped_by_its_marks(
             writer.audio(seq, pcm, part_end=seq == 2, last=seq == 2, marks=chunk_marks)
             assert jobs.record_chunk(job_id, 0, "ghost-run", len(pcm) // 2)
         assert jobs.finish_segment(job_id, 0, "ghost-run") is True
-        writer.end(3)
+        writer.end(3, [m for chunk_marks in marks for m in chunk_marks])
     finally:
         configure(None)
 

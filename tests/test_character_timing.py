@@ -17,6 +17,7 @@ from shared.alignment import (
     StreamingAligner,
     UtteranceAligner,
     proportional,
+    segment_timing,
     token_char_ends,
 )
 from shared.text_stream import IncomingText
@@ -130,14 +131,17 @@ def test_text_tokens_are_mapped_to_the_characters_they_say() -> None:
     assert token_char_ends(pieces, "Hello world.") == [0, 2, 5, 6, 9, 11, 12]
     assert token_char_ends(["[en]", "mis", "ter", "[SPACE]", "smith"], "Mr smith") == [0, 1, 2, 3, 8]  # "mister"
     assert token_char_ends(["xyz"], "Hello") is None  # nothing in common: no map
+    # "İ" lower-cases to two characters: the map still counts the text's own characters.
+    assert token_char_ends(["[en]", "i̇", "stanbul"], "İstanbul") == [0, 1, 8]
     assert token_char_ends(["[en]"], "Hello") is None
 
 
 def test_a_cursor_that_moves_forward_through_the_text_marks_what_is_said_and_when() -> None:
-    cursor = AttentionCursor([2, 5, 6, 9])  # four text tokens: "he", "llo", " ", "wor"
-    assert cursor.advance([0, 0, 1, 1], first_sample=0, samples=4000) == [(2, 2000)]  # "he" said when "llo" starts
-    assert cursor.advance([1, 0, 2, 3], first_sample=4000, samples=4000) == [(5, 6000), (6, 7000)]
-    assert cursor.advance([3, 3], first_sample=8000, samples=2000) == []  # still on its last token: no new mark
+    cursor = AttentionCursor([2, 5, 6, 9, 12])  # five text tokens: "he", "llo", " ", "wor", "ld."
+    assert cursor.advance([0, 0, 1, 1]) == [(2, 2)]  # "he" is said when the third audio token starts "llo"
+    assert cursor.advance([1, 0, 2, 3]) == [(5, 2), (6, 3)]
+    assert cursor.advance([3, 3]) == []  # still on "wor": nothing new said
+    assert cursor.advance([4, 0, 9, None]) == [(9, 0)]  # on the last token: done, what follows no longer counts
     assert not cursor.lost
 
 
@@ -155,9 +159,10 @@ def test_a_cursor_that_does_not_read_as_an_alignment_is_lost_for_the_rest_of_the
     focus: list[int | None],
 ) -> None:
     cursor = AttentionCursor([1, 2, 3, 4, 5, 6, 7])
-    assert cursor.advance(focus, first_sample=0, samples=len(focus) * 1000) is None
-    assert cursor.lost and cursor.advance([0], first_sample=0, samples=1000) is None
-    assert AttentionCursor(None).advance([0], first_sample=0, samples=1000) is None  # no map: no cursor
+    steps = cursor.advance(focus)
+    assert steps is not None and all(k < len(focus) - 1 for _, k in steps)  # what came before the loss, if anything
+    assert cursor.lost and cursor.advance([0]) is None
+    assert AttentionCursor(None).advance([0]) is None  # no map: no cursor
 
 
 def test_marks_time_characters_by_the_attention_and_the_segments_end_stays_exact() -> None:
@@ -203,3 +208,20 @@ def test_marked_timing_times_each_character_once_in_order_within_the_audio(
     starts = [start for _, start, _ in timed]
     assert all(later >= earlier - 0.5 for earlier, later in itertools.pairwise(starts))
     assert abs(timed[-1][2] - offset) <= 1
+
+
+def test_a_segments_last_chunk_follows_its_marks_before_it_spreads_the_rest() -> None:
+    text = "hello world."
+    aligner = UtteranceAligner(text, [text], [24000], RATE)
+    last = aligner.chunk(0, 12000, last=True, marks=[(6, 6000)])
+    assert last.source == ATTENTION and "".join(last.said.chars) == text
+    assert last.said.starts_ms[6] == 250  # "world." starts where the mark says "hello " ended
+    assert last.said.starts_ms[-1] + last.said.durations_ms[-1] == 500
+    assert UtteranceAligner(text, [text], [24000], RATE).chunk(0, 12000, last=True, marks=[]).source == ESTIMATE
+
+
+def test_a_whole_segments_timing_follows_its_marks_and_its_last_character_still_takes_time() -> None:
+    timing, source = segment_timing("ab cd", 24000, [(3, 12000), (5, 24000)], RATE)
+    assert source == ATTENTION and timing.starts_ms[3] == 500
+    assert timing.durations_ms[-1] > 0 and timing.starts_ms[-1] + timing.durations_ms[-1] == 1000
+    assert segment_timing("ab cd", 24000, None, RATE) == (proportional("ab cd", 24000, RATE), ESTIMATE)

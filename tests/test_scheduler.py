@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from shared.audio import SAMPLE_RATE, TOKEN_SECONDS
 from shared.params import SynthesisParams
 from shared.streams import Delivered
 from tests.audio import xtts_samples
@@ -198,17 +199,21 @@ def test_a_chunks_marks_come_from_its_tokens_foci_at_their_place_in_the_segments
     segment = engine.segment("k", "Hi there.", "en", voice, SynthesisParams(), 0)  # type: ignore[arg-type]
     char_ends = segment.parts[0].char_ends
     assert char_ends is not None and char_ends[-1] == len("Hi there.")
-    timing = AttentionTiming(segment, first_sample=48000)  # resumed after 2 s already delivered
+    per_token = TOKEN_SECONDS * SAMPLE_RATE  # 1114.6 samples of audio per audio token
+    timing = AttentionTiming(segment, Delivered(2, 48000, marks=((0, 100),)))  # 2 s delivered by an earlier run
 
     def chunk(foci: list[int | None], part_end: bool = False) -> Chunk:
         return Chunk(torch.zeros(0), tuple(range(len(foci))), 0, part_end, tuple(foci))
 
     # Tokens "[en]", "h", "i", "[SPACE]", ...: the language tag says nothing; the third audio token reaches "i", so
-    # "h" is said by then.
+    # "h" is said by then: where that token's audio starts, 2 tokens into the part. A chunk's audio lags its tokens
+    # (the decoder keeps its last ones for the next): a mark past the audio sent waits for the chunk that has it.
     assert char_ends[:3] == (0, 1, 2)
-    assert timing.marks(chunk([0, 1, 2, 2]), 4000) == [(1, 48000 + 2000)]
-    assert timing.marks(chunk([3, 3], part_end=True), 2000) == [(2, 52000), (len("Hi there."), 54000)]
-    lost = AttentionTiming(segment, first_sample=0)
-    assert lost.marks(chunk([0, 9]), 2000) is None and lost.marks(chunk([0]), 1000) is None
+    assert timing.marks(chunk([0, 1, 2, 2]), 4000) == [(1, 48000 + round(2 * per_token))]
+    assert timing.marks(chunk([2, 2, 2, 3]), 200) == []  # "i" said at token 7 (55 802): later than this audio
+    assert timing.marks(chunk([3], part_end=True), 6000) == [(2, 48000 + round(7 * per_token))]  # the last part
+    assert timing.made == [(0, 100), (1, 50229), (2, 55802)]  # what the stream's end entry carries
+    lost = AttentionTiming(segment, Delivered())
+    assert lost.marks(chunk([0, 9]), 2000) == [] and lost.marks(chunk([0]), 1000) is None
     resumed = engine.segment("k", "Hi there.", "en", voice, SynthesisParams(), 0, Delivered(1, 100, {0: [5, 6]}))  # type: ignore[arg-type]
-    assert AttentionTiming(resumed, first_sample=100).marks(chunk([0]), 1000) is None  # mid-text: no cursor
+    assert AttentionTiming(resumed, Delivered(1, 100)).marks(chunk([0]), 1000) is None  # mid-text: no cursor

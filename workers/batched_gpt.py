@@ -379,13 +379,14 @@ class BatchedGPT:
         latents = self._latents(hidden[:, -1])
         tokens = self._sample(self._logits(latents), rows.seen)
         rows.seen[torch.arange(len(tokens), device=self.device), tokens] = True
-        token_list = tokens.tolist()
+        # One transfer to the host for both (on a GPU each .tolist() waits for the device).
+        token_list, focus_list = torch.stack([tokens, focus.to(tokens.dtype)]).tolist()
         outputs: dict[Hashable, StepOutput] = {}
         keep: list[int] = []
         for i, (seq, token) in enumerate(zip(self._seqs, token_list, strict=True)):
             seq.generated += 1
             finished = token == self.gpt.stop_audio_token or seq.generated >= seq.max_new
-            outputs[seq.key] = StepOutput(token, latents[i], finished, focus[i])
+            outputs[seq.key] = StepOutput(token, latents[i], finished, focus_list[i] if seq.text_len else None)
             if not finished:
                 keep.append(i)
         self._keep(keep)
@@ -427,12 +428,12 @@ class BatchedGPT:
             for handle in handles:
                 handle.remove()
 
-    def _text_focus(self, queries: dict[int, Tensor], rows: _Rows) -> list[int | None]:
-        """Each row's text token that its newest position attends to most: the attention weights of the alignment
-        layers (softmax over every real position of the row, as the model computes them), averaged over their
-        heads and layers, compared over the row's text tokens."""
+    def _text_focus(self, queries: dict[int, Tensor], rows: _Rows) -> Tensor:
+        """[B], on the device: each row's text token that its newest position attends to most: the attention weights
+        of the alignment layers (softmax over every real position of the row, as the model computes them), averaged
+        over their heads and layers, compared over the row's text tokens (0 for a row without any)."""
         if not queries or not any(seq.text_len for seq in self._seqs):
-            return [None] * len(self._seqs)
+            return torch.zeros(len(self._seqs), dtype=torch.long, device=self.device)
         weights = torch.stack([self._attention(layer, qkv, rows) for layer, qkv in queries.items()]).mean(dim=0)
         length = rows.mask.shape[1]
         offsets = length - rows.mask.sum(dim=1)  # each row's left padding
@@ -442,17 +443,17 @@ class BatchedGPT:
         steps = torch.arange(widest, device=self.device)
         columns = first[:, None] + torch.minimum(steps[None, :], count[:, None] - 1)
         text = weights.gather(1, columns).masked_fill(steps[None, :] >= count[:, None], -1.0)
-        best = text.argmax(dim=1).tolist()
-        return [int(b) if seq.text_len else None for b, seq in zip(best, self._seqs, strict=True)]
+        return text.argmax(dim=1)
 
     def _attention(self, layer: int, qkv: Tensor, rows: _Rows) -> Tensor:
         """[B, L]: layer `layer`'s attention weights from each row's newest position, averaged over its heads."""
         attn = self.gpt.gpt.h[layer].attn
         heads, width = int(attn.num_heads), int(attn.head_dim)
-        query = qkv[:, -1, : attn.embed_dim].float().view(len(self._seqs), heads, 1, width)
         keys = rows.layers()[layer].keys
         assert keys is not None  # the forward pass just filled it
-        scores = (query @ keys.float().transpose(-1, -2)) * float(attn.scaling)  # [B, heads, 1, L]
+        query = qkv[:, -1, : attn.embed_dim].to(keys.dtype).view(len(self._seqs), heads, 1, width)
+        # In the cache's own precision, as the model computes it; only the small [B, heads, 1, L] scores in float32.
+        scores = (query @ keys.transpose(-1, -2)).float() * float(attn.scaling)
         scores = scores.masked_fill(rows.mask[:, None, None, :] == 0, float("-inf"))
         weights: Tensor = scores.softmax(dim=-1).mean(dim=1)[:, 0]
         return weights

@@ -21,7 +21,7 @@ import redis
 
 from shared import jobs, logs, streams
 from shared.alignment import AttentionCursor, Mark
-from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH, TOKEN_SECONDS
 from shared.params import SynthesisParams
 from shared.priority import Priority
 from shared.settings import Settings
@@ -154,7 +154,7 @@ def _synthesize(
         work.run, work.text, work.language, voice, params, seed, delivered, live=live, deadline=deadline
     )
     handle = shop.scheduler.submit(segment)
-    timing = AttentionTiming(segment, delivered.samples)
+    timing = AttentionTiming(segment, delivered)
     seq = first_seq = delivered.last_seq
     samples = 0
     log.debug(
@@ -199,28 +199,46 @@ def _synthesize(
     _observe_run(shop.metrics, time.monotonic() - started, samples)
     # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
     last = jobs.finish_segment(work.job_id, work.index, work.run)
-    writer.end(seq + 1)
+    writer.end(seq + 1, timing.made or None)
     # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
     streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
 
 
 class AttentionTiming:
-    """The attention marks of a segment's chunks (shared.alignment), one cursor per part. A part resumed from
-    replayed tokens starts in the middle of its text, where no cursor can pick it up: it is timed by estimate."""
+    """The attention marks of a segment's chunks (shared.alignment), one cursor per part. A mark's sample is where
+    its audio token's audio starts in the part (HiFi-GAN makes the same samples per token throughout); the decoder
+    holds a chunk's last tokens back for the next one, so a mark past the audio sent so far waits for the chunk that
+    carries its audio. A part resumed from replayed tokens starts in the middle of its text, where no cursor can pick
+    it up: it is timed by estimate."""
 
-    def __init__(self, segment: Segment, first_sample: int) -> None:
+    def __init__(self, segment: Segment, delivered: streams.Delivered) -> None:
         self._cursors = [AttentionCursor(None if part.replay else part.char_ends) for part in segment.parts]
-        self._at = first_sample
+        self._token_samples = TOKEN_SECONDS * SAMPLE_RATE * segment.length_scale
+        self._last_part = len(segment.parts) - 1
+        self._at = delivered.samples  # the segment's audio so far
+        self._part, self._part_start, self._part_tokens = -1, self._at, 0
+        self._waiting: list[Mark] = []
+        self.made: list[Mark] = list(delivered.marks or ())  # every mark of the segment, earlier runs' included
 
     def marks(self, chunk: Chunk, samples: int) -> list[Mark] | None:
-        """The marks of a chunk of `samples`; at the end of a part its whole text is said."""
+        """The marks of a chunk of `samples`; None where its part's timing is an estimate."""
+        if chunk.part != self._part:
+            self._part, self._part_start, self._part_tokens = chunk.part, self._at, 0
         cursor = self._cursors[chunk.part]
-        marks = cursor.advance(chunk.focus, self._at, samples)
+        steps = cursor.advance(chunk.focus)
         self._at += samples
-        if marks is not None and chunk.part_end:
-            marks.append((cursor.char_ends[-1], self._at))
-        return marks
+        for said, k in steps or ():
+            self._waiting.append((said, self._part_start + round((self._part_tokens + k) * self._token_samples)))
+        self._part_tokens += len(chunk.focus)
+        if steps is None and not self._waiting:
+            return None
+        due = [(said, min(at, self._at)) for said, at in self._waiting if at <= self._at or chunk.part_end]
+        self._waiting = self._waiting[len(due) :]
+        if chunk.part_end and chunk.part < self._last_part and cursor.char_ends:
+            due.append((cursor.char_ends[-1], self._at))  # the next part starts after all of this one is said
+        self.made += due
+        return due
 
 
 def _pause(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: jobs.SegmentWork) -> SegmentResult:

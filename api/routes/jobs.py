@@ -224,7 +224,7 @@ def job_captions(path: JobPath, query: CaptionsQuery) -> Response:
     r = get_redis()
 
     def marks(index: int) -> tuple[Mark, ...] | None:
-        return streams.delivered(r, streams.segment_key(job.id, index)).marks if query.granularity == "word" else None
+        return streams.segment_marks(r, streams.segment_key(job.id, index)) if query.granularity == "word" else None
 
     text = captions.render(captions.cues(job, query.granularity, marks), query.format)
     return Response(text, content_type=captions.MEDIA_TYPES[query.format])
