@@ -6,6 +6,7 @@ refused with a clear error, fast, with memory bounded."""
 from __future__ import annotations
 
 import io
+import random
 import time
 import tracemalloc
 import zipfile
@@ -25,7 +26,8 @@ CHAPTERS = [
     ("The Letter", ["A letter lay on the table.", "It was addressed to her."]),
 ]
 NOISE = (
-    '<p>{first}<sup><a epub:type="noteref" href="#n1">1</a></sup> Then<sup>*</sup> more.</p>'
+    '<p>{first}<sup><a epub:type="noteref" href="#n1">1</a></sup> Then<sup><a href="#n2">*</a></sup> more, '
+    "over 100 m<sup>2</sup>.</p>"
     '<span epub:type="pagebreak" id="p12" title="12">12</span>'
     '<script>alert("never said")</script><style>p {{ color: red }}</style>'
     '<nav><a href="#top">Back to top</a></nav>'
@@ -63,9 +65,9 @@ def test_an_epub_gives_its_chapters_metadata_and_cover_without_notes_or_markup_n
     assert document.cover is not None and document.cover.data == COVER and document.cover.media_type == "image/png"
     assert [c.title for c in document.chapters] == [title for title, _ in CHAPTERS]
     for chapter, (_, (first, second)) in zip(document.chapters, CHAPTERS, strict=True):
-        assert chapter.paragraphs == (f"{first} Then more.", second)
+        assert chapter.paragraphs == (f"{first} Then more, over 100 m2.", second)  # a superscript without a link
     said = " ".join(p for c in document.chapters for p in c.paragraphs)
-    for absent in ("footnote", "alert", "color", "Back to top", "12", "*"):
+    for absent in ("footnote", "alert", "color", "Back to top", "12", "*", "1 Then"):
         assert absent not in said
 
 
@@ -123,11 +125,16 @@ def test_html_chapters_title_author_and_language_come_from_the_document() -> Non
 def test_plain_text_chapters_start_at_chapter_lines_and_page_numbers_and_running_headers_are_dropped() -> None:
     pages = []
     for n in range(1, 4):
-        pages.append(f'Chapter {n}\n\nThe text of part {n},\nwrapped over two lines.\n\n"Yes."\n\nA QUIET TOWN\n\n{n}')
-    text = "A preface.\n\n" + "\n\n".join(pages)
-    document = read_document(text.encode(), "text")
-    assert [(c.title, c.paragraphs) for c in document.chapters] == [("Opening", ("A preface.",))] + [
-        (f"Chapter {n}", (f"The text of part {n}, wrapped over two lines.", '"Yes."')) for n in range(1, 4)
+        header = f"A QUIET TOWN {n + 10}"  # a running header with its page number
+        pages.append(f'Chapter {n}\n\nThe text of part {n},\nwrapped over two lines.\n\n"Yes."\n\n{header}\n\n{n}')
+    text = "A preface.\n\nPart of me wanted to stay.\n\n" + "\n\n".join(pages) + "\n\nBook lovers never sleep alone."
+    chapters = [(c.title, c.paragraphs) for c in read_document(text.encode(), "text").chapters]
+    body = ("The text of part {n}, wrapped over two lines.", '"Yes."')
+    assert chapters == [
+        ("Opening", ("A preface.", "Part of me wanted to stay.")),  # "Part of ..." is no chapter line
+        ("Chapter 1", (body[0].format(n=1), body[1])),
+        ("Chapter 2", (body[0].format(n=2), body[1])),
+        ("Chapter 3", (body[0].format(n=3), body[1], "Book lovers never sleep alone.")),
     ]
 
 
@@ -142,9 +149,34 @@ def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> 
 
 def _with_entries(extra: dict[str, bytes]) -> bytes:
     """The test EPUB with entries added (or replaced)."""
-    source = zipfile.ZipFile(io.BytesIO(build_epub(noise=False)))
+    return _with_entries_of(build_epub(noise=False), extra)
+
+
+def _with_entries_of(data: bytes, extra: dict[str, bytes]) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(data))
     entries = {name: source.read(name) for name in source.namelist()}
     return _zip({**entries, **extra})
+
+
+def _package_with(manifest: str = "", spine: str = "") -> bytes:
+    """The test EPUB with items added to its package's manifest and spine."""
+    source = zipfile.ZipFile(io.BytesIO(build_epub(noise=False)))
+    opf = source.read("EPUB/content.opf").decode()
+    opf = opf.replace("</manifest>", manifest + "</manifest>").replace("</spine>", spine + "</spine>")
+    return _with_entries({"EPUB/content.opf": opf.encode()})
+
+
+def _bzip2_entry() -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(build_epub(noise=False)))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name in source.namelist():
+            method = zipfile.ZIP_BZIP2 if name.endswith("chap_1.xhtml") else zipfile.ZIP_DEFLATED
+            archive.writestr(name, source.read(name), compress_type=method)
+    return out.getvalue()
+
+
+MANY_ITEMS = "".join(f'<item id="x{n}" href="chap_1.xhtml" media-type="application/xhtml+xml"/>' for n in range(100))
 
 
 BILLION_LAUGHS = (
@@ -165,6 +197,18 @@ ADEPT = (
     b'<enc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>'
     b'<enc:CipherData><enc:CipherReference URI="EPUB/chap_1.xhtml"/></enc:CipherData></enc:EncryptedData></encryption>'
 )
+FONT_METHOD_ON_TEXT = ADEPT.replace(
+    b'Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"', b'Algorithm="http://www.idpf.org/2008/embedding"'
+)
+
+
+def prose(characters: int) -> str:
+    """Text that packs as text does (a few times), not as a run of one word would (hundreds of times: a zip bomb)."""
+    words = ["the", "house", "stood", "at", "end", "of", "a", "long", "lane", "dark", "window", "letter", "morning"]
+    text = " ".join(random.Random(0).choices(words, k=characters // 4))
+    return text[:characters]
+
+
 HOSTILE: dict[str, tuple[Callable[[], bytes], type[FarmError], str]] = {
     "a zip bomb": (
         lambda: _with_entries({"EPUB/bomb.xhtml": b"\0" * (150 * 1024 * 1024)}),
@@ -183,8 +227,15 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], type[FarmError], str]] = {
     "DRM (Adobe ADEPT)": (lambda: _with_entries({"META-INF/encryption.xml": ADEPT}), DrmProtected, "DRM"),
     "DRM (rights file)": (lambda: _with_entries({"META-INF/rights.xml": b"<rights/>"}), DrmProtected, "DRM"),
     "not a ZIP": (lambda: b"PK\x03\x04 not really", InvalidDocument, "not an EPUB"),
+    "bzip2 inside (inflated whole by zipfile)": (_bzip2_entry, InvalidDocument, "compression method 12"),
+    "a file named by many manifest items": (lambda: _package_with(MANY_ITEMS), InvalidDocument, "twice"),
+    "DRM (encrypted text said to be a font)": (
+        lambda: _with_entries({"META-INF/encryption.xml": FONT_METHOD_ON_TEXT}),
+        DrmProtected,
+        "EPUB/chap_1.xhtml",
+    ),
     "a huge chapter": (
-        lambda: build_epub([("Long", ["word " * (MAX_CHAPTER_CHARS // 5 + 10), "end"])], noise=False),
+        lambda: build_epub([("Long", [prose(MAX_CHAPTER_CHARS + 1000), "end"])], noise=False),
         DocumentTooLarge,
         "chapter 'Long'",
     ),
@@ -213,7 +264,28 @@ def test_a_hostile_epub_is_refused_fast_with_its_error_and_bounded_memory(case: 
 
 def test_font_obfuscation_is_not_drm() -> None:
     fonts = ADEPT.replace(b"http://www.w3.org/2001/04/xmlenc#aes128-cbc", b"http://www.idpf.org/2008/embedding")
+    fonts = fonts.replace(b"EPUB/chap_1.xhtml", b"EPUB/fonts/serif.otf")
     assert isinstance(read_document(_with_entries({"META-INF/encryption.xml": fonts}), "epub"), Document)
+
+
+def test_a_document_repeated_in_the_spine_is_read_once_and_a_non_linear_one_not_in_the_flow() -> None:
+    notes = '<item id="notes" href="notes.xhtml" media-type="application/xhtml+xml"/>'
+    data = _package_with(notes, '<itemref idref="chapter_0"/>' * 400 + '<itemref idref="notes" linear="no"/>')
+    data = _with_entries_of(data, {"EPUB/notes.xhtml": b"<html><body><p>Answers, not read.</p></body></html>"})
+    started = time.perf_counter()
+    document = read_document(data, "epub")
+    assert time.perf_counter() - started < 1.0
+    assert [c.title for c in document.chapters] == [title for title, _ in CHAPTERS]
+    assert "Answers" not in " ".join(p for c in document.chapters for p in c.paragraphs)
+
+
+def test_an_epub_whose_table_of_contents_names_nothing_has_a_chapter_at_each_heading() -> None:
+    source = zipfile.ZipFile(io.BytesIO(build_epub(noise=False)))
+    ncx = source.read("EPUB/toc.ncx").decode()
+    ncx = ncx[: ncx.index("<navMap>")] + "<navMap/>" + ncx[ncx.index("</navMap>") + len("</navMap>") :]
+    nav = b'<html xmlns="http://www.w3.org/1999/xhtml"><body><nav epub:type="toc"><ol/></nav></body></html>'
+    chapters = read_document(_with_entries({"EPUB/toc.ncx": ncx.encode(), "EPUB/nav.xhtml": nav}), "epub").chapters
+    assert [c.title for c in chapters] == [title for title, _ in CHAPTERS]
 
 
 @pytest.mark.parametrize(
@@ -228,3 +300,24 @@ def test_font_obfuscation_is_not_drm() -> None:
 def test_a_document_with_nothing_to_read_or_too_much_is_refused(data: bytes, kind: str, error: type) -> None:
     with pytest.raises(error):
         read_document(data, kind)  # type: ignore[arg-type]
+
+
+def test_a_corrupted_epub_is_read_or_refused_with_the_error_contract_never_anything_else() -> None:
+    """Bytes of a valid EPUB overwritten at random places (deflate streams, headers, the directory's offsets): each
+    is a document or a FarmError (a 4xx once an endpoint reads it), never another exception (a 500)."""
+    valid = build_epub()
+    chooser = random.Random(7)
+    outcomes: dict[str, int] = {}
+    for _ in range(300):
+        data = bytearray(valid)
+        for _ in range(chooser.randint(1, 4)):
+            at = chooser.randrange(len(data))
+            data[at : at + 4] = chooser.randbytes(4)
+        try:
+            read_document(bytes(data), "epub")
+            outcome = "read"
+        except FarmError as exc:
+            outcome = exc.code
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    print(outcomes)
+    assert outcomes.get("invalid_document", 0) > 0  # the corruption did reach the checks

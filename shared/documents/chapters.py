@@ -11,14 +11,23 @@ from collections.abc import Iterable, Sequence
 from shared.documents.html_text import Block
 from shared.documents.model import Chapter
 
-# A plain-text line that starts a chapter: "Chapter 1", "CHAPTER IV.", "Chapter Twelve: The Storm", "Part 2", "Book I".
+_NUMBER_WORDS = (
+    "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|"
+    "eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|"
+    "first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|last|final"
+)
+# A plain-text line that starts a chapter: "Chapter 1", "CHAPTER IV.", "Chapter Twelve: The Storm", "Part Two",
+# "Book I". A number follows the word (in digits, Roman numerals or words), then the line ends or a title follows a
+# separator: "Part of me wanted to stay." is not one.
 _CHAPTER_LINE = re.compile(
-    r"^\s*(?:chapter|part|book)\s+(?:\d+|[ivxlcdm]+|[a-z]+(?:[- ][a-z]+)?)\b[.:]?(?:\s+\S.*)?$", re.IGNORECASE
+    rf"^\s*(?:chapter|part|book)\s+(?:\d{{1,4}}|[ivxlcdm]{{1,8}}|(?:{_NUMBER_WORDS})(?:[- ](?:{_NUMBER_WORDS}))?)"
+    r"\s*(?:[.:\u2014\u2013-]\s*(?:\S.*)?)?$",
+    re.IGNORECASE,
 )
 # A line that is only a page number: "12", "- 12 -", "Page 12", "[12]".
 _PAGE_NUMBER = re.compile(r"^\s*(?:page\s+)?[-\[(]?\s*\d{1,4}\s*[-\])]?\s*$", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?…:;\"'”’)]\s*$")
-_DIGITS = re.compile(r"\d+")
+_PAGE_DIGITS = re.compile(r"^\d+\s+|\s+\d+$")  # a page number before or after a running header
 RUNNING_HEADER_MAX_CHARS = 60
 RUNNING_HEADER_MIN_REPEATS = 3
 
@@ -89,9 +98,10 @@ def _chapters(sections: list[tuple[str, list[str]]]) -> list[Chapter]:
 
 
 def without_print_noise(chapters: Sequence[Chapter]) -> list[Chapter]:
-    """The chapters without page numbers and running headers: short paragraphs without a sentence's end that occur
-    at least RUNNING_HEADER_MIN_REPEATS times in the book (page numbers in them ignored), unless a chapter is titled
-    so. A repeated line of dialogue ("Yes.") ends as a sentence does: it stays."""
+    """Plain text converted from print, without its page numbers and running headers: short paragraphs without a
+    sentence's end that occur at least RUNNING_HEADER_MIN_REPEATS times in the book (a page number before or after
+    them ignored), unless a chapter is titled so. A repeated line of dialogue ("Yes.") ends as a sentence does: it
+    stays. (Documents with markup mark their page breaks: shared/documents/html_text.py.)"""
     counts = Counter(_header_key(p) for c in chapters for p in c.paragraphs if _may_be_header(p))
     titles = {_header_key(c.title) for c in chapters}
     headers = {key for key, n in counts.items() if n >= RUNNING_HEADER_MIN_REPEATS and key not in titles}
@@ -112,4 +122,4 @@ def _may_be_header(paragraph: str) -> bool:
 
 
 def _header_key(paragraph: str) -> str:
-    return " ".join(_DIGITS.sub("", paragraph).lower().split())
+    return " ".join(_PAGE_DIGITS.sub("", paragraph).lower().split())

@@ -35,8 +35,6 @@ NOTE_TYPES = frozenset(
 NOTE_ROLES = frozenset(
     {"doc-footnote", "doc-endnote", "doc-endnotes", "doc-noteref", "doc-pagebreak", "doc-pagelist", "doc-toc"}
 )
-# A superscript that is a note marker: a number, a letter or a symbol, nothing more (1, 12, a, *, †).
-_MARKER = re.compile(r"^\s*[\[(]?(?:\d{1,3}|[a-z]|[*†‡§¶]+)[\])]?\s*$")
 _SPACE = re.compile(r"\s+")
 
 
@@ -97,12 +95,13 @@ def _unread(el: lxml_html.HtmlElement) -> bool:
     kinds = set((el.get("epub:type") or el.get("{http://www.idpf.org/2007/ops}type") or "").split())
     if kinds & NOTE_TYPES or (el.get("role") or "") in NOTE_ROLES:
         return True
-    if "footnotes" in (el.get("class") or "").split():  # the notes section of Markdown renderers (markdown-it, pandoc)
+    classes = set((el.get("class") or "").split())
+    if classes & {"footnotes", "footnote-ref"}:  # notes and their markers as Markdown renderers (markdown-it, pandoc)
         return True
-    if el.tag == "sup" and _MARKER.match(el.text_content() or ""):
-        return True
-    # A link to a note elsewhere in the book whose text is only a marker.
-    return el.tag == "a" and "#" in (el.get("href") or "") and bool(_MARKER.match(el.text_content() or ""))
+    # A superscript that links elsewhere in the book: a note's marker (a superscript without a link, as in m², is
+    # text).
+    return el.tag == "sup" and any((a.get("href") or "").startswith("#") or ".xhtml#" in (a.get("href") or "")
+                                   for a in el.iter("a"))  # fmt: skip
 
 
 class _Walker:

@@ -16,6 +16,7 @@ from shared.documents.model import (
     MAX_CHAPTERS,
     MAX_DOCUMENT_BYTES,
     MAX_TEXT_CHARS,
+    MAX_TEXT_DOCUMENT_BYTES,
     Document,
 )
 from shared.errors import DocumentTooLarge, InvalidDocument, NothingToSpeak
@@ -24,28 +25,18 @@ DocumentKind = Literal["epub", "markdown", "html", "text"]
 
 
 def read_document(data: bytes, kind: DocumentKind) -> Document:
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise DocumentTooLarge(f"the document has {len(data)} bytes; at most {MAX_DOCUMENT_BYTES} are read")
+    limit = MAX_DOCUMENT_BYTES if kind == "epub" else MAX_TEXT_DOCUMENT_BYTES
+    if len(data) > limit:
+        raise DocumentTooLarge(f"the document has {len(data)} bytes; at most {limit} are read")
     if kind == "epub":
-        document = read_epub(data)
-    elif kind == "text":
-        text = _text(data)
-        document = Document(None, None, None, tuple(from_plain_text(text, None)))
-    else:
-        html = MarkdownIt("commonmark").use(footnote_plugin).render(_text(data)) if kind == "markdown" else data
-        read = read_html(html)
-        book_title, chapters = from_blocks(read.blocks, read.title)
-        document = Document(read.title or book_title, read.author, read.language, tuple(chapters))
-    return _bounded(
-        Document(
-            document.title,
-            document.author,
-            document.language,
-            tuple(without_print_noise(document.chapters)),
-            document.cover,
-            document.warnings,
-        )
-    )
+        return _bounded(read_epub(data))
+    if kind == "text":
+        chapters = without_print_noise(from_plain_text(_text(data), None))
+        return _bounded(Document(None, None, None, tuple(chapters)))
+    markdown = MarkdownIt("commonmark").use(footnote_plugin)
+    read = read_html(markdown.render(_text(data)).encode() if kind == "markdown" else data)
+    book_title, found = from_blocks(read.blocks, read.title)
+    return _bounded(Document(read.title or book_title, read.author, read.language, tuple(found)))
 
 
 def _text(data: bytes) -> str:
