@@ -24,6 +24,10 @@ when the request really is in that case (the check looks at the request, not onl
   parsing it again;
 - min_new_tokens > max_new_tokens (JSON Schema cannot compare two values);
 - a JSON body that is not an object: schemathesis mislabels one as positive (see `_excused`);
+- invalid_voice_id: a saved voice's path given a voice id its pattern refuses. The stateful phase carries a value
+  from one operation's `voice_id` to another's (ElevenLabs' paths name built-in speakers, "Andrew Chipper", spaces
+  and all; /saved_voices/{voice_id} documents its pattern) and calls the request positive whatever it holds;
+  excused only when the id really breaks the documented pattern;
 - too_many_audio_tokens (413): the text's estimated audio exceeds MAX_TOKENS_PER_REQUEST (an estimate from the
   text's length and speed, not a property of either alone);
 - not_audio, unusable_audio, decode_timeout, too_much_reference_audio (413) about seconds: an upload's bytes are not
@@ -34,6 +38,7 @@ when the request really is in that case (the check looks at the request, not onl
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import schemathesis
@@ -43,6 +48,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from shared import blends, ssml
 from shared.languages import xtts_language
 from shared.pls import InvalidLexicon, read_pls
+from voices_store.ids import VOICE_ID_PATTERN
 
 UPLOAD_CODES = {"not_audio", "unusable_audio", "decode_timeout"}
 # Audio tokens a generated synthesis request may ask for per segment. The stateful phase finds real speakers (in
@@ -209,7 +215,8 @@ def _excused(error: dict[str, Any], case: Any) -> bool:
         return isinstance(low, int | float) and isinstance(high, int | float) and low > high
     if code == "too_much_reference_audio":  # the seconds of audio the files decode to (their number is documented)
         return "add up to more than" in error.get("message", "")
-    return code == "too_many_audio_tokens" or code in UPLOAD_CODES
+    off_pattern = isinstance(path_voice, str) and re.fullmatch(VOICE_ID_PATTERN.strip("^$"), path_voice) is None
+    return code == "too_many_audio_tokens" or code in UPLOAD_CODES or (code == "invalid_voice_id" and off_pattern)
 
 
 @schemathesis.check
