@@ -1,0 +1,139 @@
+"""An audiobook file from a book's chapters of audio: M4B (AAC in MP4, its chapters as MP4 chapter marks) or MP3
+(ID3v2 CHAP and CTOC frames), with its title, author and cover, at a target loudness.
+
+Loudness follows EBU R128 as ffmpeg's `loudnorm` measures it, in two passes: the first measures the whole book's
+integrated loudness, true peak and range; the second applies one linear gain computed from them (`linear=true`), so
+that the book's dynamics are kept (a single pass would compress them as it goes) and every chapter is as loud as it
+was relative to the others. Chapters are separated by `pause_ms` of silence, which belongs to the chapter before it;
+chapter marks are at each chapter's first sample. No endpoint serves a book yet (issue 21: GET /books/{id}/audio)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from api.encoding import EncoderFailed
+from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
+
+BookFormat = Literal["m4b", "mp3"]
+TRUE_PEAK_DBTP: Final = -1.0
+LOUDNESS_RANGE_LU: Final = 50.0  # the widest loudnorm takes: one linear gain only while the range is within it
+_PCM: Final = ("-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1")
+_OUTPUT: Final[dict[str, tuple[str, ...]]] = {
+    # AAC at 44.1 kHz: what audiobook players expect of an M4B (24 kHz AAC plays, but some apps refuse it).
+    "m4b": ("-c:a", "aac", "-b:a", "64k", "-ar", "44100", "-movflags", "+faststart", "-f", "ipod"),
+    "mp3": ("-c:a", "libmp3lame", "-b:a", "64k", "-ar", "44100", "-id3v2_version", "3", "-f", "mp3"),
+}
+_COVER_TYPES: Final = {"image/jpeg": "mjpeg", "image/png": "png"}
+
+
+@dataclass(frozen=True)
+class ChapterAudio:
+    title: str
+    pcm: bytes  # 16-bit little-endian mono at SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class BookInfo:
+    title: str | None = None
+    author: str | None = None
+    cover: bytes | None = None
+    cover_type: str | None = None  # image/jpeg or image/png
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A chapter's place in the book's audio, in milliseconds."""
+
+    title: str
+    start_ms: int
+    end_ms: int
+
+
+def chapter_marks(chapters: list[ChapterAudio], pause_ms: int) -> list[Mark]:
+    """Where each chapter starts and ends, its pause after it included (the last one has none)."""
+    marks, at = [], 0
+    for n, chapter in enumerate(chapters):
+        samples = len(chapter.pcm) // SAMPLE_WIDTH
+        if n < len(chapters) - 1:
+            samples += round(pause_ms * SAMPLE_RATE / 1000)
+        start = round(at * 1000 / SAMPLE_RATE)
+        at += samples
+        marks.append(Mark(chapter.title, start, round(at * 1000 / SAMPLE_RATE)))
+    return marks
+
+
+def book_pcm(chapters: list[ChapterAudio], pause_ms: int) -> bytes:
+    silence = bytes(round(pause_ms * SAMPLE_RATE / 1000) * SAMPLE_WIDTH)
+    return silence.join(chapter.pcm for chapter in chapters)
+
+
+def audiobook(
+    chapters: list[ChapterAudio], info: BookInfo, fmt: BookFormat, loudness_lufs: float = -18.0, pause_ms: int = 2000
+) -> bytes:
+    """The book as one file in `fmt`, at `loudness_lufs` integrated (true peak at most TRUE_PEAK_DBTP)."""
+    pcm = book_pcm(chapters, pause_ms)
+    measured = measure_loudness(pcm, loudness_lufs)
+    gain = (
+        f"loudnorm=I={loudness_lufs}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE_LU}:linear=true"
+        f":measured_I={measured['input_i']}:measured_TP={measured['input_tp']}"
+        f":measured_LRA={measured['input_lra']}:measured_thresh={measured['input_thresh']}"
+    )
+    with tempfile.TemporaryDirectory(prefix="xtts-book-") as folder:
+        work = Path(folder)
+        (work / "meta.txt").write_text(_ffmetadata(info, chapter_marks(chapters, pause_ms)), encoding="utf-8")
+        command = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", *_PCM, "-i", "pipe:0"]
+        command += ["-f", "ffmetadata", "-i", str(work / "meta.txt")]
+        maps = ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
+        if info.cover and info.cover_type in _COVER_TYPES:
+            cover = work / "cover"
+            cover.write_bytes(info.cover)
+            command += ["-f", "image2", "-c:v", _COVER_TYPES[info.cover_type], "-i", str(cover)]
+            maps += ["-map", "2:v", "-c:v", "copy", "-disposition:v", "attached_pic"]
+        out = work / f"book.{fmt}"
+        command += [*maps, "-af", gain, *_OUTPUT[fmt], "-y", str(out)]
+        _run(command, pcm, fmt)
+        return out.read_bytes()
+
+
+def measure_loudness(pcm: bytes, target_lufs: float) -> dict[str, str]:
+    """loudnorm's first pass: the audio's integrated loudness, true peak, range and threshold, and the offset."""
+    command = ["ffmpeg", "-hide_banner", "-nostats", *_PCM, "-i", "pipe:0"]
+    command += ["-af", f"loudnorm=I={target_lufs}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE_LU}:print_format=json"]
+    command += ["-f", "null", "-"]
+    stderr = _run(command, pcm, "loudness")
+    found = re.search(r"\{[^{}]*\"input_i\"[^{}]*\}", stderr)
+    if found is None:
+        raise EncoderFailed("ffmpeg's loudnorm measured nothing")
+    measured: dict[str, str] = json.loads(found.group(0))
+    return measured
+
+
+def _run(command: list[str], pcm: bytes, what: str) -> str:
+    done = subprocess.run(command, input=pcm, capture_output=True, check=False)
+    stderr = done.stderr.decode(errors="replace")
+    if done.returncode != 0:
+        raise EncoderFailed(f"ffmpeg could not make the {what} (exit {done.returncode}): {stderr.strip()[-500:]}")
+    return stderr
+
+
+def _ffmetadata(info: BookInfo, marks: list[Mark]) -> str:
+    """ffmpeg's metadata file: the book's tags, then a [CHAPTER] section per chapter."""
+    lines = [";FFMETADATA1"]
+    for key, value in (("title", info.title), ("album", info.title), ("artist", info.author), ("genre", "Audiobook")):
+        if value:
+            lines.append(f"{key}={_escaped(value)}")
+    for mark in marks:
+        lines += ["[CHAPTER]", "TIMEBASE=1/1000", f"START={mark.start_ms}", f"END={mark.end_ms}"]
+        lines.append(f"title={_escaped(mark.title)}")
+    return "\n".join(lines) + "\n"
+
+
+def _escaped(value: str) -> str:
+    """A value as ffmetadata writes it: '=', ';', '#', '\\' and line breaks escaped with a backslash."""
+    return re.sub(r"([=;#\\\n])", r"\\\1", " ".join(value.split()))
