@@ -29,6 +29,10 @@ MAX_BACKTRACK, MAX_JUMP = 2, 3
 # ... and while it stays on one text token no longer than this many audio tokens (1.9 s: a pause at a comma is far
 # shorter; attention stuck on one token is a model that lost its place).
 MAX_DWELL = 40
+# ... and only once it has followed the text for this many audio tokens (0.46 s) are its marks let out: a few foci in
+# a row that happen to move forward (attention all over the text does that at times) say nothing. Until then its
+# chunks are timed by the estimate (so a segment's first character still starts with its first sample).
+PROBATION = 10
 
 Mark = tuple[int, int]  # (characters said, by this sample of the segment's audio)
 
@@ -164,16 +168,19 @@ class AttentionCursor:
         self._reached = -1  # the furthest text token attended to
         self._said = 0  # characters said (those of the tokens before the one being said)
         self._dwell = 0  # audio tokens since the cursor last moved
+        self._followed = 0  # audio tokens followed so far
+        self._held: list[Step] = []  # steps made during the probation, with their token's index from the part's start
 
     def advance(self, focus: Sequence[int | None]) -> list[Step] | None:
-        """The steps that audio tokens with these foci make; None if the cursor was lost before them (one lost among
-        them gives the steps before it)."""
+        """The steps that audio tokens with these foci make, each with its token's index counted from the part's
+        first token; None while the cursor is on probation or lost (one lost later gives the steps before it)."""
         if self.lost:
             return None
         steps: list[Step] = []
-        for k, f in enumerate(focus):
+        for f in focus:
+            index, self._followed = self._followed, self._followed + 1
             if self._reached == len(self.char_ends) - 1:
-                break  # done
+                continue  # done
             self._dwell += 1
             if f is None or not self._follows(f):
                 self.lost = True
@@ -183,8 +190,12 @@ class AttentionCursor:
                 said = self.char_ends[f - 1] if f > 0 else 0
                 if said > self._said:
                     self._said = said
-                    steps.append((said, k))
-        return steps
+                    steps.append((said, index))
+        if self._followed - (1 if self.lost else 0) < PROBATION:
+            self._held += steps
+            return None
+        released, self._held = self._held + steps, []
+        return None if self.lost and not released else released
 
     def _follows(self, f: int) -> bool:
         """Whether a focus on text token `f` keeps the cursor on the text."""

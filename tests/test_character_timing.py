@@ -138,11 +138,20 @@ def test_text_tokens_are_mapped_to_the_characters_they_say() -> None:
 
 def test_a_cursor_that_moves_forward_through_the_text_marks_what_is_said_and_when() -> None:
     cursor = AttentionCursor([2, 5, 6, 9, 12])  # five text tokens: "he", "llo", " ", "wor", "ld."
-    assert cursor.advance([0, 0, 1, 1]) == [(2, 2)]  # "he" is said when the third audio token starts "llo"
-    assert cursor.advance([1, 0, 2, 3]) == [(5, 2), (6, 3)]
+    assert cursor.advance([0, 0, 1, 1]) is None  # on probation (4 audio tokens followed): steps held, timing estimated
+    # 10 followed: the steps are let out. "he" is said when the part's third audio token (index 2) starts "llo".
+    assert cursor.advance([1, 0, 2, 3, 3, 3]) == [(2, 2), (5, 6), (6, 7)]
     assert cursor.advance([3, 3]) == []  # still on "wor": nothing new said
-    assert cursor.advance([4, 0, 9, None]) == [(9, 0)]  # on the last token: done, what follows no longer counts
+    assert cursor.advance([4, 0, 9, None]) == [(9, 12)]  # on the last token: done, what follows no longer counts
     assert not cursor.lost
+
+
+def test_a_few_foci_that_happen_to_move_forward_say_nothing() -> None:
+    """Attention all over the text moves forward by chance for a token or two: lost before its probation ends, a
+    cursor lets out none of the steps it made."""
+    cursor = AttentionCursor([1, 2, 3, 4, 5, 6, 7])
+    assert cursor.advance([0, 1, 2]) is None and not cursor.lost
+    assert cursor.advance([3, 9]) is None and cursor.lost
 
 
 @pytest.mark.parametrize(
@@ -160,7 +169,7 @@ def test_a_cursor_that_does_not_read_as_an_alignment_is_lost_for_the_rest_of_the
 ) -> None:
     cursor = AttentionCursor([1, 2, 3, 4, 5, 6, 7])
     steps = cursor.advance(focus)
-    assert steps is not None and all(k < len(focus) - 1 for _, k in steps)  # what came before the loss, if anything
+    assert steps is None or all(index < len(focus) - 1 for _, index in steps)  # what came before the loss, if any
     assert cursor.lost and cursor.advance([0]) is None
     assert AttentionCursor(None).advance([0]) is None  # no map: no cursor
 

@@ -209,11 +209,11 @@ def test_a_chunks_marks_come_from_its_tokens_foci_at_their_place_in_the_segments
     # "h" is said by then: where that token's audio starts, 2 tokens into the part. A chunk's audio lags its tokens
     # (the decoder keeps its last ones for the next): a mark past the audio sent waits for the chunk that has it.
     assert char_ends[:3] == (0, 1, 2)
-    assert timing.marks(chunk([0, 1, 2, 2]), 4000) == [(1, 48000 + round(2 * per_token))]
-    assert timing.marks(chunk([2, 2, 2, 3]), 200) == []  # "i" said at token 7 (55 802): later than this audio
-    assert timing.marks(chunk([3], part_end=True), 6000) == [(2, 48000 + round(7 * per_token))]  # the last part
-    assert timing.made == [(0, 100), (1, 50229), (2, 55802)]  # what the stream's end entry carries
+    assert timing.marks(chunk([0, 1, 2, 2, 2, 2, 2, 2, 2, 2]), 4000) == [(1, 48000 + round(2 * per_token))]
+    assert timing.marks(chunk([2, 2, 2, 3]), 200) == []  # "i" said at token 13 (62 489): later than this audio
+    assert timing.marks(chunk([3], part_end=True), 6000) == [(2, 58200)]  # at the end of the part's audio at most
+    assert timing.made == [(0, 100), (1, 50229), (2, 58200)]  # what the stream's end entry carries
     lost = AttentionTiming(segment, Delivered())
-    assert lost.marks(chunk([0, 9]), 2000) == [] and lost.marks(chunk([0]), 1000) is None
+    assert lost.marks(chunk([0, 9]), 2000) is None and lost.marks(chunk([0]), 1000) is None
     resumed = engine.segment("k", "Hi there.", "en", voice, SynthesisParams(), 0, Delivered(1, 100, {0: [5, 6]}))  # type: ignore[arg-type]
     assert AttentionTiming(resumed, Delivered(1, 100)).marks(chunk([0]), 1000) is None  # mid-text: no cursor

@@ -217,20 +217,19 @@ class AttentionTiming:
         self._token_samples = TOKEN_SECONDS * SAMPLE_RATE * segment.length_scale
         self._last_part = len(segment.parts) - 1
         self._at = delivered.samples  # the segment's audio so far
-        self._part, self._part_start, self._part_tokens = -1, self._at, 0
+        self._part, self._part_start = -1, self._at
         self._waiting: list[Mark] = []
         self.made: list[Mark] = list(delivered.marks or ())  # every mark of the segment, earlier runs' included
 
     def marks(self, chunk: Chunk, samples: int) -> list[Mark] | None:
         """The marks of a chunk of `samples`; None where its part's timing is an estimate."""
         if chunk.part != self._part:
-            self._part, self._part_start, self._part_tokens = chunk.part, self._at, 0
+            self._part, self._part_start = chunk.part, self._at
         cursor = self._cursors[chunk.part]
         steps = cursor.advance(chunk.focus)
         self._at += samples
-        for said, k in steps or ():
-            self._waiting.append((said, self._part_start + round((self._part_tokens + k) * self._token_samples)))
-        self._part_tokens += len(chunk.focus)
+        for said, token in steps or ():
+            self._waiting.append((said, self._part_start + round(token * self._token_samples)))
         if steps is None and not self._waiting:
             return None
         due = [(said, min(at, self._at)) for said, at in self._waiting if at <= self._at or chunk.part_end]
