@@ -152,7 +152,7 @@ def _marked_spans(
     return starts, ends, sent, at
 
 
-Step = tuple[int, int]  # (characters said, by the audio token at this index of the foci given)
+Step = tuple[int, int]  # (characters said, by the audio token of this index, counted from its part's first)
 
 
 class AttentionCursor:
