@@ -18,11 +18,11 @@ sent is never revised: an agent interrupted mid-segment knows exactly which char
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 ATTENTION, ESTIMATE = "attention", "estimate"
-ALIGNMENT_SOURCE = ESTIMATE  # where no marks are read: whole texts timed after the fact (captions, HTTP timestamps)
 # The attention reads as an alignment while each audio token's most attended text token stays within this many
 # tokens behind the furthest one reached and jumps at most this many ahead (a text token lasts several audio tokens).
 MAX_BACKTRACK, MAX_JUMP = 2, 3
@@ -112,15 +112,7 @@ def token_char_ends(pieces: Sequence[str], text: str) -> list[int] | None:
         at += len(piece)
         ends.append(lands[at])
     ends[-1] = len(text)
-    return [min(max(e, 0), len(text)) for e in _running_max(ends)]
-
-
-def _running_max(values: list[int]) -> list[int]:
-    out, best = [], 0
-    for v in values:
-        best = max(best, v)
-        out.append(best)
-    return out
+    return [min(max(e, 0), len(text)) for e in itertools.accumulate(ends, max)]
 
 
 def segment_timing(text: str, samples: int, marks: Sequence[Mark] | None, rate: int) -> tuple[CharTiming, str]:

@@ -61,14 +61,16 @@ def checked_package(data: bytes) -> Package:
     archive, entries = _directory(data)
     names = {e.filename: e for e in entries}
     _check_drm(archive, names)
-    opf_path = _package_path(archive, names)
-    opf = _xml_tree(_read(archive, names[opf_path], MAX_PACKAGE_BYTES), opf_path)
+    if "META-INF/container.xml" not in names:
+        raise InvalidDocument("not an EPUB: it has no META-INF/container.xml")
+    kept: dict[str, bytes] = {"META-INF/container.xml": _read(archive, names["META-INF/container.xml"], CHUNK * 4)}
+    opf_path = _package_path(kept["META-INF/container.xml"], names)
+    kept[opf_path] = _read(archive, names[opf_path], MAX_PACKAGE_BYTES)
+    opf = _xml_tree(kept[opf_path], opf_path)
     base = posixpath.dirname(opf_path)
     manifest = _manifest(opf, base, names)
     cover = _cover_href(opf, manifest)
     budget = MAX_TEXT_FILES_BYTES
-    kept: dict[str, bytes] = {"META-INF/container.xml": _read(archive, names["META-INF/container.xml"], CHUNK * 4)}
-    kept[opf_path] = _read(archive, names[opf_path], MAX_PACKAGE_BYTES)
     if "mimetype" in names:
         kept["mimetype"] = _read(archive, names["mimetype"], 256)
     for path, media_type in manifest.values():
@@ -156,10 +158,9 @@ def _check_drm(archive: zipfile.ZipFile, names: dict[str, zipfile.ZipInfo]) -> N
                                "farm cannot read")  # fmt: skip
 
 
-def _package_path(archive: zipfile.ZipFile, names: dict[str, zipfile.ZipInfo]) -> str:
-    if "META-INF/container.xml" not in names:
-        raise InvalidDocument("not an EPUB: it has no META-INF/container.xml")
-    container = _xml_tree(_read(archive, names["META-INF/container.xml"], CHUNK * 4), "META-INF/container.xml")
+def _package_path(container_xml: bytes, names: dict[str, zipfile.ZipInfo]) -> str:
+    """Where container.xml says the package file is (it must be in the archive)."""
+    container = _xml_tree(container_xml, "META-INF/container.xml")
     rootfile = container.find(f"{CONTAINER_NS}rootfiles/{CONTAINER_NS}rootfile")
     path = "" if rootfile is None else rootfile.get("full-path", "")
     if path not in names:
