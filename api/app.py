@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
     warnings_header.register(app)  # what a text could not be said as asked (X-TTS-Warnings)
 
     from api.routes import (
+        books,
         cache,
         elevenlabs,
         info,
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FarmOpenAPI:
         elevenlabs.bp,
         text.bp,
         lexicons.bp,
+        books.bp,
     )
     for blueprint in blueprints:
         app.register_api(blueprint)

@@ -5,7 +5,8 @@ Loudness follows EBU R128 as ffmpeg's `loudnorm` measures it, in two passes: the
 integrated loudness, true peak and range; the second applies one linear gain computed from them (`linear=true`), so
 that the book's dynamics are kept (a single pass would compress them as it goes) and every chapter is as loud as it
 was relative to the others. Chapters are separated by `pause_ms` of silence, which belongs to the chapter before it;
-chapter marks are at each chapter's first sample. No endpoint serves a book yet (issue 21: GET /books/{id}/audio)."""
+chapter marks are at each chapter's first sample. GET /books/{id}/audio serves it (api/book_audio.py); Ogg Opus and
+WAV are made the same way, without a cover."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Final, Literal
 from api.encoding import EncoderFailed
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 
-BookFormat = Literal["m4b", "mp3"]
+BookFormat = Literal["m4b", "mp3", "opus", "wav"]
 TRUE_PEAK_DBTP: Final = -1.0
 LOUDNESS_RANGE_LU: Final = 50.0  # the widest loudnorm takes: one linear gain only while the range is within it
 _PCM: Final = ("-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1")
@@ -28,7 +29,11 @@ _OUTPUT: Final[dict[str, tuple[str, ...]]] = {
     # AAC at 44.1 kHz: what audiobook players expect of an M4B (24 kHz AAC plays, but some apps refuse it).
     "m4b": ("-c:a", "aac", "-b:a", "64k", "-ar", "44100", "-movflags", "+faststart", "-f", "ipod"),
     "mp3": ("-c:a", "libmp3lame", "-b:a", "64k", "-ar", "44100", "-id3v2_version", "3", "-f", "mp3"),
+    # Ogg Opus keeps the chapters as Vorbis comments (CHAPTER001=...); WAV has tags but no chapters.
+    "opus": ("-c:a", "libopus", "-b:a", "48k", "-ar", "48000", "-f", "ogg"),
+    "wav": ("-c:a", "pcm_s16le", "-f", "wav"),
 }
+_WITH_COVER: Final = ("m4b", "mp3")  # the formats whose players show an attached picture
 _COVER_TYPES: Final = {"image/jpeg": "mjpeg", "image/png": "png"}
 
 
@@ -90,7 +95,7 @@ def audiobook(
         command = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", *_PCM, "-i", "pipe:0"]
         command += ["-f", "ffmetadata", "-i", str(work / "meta.txt")]
         maps = ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
-        if info.cover and info.cover_type in _COVER_TYPES:
+        if info.cover and info.cover_type in _COVER_TYPES and fmt in _WITH_COVER:
             cover = work / "cover"
             cover.write_bytes(info.cover)
             command += ["-f", "image2", "-c:v", _COVER_TYPES[info.cover_type], "-i", str(cover)]

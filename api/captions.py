@@ -44,12 +44,13 @@ def cues(
             if granularity == "sentence":
                 out.append(Cue(start_ms, end_ms, segment.text.strip()))
             else:
-                out += _words(segment.text, segment.samples, marks(segment.index), job.sample_rate, start_ms)
+                out += word_cues(segment.text, segment.samples, marks(segment.index), job.sample_rate, start_ms)
         at += segment.samples
     return out
 
 
-def _words(text: str, samples: int, marks: tuple[Mark, ...] | None, rate: int, offset_ms: int) -> list[Cue]:
+def word_cues(text: str, samples: int, marks: tuple[Mark, ...] | None, rate: int, offset_ms: int) -> list[Cue]:
+    """A cue per word of a segment of `samples` that starts at `offset_ms` (its marks' timing where it has them)."""
     timing, _source = segment_timing(text, samples, marks, rate)
     words = []
     for match in _WORD.finditer(text):

@@ -17,8 +17,10 @@ import re
 from typing import Any
 
 from flask_openapi3 import OpenAPI
+from pydantic import BaseModel
 
 from api.auth import ADMIN_ENDPOINTS, PUBLIC_BLUEPRINTS, PUBLIC_ENDPOINTS
+from api.schemas.books import BookRequest
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 SCHEME = "apiKey"
@@ -53,6 +55,8 @@ WHY = {
     "503": "Redis, the database or the workers are not available, or this API process is shutting down",
 }
 BODY_METHODS = ("post", "put", "patch")
+# Operations that take a JSON body as well as the form flask-openapi3 documents (it documents one body per route).
+JSON_ALTERNATIVES: dict[tuple[str, str], type[BaseModel]] = {("/books", "post"): BookRequest}
 
 
 def _takes_input(operation: dict[str, Any]) -> bool:
@@ -108,7 +112,22 @@ def complete_document(spec: dict[str, Any], endpoints: dict[tuple[str, str], str
             responses.pop("default", None)
     components = spec.setdefault("components", {})
     components["securitySchemes"] = SECURITY_SCHEMES
+    _add_json_alternatives(spec)
     return spec
+
+
+def _add_json_alternatives(spec: dict[str, Any]) -> None:
+    schemas = spec["components"].setdefault("schemas", {})
+    for (path, method), model in JSON_ALTERNATIVES.items():
+        operation = spec.get("paths", {}).get(path, {}).get(method)
+        if operation is None:
+            continue
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas[model.__name__] = schema
+        content = operation.setdefault("requestBody", {}).setdefault("content", {})
+        content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
 
 
 class FarmOpenAPI(OpenAPI):

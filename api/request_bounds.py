@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api.errors import error_response
 
 MAX_JSON_BODY_BYTES = 4 * 2**20
-UPLOAD_ENDPOINTS = frozenset({"voices.clone_speaker"})
+UPLOAD_ENDPOINTS = frozenset({"voices.clone_speaker", "books.create_book"})
 
 
 _NOT_PARSED = object()

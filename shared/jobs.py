@@ -17,16 +17,18 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
 
-from shared.audio import SAMPLE_RATE
+from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from shared.db import rows_changed, session_scope
 from shared.errors import NotFound
-from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, utcnow
+from shared.models import ACTIVE_STATES, Job, JobSegment, JobState, KeptAudio, utcnow
 from shared.params import SynthesisParams
 from shared.priority import Priority
 from shared.tenants import DEFAULT_TENANT
 from shared.utc import as_utc
 from shared.voice_kind import VoiceKind
 
+# Jobs whose segments' audio the worker keeps in SQL: a book's audio is assembled long after its streams expire.
+AUDIO_KEPT_ORIGINS = frozenset({"book", "book_redo"})
 REDIS_LOST = (
     "lost: Redis restarted without its data, taking this job's queue entries and audio with it; submit it again"
 )
@@ -36,10 +38,13 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def segment_seed(job_id: str, index: int) -> int:
-    """The segment's sampling seed: a segment synthesized alone or in any batch draws the same random numbers
-    (each has its own generator), so a seeded request is reproducible. Resuming does not rely on it: a new
-    run replays the audio tokens already delivered."""
+def segment_seed(job_id: str, index: int, seed: int | None = None) -> int:
+    """The segment's sampling seed: the request's `seed` plus the segment's index, or one drawn from the job's id.
+    A segment synthesized alone or in any batch draws the same random numbers (each has its own generator), so a
+    seeded request is reproducible. Resuming does not rely on it: a new run replays the audio tokens already
+    delivered."""
+    if seed is not None:
+        return (seed + index) & 0x7FFFFFFF
     return int.from_bytes(hashlib.sha256(f"{job_id}:{index}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
@@ -213,6 +218,7 @@ class SegmentWork:
     # When its listener runs out of the job's earlier audio (`playback_deadline`); None: as soon as possible.
     deadline: datetime | None = None
     pause_ms: int = 0  # a pause (no text): this much silence
+    keep_audio: bool = False  # its job's audio outlives the streams: the worker keeps it in SQL (KeptAudio)
 
 
 class Refused(enum.Enum):
@@ -287,6 +293,7 @@ def start_segment(job_id: str, index: int, worker: str, run: str, lease_seconds:
             segment.sent_at,
             playback_deadline(s, job, index, now),
             segment.pause_ms,
+            job.origin in AUDIO_KEPT_ORIGINS,
         )
 
 
@@ -389,9 +396,19 @@ def reconcile_progress(job_id: str, index: int, run: str, chunks: int, samples: 
         )
 
 
-def finish_segment(job_id: str, index: int, run: str) -> bool:
-    """Record the run's segment as done; returns True when it was the job's last one (the job has succeeded).
-    Refused (False, nothing changes) when the job has ended or the run no longer owns a running segment."""
+@dataclass(frozen=True)
+class SegmentAudio:
+    """A segment's whole audio (16-bit PCM) and its attention marks as shared/streams.py encodes them."""
+
+    pcm: bytes
+    marks: bytes | None = None
+
+
+def finish_segment(job_id: str, index: int, run: str, kept: SegmentAudio | None = None) -> bool:
+    """Record the run's segment as done, with its audio `kept` in SQL where its job keeps audio (in the same
+    transaction: a segment is never done without it); returns True when it was the job's last one (the job has
+    succeeded). Refused (False, nothing changes) when the job has ended or the run no longer owns a running
+    segment."""
     now = utcnow()
     with session_scope() as s:
         changed = rows_changed(
@@ -406,6 +423,9 @@ def finish_segment(job_id: str, index: int, run: str) -> bool:
         )
         if not changed:
             return False
+        if kept is not None:
+            samples = len(kept.pcm) // SAMPLE_WIDTH
+            s.merge(KeptAudio(job_id=job_id, index=index, pcm=kept.pcm, samples=samples, marks=kept.marks))
         row = s.execute(
             update(Job)
             .where(Job.id == job_id)

@@ -231,3 +231,54 @@ class CloneResult(Base):
     gpt_width: Mapped[int] = mapped_column(Integer)
     reference_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Book(Base):
+    """A book (POST /books): a bulk job whose segments are its sentences, read from a document and grouped by
+    chapter. `chapters` is a JSON list of {title, first, count, language, voice, paragraph_ends}: each chapter's
+    segments are `first` to `first + count - 1` of the job, and a paragraph ends after each index of
+    `paragraph_ends`. The book's audio is made from its segments' kept audio (KeptAudio) with the pauses put back."""
+
+    __tablename__ = "books"
+
+    id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(500))
+    author: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    language: Mapped[str] = mapped_column(String(16))
+    voice: Mapped[str] = mapped_column(String(1000))
+    chapters: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    paragraph_pause_ms: Mapped[int] = mapped_column(Integer)
+    chapter_pause_ms: Mapped[int] = mapped_column(Integer)
+    loudness_lufs: Mapped[float] = mapped_column(Float)
+    cover_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    cover: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BookRedo(Base):
+    """A sentence of a book said again (POST /books/{id}/segments/{n}/redo): `job_id` is a job of one segment whose
+    kept audio replaces the book's own once it has succeeded. The newest redo of a sentence is the one that counts."""
+
+    __tablename__ = "book_redos"
+
+    book_id: Mapped[str] = mapped_column(ForeignKey("books.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KeptAudio(Base):
+    """A segment's whole audio, kept in SQL by the worker that finished it, for jobs whose audio must outlive the
+    Redis streams' STREAM_TTL_SECONDS (books and their redos): 16-bit PCM at the job's sample rate, and its
+    attention marks (shared/streams.py's encoding) where the worker read them."""
+
+    __tablename__ = "kept_audio"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pcm: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    samples: Mapped[int] = mapped_column(Integer)
+    marks: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

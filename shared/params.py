@@ -38,6 +38,13 @@ class SynthesisParams(BaseModel):
         description="Audio tokens (about 46 ms each) in the first streamed audio chunk of each segment "
         "(default: the farm's DEFAULT_STREAM_CHUNK_SIZE, 20 unless configured).",
     )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**31 - 1,
+        description="Sampling seed: the same text, voice, parameters and seed make the same audio (segment n of "
+        "the text is sampled with seed + n). Left out, each job draws its own.",
+    )
     min_new_tokens: int | None = Field(
         None,
         ge=1,

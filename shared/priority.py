@@ -23,7 +23,13 @@ class Priority(enum.StrEnum):
 
 
 # What each endpoint's work is when its request does not say (the job's `origin`).
-DEFAULT_PRIORITY = {"stream": Priority.LIVE, "tts": Priority.LIVE, "job": Priority.BULK}
+DEFAULT_PRIORITY = {
+    "stream": Priority.LIVE,
+    "tts": Priority.LIVE,
+    "job": Priority.BULK,
+    "book": Priority.BULK,
+    "book_redo": Priority.LIVE,  # somebody is listening for the sentence they asked to hear again
+}
 
 
 def priority_for(origin: str, asked: Priority | None) -> Priority:

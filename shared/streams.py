@@ -151,6 +151,12 @@ def segment_marks(r: redis.Redis, key: str) -> tuple[Mark, ...] | None:
     return decode_marks(entries[0][1].get(b"marks"))
 
 
+def segment_pcm(r: redis.Redis, job_id: str, index: int) -> bytes:
+    """The PCM of every audio chunk a segment's stream holds, in order (a finished segment's whole audio)."""
+    entries = cast(list[Entry], r.xrange(segment_key(job_id, index)))
+    return b"".join(fields[b"pcm"] for _id, fields in entries if fields.get(b"type") == AUDIO)
+
+
 @dataclass(frozen=True)
 class Delivered:
     """What a segment's stream already holds: everything a new run needs to resume it exactly.

@@ -147,7 +147,7 @@ def _synthesize(
     delivered = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
     jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
     voice = resolve_voice(shop.engine, shop.cache, work)
-    seed = jobs.segment_seed(work.job_id, work.index)
+    seed = jobs.segment_seed(work.job_id, work.index, params.seed)
     live = work.priority is Priority.LIVE
     deadline = _monotonic(work.deadline)
     segment = shop.engine.segment(
@@ -198,7 +198,7 @@ def _synthesize(
         handle.cancel()  # no-op once finished; otherwise the scheduler drops the stream at its next step
     _observe_run(shop.metrics, time.monotonic() - started, samples)
     # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
-    last = jobs.finish_segment(work.job_id, work.index, work.run)
+    last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, timing.made))
     writer.end(seq + 1, timing.made or None)
     # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
     streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
@@ -252,10 +252,17 @@ def _pause(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: j
         writer.audio(seq, bytes(samples * SAMPLE_WIDTH), part_end=True, last=True)
         if not jobs.record_chunk(work.job_id, work.index, work.run, samples):
             return SegmentResult(Outcome.LOST, attempts=work.attempts)
-    last = jobs.finish_segment(work.job_id, work.index, work.run)
+    last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, None))
     writer.end(seq + 1)
     streams.keep_job_audio(r, work.job_id, work.segments_total, shop.settings.STREAM_TTL_SECONDS)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
+def _kept(r: redis.Redis, work: jobs.SegmentWork, marks: list[Mark] | None) -> jobs.SegmentAudio | None:
+    """The segment's whole audio (earlier runs' chunks included) where its job keeps audio in SQL (a book)."""
+    if not work.keep_audio:
+        return None
+    return jobs.SegmentAudio(streams.segment_pcm(r, work.job_id, work.index), streams.encode_marks(marks or None))
 
 
 def _started_playing(playing: Callable[[], None], work: jobs.SegmentWork) -> None:

@@ -34,6 +34,25 @@ def documented_as(schema: dict[str, Any] | Callable[[], dict[str, Any]]) -> Call
     return replace
 
 
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` written out where they are used: one that can be embedded in another
+    document (a form field's) whose `$defs` it cannot refer to."""
+    defs = schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items() if key != "$defs"}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result
+
+
 def _array(items: dict[str, Any], n: int | None = None, *, most: int | None = None) -> dict[str, Any]:
     return {"type": "array", "items": items, "minItems": n or 1, "maxItems": n or most}
 
