@@ -4,13 +4,15 @@
 Loudness follows EBU R128 as ffmpeg's `loudnorm` measures it, in two passes: the first measures the whole book's
 integrated loudness, true peak and range; the second applies one linear gain computed from them (`linear=true`), so
 that the book's dynamics are kept (a single pass would compress them as it goes) and every chapter is as loud as it
-was relative to the others. Chapters are separated by `pause_ms` of silence, which belongs to the chapter before it;
+was relative to the others (audio whose peaks stand too high above its loudness for one gain gets a limiter:
+`loudness_filter`). Chapters are separated by `pause_ms` of silence, which belongs to the chapter before it;
 chapter marks are at each chapter's first sample. GET /books/{id}/audio serves it (api/book_audio.py); Ogg Opus and
 WAV are made the same way, without a cover."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import tempfile
@@ -23,6 +25,9 @@ from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH
 
 BookFormat = Literal["m4b", "mp3", "opus", "wav"]
 TRUE_PEAK_DBTP: Final = -1.0
+LIMITER_MARGIN_DB: Final = 1.0
+MAKE_UP_PASSES: Final = 4
+MAKE_UP_WITHIN_LU: Final = 0.3
 LOUDNESS_RANGE_LU: Final = 50.0  # the widest loudnorm takes: one linear gain only while the range is within it
 _PCM: Final = ("-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1")
 _OUTPUT: Final[dict[str, tuple[str, ...]]] = {
@@ -83,12 +88,7 @@ def audiobook(
 ) -> bytes:
     """The book as one file in `fmt`, at `loudness_lufs` integrated (true peak at most TRUE_PEAK_DBTP)."""
     pcm = book_pcm(chapters, pause_ms)
-    measured = measure_loudness(pcm, loudness_lufs)
-    gain = (
-        f"loudnorm=I={loudness_lufs}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE_LU}:linear=true"
-        f":measured_I={measured['input_i']}:measured_TP={measured['input_tp']}"
-        f":measured_LRA={measured['input_lra']}:measured_thresh={measured['input_thresh']}"
-    )
+    gain = loudness_filter(pcm, loudness_lufs)
     with tempfile.TemporaryDirectory(prefix="xtts-book-") as folder:
         work = Path(folder)
         (work / "meta.txt").write_text(_ffmetadata(info, chapter_marks(chapters, pause_ms)), encoding="utf-8")
@@ -106,11 +106,51 @@ def audiobook(
         return out.read_bytes()
 
 
-def measure_loudness(pcm: bytes, target_lufs: float) -> dict[str, str]:
-    """loudnorm's first pass: the audio's integrated loudness, true peak, range and threshold, and the offset."""
+def loudness_filter(pcm: bytes, target_lufs: float) -> str:
+    """The ffmpeg filter that brings `pcm` to `target_lufs` with its true peak at most TRUE_PEAK_DBTP.
+
+    loudnorm's second pass with one linear gain where the gain leaves the peaks below the ceiling. Where it does not
+    (audio whose peaks stand far above its loudness: more than the 17 dB between -18 LUFS and -1 dBTP), loudnorm
+    falls back to its dynamic mode, which misses the target by several LU; the gain is then applied with a limiter
+    holding the peaks under the ceiling, and made up for the loudness the limiter takes off them (measured again,
+    a few times at most: each is a pass over the whole book)."""
+    measured = measure_loudness(pcm, target_lufs)
+    found, peak = float(measured["input_i"]), float(measured["input_tp"])
+    if not math.isfinite(found):
+        return "anull"  # silence: nothing to bring up
+    gain = target_lufs - found
+    if peak + gain <= TRUE_PEAK_DBTP:
+        return (
+            f"loudnorm=I={target_lufs}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE_LU}:linear=true"
+            f":measured_I={measured['input_i']}:measured_TP={measured['input_tp']}"
+            f":measured_LRA={measured['input_lra']}:measured_thresh={measured['input_thresh']}"
+        )
+    previous: tuple[float, float] | None = None
+    for _ in range(MAKE_UP_PASSES):
+        after = float(measure_loudness(pcm, target_lufs, _limited(gain))["input_i"])
+        if not math.isfinite(after) or abs(target_lufs - after) <= MAKE_UP_WITHIN_LU:
+            break
+        if previous is not None and after - previous[1] < 0.5 * (gain - previous[0]):
+            gain = previous[0]  # the limiter takes what is added (low frequencies K-weighting hardly counts)
+            break
+        previous = (gain, after)
+        gain += target_lufs - after
+    return _limited(gain)
+
+
+def _limited(gain_db: float) -> str:
+    # The limiter holds sample peaks; true peaks (between samples, and after a lossy encoder) stand up to about
+    # 1 dB above them, hence the margin.
+    ceiling = 10 ** ((TRUE_PEAK_DBTP - LIMITER_MARGIN_DB) / 20)
+    return f"volume={gain_db:.3f}dB,alimiter=limit={ceiling:.5f}:attack=1:release=50:level=false"
+
+
+def measure_loudness(pcm: bytes, target_lufs: float, before: str | None = None) -> dict[str, str]:
+    """loudnorm's first pass: the audio's integrated loudness, true peak, range and threshold, and the offset (of
+    the audio as the filter `before` leaves it, where one is given)."""
+    measure = f"loudnorm=I={target_lufs}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE_LU}:print_format=json"
     command = ["ffmpeg", "-hide_banner", "-nostats", *_PCM, "-i", "pipe:0"]
-    command += ["-af", f"loudnorm=I={target_lufs}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE_LU}:print_format=json"]
-    command += ["-f", "null", "-"]
+    command += ["-af", f"{before},{measure}" if before else measure, "-f", "null", "-"]
     stderr = _run(command, pcm, "loudness")
     found = re.search(r"\{[^{}]*\"input_i\"[^{}]*\}", stderr)
     if found is None:

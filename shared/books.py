@@ -70,6 +70,7 @@ class BookInfo:
 
 def create_book(session: Session, job: Job, info: BookInfo, chapters: Sequence[ChapterLayout]) -> Book:
     """The book of a job made in `session` (jobs.create_job, origin "book"), in the same transaction."""
+    session.flush()  # the job's row first: the book's refers to it, and the two are not related in the ORM
     book = Book(
         id=job.id,
         tenant=job.tenant,
@@ -148,6 +149,7 @@ def book_ids(tenant: str, limit: int = 100) -> list[str]:
 def add_redo(session: Session, book_id: str, index: int, job_id: str, text: str) -> None:
     """`job_id` (a job of one segment, made in `session`) says the book's sentence `index` again as `text`; it
     replaces any earlier redo of that sentence."""
+    session.flush()  # the redo job's row first (see create_book)
     session.merge(BookRedo(book_id=book_id, index=index, job_id=job_id, text=text, created_at=utcnow()))
 
 

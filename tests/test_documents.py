@@ -18,45 +18,7 @@ from ebooklib import epub
 from shared.documents import Document, read_document
 from shared.documents.model import MAX_CHAPTER_CHARS
 from shared.errors import DocumentTooLarge, DrmProtected, FarmError, InvalidDocument, NothingToSpeak
-
-COVER = b"\x89PNG\r\n\x1a\n" + bytes(100)  # a PNG's signature: only its media type and bytes matter here
-CHAPTERS = [
-    ("The Arrival", ["The train came in late.", "Nobody waited on the platform."]),
-    ("The House", ["It stood at the end of the lane.", "Its windows were dark."]),
-    ("The Letter", ["A letter lay on the table.", "It was addressed to her."]),
-]
-NOISE = (
-    '<p>{first}<sup><a epub:type="noteref" href="#n1">1</a></sup> Then<sup><a href="#n2">*</a></sup> more, '
-    "over 100 m<sup>2</sup>.</p>"
-    '<span epub:type="pagebreak" id="p12" title="12">12</span>'
-    '<script>alert("never said")</script><style>p {{ color: red }}</style>'
-    '<nav><a href="#top">Back to top</a></nav>'
-    "<p>{second}</p>"
-    '<aside epub:type="footnote" id="n1"><p>A footnote, not read in the flow.</p></aside>'
-)
-
-
-def build_epub(chapters: list[tuple[str, list[str]]] = CHAPTERS, noise: bool = True) -> bytes:
-    book = epub.EpubBook()
-    book.set_identifier("book-1")
-    book.set_title("A Quiet Town")
-    book.set_language("en")
-    book.add_author("Jane Writer")
-    book.set_cover("cover.png", COVER)
-    items = []
-    for n, (title, (first, second)) in enumerate(chapters, start=1):
-        item = epub.EpubHtml(title=title, file_name=f"chap_{n}.xhtml", lang="en")
-        body = NOISE.format(first=first, second=second) if noise else f"<p>{first}</p><p>{second}</p>"
-        item.content = f"<h1>{title}</h1>{body}"
-        book.add_item(item)
-        items.append(item)
-    book.toc = [epub.Link(f"chap_{n}.xhtml", title, f"c{n}") for n, (title, _) in enumerate(chapters, start=1)]
-    book.add_item(epub.EpubNcx())
-    book.add_item(epub.EpubNav())
-    book.spine = ["nav", *items]
-    out = io.BytesIO()
-    epub.write_epub(out, book)
-    return out.getvalue()
+from tests.books import CHAPTERS, COVER, build_epub
 
 
 def test_an_epub_gives_its_chapters_metadata_and_cover_without_notes_or_markup_noise() -> None:

@@ -1,0 +1,166 @@
+"""Books on a running farm: an EPUB built here with EbookLib (three chapters, a cover, metadata, footnotes and markup
+noise) sent to POST /books becomes one bulk job; its M4B and MP3 have the chapters at the places the book's index
+gives, its tags, cover, length (the sentences' audio plus the configured pauses) and loudness; its captions cover
+every sentence once, in order; one sentence said again changes that sentence alone and moves what follows by the
+difference in its length."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+import webvtt
+
+from tests.books import CHAPTERS, build_epub, loudness, probe
+from tools.localfarm import DEV_SPEAKER, Farm, wait_for
+
+SAMPLE_RATE = 24000
+PARAGRAPH_PAUSE_MS = 300
+CHAPTER_PAUSE_MS = 1000
+# The dev model's random audio is mostly low frequencies, which K-weighting hardly counts: its peaks stand 22-26 dB
+# above its loudness, so one gain brings it to -27 LUFS at most under -1 dBTP (speech: -18 easily).
+LOUDNESS = -30.0
+OPTIONS = {
+    "voice": DEV_SPEAKER,
+    "paragraph_pause_ms": PARAGRAPH_PAUSE_MS,
+    "chapter_pause_ms": CHAPTER_PAUSE_MS,
+    "loudness_lufs": LOUDNESS,
+}
+
+
+def send_book(farm: Farm, data: bytes, options: dict[str, Any], name: str = "town.epub") -> requests.Response:
+    return requests.post(
+        farm.url("/books"),
+        files={"file": (name, data, "application/epub+zip")},
+        data={"options": json.dumps(options)},
+        timeout=60,
+    )
+
+
+def finished_book(farm: Farm, book_id: str, timeout: float = 300) -> dict[str, Any]:
+    def done() -> dict[str, Any]:
+        status: dict[str, Any] = requests.get(farm.url(f"/books/{book_id}"), timeout=10).json()
+        assert status["state"] not in ("failed", "cancelled"), status
+        return status if status["state"] == "succeeded" else {}
+
+    return wait_for(done, timeout, f"book {book_id} done", 0.5)
+
+
+@pytest.fixture
+def town(farm: Farm) -> dict[str, Any]:
+    """The EPUB's book, finished: its status, index and segments."""
+    sent = send_book(farm, build_epub(), OPTIONS)
+    assert sent.status_code == 202, sent.text
+    created = sent.json()
+    assert created["chapters"] == 3 and created["priority"] == "bulk"
+    status = finished_book(farm, created["id"])
+    index = requests.get(farm.url(f"/books/{created['id']}/index"), timeout=30).json()
+    segments = requests.get(farm.url(f"/books/{created['id']}/segments"), timeout=30).json()["segments"]
+    return {"id": created["id"], "status": status, "index": index, "segments": segments}
+
+
+def test_an_epub_becomes_an_audiobook_with_chapters_tags_cover_length_loudness_and_captions(town, farm) -> None:
+    """One book for all of it: the farm is reset between tests, and a book takes a while to say."""
+    _read_into_chapters_of_sentences_with_progress_per_chapter(town)
+    for fmt in ("m4b", "mp3"):
+        _audiobook_has_its_chapters_tags_cover_length_and_loudness(town, farm, fmt)
+    _captions_cover_every_sentence_once_in_order_inside_the_audio(town, farm)
+
+
+def _read_into_chapters_of_sentences_with_progress_per_chapter(town: dict[str, Any]) -> None:
+    status = town["status"]
+    assert status["title"] == "A Quiet Town" and status["author"] == "Jane Writer" and status["language"] == "en"
+    assert [c["title"] for c in status["chapters"]] == [title for title, _ in CHAPTERS]
+    assert all(c["state"] == "succeeded" and c["segments_done"] == c["segments_total"] for c in status["chapters"])
+    assert status["segments_done"] == status["segments_total"] == len(town["segments"])
+    assert status["eta_seconds"] == 0 and status["characters_per_second"] > 0
+    said = " ".join(s["text"] for s in town["segments"])
+    for title, (first, second) in CHAPTERS:
+        assert title in said and first in said and second in said
+    # The footnote, the script, the navigation and the page number are not read; the footnote markers neither.
+    for noise in ("footnote", "never said", "Back to top", "12", "late.1", "Then*"):
+        assert noise not in said
+
+
+def _chapter_starts(found: dict[str, Any]) -> list[int]:
+    return [round(float(c["start_time"]) * 1000) for c in found["chapters"]]
+
+
+def _audiobook_has_its_chapters_tags_cover_length_and_loudness(town: dict[str, Any], farm: Farm, fmt: str) -> None:
+    suffix = f".{fmt}"
+    response = requests.get(farm.url(f"/books/{town['id']}/audio"), params={"format": fmt}, timeout=120)
+    assert response.status_code == 200, response.text
+    found = probe(response.content, suffix)
+    index = town["index"]
+    assert [c["tags"]["title"] for c in found["chapters"]] == [title for title, _ in CHAPTERS]
+    assert _chapter_starts(found) == [c["start_ms"] for c in index["chapters"]]
+    tags = {k.lower(): v for k, v in found["format"]["tags"].items()}
+    assert tags["title"] == "A Quiet Town" and tags["artist"] == "Jane Writer"
+    assert [s["disposition"]["attached_pic"] for s in found["streams"] if s["codec_type"] == "video"] == [1]
+    # Its length: every sentence's audio, a pause after each paragraph but a chapter's last, and after each chapter
+    # but the last (each chapter here: its title, then two paragraphs).
+    sentences_ms = sum(s["audio_seconds"] for s in town["segments"]) * 1000
+    expected_ms = sentences_ms + 3 * 2 * PARAGRAPH_PAUSE_MS + 2 * CHAPTER_PAUSE_MS
+    assert index["duration_ms"] == pytest.approx(expected_ms, abs=3)
+    assert float(found["format"]["duration"]) * 1000 == pytest.approx(expected_ms, abs=80)  # codec frames
+    integrated, _peak = loudness(response.content, suffix)
+    assert abs(integrated - LOUDNESS) <= 1.0
+
+
+def _captions_cover_every_sentence_once_in_order_inside_the_audio(town: dict[str, Any], farm: Farm) -> None:
+    vtt = requests.get(farm.url(f"/books/{town['id']}/captions"), timeout=30)
+    assert vtt.status_code == 200 and vtt.headers["Content-Type"].startswith("text/vtt")
+    cues = webvtt.from_string(vtt.text).captions
+    sentences = town["index"]["sentences"]
+    assert [c.text for c in cues] == [s["text"] for s in sentences]
+    assert [s["text"] for s in sentences] == [s["text"] for s in town["segments"] if not s["is_pause"]]
+    starts = [s["start_ms"] for s in sentences]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    assert all(s["end_ms"] <= town["index"]["duration_ms"] for s in sentences)
+    srt = requests.get(farm.url(f"/books/{town['id']}/captions"), params={"format": "srt"}, timeout=30)
+    assert [c.text for c in webvtt.from_buffer(io.StringIO(srt.text), format="srt").captions] == [c.text for c in cues]
+
+
+def _segment_audio(farm: Farm, book_id: str, count: int) -> list[bytes]:
+    return [requests.get(farm.url(f"/books/{book_id}/segments/{n}/audio"), timeout=30).content for n in range(count)]
+
+
+def test_a_sentence_said_again_changes_only_its_audio_and_moves_what_follows(farm: Farm) -> None:
+    """A book of its own (the shared one stays as it was made): its second chapter's last sentence said again with
+    other words."""
+    created = send_book(farm, build_epub(noise=False), OPTIONS).json()
+    book_id = created["id"]
+    finished_book(farm, book_id)
+    before_index = requests.get(farm.url(f"/books/{book_id}/index"), timeout=30).json()
+    segments = requests.get(farm.url(f"/books/{book_id}/segments"), params={"chapter": 1}, timeout=30).json()
+    target = segments["segments"][-1]
+    count = requests.get(farm.url(f"/books/{book_id}"), timeout=30).json()["segments_total"]
+    before_audio = _segment_audio(farm, book_id, count)
+
+    words = "Its windows were dark, and nobody had lit a lamp in them for many long years."
+    redo = requests.post(
+        farm.url(f"/books/{book_id}/segments/{target['index']}/redo"), json={"text": words}, timeout=30
+    )
+    assert redo.status_code == 202, redo.text
+    job = farm.wait_for_state(redo.json()["job_id"], ("succeeded",), timeout=120)
+    assert job["priority"] == "live"
+
+    after_index = requests.get(farm.url(f"/books/{book_id}/index"), timeout=30).json()
+    after_audio = _segment_audio(farm, book_id, count)
+    changed = [n for n in range(count) if after_audio[n] != before_audio[n]]
+    assert changed == [target["index"]]
+    old = next(s for s in before_index["sentences"] if s["index"] == target["index"])
+    new = next(s for s in after_index["sentences"] if s["index"] == target["index"])
+    assert new["text"] == words and new["start_ms"] == old["start_ms"]
+    shift = (new["end_ms"] - new["start_ms"]) - (old["end_ms"] - old["start_ms"])
+    assert shift != 0
+    moved: Callable[[int, int], bool] = lambda was, now: abs(now - was - shift) <= 1  # noqa: E731 - ms rounding
+    assert after_index["chapters"][0] == before_index["chapters"][0]
+    assert moved(before_index["chapters"][2]["start_ms"], after_index["chapters"][2]["start_ms"])
+    assert moved(before_index["duration_ms"], after_index["duration_ms"])
+    m4b = requests.get(farm.url(f"/books/{book_id}/audio"), timeout=120)
+    assert _chapter_starts(probe(m4b.content, ".m4b")) == [c["start_ms"] for c in after_index["chapters"]]
