@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import webvtt
 
-from tests.books import CHAPTERS, build_epub, loudness, probe
+from tests.books import CHAPTERS, HOSTILE, build_epub, loudness, probe
+from tests.farms import SHORT_LEASES
 from tools.localfarm import DEV_SPEAKER, Farm, wait_for
 
 SAMPLE_RATE = 24000
@@ -24,6 +29,9 @@ CHAPTER_PAUSE_MS = 1000
 # The dev model's random audio is mostly low frequencies, which K-weighting hardly counts: its peaks stand 22-26 dB
 # above its loudness, so one gain brings it to -27 LUFS at most under -1 dBTP (speech: -18 easily).
 LOUDNESS = -30.0
+# Each chapter of the test EPUB: its title, then two paragraphs; a pause after each paragraph but a chapter's last,
+# and after each chapter but the last.
+PAUSES_MS = 3 * 2 * PARAGRAPH_PAUSE_MS + 2 * CHAPTER_PAUSE_MS
 OPTIONS = {
     "voice": DEV_SPEAKER,
     "paragraph_pause_ms": PARAGRAPH_PAUSE_MS,
@@ -101,10 +109,9 @@ def _audiobook_has_its_chapters_tags_cover_length_and_loudness(town: dict[str, A
     tags = {k.lower(): v for k, v in found["format"]["tags"].items()}
     assert tags["title"] == "A Quiet Town" and tags["artist"] == "Jane Writer"
     assert [s["disposition"]["attached_pic"] for s in found["streams"] if s["codec_type"] == "video"] == [1]
-    # Its length: every sentence's audio, a pause after each paragraph but a chapter's last, and after each chapter
-    # but the last (each chapter here: its title, then two paragraphs).
+    # Its length: every sentence's audio and the pauses.
     sentences_ms = sum(s["audio_seconds"] for s in town["segments"]) * 1000
-    expected_ms = sentences_ms + 3 * 2 * PARAGRAPH_PAUSE_MS + 2 * CHAPTER_PAUSE_MS
+    expected_ms = sentences_ms + PAUSES_MS
     assert index["duration_ms"] == pytest.approx(expected_ms, abs=3)
     assert float(found["format"]["duration"]) * 1000 == pytest.approx(expected_ms, abs=80)  # codec frames
     integrated, _peak = loudness(response.content, suffix)
@@ -164,3 +171,68 @@ def test_a_sentence_said_again_changes_only_its_audio_and_moves_what_follows(far
     assert moved(before_index["duration_ms"], after_index["duration_ms"])
     m4b = requests.get(farm.url(f"/books/{book_id}/audio"), timeout=120)
     assert _chapter_starts(probe(m4b.content, ".m4b")) == [c["start_ms"] for c in after_index["chapters"]]
+
+
+def _api_processes(farm: Farm) -> list[int]:
+    """The API's gunicorn master and its workers."""
+    assert farm.api is not None
+    children = Path(f"/proc/{farm.api.pid}/task/{farm.api.pid}/children").read_text().split()
+    return [farm.api.pid, *(int(pid) for pid in children)]
+
+
+def _peak_rss_mib(pid: int) -> float:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_document_is_refused_by_the_endpoint_fast_with_its_error_and_bounded_memory(farm, case) -> None:
+    make, error, words = HOSTILE[case]
+    data = make()
+    processes = _api_processes(farm)
+    for pid in processes:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak resident size starts again from now
+    started = time.perf_counter()
+    response = send_book(farm, data, OPTIONS)
+    took = time.perf_counter() - started
+    assert response.status_code == error.status, response.text
+    body = response.json()["error"]
+    assert body["code"] == error.code and words in body["message"], body
+    assert took < 1.0, f"{case}: refused after {took:.2f} s"
+    # What the API may hold beyond the document: its archive directory and the files it had checked.
+    peaks = [_peak_rss_mib(pid) for pid in processes]
+    rss = [_rss_mib(pid) for pid in processes]
+    grown = max(peak - now for peak, now in zip(peaks, rss, strict=True))
+    assert grown < len(data) / 2**20 + 60, f"{case}: {grown:.0f} MiB above the resident size at peak"
+
+
+def _rss_mib(pid: int) -> float:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_book_survives_a_worker_killed_and_the_api_restarted_mid_book(farm_with) -> None:
+    farm = farm_with(**SHORT_LEASES)  # one worker, leases that lapse in seconds
+    book_id = send_book(farm, build_epub(noise=False), OPTIONS).json()["id"]
+    farm.start_worker()
+    farm.wait_for_workers(2)
+
+    def mid_book() -> list[dict[str, Any]]:
+        status = requests.get(farm.url(f"/books/{book_id}"), timeout=10).json()
+        holders = farm.workers_on(book_id)
+        return holders if status["segments_done"] >= 1 and holders else []
+
+    victim = wait_for(mid_book, 120, "a worker mid-book")[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    farm.restart_api()
+    status = finished_book(farm, book_id)
+    segments = farm.job(book_id)["segments"]
+    assert max(s["attempts"] for s in segments) >= 2  # the killed worker's segment was said again elsewhere
+    index = requests.get(farm.url(f"/books/{book_id}/index"), timeout=30).json()
+    assert len(index["sentences"]) == status["segments_total"]  # every sentence has its audio
+    sentences_ms = sum(s["audio_samples"] for s in segments) / SAMPLE_RATE * 1000
+    assert index["duration_ms"] == pytest.approx(
+        sentences_ms + 3 * 2 * PARAGRAPH_PAUSE_MS + 2 * CHAPTER_PAUSE_MS, abs=3
+    )
+    m4b = requests.get(farm.url(f"/books/{book_id}/audio"), timeout=120)
+    assert m4b.status_code == 200 and len(probe(m4b.content, ".m4b")["chapters"]) == 3

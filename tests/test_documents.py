@@ -10,15 +10,13 @@ import random
 import time
 import tracemalloc
 import zipfile
-from collections.abc import Callable
 
 import pytest
 from ebooklib import epub
 
 from shared.documents import Document, read_document
-from shared.documents.model import MAX_CHAPTER_CHARS
-from shared.errors import DocumentTooLarge, DrmProtected, FarmError, InvalidDocument, NothingToSpeak
-from tests.books import CHAPTERS, COVER, build_epub
+from shared.errors import DocumentTooLarge, FarmError, InvalidDocument, NothingToSpeak
+from tests.books import ADEPT, CHAPTERS, COVER, HOSTILE, build_epub, package_with, with_entries, with_entries_of
 
 
 def test_an_epub_gives_its_chapters_metadata_and_cover_without_notes_or_markup_noise() -> None:
@@ -100,110 +98,6 @@ def test_plain_text_chapters_start_at_chapter_lines_and_page_numbers_and_running
     ]
 
 
-# --- hostile documents -------------------------------------------------------------------------------------------
-def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return out.getvalue()
-
-
-def _with_entries(extra: dict[str, bytes]) -> bytes:
-    """The test EPUB with entries added (or replaced)."""
-    return _with_entries_of(build_epub(noise=False), extra)
-
-
-def _with_entries_of(data: bytes, extra: dict[str, bytes]) -> bytes:
-    source = zipfile.ZipFile(io.BytesIO(data))
-    entries = {name: source.read(name) for name in source.namelist()}
-    return _zip({**entries, **extra})
-
-
-def _package_with(manifest: str = "", spine: str = "") -> bytes:
-    """The test EPUB with items added to its package's manifest and spine."""
-    source = zipfile.ZipFile(io.BytesIO(build_epub(noise=False)))
-    opf = source.read("EPUB/content.opf").decode()
-    opf = opf.replace("</manifest>", manifest + "</manifest>").replace("</spine>", spine + "</spine>")
-    return _with_entries({"EPUB/content.opf": opf.encode()})
-
-
-def _bzip2_entry() -> bytes:
-    source = zipfile.ZipFile(io.BytesIO(build_epub(noise=False)))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name in source.namelist():
-            method = zipfile.ZIP_BZIP2 if name.endswith("chap_1.xhtml") else zipfile.ZIP_DEFLATED
-            archive.writestr(name, source.read(name), compress_type=method)
-    return out.getvalue()
-
-
-MANY_ITEMS = "".join(f'<item id="x{n}" href="chap_1.xhtml" media-type="application/xhtml+xml"/>' for n in range(100))
-
-
-BILLION_LAUGHS = (
-    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-    + b"".join(
-        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i > 1 else "&lol;" * 10}">'.encode()
-        for i in range(1, 10)
-    )
-    + b']><html xmlns="http://www.w3.org/1999/xhtml"><body><p>&lol9;</p></body></html>'
-)
-EXTERNAL_ENTITY = (
-    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY secret SYSTEM "file:///etc/passwd">]>'
-    b'<html xmlns="http://www.w3.org/1999/xhtml"><body><p>&secret;</p></body></html>'
-)
-ADEPT = (
-    b'<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container" '
-    b'xmlns:enc="http://www.w3.org/2001/04/xmlenc#"><enc:EncryptedData>'
-    b'<enc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>'
-    b'<enc:CipherData><enc:CipherReference URI="EPUB/chap_1.xhtml"/></enc:CipherData></enc:EncryptedData></encryption>'
-)
-FONT_METHOD_ON_TEXT = ADEPT.replace(
-    b'Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"', b'Algorithm="http://www.idpf.org/2008/embedding"'
-)
-
-
-def prose(characters: int) -> str:
-    """Text that packs as text does (a few times), not as a run of one word would (hundreds of times: a zip bomb)."""
-    words = ["the", "house", "stood", "at", "end", "of", "a", "long", "lane", "dark", "window", "letter", "morning"]
-    text = " ".join(random.Random(0).choices(words, k=characters // 4))
-    return text[:characters]
-
-
-HOSTILE: dict[str, tuple[Callable[[], bytes], type[FarmError], str]] = {
-    "a zip bomb": (
-        lambda: _with_entries({"EPUB/bomb.xhtml": b"\0" * (150 * 1024 * 1024)}),
-        InvalidDocument,
-        "zip bomb",
-    ),
-    "more unpacked than allowed": (
-        lambda: _zip({f"EPUB/{n}.bin": bytes(70 * 1024 * 1024) for n in range(3)}),
-        DocumentTooLarge,
-        "unpacks to",
-    ),
-    "billion laughs": (lambda: _with_entries({"EPUB/chap_1.xhtml": BILLION_LAUGHS}), InvalidDocument, "XML entity"),
-    "an external entity": (lambda: _with_entries({"EPUB/chap_2.xhtml": EXTERNAL_ENTITY}), InvalidDocument, "entity"),
-    "a path out of the archive": (lambda: _with_entries({"../../etc/evil": b"x"}), InvalidDocument, "leaves"),
-    "an absolute path": (lambda: _with_entries({"/etc/evil": b"x"}), InvalidDocument, "leaves"),
-    "DRM (Adobe ADEPT)": (lambda: _with_entries({"META-INF/encryption.xml": ADEPT}), DrmProtected, "DRM"),
-    "DRM (rights file)": (lambda: _with_entries({"META-INF/rights.xml": b"<rights/>"}), DrmProtected, "DRM"),
-    "not a ZIP": (lambda: b"PK\x03\x04 not really", InvalidDocument, "not an EPUB"),
-    "bzip2 inside (inflated whole by zipfile)": (_bzip2_entry, InvalidDocument, "compression method 12"),
-    "a file named by many manifest items": (lambda: _package_with(MANY_ITEMS), InvalidDocument, "twice"),
-    "DRM (encrypted text said to be a font)": (
-        lambda: _with_entries({"META-INF/encryption.xml": FONT_METHOD_ON_TEXT}),
-        DrmProtected,
-        "EPUB/chap_1.xhtml",
-    ),
-    "a huge chapter": (
-        lambda: build_epub([("Long", [prose(MAX_CHAPTER_CHARS + 1000), "end"])], noise=False),
-        DocumentTooLarge,
-        "chapter 'Long'",
-    ),
-}
-
-
 @pytest.mark.parametrize("case", HOSTILE)
 def test_a_hostile_epub_is_refused_fast_with_its_error_and_bounded_memory(case: str) -> None:
     make, error, words = HOSTILE[case]
@@ -227,13 +121,13 @@ def test_a_hostile_epub_is_refused_fast_with_its_error_and_bounded_memory(case: 
 def test_font_obfuscation_is_not_drm() -> None:
     fonts = ADEPT.replace(b"http://www.w3.org/2001/04/xmlenc#aes128-cbc", b"http://www.idpf.org/2008/embedding")
     fonts = fonts.replace(b"EPUB/chap_1.xhtml", b"EPUB/fonts/serif.otf")
-    assert isinstance(read_document(_with_entries({"META-INF/encryption.xml": fonts}), "epub"), Document)
+    assert isinstance(read_document(with_entries({"META-INF/encryption.xml": fonts}), "epub"), Document)
 
 
 def test_a_document_repeated_in_the_spine_is_read_once_and_a_non_linear_one_not_in_the_flow() -> None:
     notes = '<item id="notes" href="notes.xhtml" media-type="application/xhtml+xml"/>'
-    data = _package_with(notes, '<itemref idref="chapter_0"/>' * 400 + '<itemref idref="notes" linear="no"/>')
-    data = _with_entries_of(data, {"EPUB/notes.xhtml": b"<html><body><p>Answers, not read.</p></body></html>"})
+    data = package_with(notes, '<itemref idref="chapter_0"/>' * 400 + '<itemref idref="notes" linear="no"/>')
+    data = with_entries_of(data, {"EPUB/notes.xhtml": b"<html><body><p>Answers, not read.</p></body></html>"})
     started = time.perf_counter()
     document = read_document(data, "epub")
     assert time.perf_counter() - started < 1.0
@@ -246,7 +140,7 @@ def test_an_epub_whose_table_of_contents_names_nothing_has_a_chapter_at_each_hea
     ncx = source.read("EPUB/toc.ncx").decode()
     ncx = ncx[: ncx.index("<navMap>")] + "<navMap/>" + ncx[ncx.index("</navMap>") + len("</navMap>") :]
     nav = b'<html xmlns="http://www.w3.org/1999/xhtml"><body><nav epub:type="toc"><ol/></nav></body></html>'
-    chapters = read_document(_with_entries({"EPUB/toc.ncx": ncx.encode(), "EPUB/nav.xhtml": nav}), "epub").chapters
+    chapters = read_document(with_entries({"EPUB/toc.ncx": ncx.encode(), "EPUB/nav.xhtml": nav}), "epub").chapters
     assert [c.title for c in chapters] == [title for title, _ in CHAPTERS]
 
 
