@@ -28,6 +28,10 @@ when the request really is in that case (the check looks at the request, not onl
   from one operation's `voice_id` to another's (ElevenLabs' paths name built-in speakers, "Andrew Chipper", spaces
   and all; /saved_voices/{voice_id} documents its pattern) and calls the request positive whatever it holds;
   excused only when the id really breaks the documented pattern;
+- a book's document (POST /books: an upload's bytes, a JSON text's markup) that is not one of its format, has nothing
+  to read, names a language the farm lacks or fewer chapters than the options name; a redo's new words that make
+  more than one segment; a stream's cursor past the segments of the job it names (the stateful phase finds real
+  jobs, of any length);
 - too_many_audio_tokens (413): the text's estimated audio exceeds MAX_TOKENS_PER_REQUEST (an estimate from the
   text's length and speed, not a property of either alone);
 - not_audio, unusable_audio, decode_timeout, too_much_reference_audio (413) about seconds: an upload's bytes are not
@@ -57,7 +61,18 @@ UPLOAD_CODES = {"not_audio", "unusable_audio", "decode_timeout"}
 # schema-valid (1 to 605) and changes no answer the farm may give, only how long the synthesis lasts.
 MOST_TOKENS = 20
 # Operations whose body has `input` but synthesizes nothing (and takes no token bounds).
-NOT_SYNTHESIS = frozenset({"/v1/text/normalize"})
+NOT_SYNTHESIS = frozenset({"/v1/text/normalize", "/books/{book_id}/segments/{index}/redo"})
+# What a book's document holds (an uploaded file's bytes, or a JSON text's markup) that no JSON Schema describes: it
+# is not a document of its format, has nothing to read, names a language the farm lacks, or has fewer chapters than
+# the options name.
+DOCUMENT_REFUSALS = (
+    "invalid_document",
+    "drm_protected",
+    "nothing_to_speak",
+    "unknown_language",
+    "document_too_large",
+)
+CHAPTER_OPTIONS = ("chapters names chapter",)
 
 
 @schemathesis.hook
@@ -80,7 +95,15 @@ def map_body(context: Any, body: Any) -> Any:
 
 
 def _body(case: Any) -> dict[str, Any]:
-    return case.body if isinstance(case.body, dict) else {}
+    """The request's fields; a book's upload's options (a JSON form field) as if they were its body."""
+    body = case.body if isinstance(case.body, dict) else {}
+    options = body.get("options")
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except ValueError:
+            options = None
+    return options if isinstance(options, dict) and "file" in body else body
 
 
 def _gpt_rows(body: dict[str, Any]) -> list[Any]:
@@ -125,7 +148,8 @@ def _named_voices(body: dict[str, Any], path_voice: Any = None) -> list[Any]:
         voice = "+".join(f"{p.get('voice')}:{p.get('weight')}" for p in voice["blend"] if isinstance(p, dict))
     voice = voice.get("id") if isinstance(voice, dict) else voice
     segments = body.get("segments") if isinstance(body.get("segments"), list) else []
-    return [voice, *(item.get("voice") for item in segments if isinstance(item, dict) and item.get("voice"))]
+    chapters = body.get("chapters") if isinstance(body.get("chapters"), list) else []  # a book's
+    return [voice, *(item.get("voice") for item in segments + chapters if isinstance(item, dict) and item.get("voice"))]
 
 
 def _voices(body: dict[str, Any], path_voice: Any = None) -> list[Any]:
@@ -181,6 +205,17 @@ def _not_an_object(error: dict[str, Any], case: Any) -> bool | None:
     return error.get("code") == "validation_error" and "must be a JSON object" in error.get("message", "")
 
 
+def _refused_for_what_it_names(error: dict[str, Any], case: Any) -> bool:
+    """A book's document is not one the farm can read, a redo's new words make more than one segment (a splitter's
+    verdict, not a schema's), or a stream's cursor is past the segments of the job it names (a job's length)."""
+    operation, code, message = getattr(case.operation, "path", None), error.get("code"), error.get("message", "")
+    if code == "invalid_cursor" and operation == "/jobs/{job_id}/stream":
+        return "past the job's" in message
+    if operation == "/books":
+        return code in DOCUMENT_REFUSALS or message.startswith(CHAPTER_OPTIONS)
+    return operation == "/books/{book_id}/segments/{index}/redo" and "a redo says one sentence" in message
+
+
 def _excused(error: dict[str, Any], case: Any) -> bool:
     """Whether the farm refused this schema-valid request for a reason the document cannot state."""
     code, details, body = error.get("code"), error.get("details"), _body(case)
@@ -232,6 +267,8 @@ def positive_data_accepted_or_refused_for_a_live_reason(ctx: Any, response: Any,
         if not isinstance(error, dict):
             raise
         refused_as_no_object = _not_an_object(error, case)
-        if refused_as_no_object is False or (refused_as_no_object is None and not _excused(error, case)):
+        if refused_as_no_object is False or (
+            refused_as_no_object is None and not (_excused(error, case) or _refused_for_what_it_names(error, case))
+        ):
             raise
         return None

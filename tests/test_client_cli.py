@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import pytest
 import requests
 
 from tests.audio import assert_duration_matches, parse_stream_wav, read_wav, xtts_samples
+from tests.books import CHAPTERS, build_epub, probe
 from tools.faults import TcpProxy
 from tools.localfarm import ROOT, Farm, create_api_key, free_port, wait_for
 
@@ -273,3 +275,40 @@ def test_a_farm_that_is_not_there_is_one_clear_line(xtts: Path) -> None:
     result = run_xtts(xtts, url, "say", "Hello", "--speaker", "anyone", timeout=60)
     assert result.returncode == 3
     assert result.stderr.decode() == f"xtts: error: cannot reach the farm at {url}: connection refused\n"
+
+
+def test_a_book_gets_a_bar_per_chapter_and_is_followed_again_after_the_connection_and_the_command_broke(
+    farm: Farm, speaker: str, xtts: Path, tmp_path: Path
+) -> None:
+    """`xtts book` through a proxy the test cuts mid-book: the CLI says it tries again; interrupted then and run again
+    with the same output, it follows the book it sent (kept beside the output) instead of sending it twice."""
+    document = tmp_path / "town.epub"
+    document.write_bytes(build_epub(noise=False))
+    out = tmp_path / "town.m4b"
+    proxy = TcpProxy("127.0.0.1", farm.port).start()
+    args = ["book", str(document), "--voice", speaker, "-o", str(out)]
+    url = f"http://127.0.0.1:{proxy.port}"
+    proc = subprocess.Popen(
+        [str(xtts), *args], env={"PATH": os.environ["PATH"], "XTTS_URL": url}, stderr=subprocess.PIPE
+    )
+    stderr = Output(proc)
+    try:
+        found = wait_for(lambda: re.search(r"book ([0-9a-f]+) queued", stderr.text), 60, "the book to be sent")
+        book_id = found.group(1)
+        wait_for(lambda: farm.job(book_id)["progress"]["segments_done"] >= 1, 120, "the book to be under way")
+        proxy.cut()
+        wait_for(lambda: "trying again" in stderr.text, 60, "the CLI to notice the cut")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        assert farm.job(book_id)["state"] in ("queued", "running"), "the book ended before the command broke"
+        proxy.restore()
+        again = run_xtts(xtts, url, *args, timeout=300)
+    finally:
+        proc.kill() if proc.poll() is None else None
+        proxy.stop()
+    err = ok(again)
+    assert f"following book {book_id}, sent by an earlier run" in err
+    assert requests.get(farm.url("/books"), timeout=10).json()["books"] == [book_id]  # sent once
+    assert all(title in err for title, _ in CHAPTERS)  # a bar per chapter
+    assert [c["tags"]["title"] for c in probe(out.read_bytes(), ".m4b")["chapters"]] == [t for t, _ in CHAPTERS]
+    assert not list(tmp_path.glob("*.xtts-book"))

@@ -16,6 +16,7 @@ import requests
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.audio import xtts_samples
+from tests.books import build_epub
 from tests.farms import SharedFarm
 from tools.localfarm import DEV_SPEAKER, Farm, wait_for
 
@@ -404,3 +405,44 @@ def test_two_voices_are_blended_from_the_page(page: Page, keyed_farm: Farm, web_
     job = _api(keyed_farm, web_key, "GET", f"/jobs/{player.get_attribute('data-job')}").json()
     assert job["speaker"] == {"kind": "blend", "id": f"{DEV_SPEAKER}:0.7+Andrew Chipper:0.3"}
     assert job["state"] == "succeeded" and job["progress"]["audio_samples"] == xtts_samples(16)
+
+
+def test_a_book_is_made_followed_by_chapter_played_and_a_sentence_redone_from_the_books_tab(
+    page: Page, keyed_farm: Farm, web_key: str, tmp_path: Path
+) -> None:
+    document = tmp_path / "town.epub"
+    document.write_bytes(build_epub(noise=False))
+    _open_with_key(page, keyed_farm, web_key)
+    page.get_by_role("tab", name="Books").click()
+    expect(page.get_by_role("tab", name="Books")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("button", name="Speak now")).to_be_hidden()
+    page.get_by_label("Document (EPUB, Markdown, HTML or text)").set_input_files(str(document))
+    page.get_by_label("Narrator").select_option(DEV_SPEAKER)
+    page.get_by_role("button", name="Make the audiobook").click()
+    expect(page.locator("#book-state")).to_have_text("succeeded")
+    book_id = page.locator("#book-id").inner_text()
+    book = _api(keyed_farm, web_key, "GET", f"/books/{book_id}").json()
+    assert book["title"] == "A Quiet Town" and book["segments_done"] == book["segments_total"]
+    chapters = page.locator("#book-chapters li")
+    expect(chapters).to_have_count(3)
+    for item, chapter in zip(chapters.all(), book["chapters"], strict=True):
+        expect(item).to_contain_text(f"{chapter['title']}: {chapter['segments_total']} of {chapter['segments_total']}")
+    expect(page.get_by_label("Sentences done")).to_have_attribute("value", str(book["segments_total"]))
+
+    first = book["chapters"][0]
+    page.get_by_role("button", name=f"Play {first['title']}").click()
+    expect(page.locator("#book-audio")).to_be_visible()
+    duration = page.locator("#book-audio").evaluate(
+        "a => new Promise(r => a.readyState >= 1 ? r(a.duration)"
+        " : a.addEventListener('loadedmetadata', () => r(a.duration)))"
+    )
+    # The chapter's sentences and the pauses after its first two paragraphs (its title, its first paragraph).
+    assert duration == pytest.approx(first["audio_seconds"] + 2 * 0.6, abs=0.01)
+    expect(page.get_by_role("link", name="Download M4B")).to_be_visible()
+
+    sentences = page.locator("#book-sentences li")
+    expect(sentences).to_have_count(book["segments_total"])
+    page.get_by_role("button", name="Redo sentence 1").click()
+    expect(page.locator('#book-sentences li[data-index="1"]')).to_have_attribute("data-redone", "true")
+    listed = _api(keyed_farm, web_key, "GET", f"/books/{book_id}/segments").json()["segments"]
+    assert [s["redo"] and s["redo"]["state"] for s in listed] == [None, "succeeded"] + [None] * (len(listed) - 2)

@@ -32,6 +32,7 @@ from api.schemas.books import (
     BookSegments,
     BookStatus,
     ChapterProgress,
+    DocumentFormat,
     IndexChapter,
     IndexSentence,
     RedoCreated,
@@ -81,6 +82,7 @@ def create_book(form: BookForm) -> Response:
     `options` as JSON), or a JSON body with the document's `text` and the same options. Chapters come from the EPUB's
     spine and table of contents (or headings, or `Chapter N` lines); title, author, language and cover from its
     metadata unless the options say. The book is one bulk job spread over every worker; poll GET /books/{id}."""
+    fmt: DocumentFormat
     if request.is_json:
         try:
             body = BookRequest.model_validate(request.get_json())
@@ -91,8 +93,6 @@ def create_book(form: BookForm) -> Response:
             body.format or "text",
             BookOptions.model_validate(body.model_dump(exclude={"text"})),
         )
-        if fmt == "epub":
-            raise InvalidInput("an EPUB is sent as a file (multipart/form-data), not as JSON text")
     else:
         if form.file is None or form.options is None:
             raise InvalidInput("send the document in the file field and its options (JSON) in the options field")

@@ -85,6 +85,9 @@ class BookOptions(SynthesisParams):
 class BookRequest(BookOptions):
     """A book sent as JSON: its text in `format` (markdown, html or text; an EPUB is sent as a file, multipart)."""
 
+    format: Literal["markdown", "html", "text"] | None = Field(
+        None, description="The text's format (default: plain text)"
+    )
     text: str = Field(
         ...,
         max_length=MAX_JSON_TEXT_CHARS,

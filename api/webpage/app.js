@@ -414,12 +414,14 @@ async function loadLanguages() {
   const languages = await apiJson("languages");
   const select = $("language");
   select.replaceChildren(...languages.map((code) => new Option(code, code, code === "en", code === "en")));
+  $("book-language").replaceChildren(new Option("(the document's)", ""), ...languages.map((code) => new Option(code, code)));
 }
 
 async function loadSpeakers() {
   const { speakers } = await apiJson("available_speakers");
   $("builtin-voices").replaceChildren(...speakers.map((name) => new Option(name, name)));
   $("blend-builtin-voices").replaceChildren(...speakers.map((name) => new Option(name, name)));
+  $("book-builtin-voices").replaceChildren(...speakers.map((name) => new Option(name, name)));
 }
 
 const PER_PAGE = 500;
@@ -435,6 +437,7 @@ async function loadVoices() {
   const blended = $("blend-voice").value;
   $("saved-voice-options").replaceChildren(...options());
   $("blend-saved-voices").replaceChildren(...options());
+  $("book-saved-voices").replaceChildren(...options());
   if (chosen) $("voice").value = chosen;
   $("blend-voice").value = blended;
 }
@@ -495,6 +498,159 @@ async function cloneVoice(event) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Books: a document sent as a file, followed chapter by chapter; a finished book's chapters played, its sentences
+// played and said again, the M4B downloaded.
+
+const BOOK_POLL_MS = 1000;
+let watchedBook = null;
+
+function showTab(name) {
+  for (const tab of ["speech", "books"]) {
+    const chosen = tab === name;
+    $(`tab-${tab}`).setAttribute("aria-selected", String(chosen));
+    $(`${tab}-panel`).hidden = !chosen;
+  }
+}
+
+async function sendBook(event) {
+  event.preventDefault();
+  if (!$("book-form").reportValidity()) return;
+  showError($("book-form-error"), null);
+  const options = { voice: $("book-voice").value };
+  if ($("book-language").value) options.language = $("book-language").value;
+  const form = new FormData();
+  form.append("file", $("book-file").files[0]);
+  form.append("options", JSON.stringify(options));
+  try {
+    const created = await apiJson("books", { method: "POST", body: form });
+    $("book-id").textContent = created.id;
+    $("book-name").textContent = created.title;
+    $("book-state").textContent = "queued";
+    $("book-sentences").replaceChildren();
+    $("book-sentences-title").hidden = true;
+    $("book-audio").hidden = true;
+    $("book-download").hidden = true;
+    $("book").hidden = false;
+    watchedBook = created.id;
+    await watchBook(created.id);
+  } catch (err) {
+    showError($("book").hidden ? $("book-form-error") : $("book-error"), err);
+  }
+}
+
+function bookButton(label, action) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "secondary";
+  button.textContent = label;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      showError($("book-error"), null);
+      await action();
+    } catch (err) {
+      showError($("book-error"), err);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+function chapterItem(bookId, chapter) {
+  const item = document.createElement("li");
+  const text = document.createElement("span");
+  text.textContent = `${chapter.title}: ${chapter.segments_done} of ${chapter.segments_total}, ${chapter.state}`;
+  const progress = document.createElement("progress");
+  progress.max = Math.max(chapter.segments_total, 1);
+  progress.value = chapter.segments_done;
+  progress.setAttribute("aria-label", `${chapter.title} progress`);
+  item.append(text, progress);
+  if (chapter.state === "succeeded") {
+    item.append(bookButton(`Play ${chapter.title}`, () => playBookAudio(`books/${bookId}/audio?format=wav&chapter=${chapter.chapter}`)));
+  }
+  return item;
+}
+
+function showBook(book) {
+  $("book-name").textContent = book.title;
+  $("book-state").textContent = book.state;
+  $("book-eta").textContent = book.eta_seconds == null || book.state !== "running" ? "" : `about ${Math.round(book.eta_seconds)} s to go`;
+  $("book-progress").max = Math.max(book.segments_total, 1);
+  $("book-progress").value = book.segments_done;
+  $("book-chapters").replaceChildren(...book.chapters.map((chapter) => chapterItem(book.id, chapter)));
+  if (book.error) $("book-error").textContent = book.error;
+}
+
+async function watchBook(bookId) {
+  while (watchedBook === bookId) {
+    const book = await apiJson(`books/${encodeURIComponent(bookId)}`);
+    if (watchedBook !== bookId) return;
+    showBook(book);
+    if (FINAL_STATES.has(book.state)) {
+      if (book.state === "succeeded") await finishedBook(bookId);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, BOOK_POLL_MS));
+  }
+}
+
+async function finishedBook(bookId) {
+  const blob = await (await api(`books/${encodeURIComponent(bookId)}/audio?format=m4b`)).blob();
+  $("book-download").href = URL.createObjectURL(blob);
+  $("book-download").hidden = false;
+  await loadSentences(bookId);
+}
+
+async function playBookAudio(path) {
+  const blob = await (await api(path)).blob();
+  const player = $("book-audio");
+  if (player.src) URL.revokeObjectURL(player.src);
+  player.src = URL.createObjectURL(blob);
+  player.hidden = false;
+  await player.play().catch(() => {}); // a browser that wants a gesture first still shows the player
+}
+
+async function loadSentences(bookId) {
+  const { segments } = await apiJson(`books/${encodeURIComponent(bookId)}/segments?limit=1000`);
+  const items = segments.filter((s) => !s.is_pause).map((segment) => sentenceItem(bookId, segment));
+  $("book-sentences").replaceChildren(...items);
+  $("book-sentences-title").hidden = false;
+}
+
+function sentenceItem(bookId, segment) {
+  const item = document.createElement("li");
+  item.dataset.index = String(segment.index);
+  const text = document.createElement("span");
+  text.textContent = segment.text;
+  const play = bookButton("Play", () => playBookAudio(`books/${bookId}/segments/${segment.index}/audio`));
+  play.setAttribute("aria-label", `Play sentence ${segment.index}`);
+  const redo = bookButton("Redo", () => redoSentence(bookId, segment.index));
+  redo.setAttribute("aria-label", `Redo sentence ${segment.index}`);
+  item.append(text, play, redo);
+  return item;
+}
+
+async function redoSentence(bookId, index) {
+  const created = await apiJson(`books/${encodeURIComponent(bookId)}/segments/${index}/redo`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: "{}",
+  });
+  for (;;) {
+    const job = await apiJson(`jobs/${encodeURIComponent(created.job_id)}`);
+    if (FINAL_STATES.has(job.state)) {
+      if (job.state !== "succeeded") throw new Error(`the sentence was not said again: ${job.error || job.state}`);
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, JOB_POLL_MS));
+  }
+  await loadSentences(bookId);
+  await playBookAudio(`books/${bookId}/segments/${index}/audio`);
+  $("book-sentences").querySelector(`li[data-index="${index}"]`)?.setAttribute("data-redone", "true");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 
 async function start() {
   $("speak-form").addEventListener("submit", speak);
@@ -507,6 +663,9 @@ async function start() {
   $("preview").addEventListener("click", previewSpeech);
   $("job-cancel").addEventListener("click", cancelJob);
   $("clone-form").addEventListener("submit", cloneVoice);
+  $("tab-speech").addEventListener("click", () => showTab("speech"));
+  $("tab-books").addEventListener("click", () => showTab("books"));
+  $("book-form").addEventListener("submit", sendBook);
   const results = await Promise.allSettled([loadLanguages(), loadSpeakers(), loadVoices()]);
   const failed = results.find((r) => r.status === "rejected");
   if (failed) showError($("speak-error"), failed.reason);

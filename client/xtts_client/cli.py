@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from xtts_client.books import make_book
 from xtts_client.client import DEFAULT_URL, JobFailed, XTTSClient
 from xtts_client.errors import FarmError, FarmUnreachable, XTTSError
 from xtts_client.formats import CLIENT_SIDE, FORMATS, format_for
@@ -131,6 +132,24 @@ def _follow(client: XTTSClient, job_id: str, path: str | None, fmt: str, *, quie
     output.finish(rate)
     if path not in (None, "-"):
         print(f"xtts: wrote {path}", file=sys.stderr)
+    return 0
+
+
+BOOK_FORMATS = ("m4b", "mp3", "opus", "wav")
+
+
+def cmd_book(client: XTTSClient, args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    fmt = args.format or output.suffix.lstrip(".").lower()
+    if fmt not in BOOK_FORMATS:
+        choices = ", ".join(BOOK_FORMATS)
+        raise UsageError(f"cannot tell the audiobook's format from {output.name!r}: give --format ({choices})")
+    options: dict[str, Any] = {"voice": args.voice, **_params(args)}
+    for name in ("language", "title", "author", "paragraph_pause_ms", "chapter_pause_ms", "loudness_lufs"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    book_id = make_book(client, Path(args.document), output, options, fmt, quiet=args.quiet)
+    print(f"xtts: book {book_id} written to {output}", file=sys.stderr)
     return 0
 
 
@@ -279,6 +298,22 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("file", help="a UTF-8 text file (- reads stdin)")
     job.add_argument("--no-follow", action="store_true", help="print the job id and leave it running")
     job.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    book = add(commands, "book", cmd_book, "make an audiobook of a document (EPUB, Markdown, HTML, text)")
+    book.add_argument("document", help="the document")
+    book.add_argument("-o", "--output", required=True, help="the audiobook file (.m4b, .mp3, .opus or .wav)")
+    book.add_argument("--voice", required=True, help="a saved voice, a built-in speaker, an alias or a blend")
+    book.add_argument("--format", choices=BOOK_FORMATS, help="default: from the output's extension")
+    book.add_argument("--language", help="default: the document's")
+    book.add_argument("--title")
+    book.add_argument("--author")
+    book.add_argument("--paragraph-pause-ms", type=int)
+    book.add_argument("--chapter-pause-ms", type=int)
+    book.add_argument("--loudness-lufs", type=float)
+    book.add_argument("--speed", type=float, help="speaking speed (1.0 is normal)")
+    book.add_argument("--temperature", type=float)
+    book.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a synthesis parameter")
+    book.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     jobs = commands.add_parser("jobs", help="look after jobs").add_subparsers(dest="action", required=True)
     for name, run, help in (

@@ -254,6 +254,26 @@ class XTTSClient:
             return WavReader().feed(response.content)
         return response.content
 
+    # --- books ------------------------------------------------------------------------------------------------
+    def submit_book(self, document: str | os.PathLike[str], options: dict[str, Any]) -> dict[str, Any]:
+        """Send a document (EPUB, Markdown, HTML, text) to be made an audiobook (POST /books): its id and size.
+        `options`: at least `voice`; see the farm's BookOptions."""
+        path = Path(document)
+        with path.open("rb") as file:
+            files = {"file": (path.name, file)}
+            return dict(self._json("POST", "/books", files=files, data={"options": json.dumps(options)}))
+
+    def book(self, book_id: str) -> dict[str, Any]:
+        """A book's state and progress per chapter, with its ETA (GET /books/{id})."""
+        return dict(self._json("GET", f"/books/{book_id}"))
+
+    def book_audio(self, book_id: str, fmt: str = "m4b", chapter: int | None = None) -> bytes:
+        """A finished book's audio (GET /books/{id}/audio): m4b, mp3, opus or wav; one chapter with `chapter`."""
+        params: dict[str, Any] = {"format": fmt}
+        if chapter is not None:
+            params["chapter"] = chapter
+        return self.request("GET", f"/books/{book_id}/audio", params=params).content
+
     def _open_job_stream(self, job_id: str, cursor: str | None) -> Iterator[bytes]:
         try:
             response = self._session.get(
