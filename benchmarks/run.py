@@ -28,6 +28,8 @@ machines are noisy. Sections (run all, or pick with --only):
   agents      voice agents on 2 workers: ElevenLabs' WebSocket against /tts_stream, first audio from the flush
               (p50/p95, idle and at the live capacity), and text written at 20 tokens/s played by a real-time
               listener (stall, first audio against the first sentence's end)
+  books       a 50 000-character book (POST /books) on 1 and 2 workers: audio seconds per wall second and the
+              scaling ratio; live first audio and stall while a book runs, against the idle farm
 
 Sections run one after another, each isolated: one that fails is reported (a table row, and its error and
 traceback in the JSON) and the others still run; the exit status is then 1.
@@ -60,6 +62,7 @@ SECTIONS = (
     "formats",
     "realtime",
     "agents",
+    "books",
 )
 
 
@@ -104,6 +107,7 @@ RUNNERS: dict[str, str] = {
     "formats": "formats_bench.formats",
     "realtime": "realtime_bench.realtime",
     "agents": "agents_bench.agents",
+    "books": "books_bench.books",
 }
 
 

@@ -69,3 +69,12 @@ def test_the_real_time_listener_stalls_only_when_its_audio_runs_out() -> None:
     assert stall_seconds([(0.2, 0.0), (3.0, 1.0)]) == 0.0  # waiting for the first audio is not a stall
     # After a stall, playback resumes as the late chunk arrives: 1 s of stall at 3 s, then 0.5 s at 4.5 s.
     assert stall_seconds([(1.0, 1.0), (3.0, 1.0), (4.5, 1.0)]) == 1.5
+
+
+def test_the_books_benchmark_book_is_as_long_as_it_says_in_five_chapters() -> None:
+    from benchmarks.books_bench import BOOK_CHARACTERS, book_markdown
+    from shared.documents import read_document
+
+    document = read_document(book_markdown(BOOK_CHARACTERS).encode(), "markdown")
+    assert [c.title for c in document.chapters] == [f"Chapter {n}" for n in range(1, 6)]
+    assert BOOK_CHARACTERS <= document.characters < BOOK_CHARACTERS * 1.05
