@@ -29,7 +29,7 @@ from typing import Any
 
 from flask import Flask, Response, g
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 
 from api.errors import FarmFull, TooManyAudioTokens
 from shared import jobs, registry
@@ -72,7 +72,13 @@ def admit(job_id: str, tenant: str) -> None:
     with session_scope() as s:
         active = Job.state.in_(ACTIVE_STATES)
         tenant_jobs = s.execute(select(func.count()).where(Job.tenant == tenant, active)).scalar_one()
-        pending = s.execute(select(func.coalesce(func.sum(Job.segments_total - Job.segments_done), 0)).where(active))
+        # A book's segments wait in SQL, not in the broker, until its window sends them: only those sent count, or
+        # one long book would refuse every other request for hours.
+        waiting = case(
+            (Job.origin == jobs.BOOK_ORIGIN, Job.segments_dispatched - Job.segments_done),
+            else_=Job.segments_total - Job.segments_done,
+        )
+        pending = s.execute(select(func.coalesce(func.sum(waiting), 0)).where(active))
         queued_segments = int(pending.scalar_one())
     refusal = None
     if tenant_jobs > settings.MAX_JOBS_PER_TENANT:

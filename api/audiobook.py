@@ -36,10 +36,10 @@ _OUTPUT: Final[dict[str, tuple[str, ...]]] = {
     "mp3": ("-c:a", "libmp3lame", "-b:a", "64k", "-ar", "44100", "-id3v2_version", "3", "-f", "mp3"),
     # Ogg Opus keeps the chapters as Vorbis comments (CHAPTER001=...); WAV has tags but no chapters.
     "opus": ("-c:a", "libopus", "-b:a", "48k", "-ar", "48000", "-f", "ogg"),
-    "wav": ("-c:a", "pcm_s16le", "-f", "wav"),
+    "wav": ("-c:a", "pcm_s16le", "-ar", str(SAMPLE_RATE), "-f", "wav"),
 }
 _WITH_COVER: Final = ("m4b", "mp3")  # the formats whose players show an attached picture
-_COVER_TYPES: Final = {"image/jpeg": "mjpeg", "image/png": "png"}
+COVER_TYPES: Final = {"image/jpeg": "mjpeg", "image/png": "png"}
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,17 @@ class Mark:
 
 def chapter_marks(chapters: list[ChapterAudio], pause_ms: int) -> list[Mark]:
     """Where each chapter starts and ends, its pause after it included (the last one has none)."""
+    return marks_of([(c.title, len(c.pcm) // SAMPLE_WIDTH) for c in chapters], pause_ms)
+
+
+def marks_of(chapters: list[tuple[str, int]], pause_ms: int) -> list[Mark]:
+    """`chapter_marks` of chapters given as (title, samples)."""
     marks, at = [], 0
-    for n, chapter in enumerate(chapters):
-        samples = len(chapter.pcm) // SAMPLE_WIDTH
-        if n < len(chapters) - 1:
-            samples += round(pause_ms * SAMPLE_RATE / 1000)
+    pause = round(pause_ms * SAMPLE_RATE / 1000)
+    for n, (title, samples) in enumerate(chapters):
         start = round(at * 1000 / SAMPLE_RATE)
-        at += samples
-        marks.append(Mark(chapter.title, start, round(at * 1000 / SAMPLE_RATE)))
+        at += samples + (pause if n < len(chapters) - 1 else 0)
+        marks.append(Mark(title, start, round(at * 1000 / SAMPLE_RATE)))
     return marks
 
 
@@ -87,39 +90,49 @@ def audiobook(
     chapters: list[ChapterAudio], info: BookInfo, fmt: BookFormat, loudness_lufs: float = -18.0, pause_ms: int = 2000
 ) -> bytes:
     """The book as one file in `fmt`, at `loudness_lufs` integrated (true peak at most TRUE_PEAK_DBTP)."""
-    pcm = book_pcm(chapters, pause_ms)
+    with tempfile.TemporaryDirectory(prefix="xtts-book-") as folder:
+        pcm = Path(folder) / "book.pcm"
+        pcm.write_bytes(book_pcm(chapters, pause_ms))
+        return audiobook_of_file(pcm, chapter_marks(chapters, pause_ms), info, fmt, loudness_lufs)
+
+
+def audiobook_of_file(pcm: Path, marks: list[Mark], info: BookInfo, fmt: BookFormat, loudness_lufs: float) -> bytes:
+    """`audiobook` of a book whose PCM is in the file `pcm` (written a chapter at a time: a book of hours never
+    sits in memory whole), its chapters at `marks`."""
     gain = loudness_filter(pcm, loudness_lufs)
     with tempfile.TemporaryDirectory(prefix="xtts-book-") as folder:
         work = Path(folder)
-        (work / "meta.txt").write_text(_ffmetadata(info, chapter_marks(chapters, pause_ms)), encoding="utf-8")
-        command = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", *_PCM, "-i", "pipe:0"]
+        (work / "meta.txt").write_text(_ffmetadata(info, marks), encoding="utf-8")
+        command = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", *_PCM, "-i", str(pcm)]
         command += ["-f", "ffmetadata", "-i", str(work / "meta.txt")]
         maps = ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
-        if info.cover and info.cover_type in _COVER_TYPES and fmt in _WITH_COVER:
+        if info.cover and info.cover_type in COVER_TYPES and fmt in _WITH_COVER:
             cover = work / "cover"
             cover.write_bytes(info.cover)
-            command += ["-f", "image2", "-c:v", _COVER_TYPES[info.cover_type], "-i", str(cover)]
+            command += ["-f", "image2", "-c:v", COVER_TYPES[info.cover_type], "-i", str(cover)]
             maps += ["-map", "2:v", "-c:v", "copy", "-disposition:v", "attached_pic"]
         out = work / f"book.{fmt}"
         command += [*maps, "-af", gain, *_OUTPUT[fmt], "-y", str(out)]
-        _run(command, pcm, fmt)
+        _run(command, fmt)
         return out.read_bytes()
 
 
-def loudness_filter(pcm: bytes, target_lufs: float) -> str:
-    """The ffmpeg filter that brings `pcm` to `target_lufs` with its true peak at most TRUE_PEAK_DBTP.
+def loudness_filter(pcm: Path, target_lufs: float) -> str:
+    """The ffmpeg filter that brings the PCM in file `pcm` to `target_lufs` with its true peak at most
+    TRUE_PEAK_DBTP.
 
     loudnorm's second pass with one linear gain where the gain leaves the peaks below the ceiling. Where it does not
-    (audio whose peaks stand far above its loudness: more than the 17 dB between -18 LUFS and -1 dBTP), loudnorm
-    falls back to its dynamic mode, which misses the target by several LU; the gain is then applied with a limiter
-    holding the peaks under the ceiling, and made up for the loudness the limiter takes off them (measured again,
-    a few times at most: each is a pass over the whole book)."""
+    (audio whose peaks stand far above its loudness: more than the 17 dB between -18 LUFS and -1 dBTP), or where
+    loudnorm would not keep to one gain (a range it measures as 0: a short or uniform recording), loudnorm falls
+    back to its dynamic mode, which misses the target by several LU (and resamples to 192 kHz); the gain is then
+    applied with a limiter holding the peaks under the ceiling, and made up for the loudness the limiter takes off
+    them (measured again, a few times at most: each is a pass over the whole book)."""
     measured = measure_loudness(pcm, target_lufs)
-    found, peak = float(measured["input_i"]), float(measured["input_tp"])
+    found, peak, spread = float(measured["input_i"]), float(measured["input_tp"]), float(measured["input_lra"])
     if not math.isfinite(found):
         return "anull"  # silence: nothing to bring up
     gain = target_lufs - found
-    if peak + gain <= TRUE_PEAK_DBTP:
+    if peak + gain <= TRUE_PEAK_DBTP and spread > 0:
         return (
             f"loudnorm=I={target_lufs}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE_LU}:linear=true"
             f":measured_I={measured['input_i']}:measured_TP={measured['input_tp']}"
@@ -145,13 +158,13 @@ def _limited(gain_db: float) -> str:
     return f"volume={gain_db:.3f}dB,alimiter=limit={ceiling:.5f}:attack=1:release=50:level=false"
 
 
-def measure_loudness(pcm: bytes, target_lufs: float, before: str | None = None) -> dict[str, str]:
-    """loudnorm's first pass: the audio's integrated loudness, true peak, range and threshold, and the offset (of
-    the audio as the filter `before` leaves it, where one is given)."""
+def measure_loudness(pcm: Path, target_lufs: float, before: str | None = None) -> dict[str, str]:
+    """loudnorm's first pass over the PCM in file `pcm`: its integrated loudness, true peak, range and threshold,
+    and the offset (of the audio as the filter `before` leaves it, where one is given)."""
     measure = f"loudnorm=I={target_lufs}:TP={TRUE_PEAK_DBTP}:LRA={LOUDNESS_RANGE_LU}:print_format=json"
-    command = ["ffmpeg", "-hide_banner", "-nostats", *_PCM, "-i", "pipe:0"]
+    command = ["ffmpeg", "-hide_banner", "-nostats", *_PCM, "-i", str(pcm)]
     command += ["-af", f"{before},{measure}" if before else measure, "-f", "null", "-"]
-    stderr = _run(command, pcm, "loudness")
+    stderr = _run(command, "loudness")
     found = re.search(r"\{[^{}]*\"input_i\"[^{}]*\}", stderr)
     if found is None:
         raise EncoderFailed("ffmpeg's loudnorm measured nothing")
@@ -159,8 +172,8 @@ def measure_loudness(pcm: bytes, target_lufs: float, before: str | None = None) 
     return measured
 
 
-def _run(command: list[str], pcm: bytes, what: str) -> str:
-    done = subprocess.run(command, input=pcm, capture_output=True, check=False)
+def _run(command: list[str], what: str) -> str:
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     stderr = done.stderr.decode(errors="replace")
     if done.returncode != 0:
         raise EncoderFailed(f"ffmpeg could not make the {what} (exit {done.returncode}): {stderr.strip()[-500:]}")

@@ -4,11 +4,13 @@ redo's where one has succeeded, and the pauses between paragraphs and chapters p
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from api import audiobook, captions
-from api.audiobook import BookFormat, ChapterAudio
+from api.audiobook import BookFormat
 from api.schemas.common import as_utc
 from shared import books, streams
 from shared.audio import SAMPLE_RATE
@@ -65,19 +67,21 @@ def finished(loaded: LoadedBook) -> None:
         )
 
 
-def sentence_audio(loaded: LoadedBook, *, pcm: bool) -> list[SentenceAudio]:
-    """Every sentence's kept audio, in order (its newest successful redo's where there is one)."""
+def sentence_audio(loaded: LoadedBook, *, pcm: bool, indexes: range | None = None) -> dict[int, SentenceAudio]:
+    """The kept audio of every sentence (or of those of `indexes`), by index: its newest successful redo's where
+    there is one."""
     sources = books.segment_sources(loaded)
-    found = books.kept_audio(sources, pcm=pcm)
-    missing = [index for index, source in enumerate(sources) if source not in found]
+    wanted = indexes if indexes is not None else range(len(sources))
+    found = books.kept_audio([sources[i] for i in wanted], pcm=pcm)
+    missing = [index for index in wanted if sources[index] not in found]
     if missing:
         raise AudioExpired(
             f"book {loaded.job.id} has no stored audio for {len(missing)} of its segments (the first: {missing[0]})"
         )
-    return [found[source] for source in sources]
+    return {index: found[sources[index]] for index in wanted}
 
 
-def timeline(loaded: LoadedBook, audio: list[SentenceAudio]) -> Timeline:
+def timeline(loaded: LoadedBook, audio: dict[int, SentenceAudio]) -> Timeline:
     """Where every sentence and chapter is: sentences one after another, a paragraph pause after each paragraph but
     a chapter's last, a chapter pause after each chapter but the book's last."""
     book = loaded.book
@@ -96,9 +100,17 @@ def timeline(loaded: LoadedBook, audio: list[SentenceAudio]) -> Timeline:
     return Timeline(placed, chapters)
 
 
-def chapter_audio(loaded: LoadedBook, audio: list[SentenceAudio], number: int) -> ChapterAudio:
-    """A chapter's PCM: its sentences with the paragraph pauses between them."""
+def chapter_pcm(loaded: LoadedBook, number: int) -> bytes:
+    """A chapter's PCM: its sentences with the paragraph pauses between them (one chapter in memory at a time)."""
     chapter = loaded.chapters[number]
+    waiting = [i for i in chapter.indexes if loaded.job.segments[i].state != JobState.SUCCEEDED.value]
+    if waiting:
+        raise JobNotReady(
+            f"chapter {number} of book {loaded.book.id} has {len(waiting)} sentences still to say; its audio exists "
+            "once they are all said",
+            details={"state": loaded.job.state},
+        )
+    audio = sentence_audio(loaded, pcm=True, indexes=chapter.indexes)
     pause = bytes(samples_of(loaded.book.paragraph_pause_ms) * 2)
     ends = set(chapter.paragraph_ends)
     pieces = []
@@ -106,21 +118,35 @@ def chapter_audio(loaded: LoadedBook, audio: list[SentenceAudio], number: int) -
         pieces.append(audio[index].pcm or b"")
         if index in ends and index != chapter.indexes[-1]:
             pieces.append(pause)
-    return ChapterAudio(chapter.title, b"".join(pieces))
+    return b"".join(pieces)
 
 
 def book_file(loaded: LoadedBook, fmt: BookFormat, chapter: int | None = None) -> bytes:
-    """The book (or one chapter) as one file in `fmt`, at the book's loudness, with its chapters, tags and cover."""
-    finished(loaded)
+    """The book (or one chapter, once its sentences are all said) as one file in `fmt`, at the book's loudness,
+    with its chapters, tags and cover. The PCM goes to a file a chapter at a time: a book of hours is never in
+    memory whole."""
     book = loaded.book
     if chapter is not None and chapter >= len(book.chapters):
         raise_no_chapter(loaded, chapter)
-    audio = sentence_audio(loaded, pcm=True)
+    if chapter is None:
+        finished(loaded)
     numbers = range(len(book.chapters)) if chapter is None else [chapter]
-    chapters = [chapter_audio(loaded, audio, n) for n in numbers]
-    title = book.title if chapter is None else f"{book.title}: {chapters[0].title}"
-    info = audiobook.BookInfo(title=title, author=book.author, cover=book.cover, cover_type=book.cover_type)
-    return audiobook.audiobook(chapters, info, fmt, book.loudness_lufs, book.chapter_pause_ms)
+    layouts = loaded.chapters
+    pause = bytes(samples_of(book.chapter_pause_ms) * 2)
+    with tempfile.TemporaryDirectory(prefix="xtts-book-") as folder:
+        path = Path(folder) / "book.pcm"
+        lengths = []
+        with path.open("wb") as out:
+            for n in numbers:
+                if n != numbers[0]:
+                    out.write(pause)
+                pcm = chapter_pcm(loaded, n)
+                out.write(pcm)
+                lengths.append((layouts[n].title, len(pcm) // 2))
+        title = book.title if chapter is None else f"{book.title}: {layouts[chapter].title}"
+        info = audiobook.BookInfo(title=title, author=book.author, cover=book.cover, cover_type=book.cover_type)
+        marks = audiobook.marks_of(lengths, book.chapter_pause_ms)
+        return audiobook.audiobook_of_file(path, marks, info, fmt, book.loudness_lufs)
 
 
 def raise_no_chapter(loaded: LoadedBook, chapter: int) -> None:

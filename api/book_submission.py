@@ -11,6 +11,7 @@ from pathlib import PurePath
 from celery import Celery
 
 from api.admission import admit, admit_live
+from api.audiobook import COVER_TYPES
 from api.schemas.books import BookOptions, ChapterOptions, DocumentFormat
 from api.submission import LiveWorkers, VoiceChoice, check_language, spoken_segments, stored_segments, voice_by_name
 from shared import books, jobs, lexicon_store, logs, streams
@@ -24,6 +25,7 @@ from shared.models import Job
 from shared.params import SynthesisParams
 from shared.priority import priority_for
 from shared.redis_client import get_redis
+from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 _EXTENSIONS: dict[str, DocumentFormat] = {
@@ -74,16 +76,18 @@ def submit_book(celery: Celery, data: bytes, fmt: DocumentFormat, options: BookO
     if not segments:
         raise NothingToSpeak("the document has no text to read aloud once normalised")
     title = options.title or document.title or "Untitled"
+    # Only what an audiobook can attach (api/audiobook.py): another image type is not kept.
+    cover = document.cover if document.cover and document.cover.media_type in COVER_TYPES else None
     info = books.BookInfo(
         title=title[:500],
-        author=(options.author or document.author or None),
+        author=(options.author or document.author or "")[:500] or None,
         language=language,
         voice=options.voice,
         paragraph_pause_ms=options.paragraph_pause_ms,
         chapter_pause_ms=options.chapter_pause_ms,
         loudness_lufs=options.loudness_lufs,
-        cover_type=document.cover.media_type if document.cover else None,
-        cover=document.cover.data if document.cover else None,
+        cover_type=cover.media_type if cover else None,
+        cover=cover.data if cover else None,
     )
     job = _store(celery, farm, options, tenant, voice, language, segments, layouts, info)
     return Submitted(job, info.title, len(layouts), sum(len(s.text) for s in segments), warnings)
@@ -145,13 +149,16 @@ def _add_chapter(
     first, ends = len(segments), []
     paragraphs = ((title,) if options.speak_titles else ()) + chapter.paragraphs
     for paragraph in paragraphs:
-        try:
-            spoken = spoken_segments(paragraph, said_in, options.normalize, "text", lexicons)
-        except NothingToSpeak:
-            continue  # a paragraph of ornaments ("* * *") says nothing
-        for segment in stored_segments(farm, spoken, said_in, options.speed, tenant):
-            segments.append(_said(segment, said_in, language, voice))
-        ends.append(len(segments) - 1)
+        before = len(segments)
+        for piece in within(paragraph, get_settings().MAX_TEXT_CHARS):
+            try:
+                spoken = spoken_segments(piece, said_in, options.normalize, "text", lexicons)
+            except NothingToSpeak:
+                continue  # a paragraph of ornaments ("* * *") says nothing
+            for segment in stored_segments(farm, spoken, said_in, options.speed, tenant):
+                segments.append(_said(segment, said_in, language, voice))
+        if len(segments) > before:
+            ends.append(len(segments) - 1)
     if len(segments) == first:
         warnings.append(f"chapter {title[:80]!r} has nothing to read aloud: it is left out")
         return None
@@ -163,6 +170,18 @@ def _add_chapter(
         override.voice,
         tuple(ends),
     )
+
+
+def within(paragraph: str, limit: int) -> list[str]:
+    """A paragraph in pieces of at most `limit` characters, cut at a space where there is one (a text file with
+    no blank lines reads as one paragraph; a request's text is at most MAX_TEXT_CHARS)."""
+    pieces = []
+    while len(paragraph) > limit:
+        cut = paragraph.rfind(" ", 0, limit + 1)
+        cut = cut if cut > 0 else limit
+        pieces.append(paragraph[:cut])
+        paragraph = paragraph[cut:].lstrip()
+    return [*pieces, paragraph] if paragraph else pieces
 
 
 def _chapter_language(farm: LiveWorkers, tag: str | None, book_language: str) -> str:
@@ -195,7 +214,7 @@ def _store(
     with session_scope() as s:
         job = jobs.create_job(
             s,
-            origin="book",
+            origin=jobs.BOOK_ORIGIN,
             tenant=tenant,
             text="\n\n".join(segment.text for segment in segments if segment.text),
             language=language,
@@ -204,7 +223,7 @@ def _store(
             params=params,
             segments=segments,
             epoch=streams.current_epoch(get_redis()),
-            priority=priority_for("book", options.priority),
+            priority=priority_for(jobs.BOOK_ORIGIN, options.priority),
             priority_stated=options.priority is not None,
         )
         books.create_book(s, job, info, layouts)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from shared import jobs
@@ -101,11 +101,13 @@ class Redo:
 
 @dataclass
 class LoadedBook:
-    """A book with its job (and the job's segments) and its redos, read in one session."""
+    """A book with its job (and the job's segments) and its redos, read in one session: per sentence, its newest
+    redo (`redos`, whatever its state) and its newest successful one (`said_again`, whose audio and words count)."""
 
     book: Book
     job: Job
     redos: dict[int, Redo]
+    said_again: dict[int, Redo]
 
     @property
     def chapters(self) -> list[ChapterLayout]:
@@ -113,10 +115,8 @@ class LoadedBook:
 
     def text_of(self, index: int) -> str:
         """What the sentence says now: its newest successful redo's text, else the book's."""
-        redo = self.redos.get(index)
-        if redo is not None and redo.state == JobState.SUCCEEDED.value:
-            return redo.text
-        return self.job.segments[index].text
+        redo = self.said_again.get(index)
+        return redo.text if redo is not None else self.job.segments[index].text
 
 
 def load_book(book_id: str, tenant: str, *, with_cover: bool = False) -> LoadedBook:
@@ -133,10 +133,17 @@ def load_book(book_id: str, tenant: str, *, with_cover: bool = False) -> LoadedB
             select(BookRedo.index, BookRedo.job_id, BookRedo.text, Job.state)
             .join(Job, Job.id == BookRedo.job_id)
             .where(BookRedo.book_id == book_id)
+            .order_by(BookRedo.created_at, Job.created_at)
         ).all()
-        redos = {int(row[0]): Redo(row.job_id, row.state, row.text) for row in rows}
+        redos: dict[int, Redo] = {}
+        said_again: dict[int, Redo] = {}
+        for row in rows:  # oldest first: the newest of each sentence stays
+            redo = Redo(row.job_id, row.state, row.text)
+            redos[int(row[0])] = redo
+            if row.state == JobState.SUCCEEDED.value:
+                said_again[int(row[0])] = redo
         s.expunge_all()
-        return LoadedBook(book, job, redos)
+        return LoadedBook(book, job, redos, said_again)
 
 
 def book_ids(tenant: str, limit: int = 100) -> list[str]:
@@ -147,17 +154,30 @@ def book_ids(tenant: str, limit: int = 100) -> list[str]:
 
 
 def add_redo(session: Session, book_id: str, index: int, job_id: str, text: str) -> None:
-    """`job_id` (a job of one segment, made in `session`) says the book's sentence `index` again as `text`; it
-    replaces any earlier redo of that sentence."""
+    """`job_id` (a job of one segment, made in `session`) says the book's sentence `index` again as `text`."""
     session.flush()  # the redo job's row first (see create_book)
-    session.merge(BookRedo(book_id=book_id, index=index, job_id=job_id, text=text, created_at=utcnow()))
+    session.add(BookRedo(job_id=job_id, book_id=book_id, index=index, text=text, created_at=utcnow()))
+
+
+def job_ids(book_id: str, tenant: str) -> list[str]:
+    """The book's job and its redos' jobs (NotFound for another tenant's book)."""
+    with session_scope() as s:
+        if s.scalars(select(Book.id).where(Book.id == book_id, Book.tenant == tenant)).one_or_none() is None:
+            raise NotFound(f"book {book_id!r} does not exist")
+        return [book_id, *s.scalars(select(BookRedo.job_id).where(BookRedo.book_id == book_id))]
+
+
+def delete_jobs(ids: Sequence[str]) -> None:
+    """Delete jobs, with all that is theirs (segments, kept audio, a book and its redos: foreign keys cascade)."""
+    with session_scope() as s:
+        s.execute(delete(Job).where(Job.id.in_(list(ids))))
 
 
 def segment_sources(loaded: LoadedBook) -> list[tuple[str, int]]:
     """Where each sentence's audio is: (job, segment) of its newest successful redo, else of the book's job."""
     sources = [(loaded.job.id, index) for index in range(loaded.job.segments_total)]
-    for index, redo in loaded.redos.items():
-        if redo.state == JobState.SUCCEEDED.value and 0 <= index < len(sources):
+    for index, redo in loaded.said_again.items():
+        if 0 <= index < len(sources):
             sources[index] = (redo.job_id, 0)
     return sources
 
@@ -177,10 +197,15 @@ def kept_audio(sources: Sequence[tuple[str, int]], *, pcm: bool) -> dict[tuple[s
         by_job.setdefault(job_id, []).append(index)
     with session_scope() as s:
         for job_id, indexes in by_job.items():
-            query = select(KeptAudio).where(KeptAudio.job_id == job_id, KeptAudio.index.in_(indexes))
+            wanted = set(indexes)
+            # A range, not a list: a book's thousands of segments are not thousands of bound parameters.
+            between = KeptAudio.index.between(min(indexes), max(indexes))
+            query = select(KeptAudio).where(KeptAudio.job_id == job_id, between)
             if pcm:
                 query = query.options(undefer(KeptAudio.pcm))
             for row in s.scalars(query):
+                if row.index not in wanted:
+                    continue
                 found[(row.job_id, row.index)] = SentenceAudio(row.samples, row.marks, row.pcm if pcm else None)
     return found
 

@@ -28,7 +28,8 @@ from shared.utc import as_utc
 from shared.voice_kind import VoiceKind
 
 # Jobs whose segments' audio the worker keeps in SQL: a book's audio is assembled long after its streams expire.
-AUDIO_KEPT_ORIGINS = frozenset({"book", "book_redo"})
+BOOK_ORIGIN, BOOK_REDO_ORIGIN = "book", "book_redo"
+AUDIO_KEPT_ORIGINS = frozenset({BOOK_ORIGIN, BOOK_REDO_ORIGIN})
 REDIS_LOST = (
     "lost: Redis restarted without its data, taking this job's queue entries and audio with it; submit it again"
 )

@@ -258,13 +258,15 @@ class Book(Base):
 
 class BookRedo(Base):
     """A sentence of a book said again (POST /books/{id}/segments/{n}/redo): `job_id` is a job of one segment whose
-    kept audio replaces the book's own once it has succeeded. The newest redo of a sentence is the one that counts."""
+    kept audio replaces the book's own once it has succeeded. Every redo is kept: the sentence says what its newest
+    successful one says (one that fails, or is still running, leaves the one before it in place)."""
 
     __tablename__ = "book_redos"
+    __table_args__ = (Index("ix_book_redos_book_index", "book_id", "index"),)
 
-    book_id: Mapped[str] = mapped_column(ForeignKey("books.id", ondelete="CASCADE"), primary_key=True)
-    index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    book_id: Mapped[str] = mapped_column(ForeignKey("books.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

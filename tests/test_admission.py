@@ -116,3 +116,16 @@ def test_the_token_estimate() -> None:
     assert estimate_tokens(["a" * 100], params) == 150
     assert estimate_tokens(["a" * 1000], params) == 605  # one segment never passes the GPT's cap
     assert estimate_tokens(["a" * 100, "b" * 10], SynthesisParams(min_new_tokens=50, max_new_tokens=120)) == 120 + 50
+
+
+def test_a_books_segments_count_once_sent_so_a_long_book_is_admitted_and_others_still_are(app_with) -> None:
+    """A book's segments wait in SQL until its window sends them: a book longer than MAX_QUEUED_SEGMENTS is admitted,
+    and does not keep the next request out."""
+    client = app_with(MAX_QUEUED_SEGMENTS=6)
+    assert client.post("/save_voice/narrator", json=LATENTS).status_code in (200, 201)
+    chapters = "\n\n".join(f"## Chapter {n}\n\n{SENTENCE}\n\n{SENTENCE}" for n in range(1, 5))
+    book = client.post("/books", json={"text": chapters, "format": "markdown", "voice": "narrator"})
+    assert book.status_code == 202, book.get_json()
+    assert book.get_json()["segments"] > 6
+    assert client.post("/jobs", json=_job(SENTENCE * 3)).status_code == 202
+    _refused(client.post("/jobs", json=_job(SENTENCE * 20)), 429, "too_many_requests")  # the limit still holds

@@ -19,6 +19,7 @@ import pytest
 import requests
 import webvtt
 
+from api.book_submission import within
 from tests.books import CHAPTERS, HOSTILE, build_epub, loudness, probe
 from tests.farms import SHORT_LEASES
 from tools.localfarm import DEV_SPEAKER, Farm, wait_for
@@ -172,6 +173,11 @@ def test_a_sentence_said_again_changes_only_its_audio_and_moves_what_follows(far
     m4b = requests.get(farm.url(f"/books/{book_id}/audio"), timeout=120)
     assert _chapter_starts(probe(m4b.content, ".m4b")) == [c["start_ms"] for c in after_index["chapters"]]
 
+    deleted = requests.delete(farm.url(f"/books/{book_id}"), timeout=30)
+    assert deleted.status_code == 200 and deleted.json()["jobs"] == 2  # the book's job and the redo's
+    assert requests.get(farm.url(f"/books/{book_id}"), timeout=30).status_code == 404
+    assert requests.get(farm.url(f"/jobs/{redo.json()['job_id']}"), timeout=30).status_code == 404
+
 
 def _api_processes(farm: Farm) -> list[int]:
     """The API's gunicorn master and its workers."""
@@ -236,3 +242,13 @@ def test_a_book_survives_a_worker_killed_and_the_api_restarted_mid_book(farm_wit
     )
     m4b = requests.get(farm.url(f"/books/{book_id}/audio"), timeout=120)
     assert m4b.status_code == 200 and len(probe(m4b.content, ".m4b")["chapters"]) == 3
+
+
+def test_a_paragraph_longer_than_a_request_is_said_in_pieces_cut_at_spaces() -> None:
+    """A text file without blank lines reads as one paragraph: it goes to the splitter in pieces of at most
+    MAX_TEXT_CHARS (a request's bound), nothing lost."""
+    paragraph = " ".join(f"word{n}" for n in range(3000))
+    pieces = within(paragraph, 1000)
+    assert all(len(piece) <= 1000 for piece in pieces) and len(pieces) > 15
+    assert " ".join(pieces) == paragraph
+    assert within("x" * 2500, 1000) == ["x" * 1000, "x" * 1000, "x" * 500]  # no space: cut where it must

@@ -16,7 +16,7 @@ import requests
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.audio import xtts_samples
-from tests.books import build_epub
+from tests.books import build_epub, probe
 from tests.farms import SharedFarm
 from tools.localfarm import DEV_SPEAKER, Farm, wait_for
 
@@ -438,6 +438,8 @@ def test_a_book_is_made_followed_by_chapter_played_and_a_sentence_redone_from_th
     )
     # The chapter's sentences and the pauses after its first two paragraphs (its title, its first paragraph).
     assert duration == pytest.approx(first["audio_seconds"] + 2 * 0.6, abs=0.01)
+    chapter = _api(keyed_farm, web_key, "GET", f"/books/{book_id}/audio?format=wav&chapter=0").content
+    assert duration == pytest.approx(float(probe(chapter, ".wav")["format"]["duration"]), abs=1e-3)  # that chapter
     expect(page.get_by_role("link", name="Download M4B")).to_be_visible()
 
     sentences = page.locator("#book-sentences li")

@@ -34,6 +34,9 @@ from workers.scheduler import BatchScheduler, Cancelled, Chunk, Segment
 from workers.voices import resolve_voice
 
 log = logging.getLogger(__name__)
+# A kept-audio job's segment stream outlives its end this long: listeners of the job's stream catch up; the audio
+# itself is in SQL.
+KEPT_STREAM_TTL_SECONDS = 600
 
 
 class Outcome(Enum):
@@ -200,8 +203,7 @@ def _synthesize(
     # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
     last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, timing.made))
     writer.end(seq + 1, timing.made or None)
-    # The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took.
-    streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
+    _keep_streams(r, work, settings)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
 
 
@@ -254,8 +256,20 @@ def _pause(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: j
             return SegmentResult(Outcome.LOST, attempts=work.attempts)
     last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, None))
     writer.end(seq + 1)
-    streams.keep_job_audio(r, work.job_id, work.segments_total, shop.settings.STREAM_TTL_SECONDS)
+    _keep_streams(r, work, shop.settings)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
+def _keep_streams(r: redis.Redis, work: jobs.SegmentWork, settings: Settings) -> None:
+    """The job's audio stays STREAM_TTL_SECONDS after its last segment, however long the job took; but a job whose
+    audio is kept in SQL (a book) lets each segment's stream go KEPT_STREAM_TTL_SECONDS after it ends: a book of
+    hours would otherwise hold all its audio in Redis until it ends (and renew every stream at every segment)."""
+    if work.keep_audio:
+        r.expire(
+            streams.segment_key(work.job_id, work.index), min(KEPT_STREAM_TTL_SECONDS, settings.STREAM_TTL_SECONDS)
+        )
+    else:
+        streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
 
 
 def _kept(r: redis.Redis, work: jobs.SegmentWork, marks: list[Mark] | None) -> jobs.SegmentAudio | None:

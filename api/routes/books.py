@@ -3,6 +3,7 @@ sentence index, its segments, and any sentence said again."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -11,9 +12,10 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import ValidationError
 
 from api import book_audio, captions
-from api.admission import admit
+from api.admission import admit, admit_live
 from api.auth import caller
 from api.book_submission import document_format, submit_book
+from api.delivery import cancel
 from api.encoding import MEDIA_TYPES, encode_file
 from api.errors import invalid_input_from, validation_error_response
 from api.responses import json_model
@@ -32,6 +34,7 @@ from api.schemas.books import (
     BookSegments,
     BookStatus,
     ChapterProgress,
+    DeletedBook,
     DocumentFormat,
     IndexChapter,
     IndexSentence,
@@ -51,6 +54,7 @@ from shared.priority import Priority
 from shared.redis_client import get_redis
 from shared.voice_kind import VoiceKind
 
+log = logging.getLogger(__name__)
 bp = APIBlueprint("books", __name__, abp_tags=[Tag(name="books", description="Audiobooks from documents")])
 BOOK_MEDIA_TYPES = {"m4b": "audio/mp4", "mp3": "audio/mpeg", "opus": "audio/ogg", "wav": "audio/wav"}
 BOOK_AUDIO = {
@@ -175,6 +179,16 @@ def book_status(path: BookPath) -> Response:
     return json_model(status)
 
 
+@bp.delete("/books/<book_id>", responses={200: DeletedBook, 404: ErrorResponse})
+def delete_book(path: BookPath) -> Response:
+    """Delete a book: its job is cancelled if it still runs, then the job, its redos and all their audio are gone."""
+    ids = books.job_ids(path.book_id, caller().tenant)
+    for job_id in ids:
+        cancel(job_id)  # its workers stop within one chunk
+    books.delete_jobs(ids)
+    return json_model(DeletedBook(id=path.book_id, jobs=len(ids)))
+
+
 @bp.get(
     "/books/<book_id>/audio",
     responses={200: BOOK_AUDIO, 404: ErrorResponse, 409: ErrorResponse, 410: ErrorResponse, 502: ErrorResponse},
@@ -297,7 +311,7 @@ def redo_segment(path: BookSegmentPath, body: RedoRequest) -> Response:
     with session_scope() as s:
         redo = jobs.create_job(
             s,
-            origin="book_redo",
+            origin=jobs.BOOK_REDO_ORIGIN,
             tenant=tenant,
             text=text,
             language=language,
@@ -311,7 +325,11 @@ def redo_segment(path: BookSegmentPath, body: RedoRequest) -> Response:
         )
         books.add_redo(s, loaded.book.id, path.index, redo.id, text)
     admit(redo.id, tenant)
-    dispatch(_celery(), redo.id, len(farm.workers), opening=True)
+    admit_live(redo, farm.workers)
+    try:
+        dispatch(_celery(), redo.id, len(farm.workers), opening=True)
+    except Exception:  # stored and claimed: the reaper sends what the broker refused (shared/dispatch.py)
+        log.warning("could not enqueue redo %s now; the reaper will send it", redo.id, exc_info=True)
     created = RedoCreated(
         book_id=loaded.book.id,
         index=path.index,

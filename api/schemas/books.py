@@ -269,3 +269,9 @@ class BookIndex(BaseModel):
 
 class BookList(BaseModel):
     books: list[str]
+
+
+class DeletedBook(BaseModel):
+    id: str
+    deleted: bool = True
+    jobs: int = Field(..., description="Jobs deleted with it: its own and its redos'")

@@ -35,12 +35,13 @@ def upgrade() -> None:
     )
     op.create_table(
         "book_redos",
-        sa.Column("book_id", sa.String(32), sa.ForeignKey("books.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("index", sa.Integer(), primary_key=True),
-        sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("book_id", sa.String(32), sa.ForeignKey("books.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("index", sa.Integer(), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_index("ix_book_redos_book_index", "book_redos", ["book_id", "index"])
     op.create_table(
         "kept_audio",
         sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
