@@ -116,13 +116,22 @@ def books(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     scaling = rows[1]["audio_per_wall"] / rows[0]["audio_per_wall"]
     for situation, measured in live.items():
         rows.append({"live": situation, **measured})
-    slower = live["during_book"]["first_audio_s"] / live["idle"]["first_audio_s"]
+    columns = list(dict.fromkeys(column for row in rows for column in row))  # print_table reads the first row's
+    rows = [{column: row.get(column) for column in columns} for row in rows]
+    idle, busy = live["idle"], live["during_book"]
+    slower = busy["first_audio_s"] / idle["first_audio_s"]
     notes = [
         f"a {rows[0]['characters']}-character book: {rows[0]['audio_per_wall']} audio s per wall s on 1 worker, "
         f"{rows[1]['audio_per_wall']} on 2 (scaling {scaling:.2f}x; target >= 1.6x)",
-        f"live first audio while a book runs: {live['during_book']['first_audio_s']:.2f} s against "
-        f"{live['idle']['first_audio_s']:.2f} s idle ({slower:.2f}x; target <= 1.5x), largest stall "
-        f"{live['during_book']['stall_max_s']:.2f} s (target 0)",
+        f"live first audio while a book runs: {busy['first_audio_s']:.2f} s against {idle['first_audio_s']:.2f} s "
+        f"idle ({slower:.2f}x; target <= 1.5x); largest stall {busy['stall_max_s']:.2f} s against "
+        f"{idle['stall_max_s']:.2f} s idle (target: no more than idle; the dev model on one CPU thread may be slower "
+        "than real time by itself)",
     ]
-    extra = {"notes": notes, "scaling_2_vs_1": round(scaling, 3), "live_first_audio_ratio": round(slower, 3)}
+    extra = {
+        "notes": notes,
+        "scaling_2_vs_1": round(scaling, 3),
+        "live_first_audio_ratio": round(slower, 3),
+        "live_stall_added_s": round(busy["stall_max_s"] - idle["stall_max_s"], 3),
+    }
     return "Books across workers", rows, extra
