@@ -252,3 +252,38 @@ def test_a_paragraph_longer_than_a_request_is_said_in_pieces_cut_at_spaces() -> 
     assert all(len(piece) <= 1000 for piece in pieces) and len(pieces) > 15
     assert " ".join(pieces) == paragraph
     assert within("x" * 2500, 1000) == ["x" * 1000, "x" * 1000, "x" * 500]  # no space: cut where it must
+
+
+LATENTS = {"gpt_cond_latent": [[0.01] * 64] * 32, "speaker_embedding": [0.01] * 512}
+MARKDOWN = "# A Quiet Town\n\n## The Arrival\n\nThe train came in late.\n\n## Die Ankunft\n\nDer Zug kam spät an."
+
+
+def test_a_chapter_is_said_in_its_own_voice_and_language_and_the_metadata_as_the_options_say(app_with) -> None:
+    """In process, no worker (the book stays queued): what the job stores for each chapter's segments."""
+    client = app_with()
+    for voice in ("narrator", "other"):
+        assert client.post(f"/save_voice/{voice}", json=LATENTS).status_code in (200, 201)
+    options = {"voice": "narrator", "title": "Two Tongues", "author": "A. Writer"}
+    chapters = [{"chapter": 1, "voice": "other", "language": "de", "title": "Arrival, in German"}]
+    sent = client.post("/books", json={"text": MARKDOWN, "format": "markdown", **options, "chapters": chapters})
+    assert sent.status_code == 202, sent.get_json()
+    book = client.get(f"/books/{sent.get_json()['id']}").get_json()
+    assert (book["title"], book["author"], book["language"], book["voice"]) == (
+        "Two Tongues",
+        "A. Writer",
+        "en",
+        "narrator",
+    )
+    assert [(c["title"], c["voice"], c["language"]) for c in book["chapters"]] == [
+        ("The Arrival", "narrator", "en"),
+        ("Arrival, in German", "other", "de"),
+    ]
+    segments = client.get(f"/jobs/{book['id']}").get_json()["segments"]
+    first = book["chapters"][0]["segments_total"]
+    assert {(s["voice"], s["language"]) for s in segments[:first]} == {(None, "en")}  # the book's own
+    assert {(s["voice"], s["language"]) for s in segments[first:]} == {("other", "de")}
+    assert segments[first]["characters"] == len("Arrival, in German")  # the title said first
+
+    bad = {"text": MARKDOWN, "format": "markdown", "voice": "narrator", "chapters": [{"chapter": 5}]}
+    refused = client.post("/books", json=bad)
+    assert refused.status_code == 400 and "the document has 2" in refused.get_json()["error"]["message"]
