@@ -77,6 +77,7 @@ def test_an_epub_becomes_an_audiobook_with_chapters_tags_cover_length_loudness_a
     _read_into_chapters_of_sentences_with_progress_per_chapter(town)
     for fmt in ("m4b", "mp3"):
         _audiobook_has_its_chapters_tags_cover_length_and_loudness(town, farm, fmt)
+    _opus_wav_and_one_chapter_are_as_long_as_the_index_says(town, farm)
     _captions_cover_every_sentence_once_in_order_inside_the_audio(town, farm)
 
 
@@ -117,6 +118,22 @@ def _audiobook_has_its_chapters_tags_cover_length_and_loudness(town: dict[str, A
     assert float(found["format"]["duration"]) * 1000 == pytest.approx(expected_ms, abs=80)  # codec frames
     integrated, _peak = loudness(response.content, suffix)
     assert abs(integrated - LOUDNESS) <= 1.0
+
+
+def _opus_wav_and_one_chapter_are_as_long_as_the_index_says(town: dict[str, Any], farm: Farm) -> None:
+    index = town["index"]
+    for fmt, codec, rate in (("opus", "opus", 48000), ("wav", "pcm_s16le", SAMPLE_RATE)):
+        response = requests.get(farm.url(f"/books/{town['id']}/audio"), params={"format": fmt}, timeout=120)
+        assert response.status_code == 200, response.text
+        found = probe(response.content, f".{fmt}")
+        (stream,) = found["streams"]
+        assert (stream["codec_name"], int(stream["sample_rate"])) == (codec, rate)
+        assert float(found["format"]["duration"]) * 1000 == pytest.approx(index["duration_ms"], abs=30)
+    second = index["chapters"][1]
+    response = requests.get(farm.url(f"/books/{town['id']}/audio"), params={"format": "wav", "chapter": 1}, timeout=60)
+    assert float(probe(response.content, ".wav")["format"]["duration"]) * 1000 == pytest.approx(
+        second["end_ms"] - second["start_ms"], abs=2
+    )
 
 
 def _captions_cover_every_sentence_once_in_order_inside_the_audio(town: dict[str, Any], farm: Farm) -> None:
@@ -173,8 +190,16 @@ def test_a_sentence_said_again_changes_only_its_audio_and_moves_what_follows(far
     m4b = requests.get(farm.url(f"/books/{book_id}/audio"), timeout=120)
     assert _chapter_starts(probe(m4b.content, ".m4b")) == [c["start_ms"] for c in after_index["chapters"]]
 
+    # Said again with a seed: the same seed, the same audio; another seed, another take.
+    takes = []
+    for seed in (7, 7, 8):
+        again = requests.post(farm.url(f"/books/{book_id}/segments/0/redo"), json={"seed": seed}, timeout=30).json()
+        farm.wait_for_state(again["job_id"], ("succeeded",), timeout=120)
+        takes.append(requests.get(farm.url(f"/books/{book_id}/segments/0/audio"), timeout=30).content)
+    assert takes[0] == takes[1] != takes[2]
+
     deleted = requests.delete(farm.url(f"/books/{book_id}"), timeout=30)
-    assert deleted.status_code == 200 and deleted.json()["jobs"] == 2  # the book's job and the redo's
+    assert deleted.status_code == 200 and deleted.json()["jobs"] == 5  # the book's job and its four redos
     assert requests.get(farm.url(f"/books/{book_id}"), timeout=30).status_code == 404
     assert requests.get(farm.url(f"/jobs/{redo.json()['job_id']}"), timeout=30).status_code == 404
 
