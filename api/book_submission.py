@@ -86,6 +86,8 @@ def submit_book(celery: Celery, data: bytes, fmt: DocumentFormat, options: BookO
         paragraph_pause_ms=options.paragraph_pause_ms,
         chapter_pause_ms=options.chapter_pause_ms,
         loudness_lufs=options.loudness_lufs,
+        normalize=options.normalize,
+        lexicons=options.lexicons,
         cover_type=cover.media_type if cover else None,
         cover=cover.data if cover else None,
     )

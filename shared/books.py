@@ -64,6 +64,8 @@ class BookInfo:
     paragraph_pause_ms: int
     chapter_pause_ms: int
     loudness_lufs: float
+    normalize: str = "auto"
+    lexicons: list[str] | None = None
     cover_type: str | None = None
     cover: bytes | None = None
 
@@ -82,6 +84,8 @@ def create_book(session: Session, job: Job, info: BookInfo, chapters: Sequence[C
         paragraph_pause_ms=info.paragraph_pause_ms,
         chapter_pause_ms=info.chapter_pause_ms,
         loudness_lufs=info.loudness_lufs,
+        normalize=info.normalize,
+        lexicons=info.lexicons,
         cover_type=info.cover_type,
         cover=info.cover,
         created_at=utcnow(),

@@ -251,6 +251,10 @@ class Book(Base):
     paragraph_pause_ms: Mapped[int] = mapped_column(Integer)
     chapter_pause_ms: Mapped[int] = mapped_column(Integer)
     loudness_lufs: Mapped[float] = mapped_column(Float)
+    # How its text was said (a NormalizeMode, and the lexicons the request named; None: all of the tenant's), so that
+    # a sentence said again with new words is said as the book's are.
+    normalize: Mapped[str] = mapped_column(String(8))
+    lexicons: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     cover_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     cover: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

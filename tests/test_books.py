@@ -312,3 +312,19 @@ def test_a_chapter_is_said_in_its_own_voice_and_language_and_the_metadata_as_the
     bad = {"text": MARKDOWN, "format": "markdown", "voice": "narrator", "chapters": [{"chapter": 5}]}
     refused = client.post("/books", json=bad)
     assert refused.status_code == 400 and "the document has 2" in refused.get_json()["error"]["message"]
+
+
+def test_new_words_for_a_sentence_are_said_as_the_books_are_with_its_lexicons(app_with) -> None:
+    client = app_with()
+    assert client.post("/save_voice/narrator", json=LATENTS).status_code in (200, 201)
+    for name, alias in (("zeta", "Ann-ya"), ("alpha", "Ah-nee-ah")):  # all of them: alpha's first
+        entries = [{"grapheme": "Anja", "alias": alias}]
+        assert client.put(f"/lexicons/{name}", json={"entries": entries}).status_code == 201
+    body = {"text": MARKDOWN, "format": "markdown", "voice": "narrator", "lexicons": ["zeta"]}
+    book_id = client.post("/books", json=body).get_json()["id"]
+    redo = client.post(f"/books/{book_id}/segments/2/redo", json={"text": "Anja came in late."})
+    assert redo.status_code == 202, redo.get_json()
+    listed = client.get(f"/books/{book_id}/segments").get_json()["segments"]
+    assert listed[2]["redo"]["text"] == "Ann-ya came in late."  # the book's lexicon, not every one of the tenant's
+    split = client.post(f"/books/{book_id}/segments/2/redo", json={"text": "One sentence. " * 40})
+    assert split.status_code == 400 and "a redo says one sentence" in split.get_json()["error"]["message"]

@@ -50,6 +50,7 @@ from shared.audio import SAMPLE_RATE
 from shared.db import session_scope
 from shared.dispatch import dispatch
 from shared.errors import InvalidInput, JobNotReady
+from shared.normalization import NormalizeMode
 from shared.priority import Priority
 from shared.redis_client import get_redis
 from shared.voice_kind import VoiceKind
@@ -260,7 +261,7 @@ def book_segments(path: BookPath, query: SegmentsQuery) -> Response:
                 is_pause=not segment.text,
                 audio_seconds=round(segment.samples / SAMPLE_RATE, 3) if segment.state == "succeeded" else None,
                 audio_url=url_for("books.segment_audio", book_id=loaded.book.id, index=index),
-                redo=RedoState(job_id=redo.job_id, state=redo.state) if redo else None,
+                redo=RedoState(job_id=redo.job_id, state=redo.state, text=redo.text) if redo else None,
             )
         )
     return json_model(BookSegments(segments=listed, total=len(indexes)))
@@ -297,7 +298,7 @@ def redo_segment(path: BookSegmentPath, body: RedoRequest) -> Response:
     job = loaded.job
     tenant = caller().tenant
     language = segment.language or job.language
-    text = _redo_text(body.text, language, tenant) if body.text is not None else segment.text
+    text = _redo_text(loaded, body.text, language, tenant) if body.text is not None else segment.text
     farm = LiveWorkers.now()
     voice = (
         voice_by_name(farm, body.voice, tenant)
@@ -340,9 +341,13 @@ def redo_segment(path: BookSegmentPath, body: RedoRequest) -> Response:
     return json_model(created, 202, headers={"Location": created.status_url})
 
 
-def _redo_text(text: str, language: str, tenant: str) -> str:
-    """New words for one sentence, said as a book's are (normalised, respelled): they must stay one segment."""
-    spoken = spoken_segments(text, language, "auto", "text", lexicon_store.for_request(tenant, None))
+def _redo_text(loaded: books.LoadedBook, text: str, language: str, tenant: str) -> str:
+    """New words for one sentence, said as the book's are (its normalisation, its lexicons): they must stay one
+    segment."""
+    book = loaded.book
+    lexicons = lexicon_store.for_request(tenant, book.lexicons)
+    normalize: NormalizeMode = "off" if book.normalize == "off" else "auto"
+    spoken = spoken_segments(text, language, normalize, "text", lexicons)
     if len(spoken.segments) != 1 or spoken.segments[0].is_pause:
         raise InvalidInput(
             f"the new text makes {len(spoken.segments)} segments; a redo says one sentence: send one sentence"

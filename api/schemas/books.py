@@ -218,6 +218,7 @@ class BookStatus(BaseModel):
 class RedoState(BaseModel):
     job_id: str
     state: str
+    text: str = Field(..., description="What it says (as the book's sentences are said: normalised, respelled)")
 
 
 class BookSegment(BaseModel):

@@ -29,6 +29,8 @@ def upgrade() -> None:
         sa.Column("paragraph_pause_ms", sa.Integer(), nullable=False),
         sa.Column("chapter_pause_ms", sa.Integer(), nullable=False),
         sa.Column("loudness_lufs", sa.Float(), nullable=False),
+        sa.Column("normalize", sa.String(8), nullable=False),
+        sa.Column("lexicons", sa.JSON(), nullable=True),
         sa.Column("cover_type", sa.String(32), nullable=True),
         sa.Column("cover", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
