@@ -10,13 +10,19 @@ from pathlib import PurePath
 
 from celery import Celery
 
-from api.admission import admit, admit_live
 from api.audiobook import COVER_TYPES
 from api.schemas.books import BookOptions, ChapterOptions, DocumentFormat
-from api.submission import LiveWorkers, VoiceChoice, check_language, spoken_segments, stored_segments, voice_by_name
+from api.submission import (
+    LiveWorkers,
+    VoiceChoice,
+    admit_and_send,
+    check_language,
+    spoken_segments,
+    stored_segments,
+    voice_by_name,
+)
 from shared import books, jobs, lexicon_store, logs, streams
 from shared.db import session_scope
-from shared.dispatch import dispatch
 from shared.documents.model import Chapter
 from shared.documents.read import read_document
 from shared.errors import InvalidInput, NothingToSpeak, UnknownLanguage
@@ -231,10 +237,5 @@ def _store(
         books.create_book(s, job, info, layouts)
     logs.bind(job_id=job.id, tenant=tenant)
     log.info("book queued: %d chapters, %d segments, language %s", len(layouts), len(segments), language)
-    admit(job.id, tenant)
-    admit_live(job, farm.workers)
-    try:
-        dispatch(celery, job.id, len(farm.workers), opening=True)
-    except Exception:
-        log.warning("could not enqueue book %s now; the reaper will send it", job.id, exc_info=True)
+    admit_and_send(celery, job, farm)
     return job

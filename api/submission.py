@@ -309,15 +309,20 @@ def submit(celery: Celery, request: TtsRequest, origin: str, tenant: str, idempo
         len(request.written),
         request.language,
     )
-    admit(job.id, tenant)
+    admit_and_send(celery, job, farm)
+    return job
+
+
+def admit_and_send(celery: Celery, job: Job, farm: LiveWorkers) -> None:
+    """Admit a stored job (deleted and refused with a 429 past a limit) and send its first segments. A broker that
+    refuses does not refuse the job: its first segments are claimed, and the reaper sends what the broker refused
+    within seconds (shared/dispatch.py), so the job stands and the client gets it."""
+    admit(job.id, job.tenant)
     admit_live(job, farm.workers)
     try:
         dispatch(celery, job.id, len(farm.workers), opening=True)
     except Exception:
-        # The job is stored and its first segments are claimed: the reaper sends what the broker refused within
-        # seconds (shared/dispatch.py), so the job stands and the client gets it.
         log.warning("could not enqueue job %s now; the reaper will send it", job.id, exc_info=True)
-    return job
 
 
 # --- texts written as they are spoken (a voice agent's context: api/agent_contexts.py) ----------------------------

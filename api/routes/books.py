@@ -12,7 +12,6 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import ValidationError
 
 from api import book_audio, captions
-from api.admission import admit, admit_live
 from api.auth import caller
 from api.book_submission import document_format, submit_book
 from api.delivery import cancel
@@ -44,11 +43,10 @@ from api.schemas.books import (
     SegmentsQuery,
 )
 from api.schemas.common import ErrorResponse, audio_response
-from api.submission import LiveWorkers, VoiceChoice, spoken_segments, voice_by_name
+from api.submission import LiveWorkers, VoiceChoice, admit_and_send, spoken_segments, voice_by_name
 from shared import books, jobs, lexicon_store, streams
 from shared.audio import SAMPLE_RATE
 from shared.db import session_scope
-from shared.dispatch import dispatch
 from shared.errors import InvalidInput, JobNotReady
 from shared.normalization import NormalizeMode
 from shared.priority import Priority
@@ -325,12 +323,7 @@ def redo_segment(path: BookSegmentPath, body: RedoRequest) -> Response:
             priority_stated=True,
         )
         books.add_redo(s, loaded.book.id, path.index, redo.id, text)
-    admit(redo.id, tenant)
-    admit_live(redo, farm.workers)
-    try:
-        dispatch(_celery(), redo.id, len(farm.workers), opening=True)
-    except Exception:  # stored and claimed: the reaper sends what the broker refused (shared/dispatch.py)
-        log.warning("could not enqueue redo %s now; the reaper will send it", redo.id, exc_info=True)
+    admit_and_send(_celery(), redo, farm)
     created = RedoCreated(
         book_id=loaded.book.id,
         index=path.index,
