@@ -88,12 +88,12 @@ def timeline(loaded: LoadedBook, audio: dict[int, SentenceAudio]) -> Timeline:
     placed, chapters, at = [], [], 0
     layouts = loaded.chapters
     for number, chapter in enumerate(layouts):
-        start, ends = at, set(chapter.paragraph_ends)
+        start = at
         for index in chapter.indexes:
             said = audio[index]
             placed.append(Placed(index, number, at, said.samples, loaded.text_of(index), said.marks))
             at += said.samples
-            if index in ends and index != chapter.indexes[-1]:
+            if chapter.pause_after(index):
                 at += samples_of(book.paragraph_pause_ms)
         chapters.append(PlacedChapter(chapter.title, start, at))
         at += samples_of(book.chapter_pause_ms)
@@ -112,11 +112,10 @@ def chapter_pcm(loaded: LoadedBook, number: int) -> bytes:
         )
     audio = sentence_audio(loaded, pcm=True, indexes=chapter.indexes)
     pause = bytes(samples_of(loaded.book.paragraph_pause_ms) * 2)
-    ends = set(chapter.paragraph_ends)
     pieces = []
     for index in chapter.indexes:
         pieces.append(audio[index].pcm or b"")
-        if index in ends and index != chapter.indexes[-1]:
+        if chapter.pause_after(index):
             pieces.append(pause)
     return b"".join(pieces)
 

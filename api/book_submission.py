@@ -176,7 +176,7 @@ def _add_chapter(
         len(segments) - first,
         said_in if said_in != language else None,
         override.voice,
-        tuple(ends),
+        frozenset(ends),
     )
 
 

@@ -27,7 +27,7 @@ class ChapterLayout:
     count: int
     language: str | None = None  # None: the book's
     voice: str | None = None  # None: the book's
-    paragraph_ends: tuple[int, ...] = ()  # segment indexes after which a paragraph ends
+    paragraph_ends: frozenset[int] = frozenset()  # segment indexes after which a paragraph ends
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -36,7 +36,7 @@ class ChapterLayout:
             "count": self.count,
             "language": self.language,
             "voice": self.voice,
-            "paragraph_ends": list(self.paragraph_ends),
+            "paragraph_ends": sorted(self.paragraph_ends),
         }
 
     @classmethod
@@ -47,12 +47,17 @@ class ChapterLayout:
             data["count"],
             data.get("language"),
             data.get("voice"),
-            tuple(data.get("paragraph_ends", ())),
+            frozenset(data.get("paragraph_ends", ())),
         )
 
     @property
     def indexes(self) -> range:
         return range(self.first, self.first + self.count)
+
+    def pause_after(self, index: int) -> bool:
+        """Whether a paragraph pause follows segment `index`: it ends a paragraph, and not the chapter (the chapter's
+        pause follows that one)."""
+        return index in self.paragraph_ends and index != self.indexes[-1]
 
 
 @dataclass(frozen=True)
