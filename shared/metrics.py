@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 
-from shared import registry
+from shared import registry, result_cache
 from shared.audio import speech_seconds
 from shared.db import session_scope
 from shared.models import ACTIVE_STATES, Job, JobSegment, JobState
@@ -227,6 +227,7 @@ class FarmCollector(Collector):
         yield requests
 
         yield from _playback_families(playback_totals(self.r))
+        yield from _result_cache_families(result_cache.totals(self.r))
 
         worker_families = merge_workers(worker_snapshots(self.r), {w["name"] for w in live})
         yield from worker_families
@@ -235,6 +236,28 @@ class FarmCollector(Collector):
             yield GaugeMetricFamily(
                 "xtts_voice_cache_hit_ratio", "Voice-cache hits / lookups, all workers since they started", value=ratio
             )
+
+
+def _result_cache_families(totals: result_cache.Totals) -> Iterator[Metric]:
+    hits = CounterMetricFamily(
+        "xtts_result_cache_hits",
+        "Segments answered with audio made before (stored: kept from an earlier request; in_flight: shared with an "
+        "identical segment being made at the time) instead of synthesized (shared/result_cache.py)",
+        labels=["kind"],
+    )
+    hits.add_metric(["stored"], totals.hits)
+    hits.add_metric(["in_flight"], totals.shared)
+    yield hits
+    yield CounterMetricFamily(
+        "xtts_result_cache_misses", "Seeded segments synthesized and stored for reuse", value=totals.misses
+    )
+    yield CounterMetricFamily(
+        "xtts_result_cache_saved_bytes",
+        "Bytes of 24 kHz 16-bit PCM answered from the result cache (a second of audio is 48 000)",
+        value=totals.bytes_saved,
+    )
+    yield GaugeMetricFamily("xtts_result_cache_bytes", "Bytes the result cache holds now", value=totals.bytes)
+    yield GaugeMetricFamily("xtts_result_cache_entries", "Segments the result cache holds now", value=totals.entries)
 
 
 def _playback_families(totals: dict[str, dict[str, float]]) -> Iterator[Metric]:

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     SEGMENT_MAX_RETRIES: int = 2
     # Segments of one job allowed in the queue or running at once; 0 means "one per live worker".
     JOB_MAX_INFLIGHT_SEGMENTS: int = 0
+    # Audio of segments asked for with an explicit `seed`, kept in Redis to answer the same segment again without the
+    # model (shared/result_cache.py), least recently used evicted past this size; 0: nothing is reused.
+    RESULT_CACHE_MB: int = Field(256, ge=0)
 
     # --- workers -------------------------------------------------------------------------------
     # Segments one worker process synthesizes at once, in one continuous batch on one model (also its Celery

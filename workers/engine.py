@@ -7,6 +7,7 @@ however long the segment.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Hashable, Iterator
@@ -23,7 +24,7 @@ from shared.settings import Settings
 from shared.streams import Delivered
 from workers.batched_gpt import Sampling
 from workers.errors import SynthesisError
-from workers.model_source import ModelSource, resolve
+from workers.model_source import ModelSource, fingerprint, resolve
 from workers.scheduler import BatchScheduler, Part, Segment
 from workers.stream_decoder import DEFAULT_MARGIN
 
@@ -124,6 +125,12 @@ class XttsEngine:
         return engine
 
     # --- what the model offers -----------------------------------------------------------------------
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What this engine's audio depends on beyond a request: the checkpoint, and how it runs (a GPU's kernels
+        and float16 give other samples than the CPU's)."""
+        return f"{fingerprint(self.source.path)}:{self.device.split(':')[0]}:{'fp16' if self.fp16 else 'fp32'}"
+
     @property
     def languages(self) -> list[str]:
         return list(self.model.config.languages)

@@ -3,6 +3,7 @@ downloader for the official XTTS-v2 weights."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -75,3 +76,24 @@ def resolve(settings: Settings) -> ModelSource:
         _check_layout(path, "the downloaded XTTS-v2")
         return ModelSource("xtts_v2", path, False)
     raise ModelUnavailable(f"XTTS_MODEL={settings.XTTS_MODEL!r} is not one of: xtts_v2, dev (or set CUSTOM_MODEL_PATH)")
+
+
+# Read from each end of the weights: enough to tell checkpoints apart without reading gigabytes at every start.
+_SAMPLED_BYTES = 1 << 20
+
+
+def fingerprint(path: Path) -> str:
+    """A digest that changes with the checkpoint: its config and vocabulary whole, its weights' size and both ends.
+    Audio reused across workers (shared/result_cache.py) must come from the same model; workers on other machines
+    with a copy of the same checkpoint agree."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "vocab.json"):
+        digest.update((path / name).read_bytes())
+    weights = path / "model.pth"
+    size = weights.stat().st_size
+    digest.update(str(size).encode())
+    with weights.open("rb") as f:
+        digest.update(f.read(_SAMPLED_BYTES))
+        f.seek(max(0, size - _SAMPLED_BYTES))
+        digest.update(f.read(_SAMPLED_BYTES))
+    return digest.hexdigest()[:32]

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import redis
 
-from shared import jobs, logs, streams
+from shared import jobs, logs, result_cache, streams
 from shared.alignment import AttentionCursor, Mark
 from shared.audio import SAMPLE_RATE, SAMPLE_WIDTH, TOKEN_SECONDS
 from shared.params import SynthesisParams
@@ -31,7 +31,7 @@ from workers.engine import VoiceLatents, XttsEngine, pcm16
 from workers.errors import SynthesisError
 from workers.metrics import WorkerMetrics
 from workers.scheduler import BatchScheduler, Cancelled, Chunk, Segment
-from workers.voices import resolve_voice
+from workers.voices import resolve_voice, voice_revision
 
 log = logging.getLogger(__name__)
 # A kept-audio job's segment stream outlives its end this long: listeners of the job's stream catch up; the audio
@@ -119,7 +119,7 @@ def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork, playing: Callab
     try:
         if work.pause_ms and not work.text:
             return _pause(shop, r, writer, work)
-        return _synthesize(shop, r, writer, work, playing)
+        return _synthesize_or_reuse(shop, r, writer, work, playing)
     except streams.NotOwner:
         log.warning("segment %s/%d was taken over by another run", work.job_id, work.index)
         return SegmentResult(Outcome.LOST, attempts=work.attempts)
@@ -137,12 +137,109 @@ def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork, playing: Callab
         return _fail(writer, work, reason)
 
 
+def _synthesize_or_reuse(
+    shop: Workshop,
+    r: redis.Redis,
+    writer: streams.StreamWriter,
+    work: jobs.SegmentWork,
+    playing: Callable[[], None] | None,
+) -> SegmentResult:
+    """A seeded segment's audio from the result cache where it is there (or once the run making it now has stored
+    it); else synthesized, and stored for the next request that asks for it."""
+    key = _cache_key(shop, work)
+    if key is None:
+        return _synthesize(shop, r, writer, work, playing)
+    lead = shop.settings.SEGMENT_LEASE_SECONDS
+    claim = result_cache.claim(r, key, work.run, lead)
+    if claim is result_cache.Claim.BUSY:
+        with result_cache.lead_changes(r, key) as wait:
+            while claim is result_cache.Claim.BUSY:
+                if (stopped := _stop_waiting(shop, r, work)) is not None:
+                    return stopped
+                wait(min(1.0, lead / 3))
+                claim = result_cache.claim(r, key, work.run, lead)
+            shared = True
+    else:
+        shared = False
+    if isinstance(claim, result_cache.Hit):
+        result_cache.count_hit(r, claim, shared=shared)
+        return _replay(shop, r, writer, work, claim, playing)
+    try:
+        return _synthesize(shop, r, writer, work, playing, key)
+    finally:
+        result_cache.release(r, key, work.run)  # a no-op once stored
+
+
+def _cache_key(shop: Workshop, work: jobs.SegmentWork) -> str | None:
+    """The segment's result-cache key; None where its audio is not reused (no explicit seed, no cache, or a voice
+    deleted since: the run fails as it would have)."""
+    seed = work.params.get("seed")
+    if shop.settings.RESULT_CACHE_MB <= 0 or seed is None:
+        return None
+    voice = voice_revision(work)
+    if voice is None:
+        return None
+    return result_cache.entry_key(
+        work.tenant,
+        model=shop.engine.fingerprint,
+        voice=voice,
+        language=work.language,
+        text=work.text,
+        params=work.params,
+        seed=jobs.segment_seed(work.job_id, work.index, seed),
+    )
+
+
+def _stop_waiting(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResult | None:
+    """Why a run waiting for another run's audio stops waiting, if it must: as a synthesizing run would stop."""
+    if streams.should_stop(r, work.job_id):
+        return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
+    if shop.leases.lost(work.run):
+        return SegmentResult(Outcome.LOST, attempts=work.attempts)
+    if shop.shutting_down.is_set():
+        jobs.give_back(work.job_id, work.index, work.run)
+        return SegmentResult(Outcome.HANDED_BACK, attempts=work.attempts)
+    return None
+
+
+def _replay(
+    shop: Workshop,
+    r: redis.Redis,
+    writer: streams.StreamWriter,
+    work: jobs.SegmentWork,
+    hit: result_cache.Hit,
+    playing: Callable[[], None] | None,
+) -> SegmentResult:
+    """The stored audio as the segment's stream: one chunk, after whatever an earlier run of it delivered."""
+    delivered = writer.claim()
+    jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
+    marks = streams.decode_marks(hit.marks)
+    seq = delivered.last_seq
+    rest = hit.pcm[delivered.samples * SAMPLE_WIDTH :]
+    if rest:
+        seq += 1
+        later = None if marks is None else [(said, at) for said, at in marks if at >= delivered.samples]
+        writer.audio(seq, rest, part_end=True, last=True, marks=later)
+        if not jobs.record_chunk(work.job_id, work.index, work.run, len(rest) // SAMPLE_WIDTH):
+            return SegmentResult(Outcome.LOST, attempts=work.attempts)
+        if seq == 1 and work.index == 0:
+            _observe_first_audio(shop.metrics, work)
+        if work.priority is Priority.LIVE and playing is not None:
+            _started_playing(playing, work)
+    last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, list(marks or ())))
+    writer.end(seq + 1, marks)
+    _keep_streams(r, work, shop.settings)
+    log.info("segment %s/%d: %d bytes of audio reused", work.job_id, work.index, len(hit.pcm))
+    return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
 def _synthesize(
     shop: Workshop,
     r: redis.Redis,
     writer: streams.StreamWriter,
     work: jobs.SegmentWork,
     playing: Callable[[], None] | None,
+    cache_key: str | None = None,
 ) -> SegmentResult:
     settings = shop.settings
     started = time.monotonic()
@@ -190,6 +287,8 @@ def _synthesize(
             writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end, last, marks)
             if not jobs.record_chunk(work.job_id, work.index, work.run, len(pcm) // SAMPLE_WIDTH):
                 return SegmentResult(Outcome.LOST, attempts=work.attempts)
+            if cache_key is not None:  # runs waiting for this audio wait on while it is being made
+                result_cache.renew(r, cache_key, work.run, settings.SEGMENT_LEASE_SECONDS)
             samples += len(pcm) // SAMPLE_WIDTH
             if seq == 1 and work.index == 0:
                 _observe_first_audio(shop.metrics, work)
@@ -204,7 +303,16 @@ def _synthesize(
     last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, timing.made))
     writer.end(seq + 1, timing.made or None)
     _keep_streams(r, work, settings)
+    if cache_key is not None:
+        _store(r, work, cache_key, timing.made or None, settings)
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+
+
+def _store(r: redis.Redis, work: jobs.SegmentWork, key: str, marks: list[Mark] | None, settings: Settings) -> None:
+    """The finished segment's whole audio (earlier runs' chunks included) into the result cache."""
+    pcm = streams.segment_pcm(r, work.job_id, work.index)
+    limit = settings.RESULT_CACHE_MB * 1024 * 1024
+    result_cache.store(r, key, work.run, pcm, streams.encode_marks(marks), limit)
 
 
 class AttentionTiming:

@@ -105,6 +105,23 @@ def resolve_voice(engine: XttsEngine, cache: VoiceCache[VoiceLatents], work: Seg
     raise SynthesisError(f"unsupported voice kind {work.voice_kind!r}")
 
 
+def voice_revision(work: SegmentWork) -> str | None:
+    """The segment's voice as its audio depends on it: a saved voice (alone or in a blend) at its current revision,
+    so that audio made with an overwritten voice is never reused; None where a saved voice no longer exists."""
+    if work.voice_kind is VoiceKind.SAVED:
+        revision = store.current_revision(work.voice_ref)
+        return None if revision is None else f"saved:{work.voice_ref}@{revision}"
+    if work.voice_kind is VoiceKind.BLEND:
+        revisions = []
+        for part in blends.read_ref(work.voice_ref):
+            if part.kind is VoiceKind.SAVED:
+                if (revision := store.current_revision(part.voice)) is None:
+                    return None
+                revisions.append(f"{part.voice}@{revision}")
+        return f"blend:{work.voice_ref}|{','.join(revisions)}"
+    return f"{work.voice_kind.value}:{work.voice_ref}"  # a built-in speaker (the model's), or inline latents' digest
+
+
 def is_voice(voice_id: str) -> Callable[[Hashable], bool]:
     """Matches the cache keys of every revision of a saved voice."""
     return lambda key: isinstance(key, tuple) and key[:2] == (VoiceKind.SAVED, voice_id)
