@@ -36,6 +36,7 @@ from api.schemas.elevenlabs import (
     StreamInputMessage,
     VoiceSettings,
     normalize_mode,
+    xtts_seed,
 )
 from shared import lexicon_store
 from shared.errors import FarmError
@@ -263,7 +264,7 @@ class AgentSocket:
         settings = ContextSettings(
             voice=voice,
             language=language,
-            params=SynthesisParams(speed=speed).model_dump(),
+            params=SynthesisParams(speed=speed, seed=xtts_seed(self.query.seed)).model_dump(),
             normalize=normalize_mode(self.query.apply_text_normalization),
             lexicons=lexicon_store.for_request(self.caller.tenant, names),
             output=self.fmt,

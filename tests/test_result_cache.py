@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from shared.tenants import DEFAULT_TENANT
 from shared.voice_kind import VoiceKind
 from tests.audio import read_wav
 from tests.prometheus import scrape, value
-from tools.localfarm import Farm, RedisServer, tts_body, wait_for
+from tools.localfarm import DEV_SPEAKER, Farm, RedisServer, tts_body, wait_for
 from voices_store import store
 from voices_store.ids import voice_key
 from voices_store.latents import Latents
@@ -226,4 +227,32 @@ def test_identical_requests_at_the_same_time_share_one_synthesis(farm: Farm) -> 
         "misses": 1,
         "saved": len(first),
         "segments": 1,
+    }
+
+
+@pytest.mark.farm
+def test_an_elevenlabs_seed_is_the_farms_and_its_audio_is_reused(farm: Farm) -> None:
+    """ElevenLabs' `seed` (up to 2**32 - 1) asks for a reproducible take: the second request is answered from the
+    first one's audio."""
+
+    def speak(seed: int) -> bytes:
+        response = requests.post(
+            farm.url(f"/v1/text-to-speech/{quote(DEV_SPEAKER)}"),
+            params={"output_format": "pcm_24000"},
+            json={"text": SENTENCE, "model_id": "eleven_flash_v2_5", "seed": seed, "max_new_tokens": 20},
+            headers=farm.headers,
+            timeout=300,
+        )
+        assert response.status_code == 200, response.text
+        return response.content
+
+    before = _figures(farm)
+    first = speak(4_000_000_000)
+    assert speak(4_000_000_000) == first
+    assert _moved(before, _figures(farm)) | {"segments": 0} == {
+        "stored": 1,
+        "in_flight": 0,
+        "misses": 1,
+        "saved": len(first),
+        "segments": 0,
     }

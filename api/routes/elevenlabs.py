@@ -32,6 +32,7 @@ from api.schemas.elevenlabs import (
     TextToSpeechQuery,
     TextToSpeechRequest,
     normalize_mode,
+    xtts_seed,
 )
 from api.schemas.synthesis import TtsRequest
 from api.voice_catalog import VoiceCatalog
@@ -92,6 +93,7 @@ def _tts_request(voice_id: str, body: TextToSpeechRequest) -> TtsRequest:
             input_format="text",  # ElevenLabs reads no SSML over HTTP
             min_new_tokens=body.min_new_tokens,
             max_new_tokens=body.max_new_tokens,
+            seed=xtts_seed(body.seed),
         )
     except ValidationError as exc:
         raise invalid_input_from(exc, "request") from None

@@ -2,7 +2,7 @@
 answers of /v1/text-to-speech and /v1/voices, and the messages of the stream-input WebSockets. Names and casing are
 ElevenLabs' own (snake_case in requests, camelCase in the socket's answers), so that a client works against the farm
 by changing only its base URL. What XTTS has no use for (stability, similarity_boost, style, use_speaker_boost,
-model_id, seed) is accepted and has no effect."""
+model_id) is accepted and has no effect; a `seed` is the farm's (`xtts_seed`)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,13 @@ class TextToSpeechRequest(BaseModel):
         max_length=3,
         description="The farm's lexicons (GET /lexicons) to apply, by name as `pronunciation_dictionary_id`.",
     )
-    seed: int | None = Field(None, ge=0, le=4294967295, description="Accepted; each segment has its own seed.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=4294967295,
+        description="Sampling seed: the same text, voice, settings and seed make the same audio (made once: the farm "
+        "reuses it).",
+    )
     # No string holds a NUL (api/request_bounds.py refuses one anywhere in a body): each says so.
     previous_text: str | None = Field(
         None, max_length=MAX_PIECE_CHARS, pattern=NO_NUL, description="Accepted, not used."
@@ -158,8 +164,15 @@ class SocketQuery(BaseModel):
     sync_alignment: bool | None = None
     enable_logging: bool | None = None
     enable_ssml_parsing: bool | None = None
-    seed: int | None = Field(None, ge=0, le=4294967295)
+    seed: int | None = Field(None, ge=0, le=4294967295, description="Sampling seed of the socket's contexts.")
     authorization: str | None = Field(None, max_length=MAX_KEY_CHARS)
+
+
+def xtts_seed(seed: int | None) -> int | None:
+    """ElevenLabs' seed (32 bits, unsigned) as the farm's (31: shared.params.SynthesisParams.seed). ElevenLabs makes
+    a best effort to sample deterministically with it; here it makes the audio reproducible, and reused
+    (shared/result_cache.py)."""
+    return None if seed is None else seed & 0x7FFFFFFF
 
 
 # --- the stream-input WebSockets' messages ------------------------------------------------------------------------
