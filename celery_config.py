@@ -4,6 +4,7 @@ farm's settings object."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from kombu import Queue
 
@@ -11,16 +12,30 @@ from shared.settings import Settings
 from shared.tasks import BLEND_VOICE, BULK_QUEUE, CLONE_VOICE, SYNTHESIS_QUEUE, VOICES_QUEUE
 
 
+def redis_url(settings: Settings) -> str:
+    """The broker's and result backend's URL: REDIS_URL, or with REDIS_SENTINELS one `sentinel://` URL per
+    sentinel (kombu's and Celery's Sentinel transports), each with REDIS_URL's password and database."""
+    if not settings.redis_sentinels:
+        return settings.REDIS_URL
+    url = urlsplit(settings.REDIS_URL)
+    auth = url.netloc.rpartition("@")[0]  # user and password as REDIS_URL writes them (quoted)
+    auth += "@" if auth else ""
+    database = url.path.strip("/") or "0"
+    return ";".join(f"sentinel://{auth}{host}:{port}/{database}" for host, port in settings.redis_sentinels)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
+    sentinel = {"master_name": settings.REDIS_SENTINEL_MASTER} if settings.redis_sentinels else {}
     return {
-        "broker_url": settings.REDIS_URL,
-        "result_backend": settings.REDIS_URL,
+        "broker_url": redis_url(settings),
+        "result_backend": redis_url(settings),
+        "result_backend_transport_options": sentinel,
         "broker_connection_retry_on_startup": True,
         # A task whose message Redis still holds is redelivered after this long if its worker vanished without
         # acknowledging it (a killed machine); a crashed worker *process* is noticed at once (reject_on_worker_lost).
         # Queues are emptied in the order of task_queues ("priority": kombu's Redis transport BRPOPs them in that
         # order), not alternately: clone requests first (short, a user waits), then live synthesis, then bulk.
-        "broker_transport_options": {"visibility_timeout": 3600, "queue_order_strategy": "priority"},
+        "broker_transport_options": {"visibility_timeout": 3600, "queue_order_strategy": "priority", **sentinel},
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

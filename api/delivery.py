@@ -177,7 +177,9 @@ def check_cursor(job: Job, cursor: Cursor) -> None:
             raise AudioExpired(audio_expired_message(job.id))
         return  # not started yet: the reader waits for it
     published = streams.last_seq(r, job.id, cursor.segment)
-    if cursor.seq > published:
+    # A cursor with its samples may be past what the stream holds now: a failover to a replica that lacked the
+    # last chunks, which a new run is making again (the reader waits for them).
+    if cursor.seq > published and cursor.samples is None:
         raise InvalidCursor(
             f"cursor {cursor} is past the audio published so far: segment {cursor.segment} has {published} chunks"
         )

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     # --- services ------------------------------------------------------------------------------
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
     DATABASE_URL: str = f"sqlite:///{PROJECT_ROOT / 'data' / 'xtts.db'}"
+    # Redis Sentinel: `host:port` of each sentinel, comma-separated. When set, the farm (its Redis clients and Celery's
+    # broker) asks them where the master named REDIS_SENTINEL_MASTER is, and follows a failover; REDIS_URL then only
+    # gives the database number and password.
+    REDIS_SENTINELS: str = Field("", pattern=r"^\s*$|^[^\s,:]+:\d{1,5}(\s*,\s*[^\s,:]+:\d{1,5})*\s*$")
+    REDIS_SENTINEL_MASTER: str = Field("mymaster", min_length=1, max_length=200)
 
     # --- model ---------------------------------------------------------------------------------
     # xtts_v2 (official weights through coqui's downloader), dev (random-weight checkpoint the
@@ -154,6 +159,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @property
+    def redis_sentinels(self) -> list[tuple[str, int]]:
+        """The sentinels' addresses; empty: REDIS_URL names the one Redis."""
+        pairs = [item.strip().rsplit(":", 1) for item in self.REDIS_SENTINELS.split(",") if item.strip()]
+        return [(host, int(port)) for host, port in pairs]
 
     @property
     def preload_voices(self) -> list[str]:

@@ -9,8 +9,9 @@ segments can be synthesized in parallel while readers still deliver them in orde
   `part_end` (1 on a part's last chunk) and `last` (1 on the segment's last chunk: the segment's length is known
   with it, before its end entry, which character timing needs: shared/alignment.py), and `marks`: what the
   segment's attention says of the characters said by then (`chars:sample` pairs of the segment's audio, `-` where
-  the timing is an estimate). The entry id is `{seq}-1`, so a reader's cursor is simply (segment, seq) and no chunk
-  can be published twice.
+  the timing is an estimate). The entry id is `{seq}-1`, so no chunk can be published twice, and each write
+  checks that the stream ends with the entry before it (`StreamGap`: entries lost in a failover). A reader's cursor
+  is (segment, seq, samples): where it is in the segment's audio (`Cursor`).
 * end: `type=end` after the last audio entry; error: `type=error`, `reason`, if the segment failed for good.
 
 Only the run that owns a segment writes to its stream: `{stream}:owner` holds the run's token, and every
@@ -72,15 +73,25 @@ def current_epoch(r: redis.Redis) -> str:
 
 @dataclass(frozen=True)
 class Cursor:
-    """Position in a job's audio: everything up to audio chunk `seq` of segment `segment` was delivered."""
+    """Position in a job's audio: everything up to audio chunk `seq` of segment `segment` was delivered, which
+    ends `samples` samples into the segment's audio.
+
+    Written `<segment>-<seq>-<samples>`. A reader resumes after the position in samples, not after the chunk: the
+    chunks a listener got may have been lost since (a Redis failover to a replica they had not reached) and made
+    again by a new run, whose chunks need not end where the lost ones did; resuming at the sample, the listener gets
+    every sample once. `<segment>-<seq>` (without samples, as cursors were first written) resumes after the chunk.
+    """
 
     segment: int = 0
     seq: int = 0
+    samples: int | None = None
 
-    _FORMAT = re.compile(r"^(\d{1,9})-(\d{1,9})$")
+    _FORMAT = re.compile(r"^(\d{1,9})-(\d{1,9})(?:-(\d{1,12}))?$")
 
     def __str__(self) -> str:
-        return f"{self.segment}-{self.seq}"
+        if self.samples is None:
+            return f"{self.segment}-{self.seq}"
+        return f"{self.segment}-{self.seq}-{self.samples}"
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor:
@@ -88,15 +99,21 @@ class Cursor:
             return cls()
         match = cls._FORMAT.match(text)
         if not match:
-            raise InvalidCursor(f"cursor {text!r} is not of the form '<segment>-<seq>' (for example '0-3')")
-        return cls(int(match.group(1)), int(match.group(2)))
+            raise InvalidCursor(
+                f"cursor {text!r} is not of the form '<segment>-<seq>-<samples>' (for example '0-3-30720') or "
+                "'<segment>-<seq>'"
+            )
+        samples = match.group(3)
+        return cls(int(match.group(1)), int(match.group(2)), None if samples is None else int(samples))
 
 
 # XADD only while the caller still owns the segment (KEYS[2] holds the owning run's token): a run that lost its
 # lease (its worker stalled, and another worker took the segment over) cannot write into the new run's audio.
 _OWNED_XADD = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return redis.error_reply('NOTOWNER') end
-local id = redis.call('XADD', KEYS[1], ARGV[2], unpack(ARGV, 4))
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if (last and last[1] or '') ~= ARGV[4] then return redis.error_reply('GAP') end
+local id = redis.call('XADD', KEYS[1], ARGV[2], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return id
@@ -105,6 +122,12 @@ return id
 
 class NotOwner(Exception):
     """Another run took this segment over: the caller must stop writing (and stop synthesizing)."""
+
+
+class StreamGap(Exception):
+    """The stream does not end with the entry this run wrote before the one it writes now: Redis lost entries (a
+    failover to a replica that had not received them yet; replication is asynchronous). The run must stop, and the
+    segment resume from what the stream holds."""
 
 
 def owner_key(job_id: str, index: int) -> str:
@@ -217,10 +240,13 @@ class StreamWriter:
     def _add(self, seq: int, fields: dict[str, bytes | str | int]) -> None:
         flat: list[bytes | str | int] = [item for pair in fields.items() for item in pair]
         try:
-            self._script(keys=[self.key, self.owner_key], args=[self.run, f"{seq}-1", self.ttl, *flat])
+            previous = f"{seq - 1}-1" if seq > 1 else ""
+            self._script(keys=[self.key, self.owner_key], args=[self.run, f"{seq}-1", self.ttl, previous, *flat])
         except redis.ResponseError as exc:
             if "NOTOWNER" in str(exc):
                 raise NotOwner(f"{self.key} is now written by another run") from exc
+            if "GAP" in str(exc):
+                raise StreamGap(f"{self.key} does not end with entry {seq - 1}") from exc
             raise
 
     def audio(
@@ -326,6 +352,27 @@ class Chunk:
     marks: tuple[Mark, ...] | None = None  # the segment's attention's (shared.alignment), None where it has none
 
 
+class _SegmentPosition:
+    """A reader's way through one segment's audio entries: the samples before each, and what of it the listener
+    already has (up to its cursor)."""
+
+    def __init__(self, cursor: Cursor) -> None:
+        self.heard_seq = cursor.seq if cursor.samples is None else 0
+        self.heard_samples = cursor.samples or 0
+        self.at = 0  # samples of the segment before the next entry
+
+    def unheard(self, index: int, fields: Fields) -> Chunk | None:
+        """The entry's chunk, less whatever the listener has of it; None if it has it all."""
+        seq, pcm = int(fields[b"seq"]), fields[b"pcm"]
+        start, self.at = self.at, self.at + len(pcm) // SAMPLE_WIDTH
+        if seq <= self.heard_seq or self.at <= self.heard_samples:
+            return None
+        if start < self.heard_samples:
+            pcm = pcm[(self.heard_samples - start) * SAMPLE_WIDTH :]
+        marks = decode_marks(fields.get(b"marks"))
+        return Chunk(Cursor(index, seq, self.at), pcm, fields.get(b"last") == b"1", marks)
+
+
 def read_chunks(
     r: redis.Redis,
     job_id: str,
@@ -345,7 +392,10 @@ def read_chunks(
     ctl_key, ctl_last = control_key(job_id), "0-0"
     for index in range(cursor.segment, segments_total):
         key = segment_key(job_id, index)
-        last: bytes | str = f"{cursor.seq}-1" if index == cursor.segment and cursor.seq else "0-0"
+        # The cursor's segment is read from its start, for the samples before each chunk: what the listener has is
+        # skipped (by samples where the cursor says, else by chunk).
+        after = _SegmentPosition(cursor if index == cursor.segment else Cursor(index))
+        last: bytes | str = "0-0"
         while True:
             reply = cast(
                 list[tuple[bytes, list[Entry]]], r.xread({key: last, ctl_key: ctl_last}, block=block_ms, count=64)
@@ -363,10 +413,8 @@ def read_chunks(
                 for entry_id, fields in entries:
                     last = entry_id
                     kind = fields.get(b"type")
-                    if kind == AUDIO:
-                        cursor = Cursor(index, int(fields[b"seq"]))
-                        marks = decode_marks(fields.get(b"marks"))
-                        yield Chunk(cursor, fields[b"pcm"], fields.get(b"last") == b"1", marks)
+                    if kind == AUDIO and (chunk := after.unheard(index, fields)) is not None:
+                        yield chunk
                     elif kind == END:
                         finished = True
                         break

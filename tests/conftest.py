@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -30,17 +31,19 @@ from tools.localfarm import (
     ROOT,
     Farm,
     PostgresCluster,
+    RedisSentinels,
     RedisServer,
     create_postgres_database,
     drop_postgres_database,
     migrate,
     postgres_answers,
 )
+from tools.netfarm import NetFarm, NetHosts
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 # The fixtures that start processes of a farm (Celery workers, the API, Flower); every fixture that depends on one,
 # however indirectly, does too.
-FARM_ROOTS = frozenset({"farm_pool", "flower"})
+FARM_ROOTS = frozenset({"farm_pool", "flower", "sentinel_farm", "net_farm"})
 # The fixture that loads the model in the test process: a test that depends on it runs the model for seconds on a
 # CPU (it is marked `model`: `make test` runs it, `make test-fast` does not).
 MODEL_ROOTS = frozenset({"engine"})
@@ -359,6 +362,50 @@ def client(api_app, api_settings: Settings) -> Iterator:
     configure(api_settings)  # the app's settings are the process's: another test may have changed them
     yield api_app.test_client()
     configure(None)
+
+
+@pytest.fixture
+def sentinel_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Farm, RedisSentinels]]:
+    """A farm of one worker whose Redis is a master, its replica and three sentinels. Its REDIS_URL names no
+    server (port 1): every process finds Redis through the sentinels or not at all."""
+    sentinels = RedisSentinels()
+    database_url = f"sqlite:///{tmp_path / 'farm.db'}"
+    migrate(database_url)
+    env = {"REDIS_SENTINELS": sentinels.addresses, "REDIS_SENTINEL_MASTER": sentinels.name}
+    env |= {"SEGMENT_LEASE_SECONDS": "4", "REAPER_INTERVAL_SECONDS": "1", "WORKER_MAX_BATCH": "4"}
+    farm = Farm(
+        redis_url="redis://127.0.0.1:1/0",
+        database_url=database_url,
+        model_dir=dev_model_dir,
+        workers=1,
+        log_dir=tmp_path,
+        extra_env=env,
+    )
+    try:
+        farm.start()
+        farm.wait_for_api()
+        yield farm, sentinels
+    finally:
+        farm.stop()
+        sentinels.cleanup()
+
+
+@pytest.fixture
+def net_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator[NetFarm]:
+    """A farm on three hosts of its own (tools/netfarm.py): Redis, PostgreSQL and the API on one, a worker on each
+    of the other two. Needs root; torn down whatever the test did."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("network namespaces need root and iproute2")
+    net = NetHosts()
+    farm = None
+    try:
+        farm = NetFarm(net, tmp_path, dev_model_dir, {"SEGMENT_LEASE_SECONDS": "4", "REAPER_INTERVAL_SECONDS": "1"})
+        farm.start()
+        yield farm
+    finally:
+        if farm is not None:
+            farm.cleanup()
+        net.cleanup()
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def test_missing_fields_are_named(client) -> None:
 
 
 def test_bad_cursor(client) -> None:
-    for cursor in ("abc", "1-", "-1-2", "1-2-3"):
+    for cursor in ("abc", "1-", "-1-2", "1-2-3-4", "1-2-"):
         response = client.get("/jobs/any-job/stream", query_string={"cursor": cursor})
         assert "cursor" in _error(response, 400, "invalid_cursor")["message"]
 

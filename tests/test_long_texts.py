@@ -32,9 +32,9 @@ def test_a_multi_segment_job_runs_on_both_workers_and_arrives_complete_and_in_or
     audio = [e for e in events if e.event == "audio"]
     keys = [tuple(map(int, e.id.split("-"))) for e in audio]
     assert keys == sorted(keys), "segment k+1 was sent before segment k ended"
-    assert sorted({segment for segment, _ in keys}) == list(range(n))
+    assert sorted({segment for segment, *_ in keys}) == list(range(n))
     for segment in range(n):  # each segment's audio chunks are 1..m with no gap
-        seqs = [seq for seg, seq in keys if seg == segment]
+        seqs = [seq for seg, seq, _samples in keys if seg == segment]
         assert seqs == list(range(1, len(seqs) + 1))
     pcm = b"".join(e.pcm for e in audio)
     assert len(pcm) // 2 == n * xtts_samples(tokens)

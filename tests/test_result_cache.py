@@ -129,7 +129,7 @@ def test_a_lead_let_go_or_lapsed_passes_to_a_waiting_run(r: redis.Redis) -> None
     wait_for(lambda: result_cache.claim(r, key, "third", LEAD_SECONDS) is Claim.LEAD, 10, "the lead to lapse")
 
 
-def test_a_voice_saved_again_is_another_voice_to_the_cache(api_app) -> None:
+def test_a_voice_saved_again_is_another_voice_to_the_cache(client) -> None:  # the API's database, configured
     """The voice part of a key names a saved voice at its revision, alone or in a blend: audio made with a voice
     since overwritten is never reused; a voice deleted since has no key (the run fails as it would have)."""
 

@@ -115,15 +115,29 @@ class RedisServer:
     """A private redis-server on a free port that a test can stop and start: without persistence (a restart
     loses everything, as a crashed cache would) or, `persistent`, with an append-only file (a restart keeps it)."""
 
-    def __init__(self, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        persistent: bool = False,
+        replica_of: int | None = None,
+        args: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        prefix: tuple[str, ...] = (),
+        password: str | None = None,
+    ) -> None:
+        self.host = host  # the address it listens on
+        self.prefix = prefix  # what its command runs under (`ip netns exec <host>`)
+        self.password = password  # required of clients (Redis serves other hosts only with one)
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="xtts-redis-"))
         self.persistent = persistent
+        self.replica_of = replica_of  # the port of the master this one replicates (on this machine)
+        self.args = args  # more of redis-server's options
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def running(self) -> bool:
@@ -135,11 +149,12 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (make test installs it)")
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 binary,
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.host,
                 "--save",
                 "",
                 "--appendonly",
@@ -148,12 +163,22 @@ class RedisServer:
                 "always",
                 "--dir",
                 str(self.dir),
+                *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
+                *self.args,
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server")
+        wait_for(lambda: redis.Redis.from_url(self.url).ping(), 10, "redis-server")
         return self
+
+    def kill(self) -> None:
+        """SIGKILL: what a crashed machine does (nothing flushed, nothing said to replicas or sentinels)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -163,6 +188,78 @@ class RedisServer:
 
     def cleanup(self) -> None:
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+REPLICATOR = "replicator"  # the replica's user (and password) on the master of a RedisSentinels
+
+
+class RedisSentinels:
+    """A master, a replica of it and `count` sentinels watching them (real `redis-server --sentinel` processes),
+    quick to fail over: a master that has not answered for `down_after_ms` is replaced by the replica."""
+
+    def __init__(self, name: str = "xtts", count: int = 3, down_after_ms: int = 1000) -> None:
+        self.name = name
+        # The replica signs in to the master as a user of its own, so that a test can cut replication alone.
+        self.master = RedisServer(args=("--user", REPLICATOR, "on", f">{REPLICATOR}", "~*", "&*", "+@all")).start()
+        self.replica = RedisServer(
+            replica_of=self.master.port, args=("--masteruser", REPLICATOR, "--masterauth", REPLICATOR)
+        ).start()
+        self.servers = {self.master.port: self.master, self.replica.port: self.replica}
+        self.ports = [free_port() for _ in range(count)]
+        self.dir = Path(tempfile.mkdtemp(prefix="xtts-sentinel-"))
+        self.procs: list[subprocess.Popen] = []
+        quorum = count // 2 + 1
+        for port in self.ports:
+            conf = self.dir / f"sentinel-{port}.conf"  # a sentinel rewrites its file: one each
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor {name} 127.0.0.1 {self.master.port} {quorum}\n"
+                f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+                f"sentinel failover-timeout {name} {down_after_ms * 5}\n"
+                f"sentinel parallel-syncs {name} 1\n"
+            )
+            binary = shutil.which("redis-server") or "redis-server"
+            self.procs.append(
+                subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            )
+        wait_for(lambda: self.master_port() == self.master.port, 10, "the sentinels to see the master")
+        wait_for(self._replicated, 10, "the replica to sync")
+
+    @property
+    def addresses(self) -> str:
+        """REDIS_SENTINELS."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def master_port(self) -> int | None:
+        """The master's port, as the first sentinel that answers says."""
+        for port in self.ports:
+            try:
+                address = redis.Redis(port=port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+            except redis.RedisError:
+                continue
+            if address:
+                return int(address[1])
+        return None
+
+    def cut_replication(self) -> None:
+        """The replica stops receiving the master's writes (its user disabled, its link closed) while the master
+        goes on: what asynchronous replication can leave a replica with when its master dies."""
+        master = redis.Redis(port=self.master.port)
+        master.acl_setuser(REPLICATOR, enabled=False)
+        master.client_kill_filter(_type="replica")
+        wait_for(lambda: not self._replicated(), 10, "the replica to lose its link")
+
+    def _replicated(self) -> bool:
+        info = redis.Redis(port=self.replica.port).info("replication")
+        return info.get("master_link_status") == "up"
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(10)
+        for server in self.servers.values():
+            server.cleanup()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -181,28 +278,33 @@ class PostgresCluster:
     PostgreSQL (its clusters, its configuration) is read or changed. As root, it runs as the `postgres` user,
     since PostgreSQL refuses to run as root."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", prefix: tuple[str, ...] = (), network: str | None = None) -> None:
+        self.host = host  # the address it listens on
+        self.network = network  # a CIDR whose hosts may connect too (trusted: a test's private bridge)
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="xtts-postgres-"))
         self.data = self.dir / "data"
-        self._as: list[str] = []
+        self._as: list[str] = list(prefix)  # what its commands run under (`ip netns exec <host>`)
         if os.geteuid() == 0:
             import pwd
 
             account = pwd.getpwnam("postgres")
             os.chown(self.dir, account.pw_uid, account.pw_gid)
-            self._as = ["runuser", "-u", "postgres", "--"]
+            self._as += ["runuser", "-u", "postgres", "--"]
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/test"
+        return f"postgresql://postgres@{self.host}:{self.port}/test"
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self._as, *args], check=True, capture_output=True, cwd=self.dir)
 
     def start(self) -> PostgresCluster:
         self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} -c fsync=off"
+        if self.network:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.network} trust\n")
+        options = f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.dir} -c fsync=off"
         self._run(
             _postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", options, "-w", "start"
         )
@@ -281,6 +383,7 @@ class Farm:
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
         api_key: str | None = None,
+        api_host: str = "127.0.0.1",
     ) -> None:
         self.port = free_port()
         # Sent by the helpers below: with API keys on, an admin key lets them see the workers in /health.
@@ -288,7 +391,7 @@ class Farm:
         self.database_url = database_url
         self.redis_url = redis_url
         self.voices_dir = log_dir / "voices"
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"http://{api_host}:{self.port}"
         self.log_dir = log_dir
         self.env = {
             **os.environ,
@@ -298,7 +401,7 @@ class Farm:
             "MODEL_DIR": str(model_dir),
             "NUM_THREADS": "1",
             "PORT": str(self.port),
-            "HOST": "127.0.0.1",
+            "HOST": api_host,
             "WORKER_HEARTBEAT_SECONDS": "1",
             "STREAM_READ_BLOCK_MS": "200",
             "PYTHONUNBUFFERED": "1",

@@ -29,21 +29,41 @@ log = logging.getLogger(__name__)
 KOMBU_VERSION = "5.7.0"
 
 
-class Channel(kombu_redis.Channel):
+class _SurvivingBrokerLoss:
+    """The two overrides, for kombu's Redis channel and its Sentinel channel alike."""
+
     do_restore = False  # no restore while closing: see above
+    closed: bool
 
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
         if self.closed:
             log.info("not acknowledging message %s: its broker connection broke (redelivered later)", delivery_tag)
             return
-        super().basic_ack(delivery_tag, multiple)
+        super().basic_ack(delivery_tag, multiple)  # type: ignore[misc]
 
     def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if self.closed:
             log.info("not rejecting message %s: its broker connection broke (redelivered later)", delivery_tag)
             return
-        super().basic_reject(delivery_tag, requeue)
+        super().basic_reject(delivery_tag, requeue)  # type: ignore[misc]
+
+
+class Channel(_SurvivingBrokerLoss, kombu_redis.Channel):
+    pass
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(_SurvivingBrokerLoss, kombu_redis.SentinelChannel):
+    """With REDIS_SENTINELS: each new connection asks the sentinels for the master (a failover is a broker that
+    went away, then came back at another address)."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
+def transport_for(sentinels: bool) -> str:
+    return "workers.broker:SentinelTransport" if sentinels else "workers.broker:Transport"

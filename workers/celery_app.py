@@ -19,12 +19,13 @@ from celery_config import celery_config
 from shared import logs
 from shared.settings import get_settings
 from workers.batch_size import max_batch
+from workers.broker import transport_for
 
 celery_app = Celery("xtts_farm", include=["workers.tasks"])
 celery_app.conf.update(
     celery_config(get_settings()),
     worker_pool="threads",
-    broker_transport="workers.broker:Transport",  # see workers/broker.py
+    broker_transport=transport_for(bool(get_settings().redis_sentinels)),  # see workers/broker.py
 )
 app = celery_app  # the name `celery -A workers.celery_app` looks for
 

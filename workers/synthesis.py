@@ -46,6 +46,7 @@ class Outcome(Enum):
     CANCELLED = "cancelled"  # stopped mid-way by a cancel
     LOST = "lost"  # another run took the segment over (this run's lease had expired)
     HANDED_BACK = "handed_back"  # the worker is shutting down: queued again for another worker, attempt unused
+    RESUMED = "resumed"  # its stream lost chunks (a Redis failover): queued again to resume after the ones it holds
     RETRY = "retry"  # failed; queued again for another attempt
     FAILED = "failed"  # failed for good; the job is failed
 
@@ -123,6 +124,17 @@ def _run(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork, playing: Callab
     except streams.NotOwner:
         log.warning("segment %s/%d was taken over by another run", work.job_id, work.index)
         return SegmentResult(Outcome.LOST, attempts=work.attempts)
+    except streams.StreamGap:
+        # Not the segment's fault: its attempt is not used. A new run replays the tokens of the chunks the stream
+        # holds and goes on from there.
+        log.warning(
+            "segment %s/%d: its stream lost the last chunks this run wrote (Redis failed over to a replica that had "
+            "not received them): resumed from the chunks it holds",
+            work.job_id,
+            work.index,
+        )
+        jobs.give_back(work.job_id, work.index, work.run)
+        return SegmentResult(Outcome.RESUMED, attempts=work.attempts)
     except SynthesisError as exc:
         return _fail(writer, work, exc.message)
     except TimeoutError:
@@ -436,6 +448,6 @@ def _fail(writer: streams.StreamWriter, work: jobs.SegmentWork, reason: str) -> 
     try:
         streams.publish_stop(writer.r, work.job_id, writer.ttl)
         writer.error(writer.claim().last_seq + 1, reason)
-    except (redis.RedisError, streams.NotOwner):
+    except (redis.RedisError, streams.NotOwner, streams.StreamGap):
         log.warning("could not publish the error entry of %s/%d", work.job_id, work.index, exc_info=True)
     return SegmentResult(Outcome.FAILED, reason, work.attempts)

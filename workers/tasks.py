@@ -104,7 +104,7 @@ def synthesize_segment(self: Task, job_id: str, index: int) -> str:
     finally:
         runtime.working_on(key, None)
         runtime.intake.released(priority)
-    if result.outcome is Outcome.HANDED_BACK:
+    if result.outcome in (Outcome.HANDED_BACK, Outcome.RESUMED):
         try:  # straight back to the broker for another worker (else the reaper sends it within seconds)
             send_segment(celery_app, job_id, index)
         except Exception:

@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from shared.models import Job, JobSegment
 
 
-CURSOR_PATTERN = r"^[0-9]{1,9}-[0-9]{1,9}$"
+CURSOR_PATTERN = r"^[0-9]{1,9}-[0-9]{1,9}(-[0-9]{1,12})?$"
 JOB_EVENT_SCHEMA = event_schema(
     {
-        "audio": "one audio chunk, {segment, seq, samples, pcm_s16le_base64} (16-bit PCM), its id `<segment>-<seq>`",
+        "audio": "one audio chunk, {segment, seq, samples, pcm_s16le_base64} (16-bit PCM), its id "
+        "`<segment>-<seq>-<samples>` (where the chunk ends in its segment's audio)",
         "timestamps": "after a segment's last audio chunk: its timing, {segment, start_ms, end_ms (from the job's "
         "first sample), text (as said), chars, charStartTimesMs, charDurationsMs (from the segment's start), "
         "alignment_source}",
@@ -61,7 +62,8 @@ class StreamQuery(BaseModel):
 
     cursor: str | None = Field(
         None,
-        description="Resume after this event id ('<segment>-<seq>'); the Last-Event-ID header works too.",
+        description="Resume after this event id ('<segment>-<seq>-<samples>', or '<segment>-<seq>' of older "
+        "streams); the Last-Event-ID header works too.",
         json_schema_extra=documented_as({"type": "string", "pattern": CURSOR_PATTERN}),
     )
 

@@ -55,11 +55,13 @@ class RetryPolicy:
 OnReconnect = Callable[[str | None, int, str], None]  # (cursor, attempt, reason)
 
 
-def cursor_key(cursor: str | None) -> tuple[int, int]:
+def cursor_key(cursor: str | None) -> tuple[int, ...]:
+    """Where an event id (`<segment>-<seq>-<samples>`, or `<segment>-<seq>` of older farms) is in the job's audio:
+    (segment, seq, samples). A chunk made again after a failover may end where a chunk before it did not: the same
+    seq, further on."""
     if not cursor:
         return (0, 0)
-    segment, _, seq = cursor.partition("-")
-    return (int(segment), int(seq))
+    return tuple(int(part) for part in cursor.split("-"))
 
 
 def decode(event: Event) -> AudioEvent | EndEvent | None:
