@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from kombu import Queue
 
+from shared.redis_client import sentinel_auth
 from shared.settings import Settings
 from shared.tasks import BLEND_VOICE, BULK_QUEUE, CLONE_VOICE, SYNTHESIS_QUEUE, VOICES_QUEUE
 
@@ -25,7 +26,9 @@ def redis_url(settings: Settings) -> str:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    sentinel = {"master_name": settings.REDIS_SENTINEL_MASTER} if settings.redis_sentinels else {}
+    sentinel: dict[str, Any] = {}
+    if settings.redis_sentinels:
+        sentinel = {"master_name": settings.REDIS_SENTINEL_MASTER, "sentinel_kwargs": sentinel_auth(settings)}
     return {
         "broker_url": redis_url(settings),
         "result_backend": redis_url(settings),

@@ -39,8 +39,13 @@ def new_client(settings: Settings) -> redis.Redis:
     auth = {key: url[key] for key in ("username", "password", "db") if url.get(key) is not None}
     sentinel = Sentinel(
         settings.redis_sentinels,
-        # The sentinels' own password, if they have one, is the master's (the usual deployment).
-        sentinel_kwargs={"socket_timeout": 5, "socket_connect_timeout": 5, "password": url.get("password")},
+        sentinel_kwargs={"socket_timeout": 5, "socket_connect_timeout": 5, **sentinel_auth(settings)},
     )
     master = sentinel.master_for(settings.REDIS_SENTINEL_MASTER, redis_class=redis.Redis, **CLIENT_OPTIONS, **auth)
     return cast(redis.Redis, master)
+
+
+def sentinel_auth(settings: Settings) -> dict[str, str]:
+    """How to sign in to the sentinels themselves (REDIS_SENTINEL_PASSWORD), for redis-py and kombu alike."""
+    password = settings.REDIS_SENTINEL_PASSWORD
+    return {"password": password.get_secret_value()} if password is not None else {}

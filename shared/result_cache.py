@@ -47,18 +47,27 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {'lead'}
 """
 
-# KEYS: entry, lru, bytes, lead. ARGV: pcm, marks, limit, now, run. Entries evicted are named in the ranking (the
-# cache lives in one Redis, never a cluster: shared/redis_client.py).
+# KEYS: entry, lru, bytes, lead. ARGV: pcm, marks, limit, now, run. An entry larger than the whole cache is not kept
+# (it would only evict everything else). Entries evicted are named in the ranking (the cache lives in one Redis,
+# never a cluster: shared/redis_client.py).
 _STORE = """
-local old = redis.call('HGET', KEYS[1], 'size')
-if old then redis.call('DECRBY', KEYS[3], old) end
 local size = #ARGV[1] + #ARGV[2]
-redis.call('HSET', KEYS[1], 'pcm', ARGV[1], 'marks', ARGV[2], 'size', size)
-redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
-local total = redis.call('INCRBY', KEYS[3], size)
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+if size <= tonumber(ARGV[3]) then
+  local old = redis.call('HGET', KEYS[1], 'size')
+  if old then redis.call('DECRBY', KEYS[3], old) end
+  redis.call('HSET', KEYS[1], 'pcm', ARGV[1], 'marks', ARGV[2], 'size', size)
+  redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
+  total = redis.call('INCRBY', KEYS[3], size)
+end
 while total > tonumber(ARGV[3]) do
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-  if not oldest then break end
+  if not oldest or oldest == KEYS[1] then
+    -- Nothing else left, yet over: entries were removed behind the cache's back. Count again what is left.
+    total = tonumber((oldest and redis.call('HGET', oldest, 'size')) or '0')
+    redis.call('SET', KEYS[3], total)
+    break
+  end
   local bytes = redis.call('HGET', oldest, 'size')
   redis.call('DEL', oldest)
   redis.call('ZREM', KEYS[2], oldest)

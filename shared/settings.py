@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # gives the database number and password.
     REDIS_SENTINELS: str = Field("", pattern=r"^\s*$|^[^\s,:]+:\d{1,5}(\s*,\s*[^\s,:]+:\d{1,5})*\s*$")
     REDIS_SENTINEL_MASTER: str = Field("mymaster", min_length=1, max_length=200)
+    # The sentinels' own password (their `requirepass`), if they have one; the master's is REDIS_URL's.
+    REDIS_SENTINEL_PASSWORD: SecretStr | None = None
 
     # --- model ---------------------------------------------------------------------------------
     # xtts_v2 (official weights through coqui's downloader), dev (random-weight checkpoint the
@@ -159,6 +161,16 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _sentinels_without_tls(self) -> Settings:
+        if self.REDIS_SENTINELS.strip() and self.REDIS_URL.startswith("rediss://"):
+            raise ValueError(
+                "REDIS_SENTINELS with a rediss:// REDIS_URL: TLS to a master found through Sentinel is not supported "
+                "yet (the connection would fall back to plain TCP); use Sentinel on a private network, or one Redis "
+                "with TLS"
+            )
+        return self
 
     @property
     def redis_sentinels(self) -> list[tuple[str, int]]:

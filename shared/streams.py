@@ -3,8 +3,8 @@
 Every segment (a piece of text, one Celery task) of a job has its own stream, `xtts:job:{id}:seg:{k}`, so that
 segments can be synthesized in parallel while readers still deliver them in order. Entries:
 
-* audio: an audio chunk: `type=audio`, `seq` (1, 2, ...), `pcm` (16-bit little-endian mono PCM at 24 kHz),
-  `samples`, and what a new run needs to resume the segment exactly after it: `tokens` (the audio token ids
+* audio: an audio chunk: `type=audio`, `seq` (1, 2, ...), `at` (the sample of the segment's audio it starts at),
+  `pcm` (16-bit little-endian mono PCM at 24 kHz), `samples`, and what a new run needs to resume the segment exactly after it: `tokens` (the audio token ids
   generated since the previous chunk, 16-bit little-endian), `part` (which GPT pass of the segment),
   `part_end` (1 on a part's last chunk) and `last` (1 on the segment's last chunk: the segment's length is known
   with it, before its end entry, which character timing needs: shared/alignment.py), and `marks`: what the
@@ -174,10 +174,14 @@ def segment_marks(r: redis.Redis, key: str) -> tuple[Mark, ...] | None:
     return decode_marks(entries[0][1].get(b"marks"))
 
 
-def segment_pcm(r: redis.Redis, job_id: str, index: int) -> bytes:
-    """The PCM of every audio chunk a segment's stream holds, in order (a finished segment's whole audio)."""
+def segment_pcm(r: redis.Redis, job_id: str, index: int, through: int | None = None) -> bytes:
+    """The PCM of every audio chunk a segment's stream holds, in order (a finished segment's whole audio).
+    `through`: the chunks must be 1 to `through`, or StreamGap (Redis lost the last ones in a failover)."""
     entries = cast(list[Entry], r.xrange(segment_key(job_id, index)))
-    return b"".join(fields[b"pcm"] for _id, fields in entries if fields.get(b"type") == AUDIO)
+    chunks = [fields for _id, fields in entries if fields.get(b"type") == AUDIO]
+    if through is not None and [int(fields[b"seq"]) for fields in chunks] != list(range(1, through + 1)):
+        raise StreamGap(f"{segment_key(job_id, index)} does not hold chunks 1 to {through}")
+    return b"".join(fields[b"pcm"] for fields in chunks)
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ class Delivered:
     tokens: dict[int, list[int]] = field(default_factory=dict)
     parts_ended: frozenset[int] = frozenset()
     ended: bool = False  # an end or error entry closes the stream
+    complete: bool = False  # the segment's last chunk is in it (its run may have died before the end entry)
     # The attention marks of its chunks, in order (None: none; chunks after a cursor lost have none).
     marks: tuple[Mark, ...] | None = None
 
@@ -203,13 +208,14 @@ def delivered(r: redis.Redis, key: str) -> Delivered:
     last_seq = samples = 0
     tokens: dict[int, list[int]] = {}
     ended_parts: set[int] = set()
-    ended = False
+    ended = complete = False
     marks: list[Mark] = []
     for _entry_id, fields in entries:
         kind = fields.get(b"type")
         if kind != AUDIO:
             ended = ended or kind in (END, ERROR)
             continue
+        complete = complete or fields.get(b"last") == b"1"
         last_seq, samples = int(fields[b"seq"]), samples + int(fields[b"samples"])
         part = int(fields.get(b"part", b"0"))
         tokens.setdefault(part, []).extend(decode_tokens(fields.get(b"tokens", b"")))
@@ -217,7 +223,7 @@ def delivered(r: redis.Redis, key: str) -> Delivered:
             ended_parts.add(part)
         marks += decode_marks(fields.get(b"marks")) or ()
     timed = tuple(marks) or None
-    return Delivered(last_seq, samples, tokens, frozenset(ended_parts), ended, timed)
+    return Delivered(last_seq, samples, tokens, frozenset(ended_parts), ended, complete, timed)
 
 
 class StreamWriter:
@@ -258,12 +264,15 @@ class StreamWriter:
         part_end: bool = False,
         last: bool = False,
         marks: Sequence[Mark] | None = None,
+        start: int = 0,
     ) -> None:
+        """Chunk `seq`, which starts `start` samples into the segment's audio."""
         self._add(
             seq,
             {
                 "type": AUDIO,
                 "seq": seq,
+                "at": start,
                 "pcm": pcm,
                 "samples": len(pcm) // SAMPLE_WIDTH,
                 "tokens": encode_tokens(tokens),
@@ -360,17 +369,33 @@ class _SegmentPosition:
         self.heard_seq = cursor.seq if cursor.samples is None else 0
         self.heard_samples = cursor.samples or 0
         self.at = 0  # samples of the segment before the next entry
+        self.heard_to = self.heard_samples  # where the listener is in the segment's audio
 
     def unheard(self, index: int, fields: Fields) -> Chunk | None:
-        """The entry's chunk, less whatever the listener has of it; None if it has it all."""
+        """The entry's chunk, less whatever the listener has of it; None if it has it all. Raises Rewritten when
+        the entry does not start where the entries read before it end."""
         seq, pcm = int(fields[b"seq"]), fields[b"pcm"]
+        if (written_at := fields.get(b"at")) is not None and int(written_at) != self.at:
+            raise Rewritten
         start, self.at = self.at, self.at + len(pcm) // SAMPLE_WIDTH
         if seq <= self.heard_seq or self.at <= self.heard_samples:
+            self.heard_to = max(self.heard_to, self.at)
             return None
         if start < self.heard_samples:
             pcm = pcm[(self.heard_samples - start) * SAMPLE_WIDTH :]
+        self.heard_to = self.at
         marks = decode_marks(fields.get(b"marks"))
         return Chunk(Cursor(index, seq, self.at), pcm, fields.get(b"last") == b"1", marks)
+
+    def again(self, index: int) -> _SegmentPosition:
+        """A way through the segment's stream read again from its start, after what the listener has."""
+        return _SegmentPosition(Cursor(index, 0, self.heard_to))
+
+
+class Rewritten(Exception):
+    """A segment's stream changed under its reader: Redis failed over and a new run wrote chunks again, after the
+    ones the promoted replica held (a reader's command retried on the new master goes on from an id that now
+    names other audio). The reader reads the segment again from its start, by samples."""
 
 
 def read_chunks(
@@ -413,7 +438,12 @@ def read_chunks(
                 for entry_id, fields in entries:
                     last = entry_id
                     kind = fields.get(b"type")
-                    if kind == AUDIO and (chunk := after.unheard(index, fields)) is not None:
+                    try:
+                        chunk = after.unheard(index, fields) if kind == AUDIO else None
+                    except Rewritten:
+                        after, last = after.again(index), "0-0"
+                        break
+                    if chunk is not None:
                         yield chunk
                     elif kind == END:
                         finished = True

@@ -368,9 +368,8 @@ def client(api_app, api_settings: Settings) -> Iterator:
 def sentinel_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Farm, RedisSentinels]]:
     """A farm of one worker whose Redis is a master, its replica and three sentinels. Its REDIS_URL names no
     server (port 1): every process finds Redis through the sentinels or not at all."""
-    sentinels = RedisSentinels()
+    sentinels = RedisSentinels()  # stops what it started if it fails
     database_url = f"sqlite:///{tmp_path / 'farm.db'}"
-    migrate(database_url)
     env = {"REDIS_SENTINELS": sentinels.addresses, "REDIS_SENTINEL_MASTER": sentinels.name}
     env |= {"SEGMENT_LEASE_SECONDS": "4", "REAPER_INTERVAL_SECONDS": "1", "WORKER_MAX_BATCH": "4"}
     farm = Farm(
@@ -382,6 +381,7 @@ def sentinel_farm(dev_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Farm, R
         extra_env=env,
     )
     try:
+        migrate(database_url)
         farm.start()
         farm.wait_for_api()
         yield farm, sentinels

@@ -55,6 +55,30 @@ def test_a_write_after_lost_entries_stops_its_run(redis_server: RedisServer) -> 
     assert streams.segment_pcm(r, job_id, 0) == b"\x01\x00" * 10 + b"\x04\x00" * 10
 
 
+def test_a_reader_whose_stream_is_made_again_under_it_goes_on_from_its_sample(redis_server: RedisServer) -> None:
+    """A reader's command retried on the promoted replica goes on from an entry id that now names other audio: it
+    notices (a chunk that does not start where the ones it read end), reads the segment again from its start and
+    gives the listener what follows the last sample it had, once."""
+    r = redis.Redis.from_url(redis_server.url)
+    job_id = uuid.uuid4().hex
+    first = streams.StreamWriter(r, job_id, 0, "run-1", 60)
+    first.claim()
+    first.audio(1, b"\x01\x00" * 10, start=0)
+    first.audio(2, b"\x02\x00" * 10, start=10)
+    reader = streams.read_chunks(r, job_id, 1, block_ms=100)
+    heard = [next(reader), next(reader)]  # 20 samples: chunks 1 and 2 as the old master had them
+    r.delete(streams.segment_key(job_id, 0))  # the promoted replica had chunk 1 only; a new run made the rest
+    again = streams.StreamWriter(r, job_id, 0, "run-2", 60)
+    again.claim()
+    again.audio(1, b"\x01\x00" * 10, start=0)
+    for seq, start in ((2, 10), (3, 15), (4, 20)):
+        again.audio(seq, bytes([seq, 0]) * 5, start=start)
+    again.end(5)
+    rest = list(reader)
+    assert [str(c.cursor) for c in heard + rest] == ["0-1-10", "0-2-20", "0-4-25"]
+    assert rest[0].pcm == b"\x04\x00" * 5  # samples 20 to 25, from the new run: none twice, none missing
+
+
 def test_the_farms_redis_client_follows_the_sentinels() -> None:
     """With REDIS_SENTINELS, REDIS_URL gives only the database and password; the broker gets one sentinel:// URL
     per sentinel, and the master's name."""
@@ -72,9 +96,17 @@ def test_the_farms_redis_client_follows_the_sentinels() -> None:
     config = celery_config(settings)
     assert config["broker_url"] == "sentinel://:s%40cret@10.0.0.1:26379/3;sentinel://:s%40cret@sentinel-b:26380/3"
     assert config["broker_transport_options"]["master_name"] == "farm"
-    assert config["result_backend_transport_options"] == {"master_name": "farm"}
+    assert config["result_backend_transport_options"] == {"master_name": "farm", "sentinel_kwargs": {}}
     with pytest.raises(Exception, match="REDIS_SENTINELS"):
         Settings(REDIS_SENTINELS="host-without-port")
+    with pytest.raises(Exception, match="TLS"):
+        Settings(REDIS_SENTINELS="a:1", REDIS_URL="rediss://host:6380/0")
+    # The sentinels' own password, for both kinds of client.
+    guarded = Settings(REDIS_SENTINELS="a:1", REDIS_SENTINEL_PASSWORD="watch")
+    sentinel_pool = new_client(guarded).connection_pool
+    assert isinstance(sentinel_pool, SentinelConnectionPool)
+    assert sentinel_pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs["password"] == "watch"
+    assert celery_config(guarded)["broker_transport_options"]["sentinel_kwargs"] == {"password": "watch"}
 
 
 def _job(farm: Farm, sentences: int = 1, tokens: int = TOKENS) -> str:

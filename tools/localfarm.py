@@ -200,15 +200,27 @@ class RedisSentinels:
 
     def __init__(self, name: str = "xtts", count: int = 3, down_after_ms: int = 1000) -> None:
         self.name = name
-        # The replica signs in to the master as a user of its own, so that a test can cut replication alone.
-        self.master = RedisServer(args=("--user", REPLICATOR, "on", f">{REPLICATOR}", "~*", "&*", "+@all")).start()
-        self.replica = RedisServer(
-            replica_of=self.master.port, args=("--masteruser", REPLICATOR, "--masterauth", REPLICATOR)
-        ).start()
-        self.servers = {self.master.port: self.master, self.replica.port: self.replica}
-        self.ports = [free_port() for _ in range(count)]
         self.dir = Path(tempfile.mkdtemp(prefix="xtts-sentinel-"))
         self.procs: list[subprocess.Popen] = []
+        self.servers: dict[int, RedisServer] = {}
+        try:
+            self._start(count, down_after_ms)
+        except BaseException:
+            self.cleanup()  # nothing left running when the set could not be made
+            raise
+
+    def _start(self, count: int, down_after_ms: int) -> None:
+        name = self.name
+        # The replica signs in to the master as a user of its own, so that a test can cut replication alone.
+        self.master = RedisServer(args=("--user", REPLICATOR, "on", f">{REPLICATOR}", "~*", "&*", "+@all"))
+        self.servers[self.master.port] = self.master  # known before it starts: cleaned up whatever happens
+        self.master.start()
+        self.replica = RedisServer(
+            replica_of=self.master.port, args=("--masteruser", REPLICATOR, "--masterauth", REPLICATOR)
+        )
+        self.servers[self.replica.port] = self.replica
+        self.replica.start()
+        self.ports = [free_port() for _ in range(count)]
         quorum = count // 2 + 1
         for port in self.ports:
             conf = self.dir / f"sentinel-{port}.conf"  # a sentinel rewrites its file: one each

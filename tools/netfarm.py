@@ -23,6 +23,16 @@ from tools.localfarm import Farm, PostgresCluster, RedisServer, create_postgres_
 SERVICES, WORKER_HOSTS = "services", ("wa", "wb")
 
 
+def _routed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every network the machine routes to (its default route aside): the bridge's must overlap none."""
+    routes = subprocess.run(["ip", "-o", "route"], check=True, capture_output=True, text=True).stdout
+    return [
+        ipaddress.ip_network(line.split()[0], strict=False)
+        for line in routes.splitlines()
+        if line.split() and line.split()[0] != "default"
+    ]
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
@@ -44,14 +54,14 @@ class NetHosts:
         tag = secrets.token_hex(3)
         self.bridge = f"xb{tag}"
         # A /24 in 10.200-254/16 that the machine does not route already.
-        taken = subprocess.run(["ip", "-o", "route"], check=True, capture_output=True, text=True).stdout
+        routed = _routed_networks()
         subnet = next(
             net
             for net in (
                 ipaddress.ip_network(f"10.{200 + secrets.randbelow(55)}.{secrets.randbelow(256)}.0/24")
                 for _ in range(50)
             )
-            if str(net.network_address)[:-2] not in taken
+            if not any(net.overlaps(other) for other in routed)
         )
         self.subnet = str(subnet)
         hosts = list(subnet.hosts())
@@ -103,10 +113,15 @@ class NetFarm(Farm):
         services = net.hosts[SERVICES]
         self.net = net
         # Redis serves other hosts only with a password (its protected mode), as any deployment would have one.
-        self.redis_server = RedisServer(
-            host=services.address, prefix=services.prefix, password=secrets.token_hex(8)
-        ).start()
-        self.postgres = PostgresCluster(host=services.address, prefix=services.prefix, network=net.subnet).start()
+        self.redis_server = RedisServer(host=services.address, prefix=services.prefix, password=secrets.token_hex(8))
+        self.postgres = PostgresCluster(host=services.address, prefix=services.prefix, network=net.subnet)
+        try:
+            self.redis_server.start()
+            self.postgres.start()
+        except BaseException:  # nothing left running when the services could not be made
+            self.postgres.cleanup()
+            self.redis_server.cleanup()
+            raise
         database_url = create_postgres_database(self.postgres.admin_url)
         migrate(database_url)
         self.hosts_of = {f"w{i + 1}": net.hosts[name] for i, name in enumerate(WORKER_HOSTS)}

@@ -158,26 +158,29 @@ def _synthesize_or_reuse(
 ) -> SegmentResult:
     """A seeded segment's audio from the result cache where it is there (or once the run making it now has stored
     it); else synthesized, and stored for the next request that asks for it."""
+    delivered = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
+    jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
+    if delivered.complete:  # a run that wrote the last chunk died before the end (a replayed result, say)
+        return _finish(shop, r, writer, work, delivered.last_seq, list(delivered.marks or ()) or None)
     key = _cache_key(shop, work)
     if key is None:
-        return _synthesize(shop, r, writer, work, playing)
+        return _synthesize(shop, r, writer, work, playing, delivered)
     lead = shop.settings.SEGMENT_LEASE_SECONDS
     claim = result_cache.claim(r, key, work.run, lead)
-    if claim is result_cache.Claim.BUSY:
+    shared = claim is result_cache.Claim.BUSY
+    if shared:
         with result_cache.lead_changes(r, key) as wait:
-            while claim is result_cache.Claim.BUSY:
+            # Claimed again once subscribed: a store or release between the first claim and the subscription
+            # would otherwise be heard only at the next timeout.
+            while (claim := result_cache.claim(r, key, work.run, lead)) is result_cache.Claim.BUSY:
                 if (stopped := _stop_waiting(shop, r, work)) is not None:
                     return stopped
                 wait(min(1.0, lead / 3))
-                claim = result_cache.claim(r, key, work.run, lead)
-            shared = True
-    else:
-        shared = False
     if isinstance(claim, result_cache.Hit):
         result_cache.count_hit(r, claim, shared=shared)
-        return _replay(shop, r, writer, work, claim, playing)
+        return _replay(shop, r, writer, work, claim, playing, delivered)
     try:
-        return _synthesize(shop, r, writer, work, playing, key)
+        return _synthesize(shop, r, writer, work, playing, delivered, key)
     finally:
         result_cache.release(r, key, work.run)  # a no-op once stored
 
@@ -221,27 +224,39 @@ def _replay(
     work: jobs.SegmentWork,
     hit: result_cache.Hit,
     playing: Callable[[], None] | None,
+    delivered: streams.Delivered,
 ) -> SegmentResult:
     """The stored audio as the segment's stream: one chunk, after whatever an earlier run of it delivered."""
-    delivered = writer.claim()
-    jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
     marks = streams.decode_marks(hit.marks)
     seq = delivered.last_seq
     rest = hit.pcm[delivered.samples * SAMPLE_WIDTH :]
     if rest:
         seq += 1
         later = None if marks is None else [(said, at) for said, at in marks if at >= delivered.samples]
-        writer.audio(seq, rest, part_end=True, last=True, marks=later)
+        writer.audio(seq, rest, part_end=True, last=True, marks=later, start=delivered.samples)
         if not jobs.record_chunk(work.job_id, work.index, work.run, len(rest) // SAMPLE_WIDTH):
             return SegmentResult(Outcome.LOST, attempts=work.attempts)
         if seq == 1 and work.index == 0:
             _observe_first_audio(shop.metrics, work)
         if work.priority is Priority.LIVE and playing is not None:
             _started_playing(playing, work)
-    last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, list(marks or ())))
+    log.info("segment %s/%d: %d bytes of audio reused", work.job_id, work.index, len(hit.pcm))
+    return _finish(shop, r, writer, work, seq, list(marks) if marks else None)
+
+
+def _finish(
+    shop: Workshop,
+    r: redis.Redis,
+    writer: streams.StreamWriter,
+    work: jobs.SegmentWork,
+    seq: int,
+    marks: list[Mark] | None,
+) -> SegmentResult:
+    """The segment's audio is all in its stream, up to chunk `seq`: record it done, then end the stream."""
+    # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
+    last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, marks, seq))
     writer.end(seq + 1, marks)
     _keep_streams(r, work, shop.settings)
-    log.info("segment %s/%d: %d bytes of audio reused", work.job_id, work.index, len(hit.pcm))
     return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
 
 
@@ -251,13 +266,12 @@ def _synthesize(
     writer: streams.StreamWriter,
     work: jobs.SegmentWork,
     playing: Callable[[], None] | None,
+    delivered: streams.Delivered,
     cache_key: str | None = None,
 ) -> SegmentResult:
     settings = shop.settings
     started = time.monotonic()
     params = SynthesisParams.model_validate(work.params)
-    delivered = writer.claim()  # this run alone writes from now on; what earlier runs delivered is resumed
-    jobs.reconcile_progress(work.job_id, work.index, work.run, delivered.last_seq, delivered.samples)
     voice = resolve_voice(shop.engine, shop.cache, work)
     seed = jobs.segment_seed(work.job_id, work.index, params.seed)
     live = work.priority is Priority.LIVE
@@ -296,7 +310,7 @@ def _synthesize(
             pcm = pcm16(chunk.audio)
             last = chunk.part_end and chunk.part == len(segment.parts) - 1
             marks = timing.marks(chunk, len(pcm) // SAMPLE_WIDTH)
-            writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end, last, marks)
+            writer.audio(seq, pcm, chunk.tokens, chunk.part, chunk.part_end, last, marks, delivered.samples + samples)
             if not jobs.record_chunk(work.job_id, work.index, work.run, len(pcm) // SAMPLE_WIDTH):
                 return SegmentResult(Outcome.LOST, attempts=work.attempts)
             if cache_key is not None:  # runs waiting for this audio wait on while it is being made
@@ -311,20 +325,29 @@ def _synthesize(
     finally:
         handle.cancel()  # no-op once finished; otherwise the scheduler drops the stream at its next step
     _observe_run(shop.metrics, time.monotonic() - started, samples)
-    # SQL first: a listener that sees the stream end and then asks for the job's state sees it done.
-    last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, timing.made))
-    writer.end(seq + 1, timing.made or None)
-    _keep_streams(r, work, settings)
+    result = _finish(shop, r, writer, work, seq, timing.made or None)
     if cache_key is not None:
-        _store(r, work, cache_key, timing.made or None, settings)
-    return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+        _store(r, work, cache_key, seq, timing.made or None, settings)
+    return result
 
 
-def _store(r: redis.Redis, work: jobs.SegmentWork, key: str, marks: list[Mark] | None, settings: Settings) -> None:
-    """The finished segment's whole audio (earlier runs' chunks included) into the result cache."""
-    pcm = streams.segment_pcm(r, work.job_id, work.index)
-    limit = settings.RESULT_CACHE_MB * 1024 * 1024
-    result_cache.store(r, key, work.run, pcm, streams.encode_marks(marks), limit)
+def _store(
+    r: redis.Redis, work: jobs.SegmentWork, key: str, seq: int, marks: list[Mark] | None, settings: Settings
+) -> None:
+    """The finished segment's whole audio (earlier runs' chunks included) into the result cache: the segment is
+    done whatever happens here, so a failure only costs a later request its hit."""
+    try:
+        pcm = _whole_audio(r, work, seq)
+        limit = settings.RESULT_CACHE_MB * 1024 * 1024
+        result_cache.store(r, key, work.run, pcm, streams.encode_marks(marks), limit)
+    except (redis.RedisError, streams.StreamGap):
+        log.warning("segment %s/%d: its audio could not be kept for reuse", work.job_id, work.index, exc_info=True)
+
+
+def _whole_audio(r: redis.Redis, work: jobs.SegmentWork, seq: int) -> bytes:
+    """The segment's PCM as its stream holds it, which must be every chunk up to `seq`: Redis that failed over
+    since the last write may have lost the last ones (StreamGap: the segment is then resumed, not kept short)."""
+    return streams.segment_pcm(r, work.job_id, work.index, through=seq)
 
 
 class AttentionTiming:
@@ -374,10 +397,7 @@ def _pause(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: j
         writer.audio(seq, bytes(samples * SAMPLE_WIDTH), part_end=True, last=True)
         if not jobs.record_chunk(work.job_id, work.index, work.run, samples):
             return SegmentResult(Outcome.LOST, attempts=work.attempts)
-    last = jobs.finish_segment(work.job_id, work.index, work.run, _kept(r, work, None))
-    writer.end(seq + 1)
-    _keep_streams(r, work, shop.settings)
-    return SegmentResult(Outcome.JOB_DONE if last else Outcome.DONE, attempts=work.attempts)
+    return _finish(shop, r, writer, work, seq, None)
 
 
 def _keep_streams(r: redis.Redis, work: jobs.SegmentWork, settings: Settings) -> None:
@@ -392,11 +412,12 @@ def _keep_streams(r: redis.Redis, work: jobs.SegmentWork, settings: Settings) ->
         streams.keep_job_audio(r, work.job_id, work.segments_total, settings.STREAM_TTL_SECONDS)
 
 
-def _kept(r: redis.Redis, work: jobs.SegmentWork, marks: list[Mark] | None) -> jobs.SegmentAudio | None:
-    """The segment's whole audio (earlier runs' chunks included) where its job keeps audio in SQL (a book)."""
+def _kept(r: redis.Redis, work: jobs.SegmentWork, marks: list[Mark] | None, seq: int) -> jobs.SegmentAudio | None:
+    """The segment's whole audio (earlier runs' chunks included, up to chunk `seq`) where its job keeps audio in
+    SQL (a book)."""
     if not work.keep_audio:
         return None
-    return jobs.SegmentAudio(streams.segment_pcm(r, work.job_id, work.index), streams.encode_marks(marks or None))
+    return jobs.SegmentAudio(_whole_audio(r, work, seq), streams.encode_marks(marks or None))
 
 
 def _started_playing(playing: Callable[[], None], work: jobs.SegmentWork) -> None:

@@ -55,13 +55,19 @@ class RetryPolicy:
 OnReconnect = Callable[[str | None, int, str], None]  # (cursor, attempt, reason)
 
 
-def cursor_key(cursor: str | None) -> tuple[int, ...]:
-    """Where an event id (`<segment>-<seq>-<samples>`, or `<segment>-<seq>` of older farms) is in the job's audio:
-    (segment, seq, samples). A chunk made again after a failover may end where a chunk before it did not: the same
-    seq, further on."""
+def cursor_key(cursor: str | None) -> tuple[int, int]:
+    """Where an event id is in the job's audio: (segment, samples) for `<segment>-<seq>-<samples>`, or (segment,
+    seq) for the `<segment>-<seq>` of older farms. By samples, not chunk: a chunk made again after a Redis failover
+    may carry a lower number than one before it, yet go on from it."""
     if not cursor:
         return (0, 0)
-    return tuple(int(part) for part in cursor.split("-"))
+    parts = [int(part) for part in cursor.split("-")]
+    return (parts[0], parts[-1])
+
+
+def _same_form(a: str, b: str) -> bool:
+    """Both ids by samples, or both by chunk (a farm upgraded mid-stream answers the new form: not compared)."""
+    return a.count("-") == b.count("-")
 
 
 def decode(event: Event) -> AudioEvent | EndEvent | None:
@@ -104,7 +110,11 @@ def follow(
                 if isinstance(event, EndEvent):
                     yield event
                     return
-                if cursor_key(event.cursor) <= cursor_key(cursor) and cursor is not None:
+                if (
+                    cursor is not None
+                    and _same_form(event.cursor, cursor)
+                    and cursor_key(event.cursor) <= cursor_key(cursor)
+                ):
                     continue  # never twice, even from a farm that repeated itself
                 cursor, failures = event.cursor, 0
                 yield event
