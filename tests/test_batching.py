@@ -7,6 +7,7 @@ every chunk.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -157,7 +158,10 @@ def test_a_worker_killed_mid_batch_has_its_segments_resumed_by_another(farm_with
     for job, events, _, _ in listeners:
         assert events[-1].event == "end", events[-1]
         audio = [e for e in events if e.event == "audio"]
-        assert [e.id for e in audio] == [f"0-{i}" for i in range(1, len(audio) + 1)], "gap or duplicate"
+        # Each id is `<segment>-<seq>-<samples>`: chunks 1..n, each ending where the audio so far ends.
+        ends = list(itertools.accumulate(len(e.pcm) // 2 for e in audio))
+        expected = [f"0-{i}-{end}" for i, end in enumerate(ends, start=1)]
+        assert [e.id for e in audio] == expected, "gap or duplicate"
         assert sum(len(e.pcm) for e in audio) // 2 == xtts_samples(tokens)
         status = farm.job(job["id"])
         assert status["state"] == "succeeded" and status["progress"]["audio_samples"] == xtts_samples(tokens)
