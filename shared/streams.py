@@ -4,8 +4,9 @@ Every segment (a piece of text, one Celery task) of a job has its own stream, `x
 segments can be synthesized in parallel while readers still deliver them in order. Entries:
 
 * audio: an audio chunk: `type=audio`, `seq` (1, 2, ...), `at` (the sample of the segment's audio it starts at),
-  `pcm` (16-bit little-endian mono PCM at 24 kHz), `samples`, and what a new run needs to resume the segment exactly after it: `tokens` (the audio token ids
-  generated since the previous chunk, 16-bit little-endian), `part` (which GPT pass of the segment),
+  `pcm` (16-bit little-endian mono PCM at 24 kHz), `samples`, and what a new run needs to resume the segment
+  exactly after it: `tokens` (the audio token ids generated since the previous chunk, 16-bit little-endian), `part`
+  (which GPT pass of the segment),
   `part_end` (1 on a part's last chunk) and `last` (1 on the segment's last chunk: the segment's length is known
   with it, before its end entry, which character timing needs: shared/alignment.py), and `marks`: what the
   segment's attention says of the characters said by then (`chars:sample` pairs of the segment's audio, `-` where
