@@ -265,15 +265,17 @@ class StreamWriter:
         part_end: bool = False,
         last: bool = False,
         marks: Sequence[Mark] | None = None,
-        start: int = 0,
+        start: int | None = None,
     ) -> None:
-        """Chunk `seq`, which starts `start` samples into the segment's audio."""
+        """Chunk `seq`, which starts `start` samples into the segment's audio (the farm's runs always say; an entry
+        without it is not checked by readers: `Rewritten`)."""
+        where: dict[str, bytes | str | int] = {} if start is None else {"at": start}
         self._add(
             seq,
             {
                 "type": AUDIO,
                 "seq": seq,
-                "at": start,
+                **where,
                 "pcm": pcm,
                 "samples": len(pcm) // SAMPLE_WIDTH,
                 "tokens": encode_tokens(tokens),

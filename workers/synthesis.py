@@ -394,7 +394,7 @@ def _pause(shop: Workshop, r: redis.Redis, writer: streams.StreamWriter, work: j
     if seq == 0:
         seq = 1
         samples = round(work.pause_ms * SAMPLE_RATE / 1000)
-        writer.audio(seq, bytes(samples * SAMPLE_WIDTH), part_end=True, last=True)
+        writer.audio(seq, bytes(samples * SAMPLE_WIDTH), part_end=True, last=True, start=0)
         if not jobs.record_chunk(work.job_id, work.index, work.run, samples):
             return SegmentResult(Outcome.LOST, attempts=work.attempts)
     return _finish(shop, r, writer, work, seq, None)
