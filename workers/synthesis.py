@@ -173,7 +173,7 @@ def _synthesize_or_reuse(
             # Claimed again once subscribed: a store or release between the first claim and the subscription
             # would otherwise be heard only at the next timeout.
             while (claim := result_cache.claim(r, key, work.run, lead)) is result_cache.Claim.BUSY:
-                if (stopped := _stop_waiting(shop, r, work)) is not None:
+                if (stopped := _must_stop(shop, r, work, delivered.last_seq)) is not None:
                     return stopped
                 wait(min(1.0, lead / 3))
     if isinstance(claim, result_cache.Hit):
@@ -205,14 +205,17 @@ def _cache_key(shop: Workshop, work: jobs.SegmentWork) -> str | None:
     )
 
 
-def _stop_waiting(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork) -> SegmentResult | None:
-    """Why a run waiting for another run's audio stops waiting, if it must: as a synthesizing run would stop."""
+def _must_stop(shop: Workshop, r: redis.Redis, work: jobs.SegmentWork, seq: int) -> SegmentResult | None:
+    """Why a run stops before its next chunk (`seq`: its last so far), if it must, whether it synthesizes or waits
+    for another run's audio: its job ended elsewhere, its lease was lost, or its worker is shutting down."""
     if streams.should_stop(r, work.job_id):
+        log.info("job %s ended elsewhere: segment %d stopped after chunk %d", work.job_id, work.index, seq)
         return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
     if shop.leases.lost(work.run):
         return SegmentResult(Outcome.LOST, attempts=work.attempts)
     if shop.shutting_down.is_set():
         jobs.give_back(work.job_id, work.index, work.run)
+        log.info("worker shutting down: segment %s/%d handed back after chunk %d", work.job_id, work.index, seq)
         return SegmentResult(Outcome.HANDED_BACK, attempts=work.attempts)
     return None
 
@@ -294,15 +297,8 @@ def _synthesize(
     )
     try:
         for chunk in handle.events(timeout=settings.SEGMENT_HARD_TIME_LIMIT):
-            if streams.should_stop(r, work.job_id):
-                log.info("job %s ended elsewhere: segment %d stopped after chunk %d", work.job_id, work.index, seq)
-                return SegmentResult(Outcome.CANCELLED, attempts=work.attempts)
-            if shop.leases.lost(work.run):
-                return SegmentResult(Outcome.LOST, attempts=work.attempts)
-            if shop.shutting_down.is_set():
-                jobs.give_back(work.job_id, work.index, work.run)
-                log.info("worker shutting down: segment %s/%d handed back after chunk %d", work.job_id, work.index, seq)
-                return SegmentResult(Outcome.HANDED_BACK, attempts=work.attempts)
+            if (stopped := _must_stop(shop, r, work, seq)) is not None:
+                return stopped
             if time.monotonic() - started - handle.paused_seconds > settings.SEGMENT_SOFT_TIME_LIMIT:
                 limit = settings.SEGMENT_SOFT_TIME_LIMIT
                 return _fail(writer, work, f"synthesis took longer than SEGMENT_SOFT_TIME_LIMIT={limit:g} s")
