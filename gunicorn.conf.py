@@ -3,6 +3,7 @@ farm all start `gunicorn -c gunicorn.conf.py api.wsgi:app`."""
 
 import ctypes
 import os
+import resource
 import signal
 import sys
 from typing import Any
@@ -14,10 +15,14 @@ _settings = get_settings()
 
 bind = f"{_settings.HOST}:{_settings.PORT}"
 workers = _settings.API_PROCESSES
-# Streaming responses hold a thread each while they wait for audio (blocking XREAD): threads, not processes,
-# carry the concurrency; MAX_CONCURRENT_REQUESTS bounds the synthesis responses per process, and as many again may
-# wait for their turn (api/limits.py). The pool leaves at least 32 threads to every other endpoint besides those.
-worker_class = "gthread"
+# Streaming responses spend their lives waiting for audio. Under gevent (the default) each connection is a greenlet
+# and the libraries it uses are cooperative (gunicorn patches the standard library before it loads the app; psycopg
+# 3 and redis-py then yield while they wait), and the waits themselves share one Redis reader (api/fanout.py):
+# thousands of listeners a process. MAX_CONCURRENT_REQUESTS bounds the synthesis responses per process, and as many
+# again may wait for their turn (api/limits.py); every other endpoint has 256 connections besides those. Under
+# gthread, threads carry the same numbers.
+worker_class = _settings.API_WORKER_CLASS
+worker_connections = 2 * _settings.MAX_CONCURRENT_REQUESTS + 256
 threads = max(64, 2 * _settings.MAX_CONCURRENT_REQUESTS + 32)
 # A /tts request waits for the whole synthesis; long texts take minutes.
 timeout = 600
@@ -48,9 +53,19 @@ def post_fork(server: Any, worker: Any) -> None:
     leave its worker holding the listening socket while it finishes its open streams (up to graceful_timeout): the
     master that `make run`'s supervisor starts in its place could not bind the port meanwhile, and connections
     queued on the orphan's socket would wait unanswered. Its listeners resume from their cursor on the new master."""
+    _raise_open_files(worker_connections + 1024)
     if not sys.platform.startswith("linux"):
         return
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != worker.ppid:  # the master died before the line above
         os._exit(1)
+
+
+def _raise_open_files(wanted: int) -> None:
+    """A connection is a file descriptor, and so is each Redis and database connection: lift the soft limit (1024
+    on many systems) towards what the connections need, as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -28,6 +28,7 @@ from typing import Any
 from celery import Celery
 
 from api.delivery import Watchdog, cancel
+from api.fanout import stream_hub
 from api.output_formats import ChunkEncoder, OutputFormat
 from api.submission import Appended, append_text, open_text
 from api.telemetry import PlaybackMeter
@@ -212,12 +213,12 @@ class SpeechContext:
     def _deliver_segments(self, utterance: Utterance, meter: PlaybackMeter) -> None:
         appended = utterance.appended
         aligner = UtteranceAligner(utterance.written, appended.said, appended.expected_samples, SAMPLE_RATE)
-        settings, r = get_settings(), get_redis()
+        settings = get_settings()
         for k in range(aligner.segments):
             index = appended.first + k
             ended = False
             chunks = streams.read_chunks(
-                r,
+                stream_hub(),
                 self.job.id,
                 index + 1,
                 Cursor(index, 0),

@@ -3,7 +3,7 @@
 WSGI gives an application no signal when its client disconnects: a streamed response learns it only when a write
 fails, and `/tts` (which writes nothing until the whole WAV exists) would never learn it. Under gunicorn (the farm's
 server) the client's socket is in the WSGI environment (`gunicorn.socket`): once the client has closed its end
-(FIN or RST), the socket polls readable and a peek reads zero bytes (or fails), which costs one `select` with a zero
+(FIN or RST), the socket polls readable and a peek reads zero bytes (or fails), which costs one `poll` with a zero
 timeout, without consuming anything. What this cannot see: a client whose machine or network vanished without
 closing (no FIN ever arrives); TCP itself says nothing then, until a write times out. Under another server (Flask's
 test client included) there is no socket, and `gone()` is always False.
@@ -21,6 +21,21 @@ import time
 from typing import Any
 
 from werkzeug.exceptions import RequestTimeout
+
+try:  # the operating system's poll, even where gevent has patched the module (a zero timeout never blocks)
+    from gevent.monkey import get_original
+
+    _poll = get_original("select", "poll")
+except ImportError:
+    _poll = select.poll
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """poll, not select: an API process holding thousands of connections has descriptors past select's 1024 (select
+    refused them: each such listener was taken for gone at its first check)."""
+    poller = _poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class ClientGone(Exception):
@@ -40,8 +55,7 @@ class ClientConnection:
         if self._sock is None:
             return False
         try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
-            if not readable:
+            if not _readable_now(self._sock):
                 return False
             # Readable with nothing to read: end of stream. Bytes (a pipelined next request) mean it is still there.
             return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
 from api.client import ClientConnection
+from api.fanout import stream_hub
 from api.framing import sse_event
 from api.lifecycle import ServerLeaving, lifecycle
 from api.telemetry import PlaybackMeter
@@ -52,7 +55,7 @@ class Watchdog:
         if self.client is not None:
             self.client.check()
         try:
-            job = current_job(self.job_id)
+            job = recent_jobs.get(self.job_id)
         except OperationalError:
             log.warning("database not answering while job %s waits for audio; still waiting", self.job_id)
             self._give_up_if_idle("the database is not answering")
@@ -76,13 +79,72 @@ class Watchdog:
 
     def _expired(self, index: int) -> bool:
         """The segment being read is done in SQL but its stream is gone: its audio expired (not merely late)."""
-        if get_redis().exists(streams.segment_key(self.job_id, index)):
-            return False
-        return jobs.segment_state(self.job_id, index) == JobState.SUCCEEDED.value
+        return recent_jobs.expired(self.job_id, index)
 
     def _give_up_if_idle(self, why: str) -> None:
         if time.monotonic() - self._since > self.idle_timeout:
             raise SynthesisFailed(f"no audio for {self.idle_timeout} s: {why}")
+
+
+class RecentJobs:
+    """What this process's waiting listeners last learned of each job, for half a read block: a thousand listeners
+    of one job, each waking every STREAM_READ_BLOCK_MS with nothing new, ask SQL and Redis once between them rather
+    than a thousand times (their answers are as fresh as a block's wait already makes them). Listeners that wake
+    together wait for the one of them that asks."""
+
+    LIMIT = 10_000  # answers remembered at most; past it, the stale ones are forgotten
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, int | None], tuple[float, Any]] = {}
+        self._asking: dict[tuple[str, int | None], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str) -> Job:
+        job: Job = self._answer((job_id, None), lambda: current_job(job_id))
+        return job
+
+    def expired(self, job_id: str, index: int) -> bool:
+        def ask() -> bool:
+            if get_redis().exists(streams.segment_key(job_id, index)):
+                return False
+            return jobs.segment_state(job_id, index) == JobState.SUCCEEDED.value
+
+        expired: bool = self._answer((job_id, index), ask)
+        return expired
+
+    def _answer(self, key: tuple[str, int | None], ask: Callable[[], Any]) -> Any:
+        if (fresh := self._fresh(key)) is not None:
+            return fresh[0]
+        with self._lock:
+            asking = self._asking.setdefault(key, threading.Lock())
+        with asking:
+            if (fresh := self._fresh(key)) is not None:  # another listener asked while this one waited
+                return fresh[0]
+            answer = ask()
+            self._answers[key] = (time.monotonic(), answer)
+        self._forget_stale()
+        return answer
+
+    def _fresh(self, key: tuple[str, int | None]) -> tuple[Any] | None:
+        seen = self._answers.get(key)
+        if seen is None or time.monotonic() - seen[0] >= self._max_age():
+            return None
+        return (seen[1],)
+
+    @staticmethod
+    def _max_age() -> float:
+        return get_settings().STREAM_READ_BLOCK_MS / 2000
+
+    def _forget_stale(self) -> None:
+        if len(self._answers) <= self.LIMIT:
+            return
+        now, age = time.monotonic(), self._max_age()
+        with self._lock:
+            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < age}
+            self._asking = {k: v for k, v in self._asking.items() if k in self._answers or v.locked()}
+
+
+recent_jobs = RecentJobs()
 
 
 def current_job(job_id: str, *, tenant: str | None = None, with_segments: bool = False) -> Job:
@@ -118,7 +180,7 @@ def job_chunks(
     settings = get_settings()
     lifecycle.attach(job_id, segments_total)  # its audio stays while it is being listened to
     chunks = streams.read_chunks(
-        get_redis(),
+        stream_hub(),
         job_id,
         segments_total,
         cursor,

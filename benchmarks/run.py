@@ -28,6 +28,9 @@ machines are noisy. Sections (run all, or pick with --only):
   agents      voice agents on 2 workers: ElevenLabs' WebSocket against /tts_stream, first audio from the flush
               (p50/p95, idle and at the live capacity), and text written at 20 tokens/s played by a real-time
               listener (stall, first audio against the first sentence's end)
+  fanout      one API process, no workers, a fake producer: 2 000 SSE listeners of running jobs and 500
+              /tts_stream responses held at once; added first-audio and chunk latency (p50/p99), memory per
+              listener, the process's CPU (benchmarks/fanout_bench.py)
   books       a 50 000-character book (POST /books) on 1 and 2 workers: audio seconds per wall second and the
               scaling ratio; live first audio and stall while a book runs, against the idle farm
 
@@ -63,6 +66,7 @@ SECTIONS = (
     "realtime",
     "agents",
     "books",
+    "fanout",
 )
 
 
@@ -108,6 +112,7 @@ RUNNERS: dict[str, str] = {
     "realtime": "realtime_bench.realtime",
     "agents": "agents_bench.agents",
     "books": "books_bench.books",
+    "fanout": "fanout_bench.fanout",
 }
 
 

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     # Debug logging, in the API and the workers (never Flask's debugger: it runs code for whoever can reach it).
     DEBUG: bool = False
     NUM_THREADS: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    MAX_CONCURRENT_REQUESTS: int = Field(10, ge=1)
+    # The seed's 10 was a thread per listener; the gevent server (API_WORKER_CLASS) holds thousands of listeners
+    # (docs/performance.md, fanout).
+    MAX_CONCURRENT_REQUESTS: int = Field(2500, ge=1)
     CUSTOM_MODEL_PATH: str | None = None
     USE_CPU: bool = False
     # 0: a cached voice is never reused (every lookup loads it again).
@@ -44,6 +46,9 @@ class Settings(BaseSettings):
     SHUTDOWN_GRACE_SECONDS: float = Field(20.0, ge=0)
     # Gunicorn processes serving the API (each with its own MAX_CONCURRENT_REQUESTS).
     API_PROCESSES: int = Field(1, ge=1)
+    # How each API process serves its connections (gunicorn.conf.py): gevent, a greenlet per connection (thousands
+    # of listeners a process); gthread, a thread per connection (2 x MAX_CONCURRENT_REQUESTS + 32 threads at most).
+    API_WORKER_CLASS: Literal["gevent", "gthread"] = "gevent"
     # API keys (api/auth.py): true = needed on every endpoint but /health and the docs; false = never (a machine of
     # your own); auto (unset) = needed once any key exists in the database, and until then local clients only.
     API_KEYS_REQUIRED: bool | None = None

@@ -33,7 +33,7 @@ import struct
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, Protocol, cast
 
 import redis
 
@@ -401,8 +401,15 @@ class Rewritten(Exception):
     names other audio). The reader reads the segment again from its start, by samples."""
 
 
+class StreamReads(Protocol):
+    """What reading a job's chunks needs: XREAD, of a Redis client or of an API process's stream hub
+    (api/fanout.py), which serves every waiting listener with one connection."""
+
+    def xread(self, streams: Any, count: int | None = None, block: int | None = None) -> Any: ...
+
+
 def read_chunks(
-    r: redis.Redis,
+    r: StreamReads,
     job_id: str,
     segments_total: int,
     cursor: Cursor | None = None,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from api.keys import create_key, revoke_key
+from shared.settings import Settings
 from tools.localfarm import ROOT, migrate
 
 REMOTE = {"REMOTE_ADDR": "203.0.113.7"}  # a client on another machine
@@ -44,7 +45,7 @@ def test_false_serves_everyone_as_the_operator(app_with) -> None:
     client = app_with(API_KEYS_REQUIRED=False)
     assert _status(client, remote=True) == 200
     health = client.get("/health", environ_base=REMOTE).get_json()
-    assert health["workers"] == [] and health["requests"]["limit"] == 10
+    assert health["workers"] == [] and health["requests"]["limit"] == Settings().MAX_CONCURRENT_REQUESTS
 
 
 def test_the_documented_key_command_writes_the_key_and_nothing_on_stderr(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 import redis
@@ -180,7 +181,29 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     return response
 
 
+# A complete segment's `timestamps` event, made once for all of this process's listeners of it: each would read
+# the segment's whole stream again (its audio included) for the same answer. Kept TIMESTAMPS_KEPT_S, a few thousand
+# at most.
+TIMESTAMPS_KEPT_S = 30.0
+TIMESTAMPS_KEPT_MAX = 4096
+_timestamps: dict[tuple[str, int], tuple[float, bytes | None]] = {}
+
+
 def sse_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
+    """`segment_timestamps`, made once for all of this process's listeners of the segment (TIMESTAMPS_KEPT_S)."""
+    now = time.monotonic()
+    kept = _timestamps.get((job_id, index))
+    if kept is not None and now - kept[0] < TIMESTAMPS_KEPT_S:
+        return kept[1]
+    event = segment_timestamps(job_id, index, rate)
+    if len(_timestamps) >= TIMESTAMPS_KEPT_MAX:
+        for key in [k for k, (at, _) in _timestamps.items() if now - at >= TIMESTAMPS_KEPT_S] or list(_timestamps):
+            del _timestamps[key]
+    _timestamps[(job_id, index)] = (now, event)
+    return event
+
+
+def segment_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
     """The `timestamps` event of a segment whose audio is complete (None for a pause: nothing is said). Its length
     comes from its stream, which holds its last chunk before SQL counts it."""
     start = jobs.segment_start(job_id, index)
