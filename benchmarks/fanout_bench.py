@@ -27,7 +27,7 @@ from tools.localfarm import tts_body
 
 FANOUT_JOBS, FANOUT_PER_JOB, FANOUT_SPREAD_S = 200, 10, 8.0
 FANOUT_STREAMS = 500
-QUICK = {"jobs": 50, "per_job": 10, "spread": 2.0, "streams": 100}
+QUICK_JOBS, QUICK_PER_JOB, QUICK_SPREAD_S, QUICK_STREAMS = 50, 10, 2.0, 100
 TARGET_P50_MS, TARGET_P99_MS = 20.0, 100.0
 # No worker here, so no read block wakes a listener early: the settings' own block (the test farms use 200 ms).
 FANOUT_ENV = {"STREAM_READ_BLOCK_MS": "1000", "MAX_JOBS_PER_TENANT": "10000", "MAX_QUEUED_SEGMENTS": "100000"}
@@ -52,10 +52,10 @@ def _note(name: str, result: FanoutResult, wanted: int) -> str:
 
 
 def fanout(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    jobs = QUICK["jobs"] if quick else FANOUT_JOBS
-    per_job = QUICK["per_job"] if quick else FANOUT_PER_JOB
-    spread = QUICK["spread"] if quick else FANOUT_SPREAD_S
-    streams = QUICK["streams"] if quick else FANOUT_STREAMS
+    jobs = QUICK_JOBS if quick else FANOUT_JOBS
+    per_job = QUICK_PER_JOB if quick else FANOUT_PER_JOB
+    spread = QUICK_SPREAD_S if quick else FANOUT_SPREAD_S
+    streams = QUICK_STREAMS if quick else FANOUT_STREAMS
     body = tts_body("Listen to this", 20)
     with local_farm(workers=0, threads_per_worker=1, extra_env=FANOUT_ENV) as farm:
         assert farm.api is not None
