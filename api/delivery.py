@@ -21,6 +21,7 @@ from shared import jobs, streams
 from shared.audio import SAMPLE_WIDTH
 from shared.errors import AudioExpired, FarmError, InvalidCursor, JobCancelled, NotFound, SynthesisFailed
 from shared.models import ACTIVE_STATES, Job, JobState
+from shared.priority import Priority
 from shared.redis_client import get_redis
 from shared.settings import get_settings
 from shared.streams import Cursor
@@ -95,7 +96,7 @@ class RecentJobs:
     LIMIT = 10_000  # answers remembered at most; past it, the stale ones are forgotten
 
     def __init__(self) -> None:
-        self._answers: dict[tuple[str, int | None], tuple[float, Any]] = {}
+        self._answers: dict[tuple[str, int | None], tuple[float, Any, Exception | None]] = {}
         self._asking: dict[tuple[str, int | None], threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -113,38 +114,54 @@ class RecentJobs:
         return expired
 
     def _answer(self, key: tuple[str, int | None], ask: Callable[[], Any]) -> Any:
-        if (fresh := self._fresh(key)) is not None:
-            return fresh[0]
-        with self._lock:
-            asking = self._asking.setdefault(key, threading.Lock())
-        with asking:
-            if (fresh := self._fresh(key)) is not None:  # another listener asked while this one waited
-                return fresh[0]
-            answer = ask()
-            self._answers[key] = (time.monotonic(), answer)
-        self._forget_stale()
+        """The answer (or the error: a database that does not answer is not asked again by every listener in
+        turn) of `ask`, fresh or made now by one listener for all."""
+        if (fresh := self._fresh(key)) is None:
+            with self._lock:
+                asking = self._asking.setdefault(key, threading.Lock())
+            with asking:
+                if (fresh := self._fresh(key)) is None:  # else another listener asked while this one waited
+                    try:
+                        fresh = (ask(), None)
+                    except Exception as exc:
+                        fresh = (None, exc)
+                    with self._lock:
+                        self._answers[key] = (time.monotonic(), *fresh)
+            self._forget_stale()
+        answer, error = fresh
+        if error is not None:
+            raise error
         return answer
 
-    def _fresh(self, key: tuple[str, int | None]) -> tuple[Any] | None:
+    def _fresh(self, key: tuple[str, int | None]) -> tuple[Any, Exception | None] | None:
         seen = self._answers.get(key)
         if seen is None or time.monotonic() - seen[0] >= self._max_age():
             return None
-        return (seen[1],)
+        return seen[1], seen[2]
 
     @staticmethod
     def _max_age() -> float:
         return get_settings().STREAM_READ_BLOCK_MS / 2000
 
     def _forget_stale(self) -> None:
-        if len(self._answers) <= self.LIMIT:
-            return
         now, age = time.monotonic(), self._max_age()
         with self._lock:
+            if len(self._answers) <= self.LIMIT:
+                return
             self._answers = {k: v for k, v in self._answers.items() if now - v[0] < age}
             self._asking = {k: v for k, v in self._asking.items() if k in self._answers or v.locked()}
 
 
 recent_jobs = RecentJobs()
+
+
+def _priority(job_id: str) -> str:
+    """The class a reader's listening counts under (telemetry's label): the job's, as this process last learned it
+    (a reader that made the job live may count its first half block as bulk); live once the job is gone."""
+    try:
+        return str(recent_jobs.get(job_id).priority)
+    except NotFound:
+        return Priority.LIVE.value
 
 
 def current_job(job_id: str, *, tenant: str | None = None, with_segments: bool = False) -> Job:
@@ -187,7 +204,8 @@ def job_chunks(
         block_ms=settings.STREAM_READ_BLOCK_MS,
         on_idle=Watchdog(job_id, client),
     )
-    meter = PlaybackMeter(job_id)
+    # The class its listening counts under, as this process's readers of the job last learned it.
+    meter = PlaybackMeter(job_id, priority=lambda: _priority(job_id))
     try:
         for chunk in chunks:
             meter.sent(chunk.pcm)

@@ -154,6 +154,18 @@ class _Feeder:
                 self._stdin.close()  # type: ignore[attr-defined]
 
 
+def _read_some(fd: int) -> bytes:
+    """What the pipe holds now, up to READ_SIZE, waiting for its first bytes (b"": ffmpeg closed it). Under gevent
+    (gunicorn's worker) a child's pipes are non-blocking: the wait for them yields to the other connections."""
+    while True:
+        try:
+            return os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            from gevent.socket import wait_read  # only gevent's pipes are non-blocking here
+
+            wait_read(fd)
+
+
 def _ffmpeg(pcm_chunks: Iterable[bytes], fmt: str) -> Iterator[bytes]:
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
@@ -164,7 +176,7 @@ def _ffmpeg(pcm_chunks: Iterable[bytes], fmt: str) -> Iterator[bytes]:
         try:
             feeder.thread.start()
             out = process.stdout.fileno()
-            while data := os.read(out, READ_SIZE):
+            while data := _read_some(out):
                 yield data
             feeder.thread.join(_JOIN_SECONDS)
             if feeder.error is not None:

@@ -98,6 +98,10 @@ class StreamHub:
         self._thread.start()
 
     @property
+    def serving(self) -> bool:
+        return not self._closed and self._thread.is_alive()
+
+    @property
     def waiting(self) -> int:
         with self._lock:
             return len({key for waiters in self._waiters.values() for key in waiters})
@@ -105,6 +109,9 @@ class StreamHub:
     def xread(self, streams: Mapping[str, bytes | str], count: int | None = None, block: int | None = None) -> Reply:
         """What a Redis client's XREAD answers: the entries after each stream's id, waiting up to `block` ms for
         one when there are none yet (an empty list when none came)."""
+        if not self.serving:  # closed, or its thread died: each listener reads for itself
+            direct: Reply = self._shared().xread(dict(streams), count=count, block=block)  # type: ignore[arg-type,assignment]
+            return direct
         waiter = _Waiter(streams, count)
         if not (block and self._add(waiter, only_if_covered=True)):
             reply: Reply = self._shared().xread(dict(streams), count=count)  # type: ignore[arg-type,assignment]
@@ -174,9 +181,16 @@ class StreamHub:
         """Stop the hub (its waiters get nothing more); a process's hub lives as long as the process."""
         self._closed = True
         self._fail_all(redis.ConnectionError("the stream hub is closed"))
-        self._client.close()  # its XREAD in flight fails at once, and the hub's thread ends
+        self._client.connection_pool.disconnect()  # its XREAD in flight fails at once, and the hub's thread ends
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:  # closed (or broken): nothing is covered any more, and no waiter is left waiting for this thread
+            self._closed = True
+            self._fail_all(redis.ConnectionError("the stream hub stopped"))
+
+    def _serve(self) -> None:
         while not self._closed:
             with self._lock:
                 self._in_flight = self._streams_to_read()
@@ -185,9 +199,11 @@ class StreamHub:
             streams[self._wake_key] = self._wake_last
             try:
                 reply: Reply = self._client.xread(streams, block=HUB_BLOCK_MS, count=64)  # type: ignore[assignment]
-            except redis.RedisError as error:
+            except Exception as error:  # Redis failing, or anything else: the waiters get it, the hub goes on
                 if self._closed:
                     return
+                if not isinstance(error, redis.RedisError):
+                    log.exception("the stream hub's read failed")
                 self._fail_all(error)
                 time.sleep(RETRY_PAUSE_SECONDS)
                 continue
@@ -226,8 +242,7 @@ class StreamHub:
                     self._recent[key] = (_id(entries[-1][0]), kept_until)
             for waiter in answered.values():
                 self._remove(waiter)
-        for waiter in answered.values():
-            waiter.done.set()
+                waiter.done.set()  # under the lock: a wait timing out now sees it answered
 
     def _fail_all(self, error: BaseException) -> None:
         """Every waiter gets the hub's Redis error, as its own blocking XREAD would have raised it."""
@@ -236,9 +251,9 @@ class StreamHub:
             self._waiters.clear()
             self._oldest.clear()
             self._in_flight = {}
-        for waiter in waiters:
-            waiter.error = error
-            waiter.done.set()
+            for waiter in waiters:
+                waiter.error = error
+                waiter.done.set()
 
 
 _hub: tuple[tuple[Any, ...], StreamHub] | None = None

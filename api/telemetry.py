@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -64,10 +64,12 @@ class PlaybackMeter:
     a chunk read after the playback clock ran out is a deadline miss, and the silence it ended counts as stall.
     (A client that reads slower than real time delays the reads too; a player reads ahead of real time.)"""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, priority: Callable[[], str] | None = None) -> None:
+        """`priority`: how to learn the job's class (its label), if not from SQL at the first record."""
         self.job_id = job_id
         self.clock = PlaybackClock()
         self._priority: str | None = None
+        self._ask_priority = priority or (lambda: jobs.priority_of(job_id).value)
 
     def sent(self, pcm: bytes) -> None:
         late = self.clock.arrive(time.monotonic(), len(pcm) / SAMPLE_WIDTH / SAMPLE_RATE)
@@ -83,7 +85,7 @@ class PlaybackMeter:
     def _record(self, write: Any) -> None:
         try:  # like a request's count: measuring never fails a stream
             if self._priority is None:
-                self._priority = jobs.priority_of(self.job_id).value
+                self._priority = self._ask_priority()
             write(get_redis(), self._priority)
         except Exception:
             log.debug("could not record job %s's playback in Redis", self.job_id, exc_info=True)

@@ -30,8 +30,8 @@ when the request really is in that case (the check looks at the request, not onl
   excused only when the id really breaks the documented pattern;
 - a book's document (POST /books: an upload's bytes, a JSON text's markup) that is not one of its format, has nothing
   to read, names a language the farm lacks or fewer chapters than the options name; a redo's new words that make
-  more than one segment; a stream's cursor past the segments of the job it names (the stateful phase finds real
-  jobs, of any length);
+  more than one segment; a stream's cursor past the segments of the job it names, or past the chunks its segment
+  has published so far (the stateful phase finds real jobs, of any length and progress);
 - too_many_audio_tokens (413): the text's estimated audio exceeds MAX_TOKENS_PER_REQUEST (an estimate from the
   text's length and speed, not a property of either alone);
 - not_audio, unusable_audio, decode_timeout, too_much_reference_audio (413) about seconds: an upload's bytes are not
@@ -207,10 +207,11 @@ def _not_an_object(error: dict[str, Any], case: Any) -> bool | None:
 
 def _refused_for_what_it_names(error: dict[str, Any], case: Any) -> bool:
     """A book's document is not one the farm can read, a redo's new words make more than one segment (a splitter's
-    verdict, not a schema's), or a stream's cursor is past the segments of the job it names (a job's length)."""
+    verdict, not a schema's), or a stream's cursor is past the segments of the job it names or the chunks published
+    so far (a job's length and progress)."""
     operation, code, message = getattr(case.operation, "path", None), error.get("code"), error.get("message", "")
     if code == "invalid_cursor" and operation == "/jobs/{job_id}/stream":
-        return "past the job's" in message
+        return "past the job's" in message or "past the audio published so far" in message
     if operation == "/books":
         return code in DOCUMENT_REFUSALS or message.startswith(CHAPTER_OPTIONS)
     return operation == "/books/{book_id}/segments/{index}/redo" and "a redo says one sentence" in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 
@@ -187,6 +188,7 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
 TIMESTAMPS_KEPT_S = 30.0
 TIMESTAMPS_KEPT_MAX = 4096
 _timestamps: dict[tuple[str, int], tuple[float, bytes | None]] = {}
+_timestamps_lock = threading.Lock()
 
 
 def sse_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
@@ -196,10 +198,12 @@ def sse_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
     if kept is not None and now - kept[0] < TIMESTAMPS_KEPT_S:
         return kept[1]
     event = segment_timestamps(job_id, index, rate)
-    if len(_timestamps) >= TIMESTAMPS_KEPT_MAX:
-        for key in [k for k, (at, _) in _timestamps.items() if now - at >= TIMESTAMPS_KEPT_S] or list(_timestamps):
-            del _timestamps[key]
-    _timestamps[(job_id, index)] = (now, event)
+    with _timestamps_lock:
+        if len(_timestamps) >= TIMESTAMPS_KEPT_MAX:
+            stale = [k for k, (at, _) in _timestamps.items() if now - at >= TIMESTAMPS_KEPT_S]
+            for key in stale or list(_timestamps):
+                _timestamps.pop(key, None)
+        _timestamps[(job_id, index)] = (now, event)
     return event
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from api.output_formats import OUTPUT_FORMATS
 from api.schemas.common import LANGUAGE_SCHEMA, NO_NUL, LexiconName, documented_as, not_blank, text_schema
@@ -24,6 +24,16 @@ TextNormalization = Literal["auto", "on", "off"]
 def normalize_mode(setting: TextNormalization) -> NormalizeMode:
     """ElevenLabs' apply_text_normalization as the farm's normalize: on and auto normalise, off does not."""
     return "off" if setting == "off" else "auto"
+
+
+def _not_a_bool(value: Any) -> Any:
+    """JSON's true and false are not numbers (pydantic would take them as 1 and 0); 50.0 still is 50."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not true or false")
+    return value
+
+
+NumberNotBool = Annotated[int | None, BeforeValidator(_not_a_bool)]
 
 
 class VoiceSettings(BaseModel):
@@ -69,7 +79,7 @@ class TextToSpeechRequest(BaseModel):
         max_length=3,
         description="The farm's lexicons (GET /lexicons) to apply, by name as `pronunciation_dictionary_id`.",
     )
-    seed: int | None = Field(
+    seed: NumberNotBool = Field(
         None,
         ge=0,
         le=4294967295,
@@ -87,8 +97,8 @@ class TextToSpeechRequest(BaseModel):
     apply_text_normalization: TextNormalization = "auto"
     apply_language_text_normalization: bool | None = None
     # Extensions: the farm's bounds on a segment's audio tokens (tests and benchmarks pin the dev model's length).
-    min_new_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_PER_SEGMENT, description="Extension.")
-    max_new_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_PER_SEGMENT, description="Extension.")
+    min_new_tokens: NumberNotBool = Field(None, ge=1, le=MAX_TOKENS_PER_SEGMENT, description="Extension.")
+    max_new_tokens: NumberNotBool = Field(None, ge=1, le=MAX_TOKENS_PER_SEGMENT, description="Extension.")
 
     @field_validator("text")
     @classmethod
