@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Generator, Iterator
 
 from sqlalchemy.exc import OperationalError
 
+from api.answers import SharedAnswers
 from api.client import ClientConnection
 from api.fanout import stream_hub
 from api.framing import sse_event
@@ -88,20 +89,15 @@ class Watchdog:
 
 
 class RecentJobs:
-    """What this process's waiting listeners last learned of each job, for half a read block: a thousand listeners
-    of one job, each waking every STREAM_READ_BLOCK_MS with nothing new, ask SQL and Redis once between them rather
-    than a thousand times (their answers are as fresh as a block's wait already makes them). Listeners that wake
-    together wait for the one of them that asks."""
-
-    LIMIT = 10_000  # answers remembered at most; past it, the stale ones are forgotten
+    """What this process's waiting listeners last learned of each job, for a read block: a thousand listeners of
+    one job, each waking every STREAM_READ_BLOCK_MS with nothing new, ask SQL and Redis once between them rather
+    than a thousand times (their answers are as fresh as a block's wait already makes them)."""
 
     def __init__(self) -> None:
-        self._answers: dict[tuple[str, int | None], tuple[float, Any, Exception | None]] = {}
-        self._asking: dict[tuple[str, int | None], threading.Lock] = {}
-        self._lock = threading.Lock()
+        self._answers = SharedAnswers(lambda: get_settings().STREAM_READ_BLOCK_MS / 1000)
 
     def get(self, job_id: str) -> Job:
-        job: Job = self._answer((job_id, None), lambda: current_job(job_id))
+        job: Job = self._answers.answer((job_id, None), lambda: current_job(job_id))
         return job
 
     def expired(self, job_id: str, index: int) -> bool:
@@ -110,46 +106,8 @@ class RecentJobs:
                 return False
             return jobs.segment_state(job_id, index) == JobState.SUCCEEDED.value
 
-        expired: bool = self._answer((job_id, index), ask)
+        expired: bool = self._answers.answer((job_id, index), ask)
         return expired
-
-    def _answer(self, key: tuple[str, int | None], ask: Callable[[], Any]) -> Any:
-        """The answer (or the error: a database that does not answer is not asked again by every listener in
-        turn) of `ask`, fresh or made now by one listener for all."""
-        if (fresh := self._fresh(key)) is None:
-            with self._lock:
-                asking = self._asking.setdefault(key, threading.Lock())
-            with asking:
-                if (fresh := self._fresh(key)) is None:  # else another listener asked while this one waited
-                    try:
-                        fresh = (ask(), None)
-                    except Exception as exc:
-                        fresh = (None, exc)
-                    with self._lock:
-                        self._answers[key] = (time.monotonic(), *fresh)
-            self._forget_stale()
-        answer, error = fresh
-        if error is not None:
-            raise error
-        return answer
-
-    def _fresh(self, key: tuple[str, int | None]) -> tuple[Any, Exception | None] | None:
-        seen = self._answers.get(key)
-        if seen is None or time.monotonic() - seen[0] >= self._max_age():
-            return None
-        return seen[1], seen[2]
-
-    @staticmethod
-    def _max_age() -> float:
-        return get_settings().STREAM_READ_BLOCK_MS / 2000
-
-    def _forget_stale(self) -> None:
-        now, age = time.monotonic(), self._max_age()
-        with self._lock:
-            if len(self._answers) <= self.LIMIT:
-                return
-            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < age}
-            self._asking = {k: v for k, v in self._asking.items() if k in self._answers or v.locked()}
 
 
 recent_jobs = RecentJobs()
@@ -273,8 +231,28 @@ def cancel(job_id: str) -> bool:
     return True
 
 
+# The `audio` events made lately, by chunk: the listeners of one job that the stream hub answers together get the
+# very same chunk (the same bytes object), and each would encode it again (base64 and JSON: a tenth of an event's
+# cost). A few dozen chunks are in flight at any moment; each kept event holds its chunk too.
+ENCODED_KEPT = 128
+_encoded: OrderedDict[tuple[str, int], tuple[bytes, bytes]] = OrderedDict()
+
+
 def sse_audio(cursor: Cursor, pcm: bytes) -> bytes:
     """The `audio` event of a job's stream: one chunk, its id the cursor a client resumes from."""
+    key = (str(cursor), id(pcm))
+    kept = _encoded.get(key)
+    if kept is not None and kept[0] is pcm:  # the same chunk (an id alone may be a freed object's)
+        return kept[1]
+    event = _sse_audio(cursor, pcm)
+    _encoded[key] = (pcm, event)
+    while len(_encoded) > ENCODED_KEPT:
+        with contextlib.suppress(KeyError):  # another thread may have taken the oldest first
+            _encoded.popitem(last=False)
+    return event
+
+
+def _sse_audio(cursor: Cursor, pcm: bytes) -> bytes:
     data = {
         "segment": cursor.segment,
         "seq": cursor.seq,

@@ -6,8 +6,9 @@ notes when. Two crowds, one after the other:
 
 - SSE: FANOUT_JOBS jobs (POST /jobs) with FANOUT_PER_JOB listeners each (GET /jobs/{id}/stream), all connected and
   waiting before any audio; the jobs then start one after another over FANOUT_SPREAD_S seconds, as a farm's jobs do.
-- /tts_stream: FANOUT_STREAMS requests sent at once, each job's chunks written as soon as its response's headers
-  arrive; its streams last long enough for all to be held at once.
+- /tts_stream: FANOUT_STREAMS requests sent one after another over half FANOUT_SPREAD_S (125 requests a second),
+  each job's chunks written as soon as its response's headers arrive; its streams (20 chunks, 8 s) last long enough
+  for all to be held at once.
 
 Per crowd: the listeners held at once, those that got their audio exactly, the added first-audio latency (a
 listener's first chunk received less its writing) and every chunk's, p50 and p99; the API process's memory per
@@ -64,7 +65,9 @@ def fanout(quick: bool) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
         sse = sse_fanout(
             farm.base_url, farm.redis_url, pid, jobs=jobs, per_job=per_job, chunks=4, spread=spread, body=body
         )
-        tts = tts_stream_fanout(farm.base_url, farm.redis_url, pid, streams=streams, chunks=15, body=body)
+        tts = tts_stream_fanout(
+            farm.base_url, farm.redis_url, pid, streams=streams, chunks=20, spread=spread / 2, body=body
+        )
     rows = [sse.row("SSE listeners"), tts.row("/tts_stream responses")]
     notes = [_note("SSE", sse, jobs * per_job), _note("/tts_stream", tts, streams)]
     errors = (sse.errors + tts.errors)[:10]

@@ -44,7 +44,9 @@ def send_segment(celery: Celery, job_id: str, index: int, priority: Priority | N
     record that it got there."""
     queue = (priority or jobs.priority_of(job_id)).queue
     # Keyword arguments: Flower and the workers' logs show them by name (ids only; the text stays in SQL).
-    celery.send_task(SYNTHESIZE_SEGMENT, kwargs={"job_id": job_id, "index": index}, queue=queue)
+    # ignore_result: a send by name does not know the task ignores it, and would subscribe this process to the
+    # result's channel for every segment (nobody reads it: SQL holds job state).
+    celery.send_task(SYNTHESIZE_SEGMENT, kwargs={"job_id": job_id, "index": index}, queue=queue, ignore_result=True)
     jobs.mark_sent(job_id, index)
 
 

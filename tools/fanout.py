@@ -25,7 +25,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,8 +117,9 @@ class FakeProducer:
         writer = self._writers[job_id]
         pcm = chunk_pcm(job_id, seq)
         start = (seq - 1) * len(pcm) // SAMPLE_WIDTH
+        began = time.perf_counter()  # before the write: a listener may have it before the write returns here
         writer.audio(seq, pcm, last=seq == self.chunks, start=start)
-        self.written[(job_id, seq)] = time.perf_counter()
+        self.written[(job_id, seq)] = began
         if seq == self.chunks:
             writer.end(seq + 1)
             del self._writers[job_id]
@@ -311,6 +312,11 @@ async def _read_wav(response: aiohttp.ClientResponse, heard: Heard) -> None:
     heard.ended = True
 
 
+async def _after(seconds: float, listener: Coroutine[Any, Any, None]) -> None:
+    await asyncio.sleep(seconds)
+    await listener
+
+
 def _delays(heard: list[Heard], producer: FakeProducer) -> tuple[list[float], list[float]]:
     first, every = [], []
     for h in heard:
@@ -446,12 +452,16 @@ def tts_stream_fanout(
     streams: int,
     chunks: int = 10,
     interval: float = 0.4,
+    spread: float = 0.0,
     body: dict[str, Any],
     headers: dict[str, str] | None = None,
 ) -> FanoutResult:
-    """`streams` POST /tts_stream requests at once; each job's chunks are written (first at once, then `interval`
-    apart) as soon as its response's headers arrive, so that a stream lasts long enough for all to be held."""
-    return asyncio.run(_tts_stream_fanout(base_url, redis_url, api_pid, streams, chunks, interval, body, headers or {}))
+    """`streams` POST /tts_stream requests, sent one after another over `spread` seconds (0: at once); each job's
+    chunks are written (the first at once, then `interval` apart) as soon as its response's headers arrive. The
+    streams last `chunks` x `interval` seconds: long enough, with the spread, for all to be held at once."""
+    return asyncio.run(
+        _tts_stream_fanout(base_url, redis_url, api_pid, streams, chunks, interval, spread, body, headers or {})
+    )
 
 
 async def _tts_stream_fanout(
@@ -461,6 +471,7 @@ async def _tts_stream_fanout(
     streams: int,
     chunks: int,
     interval: float,
+    spread: float,
     body: dict[str, Any],
     headers: dict[str, str],
 ) -> FanoutResult:
@@ -474,15 +485,18 @@ async def _tts_stream_fanout(
             url = f"{base_url}/tts_stream"
             tasks = [
                 asyncio.create_task(
-                    _tts_stream_listener(
-                        session, url, {**body, "text": f"{body['text']} {n}."}, h, crowd, producer.start
+                    _after(
+                        spread * n / streams,
+                        _tts_stream_listener(
+                            session, url, {**body, "text": f"{body['text']} {n}."}, h, crowd, producer.start
+                        ),
                     )
                 )
                 for n, h in enumerate(heard)
             ]
-            await asyncio.wait_for(crowd.all_connected.wait(), 120)
+            await asyncio.wait_for(crowd.all_connected.wait(), 120 + spread)
             rss_held = rss_kb(api_pid)
-            await asyncio.wait_for(asyncio.gather(*tasks), 120 + chunks * interval)
+            await asyncio.wait_for(asyncio.gather(*tasks), 120 + spread + chunks * interval)
         finally:
             producer.stop()
         wall = time.perf_counter() - began

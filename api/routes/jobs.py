@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
 from collections.abc import Iterator
 
 import redis
@@ -15,6 +13,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy.exc import OperationalError
 
 from api import admission, captions
+from api.answers import SharedAnswers
 from api.auth import caller
 from api.client import ClientConnection, ClientGone
 from api.delivery import (
@@ -182,28 +181,17 @@ def job_stream(path: JobPath, query: StreamQuery) -> Response:
     return response
 
 
-# A complete segment's `timestamps` event, made once for all of this process's listeners of it: each would read
-# the segment's whole stream again (its audio included) for the same answer. Kept TIMESTAMPS_KEPT_S, a few thousand
-# at most.
+# A complete segment's `timestamps` event, made once for all of this process's listeners of it (each would read the
+# segment's whole stream again, its audio included, for the same answer), and kept TIMESTAMPS_KEPT_S.
 TIMESTAMPS_KEPT_S = 30.0
-TIMESTAMPS_KEPT_MAX = 4096
-_timestamps: dict[tuple[str, int], tuple[float, bytes | None]] = {}
-_timestamps_lock = threading.Lock()
+_timestamps = SharedAnswers(lambda: TIMESTAMPS_KEPT_S, limit=4096)
+# The job's state its listeners' `end` events report, asked once a second for all of them.
+_final_states = SharedAnswers(lambda: 1.0, limit=4096)
 
 
 def sse_timestamps(job_id: str, index: int, rate: int) -> bytes | None:
     """`segment_timestamps`, made once for all of this process's listeners of the segment (TIMESTAMPS_KEPT_S)."""
-    now = time.monotonic()
-    kept = _timestamps.get((job_id, index))
-    if kept is not None and now - kept[0] < TIMESTAMPS_KEPT_S:
-        return kept[1]
-    event = segment_timestamps(job_id, index, rate)
-    with _timestamps_lock:
-        if len(_timestamps) >= TIMESTAMPS_KEPT_MAX:
-            stale = [k for k, (at, _) in _timestamps.items() if now - at >= TIMESTAMPS_KEPT_S]
-            for key in stale or list(_timestamps):
-                _timestamps.pop(key, None)
-        _timestamps[(job_id, index)] = (now, event)
+    event: bytes | None = _timestamps.answer((job_id, index), lambda: segment_timestamps(job_id, index, rate))
     return event
 
 
@@ -261,7 +249,8 @@ def _final_state(job_id: str) -> str:
     """The state the `end` event reports: the job has delivered all its audio, so it has succeeded, even when the
     database cannot say so right now."""
     try:
-        return jobs.get_job(job_id).state
+        state: str = _final_states.answer(job_id, lambda: jobs.get_job(job_id).state)
+        return state
     except OperationalError:
         return JobState.SUCCEEDED.value
 
