@@ -240,16 +240,24 @@ class _Crowd:
             self.all_connected.set()
 
 
-async def _sse_listener(session: aiohttp.ClientSession, url: str, heard: Heard, crowd: _Crowd) -> None:
+async def _listen(
+    request: Any,
+    heard: Heard,
+    crowd: _Crowd,
+    read: Callable[[aiohttp.ClientResponse, Heard], Coroutine[Any, Any, None]],
+    answered: Callable[[aiohttp.ClientResponse], None] = lambda response: None,
+) -> None:
+    """One listener: its request (an aiohttp request context), its answer counted, its body read by `read`."""
     try:
-        async with session.get(url) as response:
+        async with request as response:
             heard.status = response.status
             crowd.count_answer()
             if response.status != 200:
                 return
+            answered(response)
             crowd.enter()
             try:
-                await _read_sse(response, heard)
+                await read(response, heard)
             finally:
                 crowd.leave()
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -277,25 +285,14 @@ async def _read_sse(response: aiohttp.ClientResponse, heard: Heard) -> None:
                 return
 
 
-async def _tts_stream_listener(
-    session: aiohttp.ClientSession, url: str, body: dict[str, Any], heard: Heard, crowd: _Crowd, started: Callable
-) -> None:
-    try:
-        async with session.post(url, json=body) as response:
-            heard.status = response.status
-            crowd.count_answer()
-            if response.status != 200:
-                return
-            heard.job_id = response.headers["X-Session-Id"]
-            crowd.enter()
-            started(heard.job_id)
-            try:
-                await _read_wav(response, heard)
-            finally:
-                crowd.leave()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        heard.error = repr(exc)
-        crowd.count_answer()
+def _started_by(heard: Heard, start: Callable[[str], None]) -> Callable[[aiohttp.ClientResponse], None]:
+    """What a /tts_stream listener does with its answer's headers: note its job, and have the producer start it."""
+
+    def answered(response: aiohttp.ClientResponse) -> None:
+        heard.job_id = response.headers["X-Session-Id"]
+        start(heard.job_id)
+
+    return answered
 
 
 async def _read_wav(response: aiohttp.ClientResponse, heard: Heard) -> None:
@@ -408,7 +405,7 @@ async def _sse_fanout(
             crowd = _Crowd(listeners)
             heard = [Heard(job_id=job_id) for job_id in ids for _ in range(per_job)]
             tasks = [
-                asyncio.create_task(_sse_listener(session, f"{base_url}/jobs/{h.job_id}/stream", h, crowd))
+                asyncio.create_task(_listen(session.get(f"{base_url}/jobs/{h.job_id}/stream"), h, crowd, _read_sse))
                 for h in heard
             ]
             # An SSE response starts with its first event: the API's count of held requests says who is connected.
@@ -487,8 +484,12 @@ async def _tts_stream_fanout(
                 asyncio.create_task(
                     _after(
                         spread * n / streams,
-                        _tts_stream_listener(
-                            session, url, {**body, "text": f"{body['text']} {n}."}, h, crowd, producer.start
+                        _listen(
+                            session.post(url, json={**body, "text": f"{body['text']} {n}."}),
+                            h,
+                            crowd,
+                            _read_wav,
+                            _started_by(h, producer.start),
                         ),
                     )
                 )
