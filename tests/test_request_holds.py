@@ -7,14 +7,17 @@ import json
 import select
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import requests
 from sqlalchemy import text
 
 from shared.db import make_engine
-from tools.localfarm import Farm, tts_body, wait_for
+from tests.farms import TWO_WORKERS
+from tools.localfarm import DEV_SPEAKER, Farm, tts_body, wait_for
 
 
 def _body(speaker: str, tokens: int, text: str = "Holding on to nothing.", chunk: int = 5) -> dict[str, Any]:
@@ -34,8 +37,19 @@ def _timed(what: str, call: Any) -> tuple[requests.Response, float]:
     return response, elapsed
 
 
-def test_head_requests_on_streams_hold_no_slot(farm: Farm, speaker: str) -> None:
+# The seed's limit of 10 slots (the default is 2500 now): what these tests fill, a request at a time.
+SEED_LIMIT: dict[str, Any] = {**TWO_WORKERS, "MAX_CONCURRENT_REQUESTS": "10"}
+
+
+@pytest.fixture
+def ten_slots(farm_with: Callable[..., Farm]) -> Farm:
+    """The common farm with its API serving 10 synthesis responses at once."""
+    return farm_with(**SEED_LIMIT)
+
+
+def test_head_requests_on_streams_hold_no_slot(ten_slots: Farm) -> None:
     """Werkzeug answers HEAD by closing the response without iterating it: ten HEADs used to take every slot."""
+    farm, speaker = ten_slots, DEV_SPEAKER
     running = requests.post(farm.url("/jobs"), json=_body(speaker, 200), timeout=30).json()
     done = requests.post(farm.url("/jobs"), json=_body(speaker, 5), timeout=30).json()
     farm.wait_for_state(done["id"], ("succeeded",))
@@ -72,8 +86,9 @@ def test_a_cursor_past_the_end_answers_at_once(farm: Farm, speaker: str) -> None
     assert _slots(farm)["in_use"] == 0
 
 
-def test_sixteen_concurrent_clients_wait_their_turn_instead_of_429(farm: Farm, speaker: str) -> None:
+def test_sixteen_concurrent_clients_wait_their_turn_instead_of_429(ten_slots: Farm) -> None:
     """More synthesis requests than MAX_CONCURRENT_REQUESTS (10): the others wait for a slot, none is refused."""
+    farm, speaker = ten_slots, DEV_SPEAKER
 
     def one(i: int) -> int:
         response = requests.post(farm.url("/tts"), json=_body(speaker, 5, f"Client number {i}."), timeout=120)

@@ -19,6 +19,7 @@ import requests
 from sqlalchemy import text
 
 from shared.db import make_engine
+from shared.settings import Settings
 from tests.farms import SharedFarm
 from tools.localfarm import DEV_SPEAKER, ROOT, Farm, create_api_key
 
@@ -120,7 +121,7 @@ def test_operator_endpoints_need_an_admin_key(alice: Client, operator: Client) -
     assert requests.get(operator.farm.url("/metrics"), timeout=10).status_code == 401
     assert "xtts_workers_live 1.0" in operator("GET", "/metrics").text
     health = operator("GET", "/health").json()
-    assert len(health["workers"]) == 1 and health["requests"]["limit"] == 10
+    assert len(health["workers"]) == 1 and health["requests"]["limit"] == Settings().MAX_CONCURRENT_REQUESTS
 
 
 def test_keys_are_stored_hashed_listed_without_secret_and_revoked_at_once(keyed_farm: Farm) -> None:
