@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 DEV_TOKENS_PER_CHAR = 1.5
 
 
+# Digits XTTS's cleaners leave alone ([0-9] only are spelled, by num2words), for a language num2words lacks.
+NATIVE_DIGITS = {"hi": "०१२३४५६७८९"}
+FULLWIDTH_DIGITS = "０１２３４５６７８９"
+
+
 @dataclass(frozen=True)
 class VoiceLatents:
     """What XTTS conditions on: GPT latents [1, rows, width] (32 rows from XTTS-v2's cloning) and a speaker
@@ -228,10 +233,20 @@ class XttsEngine:
         ends = token_char_ends([vocabulary.id_to_token(i) or "" for i in ids], said)
         return (None if ends is None else tuple(start + e for e in ends)), start + len(said)
 
+    def _encode(self, text: str, lang: str) -> list[int]:
+        """XTTS's tokens for `text`. Its cleaners spell digits with num2words, which cannot in some of XTTS's
+        languages (Hindi): there the digits go to the tokenizer as the language's own (the farm's normalisation
+        spells numbers only in the languages it has words for), instead of failing the segment."""
+        try:
+            return list(self.model.tokenizer.encode(text, lang=lang))
+        except NotImplementedError:
+            native = str.maketrans("0123456789", NATIVE_DIGITS.get(lang, FULLWIDTH_DIGITS))
+            return list(self.model.tokenizer.encode(text.translate(native), lang=lang))
+
     def _token_parts(self, text: str, language: str) -> list[tuple[str, list[int]]]:
         """Text tokens for a segment, split further if XTTS's cleaners made it too long for the GPT
         (numbers and abbreviations expand: "1999" becomes "one thousand nine hundred ninety-nine")."""
-        tokens = self.model.tokenizer.encode(text.strip().lower(), lang=language.split("-", maxsplit=1)[0])
+        tokens = self._encode(text.strip().lower(), language.split("-", maxsplit=1)[0])
         if len(tokens) < self.model.args.gpt_max_text_tokens:
             return [(text, list(tokens))]
         words = text.split()
