@@ -21,7 +21,6 @@ import heapq
 import json
 import math
 import os
-import statistics
 import threading
 import time
 import uuid
@@ -174,10 +173,6 @@ def _pct(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1)], 1)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else math.nan
 
 
 # --- the API process ------------------------------------------------------------------------------------------
@@ -356,7 +351,7 @@ def _result(
     )
 
 
-def _session(listeners: int, headers: dict[str, str]) -> aiohttp.ClientSession:
+def _session(headers: dict[str, str]) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     return aiohttp.ClientSession(connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=300))
 
@@ -398,7 +393,7 @@ async def _sse_fanout(
 ) -> FanoutResult:
     listeners = jobs * per_job
     producer = FakeProducer(redis_url, chunks, interval)
-    async with _session(listeners, headers) as session:
+    async with _session(headers) as session:
         try:
             ids = [await _create_job(session, base_url, body, n) for n in range(jobs)]
             rss_before, cpu_before, began = rss_kb(api_pid), cpu_seconds(api_pid), time.perf_counter()
@@ -472,7 +467,7 @@ async def _tts_stream_fanout(
     body: dict[str, Any],
     headers: dict[str, str],
 ) -> FanoutResult:
-    async with _session(streams, headers) as session:
+    async with _session(headers) as session:
         rss_before, cpu_before, began = rss_kb(api_pid), cpu_seconds(api_pid), time.perf_counter()
         crowd = _Crowd(streams)
         heard = [Heard() for _ in range(streams)]
